@@ -1,0 +1,127 @@
+//! Errors: one enum per layer, gathered under the crate-wide [`Error`].
+//!
+//! Messages are lowercase, carry no trailing period and lead with their context
+//! (`session "plant-1": ...`), so they read well when wrapped by an application.
+
+use std::time::Duration;
+
+use crate::options::OptionsError;
+use crate::topic::TopicError;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when using a [`SessionManager`](crate::SessionManager).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A topic name or topic filter broke an MQTT rule.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+
+    /// Session options failed validation.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+
+    /// No session of that name is registered.
+    #[error("unknown session {0:?}")]
+    UnknownSession(String),
+
+    /// A session of that name is already registered.
+    #[error("session {0:?} already exists")]
+    DuplicateSession(String),
+
+    /// Another session already uses this client id on one of the same brokers;
+    /// two sessions with one client id would keep disconnecting each other.
+    #[error("client id {client_id:?} of session {session:?} is already used by session {existing:?} on broker {broker}")]
+    DuplicateClientId {
+        /// The session being added.
+        session: String,
+        /// The session that already owns the client id.
+        existing: String,
+        /// The client id both would use.
+        client_id: String,
+        /// A broker both sessions connect to.
+        broker: String,
+    },
+
+    /// A QoS 0 publish was attempted while the session is not connected
+    /// (QoS 0 messages are never queued).
+    #[error("session {session:?}: not connected, QoS 0 publish not sent")]
+    NotConnected {
+        /// The session.
+        session: String,
+    },
+
+    /// The session's queue of QoS >= 1 publishes waiting for a connection is full.
+    #[error("session {session:?}: publish queue full ({limit} messages pending)")]
+    QueueFull {
+        /// The session.
+        session: String,
+        /// The configured `max_pending_messages`.
+        limit: usize,
+    },
+
+    /// A payload larger than the session's `max_message_size`.
+    #[error(
+        "session {session:?}: payload of {size} bytes exceeds max_message_size of {max} bytes"
+    )]
+    PayloadTooLarge {
+        /// The session.
+        session: String,
+        /// The payload's size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A QoS value other than 0, 1 or 2.
+    #[error("invalid QoS {0}: must be 0, 1 or 2")]
+    InvalidQos(u8),
+
+    /// The broker did not acknowledge a publish within the session's write timeout.
+    #[error("session {session:?}: publish not acknowledged within {timeout:?}")]
+    PublishTimeout {
+        /// The session.
+        session: String,
+        /// The configured `write_timeout`.
+        timeout: Duration,
+    },
+
+    /// The broker refused a subscription (SUBACK failure return code).
+    #[error("session {session:?}: broker refused subscription to {filter:?}")]
+    SubscribeRefused {
+        /// The session.
+        session: String,
+        /// The refused filter.
+        filter: String,
+    },
+
+    /// Waiting for sessions to become ready timed out.
+    #[error("timed out after {timeout:?} waiting for sessions to become ready: {}", not_ready.join(", "))]
+    WaitTimeout {
+        /// How long was waited.
+        timeout: Duration,
+        /// The sessions that were not ready, by name.
+        not_ready: Vec<String>,
+    },
+
+    /// The session was removed or closed while the operation was in progress.
+    #[error("session {0:?} is closed")]
+    SessionClosed(String),
+
+    /// The manager has been shut down.
+    #[error("the session manager is shut down")]
+    Shutdown,
+
+    /// No actix system is running on this thread; the manager's actors need one
+    /// (start it inside `#[actix::main]`, `actix_rt::System::new().block_on(..)` or an actix-web app).
+    #[error("no actix system is running on this thread")]
+    NoActixSystem,
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(_: actix::MailboxError) -> Self {
+        Error::Shutdown
+    }
+}

@@ -1,0 +1,399 @@
+//! Session events: typed data, delivered in order to handlers and streams.
+//!
+//! The [`EventBus`] hands every event to two consumers, neither of which can slow a session:
+//! - a dispatcher thread that calls the registered handlers one after another, outside any
+//!   lock (a handler may call back into the manager, or register and drop handlers); a
+//!   panicking handler is caught and counted; its queue is bounded ([`EVENT_QUEUE`]) and an
+//!   event that does not fit is counted as dropped, never blocking the session;
+//! - a broadcast channel behind [`EventStream`]s (bounded, a lagging stream skips and counts).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::session::state::SessionState;
+
+/// Capacity of the handler queue and of each event stream.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// The kinds of event, with the Go original's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// `session_connecting`: a connection attempt to one broker starts.
+    SessionConnecting,
+    /// `session_connected`: a broker accepted the connection.
+    SessionConnected,
+    /// `session_ready`: connected and every subscription restored.
+    SessionReady,
+    /// `session_disconnected`: the connection ended or an attempt failed.
+    SessionDisconnected,
+    /// `session_reconnecting`: waiting before the next attempt.
+    SessionReconnecting,
+    /// `session_added`: the session was registered.
+    SessionAdded,
+    /// `session_removed`: the session was removed.
+    SessionRemoved,
+    /// `session_state_changed`: every state transition.
+    SessionStateChanged,
+}
+
+impl EventKind {
+    /// The event's name as in the Go original (`session_connected`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionConnecting => "session_connecting",
+            EventKind::SessionConnected => "session_connected",
+            EventKind::SessionReady => "session_ready",
+            EventKind::SessionDisconnected => "session_disconnected",
+            EventKind::SessionReconnecting => "session_reconnecting",
+            EventKind::SessionAdded => "session_added",
+            EventKind::SessionRemoved => "session_removed",
+            EventKind::SessionStateChanged => "session_state_changed",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The class of a connection failure; also the `kind` label of error metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The broker could not be reached, or the connection broke (I/O).
+    Io,
+    /// No answer in time (connect timeout, read timeout, missing PINGRESP).
+    Timeout,
+    /// The broker refused the CONNECT for a reason other than credentials.
+    Refused,
+    /// The broker refused the credentials.
+    Auth,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// The broker broke the protocol, or sent a packet this client cannot take.
+    Protocol,
+}
+
+impl ErrorKind {
+    /// The kind as a label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Io => "io",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Protocol => "protocol",
+        }
+    }
+}
+
+/// Why a connection ended or an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionFailure {
+    /// The class of failure.
+    pub kind: ErrorKind,
+    /// The broker concerned.
+    pub broker: String,
+    /// A readable description.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.broker,
+            self.kind.as_str(),
+            self.message
+        )
+    }
+}
+
+/// What an event says, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventData {
+    /// A connection attempt to `broker` starts (attempt counted from 1).
+    SessionConnecting {
+        /// The broker tried.
+        broker: String,
+        /// The attempt number; each attempt walks the broker list once.
+        attempt: u32,
+    },
+    /// The broker accepted the connection.
+    SessionConnected {
+        /// The broker that answered.
+        broker: String,
+        /// The broker still had a session for this client id.
+        session_present: bool,
+    },
+    /// Connected and every subscription restored.
+    SessionReady {
+        /// The number of active subscriptions.
+        subscriptions: usize,
+    },
+    /// The connection ended (`error` is none after a requested disconnect).
+    SessionDisconnected {
+        /// Why, when it was not requested.
+        error: Option<ConnectionFailure>,
+    },
+    /// Waiting `delay` before attempt `attempt`.
+    SessionReconnecting {
+        /// The next attempt's number.
+        attempt: u32,
+        /// How long until it starts.
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+    },
+    /// The session was registered.
+    SessionAdded,
+    /// The session was removed.
+    SessionRemoved,
+    /// The state changed.
+    SessionStateChanged {
+        /// Before.
+        old: SessionState,
+        /// After.
+        new: SessionState,
+    },
+}
+
+impl EventData {
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventData::SessionConnecting { .. } => EventKind::SessionConnecting,
+            EventData::SessionConnected { .. } => EventKind::SessionConnected,
+            EventData::SessionReady { .. } => EventKind::SessionReady,
+            EventData::SessionDisconnected { .. } => EventKind::SessionDisconnected,
+            EventData::SessionReconnecting { .. } => EventKind::SessionReconnecting,
+            EventData::SessionAdded => EventKind::SessionAdded,
+            EventData::SessionRemoved => EventKind::SessionRemoved,
+            EventData::SessionStateChanged { .. } => EventKind::SessionStateChanged,
+        }
+    }
+}
+
+/// One event of one session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// The session concerned.
+    pub session: Arc<str>,
+    /// When it happened.
+    pub time: SystemTime,
+    /// What happened.
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+impl Event {
+    /// A new event, stamped now.
+    pub fn new(session: Arc<str>, data: EventData) -> Self {
+        Event {
+            session,
+            time: SystemTime::now(),
+            data,
+        }
+    }
+
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        self.data.kind()
+    }
+}
+
+type Handler = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Default)]
+struct Handlers {
+    next_id: u64,
+    list: Vec<(u64, Option<EventKind>, Handler)>,
+}
+
+struct BusInner {
+    handlers: RwLock<Handlers>,
+    queue: SyncSender<Event>,
+    stream: broadcast::Sender<Event>,
+    panics: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Fans events out to handlers and streams; cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("handler_panics", &self.handler_panics())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBus {
+    /// A bus with its dispatcher thread; the thread ends when the last clone is dropped.
+    pub fn new() -> Self {
+        let (queue, rx) = sync_channel::<Event>(EVENT_QUEUE);
+        let (stream, _) = broadcast::channel(EVENT_QUEUE);
+        let inner = Arc::new(BusInner {
+            handlers: RwLock::new(Handlers::default()),
+            queue,
+            stream,
+            panics: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        let spawned = std::thread::Builder::new()
+            .name("mqtt-sessions-events".into())
+            .spawn(move || {
+                while let Ok(event) = rx.recv() {
+                    let Some(inner) = weak.upgrade() else { break };
+                    let handlers: Vec<Handler> = match inner.handlers.read() {
+                        Ok(h) => h
+                            .list
+                            .iter()
+                            .filter(|(_, k, _)| k.is_none_or(|k| k == event.kind()))
+                            .map(|(_, _, h)| Arc::clone(h))
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    for h in handlers {
+                        if catch_unwind(AssertUnwindSafe(|| h(&event))).is_err() {
+                            inner.panics.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(session = %event.session, kind = %event.kind(), "event handler panicked");
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the event dispatcher thread; event handlers will not run");
+        }
+        EventBus { inner }
+    }
+
+    /// Publishes an event; never blocks.
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(session = %event.session, kind = %event.kind(), data = ?event.data, "event");
+        let _ = self.inner.stream.send(event.clone());
+        match self.inner.queue.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(session = %ev.session, kind = %ev.kind(), "event handler queue full, event dropped for handlers");
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Registers a handler for one kind (or all kinds with `None`).
+    pub fn subscribe(&self, kind: Option<EventKind>, handler: Handler) -> EventGuard {
+        let mut h = match self.inner.handlers.write() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        h.next_id += 1;
+        let id = h.next_id;
+        h.list.push((id, kind, handler));
+        EventGuard {
+            bus: Arc::downgrade(&self.inner),
+            id,
+        }
+    }
+
+    /// A stream of every event from now on.
+    pub fn stream(&self) -> EventStream {
+        EventStream {
+            rx: self.inner.stream.subscribe(),
+            lagged: 0,
+        }
+    }
+
+    /// Handler calls that panicked.
+    pub fn handler_panics(&self) -> u64 {
+        self.inner.panics.load(Ordering::Relaxed)
+    }
+
+    /// Events that did not fit in the handler queue.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keeps an event handler registered; dropping it (or calling
+/// [`unsubscribe`](Self::unsubscribe)) removes the handler.
+#[derive(Debug)]
+#[must_use = "the handler is removed when the guard is dropped"]
+pub struct EventGuard {
+    bus: std::sync::Weak<BusInner>,
+    id: u64,
+}
+
+impl EventGuard {
+    /// Removes the handler now.
+    pub fn unsubscribe(self) {}
+
+    /// Keeps the handler for the manager's whole life.
+    pub fn forget(mut self) {
+        self.bus = std::sync::Weak::new();
+    }
+}
+
+impl Drop for EventGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.bus.upgrade() {
+            let mut h = match inner.handlers.write() {
+                Ok(h) => h,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            h.list.retain(|(id, _, _)| *id != self.id);
+        }
+    }
+}
+
+/// A stream of all events (bounded by [`EVENT_QUEUE`]; a reader that falls behind
+/// skips the oldest events and [`lagged`](Self::lagged) counts them).
+#[derive(Debug)]
+pub struct EventStream {
+    rx: broadcast::Receiver<Event>,
+    lagged: u64,
+}
+
+impl EventStream {
+    /// The next event; `None` once the manager is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(ev) => return Some(ev),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lagged += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Events skipped because this stream fell behind.
+    pub fn lagged(&self) -> u64 {
+        self.lagged
+    }
+}

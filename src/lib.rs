@@ -1,0 +1,68 @@
+//! # mqtt-sessions
+//!
+//! Many MQTT client sessions at once — to one broker or many — under actix actor
+//! supervision: each session connects with backoff across a list of brokers, restores
+//! its subscriptions after every reconnect, queues QoS >= 1 publishes while disconnected
+//! and reports typed events.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mqtt_sessions::{EventKind, QoS, SessionManager, SessionOptions};
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), mqtt_sessions::Error> {
+//!     let manager = SessionManager::new()?;
+//!     let _guard = manager.on_event(EventKind::SessionReady, |ev| println!("{} ready", ev.session));
+//!     let plant = manager.add_session(SessionOptions::new("plant-1", "mqtt://127.0.0.1:1883")).await?;
+//!     let mut messages = plant.messages();
+//!     plant.subscribe("sensors/#", QoS::AtLeastOnce).await?;
+//!     manager.wait_for_session("plant-1", Duration::from_secs(10)).await?;
+//!     if let Some(msg) = messages.recv().await {
+//!         println!("{} on {}: {:?}", msg.session, msg.topic, msg.payload_str());
+//!     }
+//!     manager.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`manager`]: [`SessionManager`], the cloneable façade; reads go to a lock-free
+//!   registry snapshot, changes to the supervisor.
+//! - [`supervisor`]: the [`Supervisor`](supervisor::Supervisor) actor; owns the set of
+//!   sessions, refuses duplicate names and client ids, starts each session under actix
+//!   supervision.
+//! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
+//!   outbox) and its driver task (the rumqttc event loop); plain logic in
+//!   [`session::state`], [`session::backoff`] and [`session::outbox`].
+//! - [`router`]: the topic-filter trie of the route table.
+//! - [`topic`]: topic name and filter validation and matching.
+//! - [`options`], [`message`], [`event`], [`error`]: the public data types.
+//!
+//! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
+
+pub mod error;
+pub mod event;
+pub mod manager;
+pub mod message;
+pub mod options;
+pub mod router;
+pub mod session;
+pub mod supervisor;
+pub mod topic;
+
+pub use error::{Error, Result};
+pub use event::{
+    ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
+};
+pub use manager::{SessionManager, SessionManagerBuilder};
+pub use message::{Message, Publish, QoS};
+pub use options::{
+    ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
+    SessionOptions, TlsOptions, WillOptions,
+};
+pub use session::counters::SessionMetrics;
+pub use session::handle::SessionHandle;
+pub use session::state::SessionState;
+pub use session::SessionStatus;
+pub use topic::{TopicError, TopicFilter};

@@ -1,0 +1,212 @@
+//! [`SessionManager`]: the friendly, cloneable façade over the [`Supervisor`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::event::{Event, EventBus, EventGuard, EventKind, EventStream};
+use crate::message::{Publish, QoS};
+use crate::options::SessionOptions;
+use crate::session::handle::SessionHandle;
+use crate::session::state::SessionState;
+use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
+
+/// Builds a [`SessionManager`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct SessionManagerBuilder {}
+
+impl SessionManagerBuilder {
+    /// Starts the manager's actors on the current actix system.
+    pub fn build(self) -> Result<SessionManager, Error> {
+        if actix_rt::System::try_current().is_none() {
+            return Err(Error::NoActixSystem);
+        }
+        let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
+        let bus = EventBus::new();
+        let sup = Supervisor::new(Arc::clone(&registry), bus.clone()).start();
+        Ok(SessionManager { sup, registry, bus })
+    }
+}
+
+/// Many MQTT sessions under one supervisor. Cheap to clone, `Send + Sync`.
+///
+/// Must be created inside a running actix system (`#[actix::main]`, `#[actix_web::main]`,
+/// `actix_rt::System::new().block_on(..)`); the returned handle may then be used from
+/// any thread.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mqtt_sessions::{QoS, SessionManager, SessionOptions};
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), mqtt_sessions::Error> {
+///     let manager = SessionManager::new()?;
+///     manager.add_session(SessionOptions::new("plant-1", "mqtt://127.0.0.1:1883")).await?;
+///     manager.wait_for_session("plant-1", Duration::from_secs(10)).await?;
+///     manager.publish_to("plant-1", "plant/1/status", "online", QoS::AtLeastOnce).await?;
+///     manager.shutdown().await;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    sup: Addr<Supervisor>,
+    registry: Registry,
+    bus: EventBus,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("sessions", &self.registry.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager with default settings.
+    pub fn new() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// A builder for a manager.
+    pub fn builder() -> SessionManagerBuilder {
+        SessionManagerBuilder::default()
+    }
+
+    /// Registers a session and starts connecting it in the background; returns without
+    /// waiting for the network. A failing first connect is retried with backoff.
+    ///
+    /// Errors: invalid options, [`Error::DuplicateSession`], [`Error::DuplicateClientId`],
+    /// [`Error::Shutdown`].
+    pub async fn add_session(&self, opts: SessionOptions) -> Result<SessionHandle, Error> {
+        self.sup.send(AddSession(opts)).await?
+    }
+
+    /// Disconnects the session gracefully (DISCONNECT: no will message) and forgets it.
+    pub async fn remove_session(&self, name: &str) -> Result<(), Error> {
+        self.sup.send(RemoveSession(name.to_string())).await?
+    }
+
+    /// Names of all sessions, sorted.
+    pub fn list_sessions(&self) -> Vec<String> {
+        self.registry.load().keys().cloned().collect()
+    }
+
+    /// A handle on one session.
+    pub fn session(&self, name: &str) -> Result<SessionHandle, Error> {
+        self.registry
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownSession(name.to_string()))
+    }
+
+    /// The state of every session.
+    pub fn status(&self) -> BTreeMap<String, SessionState> {
+        self.registry
+            .load()
+            .iter()
+            .map(|(n, h)| (n.clone(), h.state()))
+            .collect()
+    }
+
+    /// Waits until the session is ready: connected and its subscriptions restored.
+    pub async fn wait_for_session(&self, name: &str, timeout: Duration) -> Result<(), Error> {
+        self.session(name)?.wait_ready(timeout).await
+    }
+
+    /// Waits until every current session is ready; the error names those that are not.
+    pub async fn wait_for_all_sessions(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let handles: Vec<SessionHandle> = self.registry.load().values().cloned().collect();
+        let waits = handles
+            .iter()
+            .map(|h| h.wait_ready(deadline.saturating_duration_since(Instant::now())));
+        let results = futures_util::future::join_all(waits).await;
+        let not_ready: Vec<String> = handles
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(h, _)| h.name().to_string())
+            .collect();
+        if not_ready.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::WaitTimeout { timeout, not_ready })
+        }
+    }
+
+    /// Publishes `payload` on `topic` through one session; see [`SessionHandle::publish`].
+    pub async fn publish_to(
+        &self,
+        session: &str,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> Result<(), Error> {
+        self.publish(session, Publish::new(topic, payload).qos(qos))
+            .await
+    }
+
+    /// Publishes a [`Publish`] (retain, QoS, ...) through one session.
+    pub async fn publish(&self, session: &str, publish: Publish) -> Result<(), Error> {
+        self.session(session)?.publish(publish).await
+    }
+
+    /// Publishes through every session at once; one result per session.
+    pub async fn publish_to_all(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> BTreeMap<String, Result<(), Error>> {
+        let publish = Publish::new(topic, payload).qos(qos);
+        let handles: Vec<SessionHandle> = self.registry.load().values().cloned().collect();
+        let sends = handles.iter().map(|h| h.publish(publish.clone()));
+        let results = futures_util::future::join_all(sends).await;
+        handles
+            .iter()
+            .map(|h| h.name().to_string())
+            .zip(results)
+            .collect()
+    }
+
+    /// Calls `handler` for every event of `kind`, on the manager's event thread, in order,
+    /// outside any lock (it may call back into the manager). A panic is caught and counted.
+    /// The handler stays registered while the returned guard lives.
+    pub fn on_event(
+        &self,
+        kind: EventKind,
+        handler: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> EventGuard {
+        self.bus.subscribe(Some(kind), Arc::new(handler))
+    }
+
+    /// Like [`on_event`](Self::on_event), for every kind.
+    pub fn on_any_event(&self, handler: impl Fn(&Event) + Send + Sync + 'static) -> EventGuard {
+        self.bus.subscribe(None, Arc::new(handler))
+    }
+
+    /// A stream of every event from now on.
+    pub fn events(&self) -> EventStream {
+        self.bus.stream()
+    }
+
+    /// Event handler calls that panicked so far.
+    pub fn event_handler_panics(&self) -> u64 {
+        self.bus.handler_panics()
+    }
+
+    /// Disconnects every session (DISCONNECT after a short flush of queued publishes) and
+    /// refuses new ones.
+    pub async fn shutdown(&self) {
+        let _ = self.sup.send(Shutdown).await;
+    }
+}

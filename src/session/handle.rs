@@ -1,0 +1,166 @@
+//! [`SessionHandle`]: a cheap, cloneable view of one session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use super::counters::{SessionCounters, SessionMetrics};
+use super::incoming::SessionSinks;
+use super::state::SessionState;
+use super::{PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
+use crate::error::Error;
+use crate::message::{Message, Publish, QoS};
+use crate::options::SessionOptions;
+use crate::topic::{validate_topic_name, TopicFilter};
+
+/// A handle on one session: state, metrics, publish, subscribe, messages.
+///
+/// Reads (`state`, `status`, `metrics`) touch no actor; `publish` and `subscribe` send one
+/// message to the session's actor. After the session is removed, calls return
+/// [`Error::SessionClosed`].
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: Addr<SessionActor>,
+    pub(crate) status: watch::Receiver<SessionStatus>,
+    pub(crate) counters: Arc<SessionCounters>,
+    pub(crate) opts: Arc<SessionOptions>,
+    pub(crate) sinks: Arc<SessionSinks>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    /// The session's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> SessionState {
+        self.status.borrow().state
+    }
+
+    /// Connected with every subscription restored.
+    pub fn is_ready(&self) -> bool {
+        self.status.borrow().ready
+    }
+
+    /// The full status (state, readiness, broker, last error, ...).
+    pub fn status(&self) -> SessionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The session's counters as plain numbers.
+    pub fn metrics(&self) -> SessionMetrics {
+        self.counters.snapshot()
+    }
+
+    /// The options the session runs with.
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    /// The session actor's address, for applications that talk to it directly.
+    pub fn addr(&self) -> &Addr<SessionActor> {
+        &self.addr
+    }
+
+    /// Publishes and waits for completion: QoS 0 once written to the connection, QoS 1/2
+    /// once acknowledged. QoS >= 1 publishes made while disconnected wait in the outbox
+    /// (bounded by `max_pending_messages`) and are sent after the next connect.
+    ///
+    /// Errors: [`Error::Topic`], [`Error::PayloadTooLarge`], [`Error::NotConnected`]
+    /// (QoS 0 while disconnected), [`Error::QueueFull`], [`Error::PublishTimeout`]
+    /// (the message stays queued and is still delivered), [`Error::SessionClosed`].
+    pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
+        self.check_publish(&publish)?;
+        self.addr
+            .send(PublishMsg(publish))
+            .await
+            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    }
+
+    /// Shorthand for [`publish`](Self::publish) of a non-retained message.
+    pub async fn publish_to(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> Result<(), Error> {
+        self.publish(Publish::new(topic, payload).qos(qos)).await
+    }
+
+    pub(crate) fn check_publish(&self, publish: &Publish) -> Result<(), Error> {
+        validate_topic_name(&publish.topic)?;
+        let max = self.opts.performance.max_message_size;
+        if publish.payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                session: self.name.to_string(),
+                size: publish.payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Subscribes the session to `filter` at `qos`. The subscription is kept and re-sent
+    /// after reconnects; while connected this waits for the SUBACK.
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
+        let filter = TopicFilter::new(filter)?;
+        self.addr
+            .send(Subscribe { filter, qos })
+            .await
+            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    }
+
+    /// Removes the subscription to `filter`.
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), Error> {
+        let filter = TopicFilter::new(filter)?;
+        self.addr
+            .send(Unsubscribe { filter })
+            .await
+            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    }
+
+    /// A receiver of every message this session receives, bounded by
+    /// `performance.message_channel_size`. When it is full, QoS 0 messages are dropped
+    /// (counted) and QoS >= 1 messages are acknowledged to the broker only once they fit.
+    /// Drop the receiver to stop.
+    pub fn messages(&self) -> mpsc::Receiver<Message> {
+        self.sinks.add(self.opts.performance.message_channel_size)
+    }
+
+    /// QoS 0 messages dropped because a [`messages`](Self::messages) receiver was full.
+    pub fn dropped_messages(&self) -> u64 {
+        self.sinks.dropped()
+    }
+
+    /// Waits until the session is ready (connected, subscriptions restored).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let mut rx = self.status.clone();
+        let res = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.ready || s.state == SessionState::Closed),
+        )
+        .await;
+        match res {
+            Ok(Ok(s)) if s.ready => Ok(()),
+            Ok(_) => Err(Error::SessionClosed(self.name.to_string())),
+            Err(_) => Err(Error::WaitTimeout {
+                timeout,
+                not_ready: vec![self.name.to_string()],
+            }),
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! [`SessionActor`]: one MQTT connection, its state machine, subscriptions and outbox.
+//!
+//! The actor owns a rumqttc client whose event loop runs in a separate task, the
+//! [`driver`]. The driver reports connection events ([`driver::DriverEvent`]) through a
+//! bounded channel attached with `add_stream`; the actor turns them into state
+//! transitions, [`Event`](crate::Event)s and counters, restores subscriptions after a
+//! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
+//! the actor: the driver hands them to the session's dispatcher directly.
+//!
+//! Guarantees:
+//! - every state transition emits `session_state_changed`; `session_ready` follows
+//!   `session_connected` once every active subscription was acknowledged;
+//! - QoS >= 1 publishes complete on PUBACK/PUBCOMP and survive reconnects (re-sent after
+//!   the next CONNACK) and actor restarts; QoS 0 publishes are refused while disconnected;
+//! - the actor is `Supervised`: if it stops unexpectedly, actix restarts it in place (same
+//!   outbox, same subscriptions) and it reconnects after a backoff delay.
+
+pub mod backoff;
+pub mod counters;
+pub mod driver;
+pub mod handle;
+pub mod incoming;
+pub mod outbox;
+pub mod state;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use rumqttc::{AsyncClient, Outgoing, SubscribeReasonCode};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use self::counters::SessionCounters;
+use self::driver::{Driver, DriverEvent};
+use self::incoming::Dispatcher;
+use self::outbox::Outbox;
+use self::state::{SessionState, Transition};
+use crate::error::Error;
+use crate::event::{ConnectionFailure, Event, EventBus, EventData};
+use crate::message::{Publish, QoS};
+use crate::options::{BrokerUrl, SessionOptions};
+use crate::topic::TopicFilter;
+
+/// Capacity of the driver → actor event channel.
+const DRIVER_EVENTS: usize = 1024;
+/// How long a graceful close waits for queued QoS >= 1 publishes to be acknowledged.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+type Responder = oneshot::Sender<Result<(), Error>>;
+
+/// A snapshot of a session's connection, published on every change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionStatus {
+    /// Connection state.
+    pub state: SessionState,
+    /// Connected and every subscription restored.
+    pub ready: bool,
+    /// The broker connected to, if any.
+    pub broker: Option<String>,
+    /// The client id in use.
+    pub client_id: String,
+    /// When the current connection was established.
+    pub connected_since: Option<SystemTime>,
+    /// The last connection failure.
+    pub last_error: Option<ConnectionFailure>,
+    /// Times the supervisor restarted the session's actor.
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Subscription {
+    qos: QoS,
+    confirmed: bool,
+}
+
+#[derive(Debug)]
+enum SubRequest {
+    Restore(Vec<String>),
+    Single(String, Option<Responder>),
+}
+
+/// Everything a [`SessionActor`] is built from (given by the supervisor).
+pub struct SessionParts {
+    /// Validated options.
+    pub opts: Arc<SessionOptions>,
+    /// Parsed broker URLs.
+    pub brokers: Vec<BrokerUrl>,
+    /// The client id in use.
+    pub client_id: String,
+    /// Event bus of the manager.
+    pub bus: EventBus,
+    /// Where incoming messages go.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// Shared counters.
+    pub counters: Arc<SessionCounters>,
+    /// Status publisher.
+    pub status: watch::Sender<SessionStatus>,
+}
+
+impl std::fmt::Debug for SessionParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionParts")
+            .field("name", &self.opts.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The actor owning one MQTT connection. See the [module docs](self).
+pub struct SessionActor {
+    name: Arc<str>,
+    p: SessionParts,
+    state: SessionState,
+    ready: bool,
+    connected_broker: Option<usize>,
+    connected_since: Option<SystemTime>,
+    last_error: Option<ConnectionFailure>,
+    ever_connected: bool,
+    client: Option<AsyncClient>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+    stream: Option<SpawnHandle>,
+    subscriptions: BTreeMap<String, Subscription>,
+    sub_queue: VecDeque<SubRequest>,
+    sub_inflight: BTreeMap<u16, SubRequest>,
+    outbox: Outbox<Responder>,
+    outbox_len: watch::Sender<usize>,
+    on_disconnect_written: Option<oneshot::Sender<()>>,
+    restarts: u32,
+    closed: bool,
+}
+
+impl std::fmt::Debug for SessionActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionActor")
+            .field("name", &self.name)
+            .field("state", &self.state)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionActor {
+    /// A session actor (not started).
+    pub fn new(p: SessionParts) -> Self {
+        let limit = p.opts.performance.max_pending_messages;
+        SessionActor {
+            name: Arc::from(p.opts.name.as_str()),
+            p,
+            state: SessionState::Disconnected,
+            ready: false,
+            connected_broker: None,
+            connected_since: None,
+            last_error: None,
+            ever_connected: false,
+            client: None,
+            driver: None,
+            stream: None,
+            subscriptions: BTreeMap::new(),
+            sub_queue: VecDeque::new(),
+            sub_inflight: BTreeMap::new(),
+            outbox: Outbox::new(limit),
+            outbox_len: watch::channel(0).0,
+            on_disconnect_written: None,
+            restarts: 0,
+            closed: false,
+        }
+    }
+
+    fn emit(&self, data: EventData) {
+        self.p.bus.emit(Event::new(Arc::clone(&self.name), data));
+    }
+
+    fn publish_status(&self) {
+        let st = SessionStatus {
+            state: self.state,
+            ready: self.ready,
+            broker: self.connected_broker.map(|i| self.p.brokers[i].url.clone()),
+            client_id: self.p.client_id.clone(),
+            connected_since: self.connected_since,
+            last_error: self.last_error.clone(),
+            restarts: self.restarts,
+        };
+        self.p.status.send_replace(st);
+        self.p
+            .counters
+            .set_outbox(self.outbox.len(), self.outbox.inflight());
+        self.outbox_len.send_replace(self.outbox.len());
+    }
+
+    fn transition(&mut self, t: Transition) {
+        if let Some(new) = self.state.on(t) {
+            let old = self.state;
+            self.state = new;
+            tracing::info!(session = %self.name, from = %old, to = %new, "session state changed");
+            self.emit(EventData::SessionStateChanged { old, new });
+        }
+    }
+
+    fn start_driver(&mut self, ctx: &mut Context<Self>, initial_delay: Option<Duration>) {
+        let first = &self.p.brokers[0];
+        let mo = driver::mqtt_options(&self.p.opts, &self.p.client_id, first);
+        let cap = usize::from(self.p.opts.performance.inflight) + 256;
+        let (client, eventloop) = AsyncClient::new(mo, cap);
+        let (tx, rx) = mpsc::channel(DRIVER_EVENTS);
+        let d = Driver {
+            session: Arc::clone(&self.name),
+            opts: Arc::clone(&self.p.opts),
+            brokers: self.p.brokers.clone(),
+            client_id: self.p.client_id.clone(),
+            eventloop,
+            client: client.clone(),
+            events: tx,
+            dispatcher: Arc::clone(&self.p.dispatcher),
+            counters: Arc::clone(&self.p.counters),
+            initial_delay,
+        };
+        self.client = Some(client);
+        self.driver = Some(tokio::task::spawn_local(d.run()));
+        self.stream = Some(ctx.add_stream(ReceiverStream::new(rx)));
+    }
+
+    fn stop_driver(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.stream.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        self.client = None;
+    }
+
+    /// Hands waiting publishes to rumqttc while connected and within the in-flight limit.
+    fn pump(&mut self) {
+        if self.state != SessionState::Connected {
+            return;
+        }
+        let Some(client) = &self.client else { return };
+        let max = usize::from(self.p.opts.performance.inflight);
+        while let Some((id, p)) = self.outbox.peek_sendable(max) {
+            let sent = client
+                .publish_bytes(p.topic.clone(), p.qos.into(), p.retain, p.payload.clone())
+                .now_or_never();
+            match sent {
+                Some(Ok(())) => self.outbox.mark_handed(id),
+                // Channel full: the next processed request frees a slot and pumps again.
+                _ => break,
+            }
+        }
+    }
+
+    fn complete(&mut self, entry: outbox::Entry<Responder>) {
+        let c = &self.p.counters;
+        c.messages_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.bytes_sent.fetch_add(
+            entry.publish.payload.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(r) = entry.responder {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    fn restore_subscriptions(&mut self, session_present: bool) {
+        if !session_present {
+            if !self.p.opts.connect.resume_subscriptions && self.ever_connected {
+                if !self.subscriptions.is_empty() {
+                    tracing::warn!(session = %self.name, count = self.subscriptions.len(),
+                        "broker kept no session and resume_subscriptions is off: subscriptions dropped");
+                }
+                self.subscriptions.clear();
+            }
+            for s in self.subscriptions.values_mut() {
+                s.confirmed = false;
+            }
+        }
+        let todo: Vec<(String, QoS)> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.confirmed)
+            .map(|(f, s)| (f.clone(), s.qos))
+            .collect();
+        if todo.is_empty() {
+            self.mark_ready();
+            return;
+        }
+        let Some(client) = &self.client else { return };
+        let filters: Vec<String> = todo.iter().map(|(f, _)| f.clone()).collect();
+        let req = todo
+            .into_iter()
+            .map(|(f, q)| rumqttc::SubscribeFilter::new(f, q.into()));
+        match client.try_subscribe_many(req) {
+            Ok(()) => self.sub_queue.push_back(SubRequest::Restore(filters)),
+            Err(e) => {
+                tracing::error!(session = %self.name, error = %e, "cannot queue SUBSCRIBE; will retry on reconnect");
+            }
+        }
+    }
+
+    fn mark_ready(&mut self) {
+        if !self.ready && self.state == SessionState::Connected {
+            self.ready = true;
+            tracing::info!(session = %self.name, subscriptions = self.subscriptions.len(), "session ready");
+            self.emit(EventData::SessionReady {
+                subscriptions: self.subscriptions.len(),
+            });
+        }
+    }
+
+    fn on_suback(&mut self, ack: rumqttc::SubAck) {
+        let Some(req) = self.sub_inflight.remove(&ack.pkid) else {
+            return;
+        };
+        let filters: Vec<String> = match &req {
+            SubRequest::Restore(f) => f.clone(),
+            SubRequest::Single(f, _) => vec![f.clone()],
+        };
+        let mut refused = Vec::new();
+        for (f, code) in filters.iter().zip(ack.return_codes.iter()) {
+            match code {
+                SubscribeReasonCode::Success(_) => {
+                    if let Some(s) = self.subscriptions.get_mut(f) {
+                        s.confirmed = true;
+                    }
+                }
+                SubscribeReasonCode::Failure => {
+                    tracing::warn!(session = %self.name, filter = %f, "broker refused subscription");
+                    refused.push(f.clone());
+                }
+            }
+        }
+        match req {
+            SubRequest::Restore(_) => self.mark_ready(),
+            SubRequest::Single(filter, Some(r)) => {
+                let res = if refused.is_empty() {
+                    Ok(())
+                } else {
+                    self.subscriptions.remove(&filter);
+                    Err(Error::SubscribeRefused {
+                        session: self.name.to_string(),
+                        filter,
+                    })
+                };
+                let _ = r.send(res);
+            }
+            SubRequest::Single(..) => {}
+        }
+    }
+
+    fn on_lost(
+        &mut self,
+        failure: ConnectionFailure,
+        drained_qos1: usize,
+        drained_qos0: usize,
+        drained_subs: usize,
+    ) {
+        let c = &self.p.counters;
+        c.connection_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(session = %self.name, broker = %failure.broker, kind = failure.kind.as_str(),
+            error = %failure.message, "connection lost");
+        self.ready = false;
+        self.connected_broker = None;
+        self.connected_since = None;
+        self.last_error = Some(failure.clone());
+        for lost in self.outbox.on_connection_lost(drained_qos1, drained_qos0) {
+            c.dropped_on_disconnect
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(r) = lost.responder {
+                let _ = r.send(Err(Error::NotConnected {
+                    session: self.name.to_string(),
+                }));
+            }
+        }
+        // SUBSCRIBEs that were sent (or dropped by rumqttc) are re-sent on the next connect;
+        // their callers already know the subscription is registered.
+        let dropped: Vec<SubRequest> = self
+            .sub_queue
+            .drain(..drained_subs.min(self.sub_queue.len()))
+            .collect();
+        for req in dropped
+            .into_iter()
+            .chain(std::mem::take(&mut self.sub_inflight).into_values())
+        {
+            if let SubRequest::Single(_, Some(r)) = req {
+                let _ = r.send(Ok(()));
+            }
+        }
+        self.emit(EventData::SessionDisconnected {
+            error: Some(failure),
+        });
+        if self.p.opts.connect.auto_reconnect {
+            self.transition(Transition::Lost);
+        } else {
+            self.transition(Transition::GaveUp);
+        }
+    }
+
+    /// Ends the session for good: fails what is pending, stops the driver.
+    fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop_driver(ctx);
+        self.ready = false;
+        let was_connected = self.connected_broker.take().is_some();
+        self.connected_since = None;
+        for e in self.outbox.drain() {
+            if let Some(r) = e.responder {
+                let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+            }
+        }
+        for req in self
+            .sub_queue
+            .drain(..)
+            .chain(std::mem::take(&mut self.sub_inflight).into_values())
+        {
+            if let SubRequest::Single(_, Some(r)) = req {
+                let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+            }
+        }
+        if was_connected {
+            self.emit(EventData::SessionDisconnected { error: None });
+        }
+        self.transition(Transition::Close);
+        self.publish_status();
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        let delay = (self.restarts > 0)
+            .then(|| backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts));
+        self.start_driver(ctx, delay);
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            let timeout = act.p.opts.performance.write_timeout;
+            for r in act.outbox.take_overdue(Instant::now(), timeout) {
+                let _ = r.send(Err(Error::PublishTimeout {
+                    session: act.name.to_string(),
+                    timeout,
+                }));
+            }
+        });
+        self.publish_status();
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+}
+
+impl Supervised for SessionActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        self.stop_driver(ctx);
+        if self.closed {
+            return;
+        }
+        self.restarts += 1;
+        tracing::warn!(session = %self.name, restarts = self.restarts, "session actor stopped unexpectedly; restarting");
+        // The old request channel is gone with its client: everything handed to it is
+        // treated as dropped (QoS >= 1 goes back to waiting).
+        let drained = self.outbox.len();
+        let sent_subs = self.sub_queue.len();
+        if self.connected_broker.is_some() {
+            self.on_lost(
+                ConnectionFailure {
+                    kind: crate::event::ErrorKind::Io,
+                    broker: self
+                        .connected_broker
+                        .map(|i| self.p.brokers[i].url.clone())
+                        .unwrap_or_default(),
+                    message: "session actor restarted".into(),
+                },
+                drained,
+                drained,
+                sent_subs,
+            );
+        } else {
+            for lost in self.outbox.on_connection_lost(drained, drained) {
+                if let Some(r) = lost.responder {
+                    let _ = r.send(Err(Error::NotConnected {
+                        session: self.name.to_string(),
+                    }));
+                }
+            }
+            self.sub_queue.clear();
+            self.sub_inflight.clear();
+        }
+        self.transition(Transition::GaveUp);
+    }
+}
+
+impl StreamHandler<DriverEvent> for SessionActor {
+    fn handle(&mut self, ev: DriverEvent, _: &mut Context<Self>) {
+        match ev {
+            DriverEvent::Outgoing(out) => self.on_outgoing(out),
+            DriverEvent::PubAck(pkid) | DriverEvent::PubComp(pkid) => {
+                if let Some(e) = self.outbox.on_acked(pkid) {
+                    self.complete(e);
+                }
+                self.pump();
+            }
+            DriverEvent::SubAck(ack) => self.on_suback(ack),
+            DriverEvent::Attempt { broker, attempt } => {
+                self.emit(EventData::SessionConnecting {
+                    broker: self.p.brokers[broker].url.clone(),
+                    attempt,
+                });
+                self.transition(Transition::Attempt);
+            }
+            DriverEvent::AttemptFailed(f) => {
+                self.p
+                    .counters
+                    .connection_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(session = %self.name, broker = %f.broker, kind = f.kind.as_str(),
+                    error = %f.message, "connection attempt failed");
+                self.last_error = Some(f.clone());
+                self.emit(EventData::SessionDisconnected { error: Some(f) });
+            }
+            DriverEvent::Waiting { attempt, delay } => {
+                self.transition(Transition::AttemptFailed);
+                tracing::info!(session = %self.name, attempt, delay = ?delay, "reconnecting after delay");
+                self.emit(EventData::SessionReconnecting { attempt, delay });
+            }
+            DriverEvent::GaveUp => {
+                tracing::warn!(session = %self.name, "giving up connecting");
+                self.transition(Transition::GaveUp);
+            }
+            DriverEvent::Connected {
+                broker,
+                session_present,
+            } => {
+                if self.ever_connected {
+                    self.p
+                        .counters
+                        .reconnects
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let url = self.p.brokers[broker].url.clone();
+                tracing::info!(session = %self.name, broker = %url, session_present, "connected");
+                self.connected_broker = Some(broker);
+                self.connected_since = Some(SystemTime::now());
+                self.emit(EventData::SessionConnected {
+                    broker: url,
+                    session_present,
+                });
+                self.transition(Transition::Connected);
+                self.restore_subscriptions(session_present);
+                self.ever_connected = true;
+                self.pump();
+            }
+            DriverEvent::Lost {
+                failure,
+                drained_qos1,
+                drained_qos0,
+                drained_subs,
+            } => self.on_lost(failure, drained_qos1, drained_qos0, drained_subs),
+        }
+        self.publish_status();
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The driver only ends by giving up (reported before) or by dying.
+        if !self.closed && self.state != SessionState::Disconnected {
+            tracing::error!(session = %self.name, "session driver ended unexpectedly; restarting the actor");
+            ctx.stop();
+        }
+    }
+}
+
+impl SessionActor {
+    fn on_outgoing(&mut self, out: Outgoing) {
+        match out {
+            Outgoing::Publish(pkid) => {
+                if let Some(e) = self.outbox.on_written(pkid, Instant::now()) {
+                    self.complete(e);
+                }
+            }
+            Outgoing::AwaitAck(pkid) => self.outbox.on_collision(pkid),
+            Outgoing::Subscribe(pkid) => {
+                if let Some(req) = self.sub_queue.pop_front() {
+                    self.sub_inflight.insert(pkid, req);
+                }
+            }
+            Outgoing::Disconnect => {
+                if let Some(tx) = self.on_disconnect_written.take() {
+                    let _ = tx.send(());
+                }
+            }
+            _ => {}
+        }
+        self.pump();
+    }
+}
+
+/// Publish a message through this session. Completes when QoS 0 is written to the socket
+/// or QoS >= 1 is acknowledged (PUBACK / PUBCOMP).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct PublishMsg(pub Publish);
+
+impl Handler<PublishMsg> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, PublishMsg(publish): PublishMsg, _: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        if self.closed {
+            return Box::pin(async move { Err(Error::SessionClosed(name)) });
+        }
+        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
+            return Box::pin(async move { Err(Error::NotConnected { session: name }) });
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.outbox.push(publish, Some(tx)).is_err() {
+            let limit = self.p.opts.performance.max_pending_messages;
+            return Box::pin(async move {
+                Err(Error::QueueFull {
+                    session: name,
+                    limit,
+                })
+            });
+        }
+        self.pump();
+        self.publish_status();
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Subscribe the session to a filter. Completes on SUBACK when connected, at once
+/// otherwise (the subscription is sent at every connect).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Subscribe {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The maximum QoS asked for.
+    pub qos: QoS,
+}
+
+impl Handler<Subscribe> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        if self.closed {
+            return Box::pin(async move { Err(Error::SessionClosed(name)) });
+        }
+        let filter = msg.filter.as_str().to_string();
+        let unchanged = self
+            .subscriptions
+            .get(&filter)
+            .is_some_and(|s| s.qos == msg.qos && s.confirmed);
+        self.subscriptions.insert(
+            filter.clone(),
+            Subscription {
+                qos: msg.qos,
+                confirmed: unchanged,
+            },
+        );
+        if unchanged || self.state != SessionState::Connected {
+            return Box::pin(async { Ok(()) });
+        }
+        let Some(client) = &self.client else {
+            return Box::pin(async { Ok(()) });
+        };
+        let (tx, rx) = oneshot::channel();
+        match client.try_subscribe(filter.clone(), msg.qos.into()) {
+            Ok(()) => self
+                .sub_queue
+                .push_back(SubRequest::Single(filter, Some(tx))),
+            Err(e) => {
+                tracing::warn!(session = %self.name, filter = %filter, error = %e,
+                    "cannot queue SUBSCRIBE now; it is sent at the next connect");
+                return Box::pin(async { Ok(()) });
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Unsubscribe the session from a filter (sent at once when connected).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Unsubscribe {
+    /// The filter, as subscribed.
+    pub filter: TopicFilter,
+}
+
+impl Handler<Unsubscribe> for SessionActor {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        if self.closed {
+            return Err(Error::SessionClosed(self.name.to_string()));
+        }
+        let was_sent = self
+            .subscriptions
+            .remove(msg.filter.as_str())
+            .is_some_and(|s| s.confirmed || self.state == SessionState::Connected);
+        if was_sent || !self.p.opts.connect.clean_session {
+            if let Some(client) = &self.client {
+                if self.state == SessionState::Connected {
+                    if let Err(e) = client.try_unsubscribe(msg.filter.as_str()) {
+                        tracing::warn!(session = %self.name, filter = %msg.filter, error = %e, "cannot queue UNSUBSCRIBE");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Close the session: wait (briefly) for queued QoS >= 1 publishes, send DISCONNECT (so
+/// the broker discards the will message), stop. The actor then answers `SessionClosed`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for SessionActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
+        let connected = self.state == SessionState::Connected && !self.closed;
+        let mut len = self.outbox_len.subscribe();
+        let (tx, rx) = oneshot::channel();
+        if connected {
+            self.on_disconnect_written = Some(tx);
+        }
+        let client = self.client.clone();
+        let flush = CLOSE_FLUSH.min(self.p.opts.performance.write_timeout);
+        let fut = async move {
+            if !connected {
+                return;
+            }
+            let _ = tokio::time::timeout(flush, len.wait_for(|n| *n == 0)).await;
+            if let Some(c) = client {
+                if c.try_disconnect().is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+                }
+            }
+        };
+        Box::pin(
+            fut.into_actor(self)
+                .map(|_, act, ctx| act.finish_close(ctx)),
+        )
+    }
+}
+
+/// The session's current status.
+#[derive(Debug, Message)]
+#[rtype(result = "SessionStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for SessionActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.p.status.borrow().clone())
+    }
+}
+
+/// Fault injection for tests: stops the actor as if it had failed, so that actix's
+/// supervision restarts it (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InjectFailure;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectFailure> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectFailure, ctx: &mut Context<Self>) {
+        tracing::warn!(session = %self.name, "fault injected: stopping the session actor");
+        ctx.stop();
+    }
+}

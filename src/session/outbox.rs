@@ -1,0 +1,356 @@
+//! The outbox: a session's publishes from `publish` until their completion (a plain type).
+//!
+//! An entry moves `waiting → handed` (given to rumqttc's request channel) `→ written`
+//! (rumqttc reported its packet id) `→` done on PUBACK / PUBCOMP (QoS 0 is done when written).
+//! When the connection is lost, every QoS >= 1 entry that rumqttc wrote or dropped goes
+//! back to `waiting`, in original order, and is sent again after the next CONNACK; the
+//! entries still sitting unprocessed in rumqttc's channel stay `handed` (rumqttc sends them
+//! first on the new connection).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use crate::message::{Publish, QoS};
+
+/// One publish and whoever waits for its completion.
+#[derive(Debug)]
+pub struct Entry<R> {
+    /// The publish.
+    pub publish: Publish,
+    /// Completion handle (a oneshot sender in the actor).
+    pub responder: Option<R>,
+    /// When it was last written to a connection (for the acknowledgement timeout).
+    pub written_at: Option<Instant>,
+}
+
+/// The outbox; `R` is the completion handle type.
+#[derive(Debug)]
+pub struct Outbox<R> {
+    limit: usize,
+    next_id: u64,
+    entries: BTreeMap<u64, Entry<R>>,
+    waiting: VecDeque<u64>,
+    handed: VecDeque<u64>,
+    by_pkid: HashMap<u16, VecDeque<u64>>,
+    collided: HashMap<u16, u64>,
+    qos1_outstanding: usize,
+}
+
+/// The outbox holds `limit` entries already.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+impl<R> Outbox<R> {
+    /// An outbox for at most `limit` publishes.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            limit,
+            next_id: 0,
+            entries: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            handed: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            collided: HashMap::new(),
+            qos1_outstanding: 0,
+        }
+    }
+
+    /// Entries not yet completed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// QoS >= 1 entries handed to rumqttc and not yet acknowledged.
+    pub fn inflight(&self) -> usize {
+        self.qos1_outstanding
+    }
+
+    /// Queues a publish; refused when `limit` entries are pending.
+    pub fn push(
+        &mut self,
+        publish: Publish,
+        responder: Option<R>,
+    ) -> Result<u64, (Full, Option<R>)> {
+        if self.entries.len() >= self.limit {
+            return Err((Full, responder));
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.entries.insert(
+            id,
+            Entry {
+                publish,
+                responder,
+                written_at: None,
+            },
+        );
+        self.waiting.push_back(id);
+        Ok(id)
+    }
+
+    /// The next waiting publish that may be handed to rumqttc now, given at most
+    /// `max_inflight` QoS >= 1 publishes outstanding.
+    pub fn peek_sendable(&self, max_inflight: usize) -> Option<(u64, &Publish)> {
+        let id = *self.waiting.front()?;
+        let e = self.entries.get(&id)?;
+        if e.publish.qos != QoS::AtMostOnce && self.qos1_outstanding >= max_inflight {
+            return None;
+        }
+        Some((id, &e.publish))
+    }
+
+    /// Marks the front waiting entry (returned by `peek_sendable`) as handed to rumqttc.
+    pub fn mark_handed(&mut self, id: u64) {
+        if self.waiting.front() == Some(&id) {
+            self.waiting.pop_front();
+            if let Some(e) = self.entries.get(&id) {
+                if e.publish.qos != QoS::AtMostOnce {
+                    self.qos1_outstanding += 1;
+                }
+            }
+            self.handed.push_back(id);
+        }
+    }
+
+    /// rumqttc wrote a publish (`Outgoing::Publish(pkid)`). A QoS 0 entry completes here
+    /// and is returned.
+    pub fn on_written(&mut self, pkid: u16, now: Instant) -> Option<Entry<R>> {
+        if pkid != 0 {
+            if let Some(id) = self.collided.remove(&pkid) {
+                // A collided publish finally went out: it already has its slot in by_pkid.
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.written_at = Some(now);
+                }
+                return None;
+            }
+        }
+        let id = self.handed.pop_front()?;
+        if pkid == 0 {
+            return self.entries.remove(&id);
+        }
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.written_at = Some(now);
+        }
+        self.by_pkid.entry(pkid).or_default().push_back(id);
+        None
+    }
+
+    /// rumqttc held a publish back because `pkid` is still in use (`Outgoing::AwaitAck`).
+    pub fn on_collision(&mut self, pkid: u16) {
+        if let Some(id) = self.handed.pop_front() {
+            self.by_pkid.entry(pkid).or_default().push_back(id);
+            self.collided.insert(pkid, id);
+        }
+    }
+
+    /// PUBACK or PUBCOMP for `pkid`: returns the completed entry.
+    pub fn on_acked(&mut self, pkid: u16) -> Option<Entry<R>> {
+        let q = self.by_pkid.get_mut(&pkid)?;
+        let id = q.pop_front()?;
+        if q.is_empty() {
+            self.by_pkid.remove(&pkid);
+        }
+        self.qos1_outstanding = self.qos1_outstanding.saturating_sub(1);
+        self.entries.remove(&id)
+    }
+
+    /// The connection ended. `drained_qos1` / `drained_qos0` are the unprocessed publish
+    /// requests rumqttc dropped from its channel (the oldest handed entries). Written and
+    /// dropped QoS >= 1 entries go back to waiting; dropped QoS 0 entries are returned
+    /// (they are lost: QoS 0 is never resent).
+    pub fn on_connection_lost(
+        &mut self,
+        drained_qos1: usize,
+        drained_qos0: usize,
+    ) -> Vec<Entry<R>> {
+        let mut back: Vec<u64> = self.by_pkid.drain().flat_map(|(_, q)| q).collect();
+        self.collided.clear();
+        let mut lost = Vec::new();
+        let (mut q1, mut q0) = (drained_qos1, drained_qos0);
+        while q1 + q0 > 0 {
+            let Some(&id) = self.handed.front() else {
+                break;
+            };
+            let is_q0 = self
+                .entries
+                .get(&id)
+                .is_some_and(|e| e.publish.qos == QoS::AtMostOnce);
+            if is_q0 && q0 > 0 {
+                q0 -= 1;
+                self.handed.pop_front();
+                if let Some(e) = self.entries.remove(&id) {
+                    lost.push(e);
+                }
+            } else if !is_q0 && q1 > 0 {
+                q1 -= 1;
+                self.handed.pop_front();
+                back.push(id);
+            } else {
+                break;
+            }
+        }
+        self.qos1_outstanding = self.qos1_outstanding.saturating_sub(back.len());
+        back.extend(self.waiting.drain(..));
+        back.sort_unstable();
+        back.dedup();
+        for id in &back {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.written_at = None;
+            }
+        }
+        self.waiting = back.into();
+        lost
+    }
+
+    /// Responders of written QoS >= 1 entries whose acknowledgement is overdue; each is
+    /// returned once (the entry itself stays and is still delivered).
+    pub fn take_overdue(&mut self, now: Instant, timeout: std::time::Duration) -> Vec<R> {
+        self.entries
+            .values_mut()
+            .filter(|e| {
+                e.written_at
+                    .is_some_and(|w| now.duration_since(w) >= timeout)
+            })
+            .filter_map(|e| e.responder.take())
+            .collect()
+    }
+
+    /// Removes everything (the session closes); returns the entries.
+    pub fn drain(&mut self) -> Vec<Entry<R>> {
+        self.waiting.clear();
+        self.handed.clear();
+        self.by_pkid.clear();
+        self.collided.clear();
+        self.qos1_outstanding = 0;
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(topic: &str, qos: QoS) -> Publish {
+        Publish::new(topic, "x").qos(qos)
+    }
+
+    fn send_all(o: &mut Outbox<u32>, max: usize) -> Vec<u64> {
+        let mut ids = vec![];
+        while let Some((id, _)) = o.peek_sendable(max) {
+            o.mark_handed(id);
+            ids.push(id);
+        }
+        ids
+    }
+
+    #[test]
+    fn bound_is_enforced_and_responder_returned() {
+        let mut o = Outbox::new(2);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("b", QoS::AtLeastOnce), Some(2)).unwrap();
+        assert_eq!(
+            o.push(p("c", QoS::AtLeastOnce), Some(3)).unwrap_err(),
+            (Full, Some(3))
+        );
+    }
+
+    #[test]
+    fn qos1_completes_on_ack_and_qos0_on_write() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("b", QoS::AtMostOnce), Some(2)).unwrap();
+        assert_eq!(send_all(&mut o, 10).len(), 2);
+        let now = Instant::now();
+        assert!(o.on_written(7, now).is_none());
+        assert_eq!(o.on_written(0, now).and_then(|e| e.responder), Some(2));
+        assert_eq!(o.inflight(), 1);
+        assert_eq!(o.on_acked(7).and_then(|e| e.responder), Some(1));
+        assert!(o.is_empty());
+        assert_eq!(o.inflight(), 0);
+    }
+
+    #[test]
+    fn inflight_limit_holds_back_qos1_only() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        for t in ["a", "b"] {
+            o.push(p(t, QoS::AtLeastOnce), None).unwrap();
+        }
+        assert_eq!(send_all(&mut o, 1).len(), 1);
+        assert!(o.peek_sendable(1).is_none());
+    }
+
+    #[test]
+    fn connection_loss_requeues_written_and_drained_in_order_and_keeps_stray() {
+        let mut o = Outbox::new(10);
+        for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+            o.push(p(t, QoS::AtLeastOnce), Some(i as u32)).unwrap();
+        }
+        o.push(p("q0", QoS::AtMostOnce), Some(9)).unwrap();
+        let ids = send_all(&mut o, 10);
+        assert_eq!(ids.len(), 5);
+        o.on_written(1, Instant::now()); // a written
+                                         // b was drained by rumqttc, c and d and q0 remain in its channel (stray)
+        let lost = o.on_connection_lost(1, 0);
+        assert!(lost.is_empty());
+        let order: Vec<&str> = o
+            .waiting
+            .iter()
+            .map(|id| o.entries[id].publish.topic.as_str())
+            .collect();
+        assert_eq!(order, vec!["a", "b"]);
+        assert_eq!(o.handed.len(), 3);
+        assert_eq!(o.inflight(), 2);
+    }
+
+    #[test]
+    fn drained_qos0_is_reported_lost() {
+        let mut o = Outbox::new(10);
+        o.push(p("q0", QoS::AtMostOnce), Some(5)).unwrap();
+        send_all(&mut o, 10);
+        let lost = o.on_connection_lost(0, 1);
+        assert_eq!(
+            lost.into_iter()
+                .filter_map(|e| e.responder)
+                .collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn collision_completes_both_in_order() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("b", QoS::AtLeastOnce), Some(2)).unwrap();
+        send_all(&mut o, 10);
+        let now = Instant::now();
+        o.on_written(3, now);
+        o.on_collision(3);
+        assert_eq!(o.on_acked(3).and_then(|e| e.responder), Some(1));
+        assert!(o.on_written(3, now).is_none());
+        assert_eq!(o.on_acked(3).and_then(|e| e.responder), Some(2));
+    }
+
+    #[test]
+    fn overdue_responders_are_taken_once_and_entries_stay() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        send_all(&mut o, 10);
+        let t0 = Instant::now();
+        o.on_written(1, t0);
+        let later = t0 + std::time::Duration::from_secs(31);
+        assert_eq!(
+            o.take_overdue(later, std::time::Duration::from_secs(30)),
+            vec![1]
+        );
+        assert!(o
+            .take_overdue(later, std::time::Duration::from_secs(30))
+            .is_empty());
+        assert_eq!(o.len(), 1);
+    }
+}

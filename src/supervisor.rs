@@ -1,0 +1,200 @@
+//! [`Supervisor`]: owns the set of sessions of one manager.
+//!
+//! It is the only writer of the session registry: adding and removing sessions go
+//! through it, so the duplicate-name and duplicate-client-id checks cannot race. It
+//! starts each [`SessionActor`] under actix supervision ([`actix::Supervisor`]), which
+//! restarts an actor that stops unexpectedly; the actor itself waits a backoff delay
+//! before reconnecting after a restart. Readers (`list`, `session`, `status`) use the
+//! registry snapshot published in an [`ArcSwap`] and never wait for this actor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::event::{Event, EventBus, EventData};
+use crate::options::SessionOptions;
+use crate::session::counters::SessionCounters;
+use crate::session::handle::SessionHandle;
+use crate::session::incoming::{Dispatcher, SessionSinks};
+use crate::session::state::SessionState;
+use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
+
+/// The registry snapshot: session name → handle.
+pub type Registry = Arc<ArcSwap<BTreeMap<String, SessionHandle>>>;
+
+/// The supervisor actor. See the [module docs](self).
+#[derive(Debug)]
+pub struct Supervisor {
+    registry: Registry,
+    bus: EventBus,
+    shut_down: bool,
+}
+
+impl Supervisor {
+    /// A supervisor publishing its sessions into `registry`.
+    pub fn new(registry: Registry, bus: EventBus) -> Self {
+        Supervisor {
+            registry,
+            bus,
+            shut_down: false,
+        }
+    }
+
+    fn check_unique(
+        &self,
+        opts: &SessionOptions,
+        client_id: &str,
+        brokers: &[crate::options::BrokerUrl],
+    ) -> Result<(), Error> {
+        let reg = self.registry.load();
+        if reg.contains_key(&opts.name) {
+            return Err(Error::DuplicateSession(opts.name.clone()));
+        }
+        for (name, other) in reg.iter() {
+            if other.status.borrow().client_id != client_id {
+                continue;
+            }
+            let theirs: Vec<String> = other
+                .opts
+                .brokers
+                .iter()
+                .filter_map(|b| crate::options::BrokerUrl::parse(name, b).ok())
+                .map(|b| b.authority())
+                .collect();
+            if let Some(b) = brokers.iter().find(|b| theirs.contains(&b.authority())) {
+                return Err(Error::DuplicateClientId {
+                    session: opts.name.clone(),
+                    existing: name.clone(),
+                    client_id: client_id.to_string(),
+                    broker: b.authority(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+/// Register a session and start connecting it (returns before any network I/O).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SessionHandle, Error>")]
+pub struct AddSession(pub SessionOptions);
+
+impl Handler<AddSession> for Supervisor {
+    type Result = Result<SessionHandle, Error>;
+
+    fn handle(&mut self, AddSession(opts): AddSession, _: &mut Context<Self>) -> Self::Result {
+        if self.shut_down {
+            return Err(Error::Shutdown);
+        }
+        let brokers = opts.validate()?;
+        let client_id = opts.effective_client_id();
+        self.check_unique(&opts, &client_id, &brokers)?;
+        let opts = Arc::new(opts);
+        let name: Arc<str> = Arc::from(opts.name.as_str());
+        let (status_tx, status_rx) = watch::channel(SessionStatus {
+            state: SessionState::Disconnected,
+            ready: false,
+            broker: None,
+            client_id: client_id.clone(),
+            connected_since: None,
+            last_error: None,
+            restarts: 0,
+        });
+        let counters = Arc::new(SessionCounters::default());
+        let sinks = Arc::new(SessionSinks::default());
+        let parts = SessionParts {
+            opts: Arc::clone(&opts),
+            brokers,
+            client_id,
+            bus: self.bus.clone(),
+            dispatcher: Arc::clone(&sinks) as Arc<dyn Dispatcher>,
+            counters: Arc::clone(&counters),
+            status: status_tx,
+        };
+        self.bus
+            .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
+        let addr = actix::Supervisor::start(move |_| SessionActor::new(parts));
+        let handle = SessionHandle {
+            name,
+            addr,
+            status: status_rx,
+            counters,
+            opts,
+            sinks,
+        };
+        self.registry.rcu(|old| {
+            let mut m = BTreeMap::clone(old);
+            m.insert(handle.name().to_string(), handle.clone());
+            m
+        });
+        tracing::info!(session = %handle.name(), "session added");
+        Ok(handle)
+    }
+}
+
+/// Remove a session: graceful DISCONNECT, then forget it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct RemoveSession(pub String);
+
+impl Handler<RemoveSession> for Supervisor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(
+        &mut self,
+        RemoveSession(name): RemoveSession,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let mut removed = None;
+        self.registry.rcu(|old| {
+            let mut m = BTreeMap::clone(old);
+            removed = m.remove(&name);
+            m
+        });
+        let bus = self.bus.clone();
+        Box::pin(async move {
+            let handle = removed.ok_or_else(|| Error::UnknownSession(name.clone()))?;
+            let _ = handle.addr.send(Close).await;
+            tracing::info!(session = %name, "session removed");
+            bus.emit(Event::new(
+                Arc::from(name.as_str()),
+                EventData::SessionRemoved,
+            ));
+            Ok(())
+        })
+    }
+}
+
+/// Close every session and refuse new ones.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shut_down = true;
+        let all = self.registry.swap(Arc::new(BTreeMap::new()));
+        let bus = self.bus.clone();
+        Box::pin(async move {
+            let closes = all.values().map(|h| {
+                let bus = bus.clone();
+                async move {
+                    let _ = h.addr.send(Close).await;
+                    bus.emit(Event::new(Arc::clone(&h.name), EventData::SessionRemoved));
+                }
+            });
+            futures_util::future::join_all(closes).await;
+            tracing::info!(sessions = all.len(), "all sessions closed");
+        })
+    }
+}

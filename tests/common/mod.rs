@@ -1,0 +1,30 @@
+//! Shared integration-test harness.
+//!
+//! Each integration test file does `mod common;` (the module must be named
+//! `common`: the `assert_eventually!` macro refers to `$crate::common`).
+//!
+//! * [`Mosquitto`] / [`MosquittoConfig`]: a real `mosquitto` broker per test, on
+//!   a free loopback port, with its config, log and persistence in a temp dir;
+//!   stop / kill -9 / restart on the same port / pause / resume.
+//! * [`poll_until`], [`poll_until_async`], [`eventually`], [`eventually_async`]
+//!   and [`assert_eventually!`](crate::assert_eventually): waiting on a
+//!   condition with a deadline (never a fixed sleep).
+//! * [`Sub`] / [`SubOptions`], [`publish`], [`publish_many`]: independent MQTT
+//!   clients (`mosquitto_sub` / `mosquitto_pub`) to observe or drive the crate.
+//!
+//! Inside `#[tokio::test]` (a current-thread runtime) prefer the `*_async`
+//! waiters: the blocking ones stall the runtime, so the code under test cannot
+//! make progress while they wait.
+//!
+//! The binaries come from Debian's `mosquitto` and `mosquitto-clients`
+//! packages; `scripts/test` installs them.
+#![allow(dead_code)]
+#![allow(unreachable_pub)]
+
+mod clients;
+mod mosquitto;
+mod poll;
+
+pub use clients::*;
+pub use mosquitto::*;
+pub use poll::*;
