@@ -461,8 +461,14 @@ impl Actor for SessionActor {
 }
 
 impl Supervised for SessionActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        self.stop_driver(ctx);
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // The context already dropped its streams and timers; cancelling their handles
+        // here would cancel the new ones, which reuse the same handle numbers.
+        self.stream = None;
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        self.client = None;
         if self.closed {
             return;
         }

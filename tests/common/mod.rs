@@ -20,6 +20,7 @@
 //! packages; `scripts/test` installs them.
 #![allow(dead_code)]
 #![allow(unreachable_pub)]
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod clients;
 mod mosquitto;
@@ -28,3 +29,5 @@ mod poll;
 pub use clients::*;
 pub use mosquitto::*;
 pub use poll::*;
+mod events;
+pub use events::*;

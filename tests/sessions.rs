@@ -1,0 +1,693 @@
+//! Sessions against a real mosquitto: connection lifecycle, backoff, failover,
+//! reconnection, publishing, bad input, removal and supervision.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mqtt_sessions::session::backoff::Backoff;
+use mqtt_sessions::session::InjectFailure;
+use mqtt_sessions::{
+    Error, EventData, EventKind, OptionsError, Publish, QoS, SessionManager, SessionState,
+    TopicError,
+};
+
+const T: Duration = Duration::from_secs(15);
+
+fn is_ready(d: &EventData) -> bool {
+    matches!(d, EventData::SessionReady { .. })
+}
+
+#[actix_rt::test]
+async fn events_arrive_in_order_connecting_connected_ready_with_state_changes() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let h = m.add_session(fast_opts("s1", &broker.url())).await.unwrap();
+    h.subscribe("a/#", QoS::AtLeastOnce).await.unwrap();
+    m.wait_for_session("s1", T).await.unwrap();
+    assert!(log.wait_count("s1", 1, T, is_ready).await);
+    let kinds: Vec<String> = log
+        .of("s1")
+        .iter()
+        .map(|d| match d {
+            EventData::SessionStateChanged { old, new } => format!("state:{old}->{new}"),
+            other => other.kind().as_str().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "session_added",
+            "session_connecting",
+            "state:disconnected->connecting",
+            "session_connected",
+            "state:connecting->connected",
+            "session_ready",
+        ]
+    );
+    let ready = log.of("s1").into_iter().find(is_ready);
+    assert_eq!(ready, Some(EventData::SessionReady { subscriptions: 1 }));
+    assert_eq!(h.state(), SessionState::Connected);
+    assert_eq!(m.status().get("s1"), Some(&SessionState::Connected));
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn session_added_while_broker_is_down_retries_within_backoff_bounds_and_becomes_ready_when_it_starts(
+) {
+    init_tracing();
+    let broker = Mosquitto::start();
+    broker.stop();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let mut o = fast_opts("late", &broker.url());
+    o.reconnect.initial_delay = Duration::from_millis(50);
+    o.reconnect.max_delay = Duration::from_millis(400);
+    o.reconnect.factor = 2.0;
+    o.reconnect.jitter = 0.25;
+    let backoff = Backoff::new(&o.reconnect);
+    let started = Instant::now();
+    m.add_session(o).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "add_session must not wait for the network"
+    );
+    // Let it fail several times.
+    let reconnecting = |d: &EventData| matches!(d, EventData::SessionReconnecting { .. });
+    assert!(
+        log.wait_count("late", 5, T, reconnecting).await,
+        "{:?}",
+        log.of("late")
+    );
+    for d in log.of("late") {
+        if let EventData::SessionReconnecting { attempt, delay } = d {
+            let (lo, hi) = backoff.bounds(attempt - 1);
+            assert!(
+                delay >= lo && delay <= hi,
+                "attempt {attempt}: delay {delay:?} outside {lo:?}..={hi:?}"
+            );
+        }
+    }
+    assert_eq!(
+        m.session("late").unwrap().state(),
+        SessionState::Reconnecting
+    );
+    let failures = log.count("late", |d| {
+        matches!(d, EventData::SessionDisconnected { error: Some(_) })
+    });
+    assert!(failures >= 5);
+    broker.restart();
+    m.wait_for_session("late", T).await.unwrap();
+    assert!(m.session("late").unwrap().metrics().connection_attempts >= 6);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn attempts_are_spaced_by_at_least_the_announced_delay() {
+    init_tracing();
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("spaced", &dead);
+    o.reconnect.initial_delay = Duration::from_millis(100);
+    o.reconnect.max_delay = Duration::from_millis(300);
+    o.reconnect.jitter = 0.0;
+    let stamps: Arc<std::sync::Mutex<Vec<(Instant, EventData)>>> = Arc::default();
+    let s2 = Arc::clone(&stamps);
+    let _g = m.on_any_event(move |e| s2.lock().unwrap().push((Instant::now(), e.data.clone())));
+    m.add_session(o).await.unwrap();
+    let enough = poll_until_async(T, || {
+        let n = stamps
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, d)| matches!(d, EventData::SessionConnecting { .. }))
+            .count();
+        async move { n >= 4 }
+    })
+    .await;
+    assert!(enough);
+    let v = stamps.lock().unwrap().clone();
+    let mut announced = None;
+    let mut last_attempt: Option<Instant> = None;
+    for (t, d) in v {
+        match d {
+            EventData::SessionReconnecting { delay, .. } => announced = Some(delay),
+            EventData::SessionConnecting { .. } => {
+                if let (Some(prev), Some(delay)) = (last_attempt, announced.take()) {
+                    assert!(
+                        t.duration_since(prev) >= delay,
+                        "next attempt came before the backoff delay {delay:?}"
+                    );
+                }
+                last_attempt = Some(t);
+            }
+            _ => {}
+        }
+    }
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn with_a_dead_first_url_and_a_live_second_the_session_connects_to_the_second() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let o = fast_opts("failover", &dead).broker(broker.url());
+    m.add_session(o).await.unwrap();
+    m.wait_for_session("failover", T).await.unwrap();
+    let events = log.of("failover");
+    assert!(events.contains(&EventData::SessionConnecting {
+        broker: dead.clone(),
+        attempt: 1
+    }));
+    assert!(events.contains(&EventData::SessionConnected {
+        broker: broker.url(),
+        session_present: false
+    }));
+    let first_failure = events.iter().find_map(|d| match d {
+        EventData::SessionDisconnected { error: Some(f) } => Some(f.clone()),
+        _ => None,
+    });
+    assert_eq!(first_failure.map(|f| f.broker), Some(dead));
+    assert_eq!(
+        m.session("failover").unwrap().status().broker,
+        Some(broker.url())
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn after_kill9_and_restart_the_session_reconnects_resubscribes_and_receives() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let h = m
+        .add_session(fast_opts("phoenix", &broker.url()))
+        .await
+        .unwrap();
+    let mut rx = h.messages();
+    h.subscribe("k/#", QoS::AtLeastOnce).await.unwrap();
+    m.wait_for_session("phoenix", T).await.unwrap();
+    broker.kill9();
+    let lost = |d: &EventData| matches!(d, EventData::SessionDisconnected { error: Some(_) });
+    assert!(log.wait_count("phoenix", 1, T, lost).await);
+    broker.restart();
+    assert!(
+        log.wait_count("phoenix", 2, T, is_ready).await,
+        "{:?}",
+        log.of("phoenix")
+    );
+    publish(broker.port(), "k/after", "hello", 1, false);
+    let msg = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (&*msg.topic, msg.payload_str().unwrap()),
+        ("k/after", "hello")
+    );
+    assert_eq!(h.metrics().reconnects, 1);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn qos1_publishes_made_while_the_broker_is_down_are_delivered_once_it_is_back() {
+    init_tracing();
+    let broker = Mosquitto::start_with(MosquittoConfig::new().persistence(true));
+    // A persistent mosquitto_sub session collects the messages while it is offline.
+    let sub = Sub::options(broker.port(), "q/#")
+        .qos(1)
+        .persistent("down-sub")
+        .spawn();
+    sub.kill();
+    let m = SessionManager::new().unwrap();
+    let h = m
+        .add_session(fast_opts("queuer", &broker.url()))
+        .await
+        .unwrap();
+    m.wait_for_session("queuer", T).await.unwrap();
+    broker.stop();
+    assert!(
+        poll_until_async(T, || {
+            let s = h.state();
+            async move { s == SessionState::Reconnecting }
+        })
+        .await
+    );
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let h = h.clone();
+        pending.push(actix_rt::spawn(async move {
+            h.publish_to(&format!("q/{i}"), format!("m{i}"), QoS::AtLeastOnce)
+                .await
+        }));
+    }
+    assert!(
+        poll_until_async(T, || {
+            let n = h.metrics().pending_messages;
+            async move { n == 5 }
+        })
+        .await
+    );
+    // QoS 0 is not queued.
+    let q0 = h.publish_to("q/zero", "x", QoS::AtMostOnce).await;
+    assert!(matches!(q0, Err(Error::NotConnected { .. })), "{q0:?}");
+    broker.restart();
+    for p in pending {
+        tokio::time::timeout(T, p).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(h.metrics().pending_messages, 0);
+    let sub = Sub::options(broker.port(), "q/#")
+        .qos(1)
+        .persistent("down-sub")
+        .spawn();
+    assert!(sub.wait_for_count_async(5, T).await, "{:?}", sub.lines());
+    let mut lines = sub.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        (0..5).map(|i| format!("q/{i} m{i}")).collect::<Vec<_>>()
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn past_max_pending_messages_publish_returns_queue_full() {
+    init_tracing();
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("full", &dead);
+    o.performance.max_pending_messages = 3;
+    let h = m.add_session(o).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        let h = h.clone();
+        pending.push(actix_rt::spawn(async move {
+            h.publish_to("f/x", format!("{i}"), QoS::AtLeastOnce).await
+        }));
+    }
+    assert!(
+        poll_until_async(T, || {
+            let n = h.metrics().pending_messages;
+            async move { n == 3 }
+        })
+        .await
+    );
+    let err = h
+        .publish_to("f/x", "overflow", QoS::AtLeastOnce)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::QueueFull { limit: 3, .. }), "{err}");
+    m.shutdown().await;
+    for p in pending {
+        let r = p.await.unwrap();
+        assert!(matches!(r, Err(Error::SessionClosed(_))), "{r:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn retained_publish_is_seen_by_a_later_subscriber() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("retainer", &broker.url()))
+        .await
+        .unwrap();
+    m.wait_for_session("retainer", T).await.unwrap();
+    m.publish(
+        "retainer",
+        Publish::new("r/state", "on")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    )
+    .await
+    .unwrap();
+    let sub = Sub::spawn(broker.port(), "r/#", 1);
+    assert!(
+        sub.wait_for_line_async("r/state on", T).await,
+        "{:?}",
+        sub.lines()
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn qos1_publish_returns_only_after_the_broker_acknowledged_it() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("acker", &broker.url());
+    o.connect.keep_alive = Duration::from_secs(30);
+    let h = m.add_session(o).await.unwrap();
+    m.wait_for_session("acker", T).await.unwrap();
+    broker.pause();
+    let h2 = h.clone();
+    let task = actix_rt::spawn(async move { h2.publish_to("ack/x", "1", QoS::AtLeastOnce).await });
+    // Written to the socket but not acknowledged: still in flight.
+    assert!(
+        poll_until_async(T, || {
+            let n = h.metrics().inflight_messages;
+            async move { n == 1 }
+        })
+        .await
+    );
+    assert!(
+        !task.is_finished(),
+        "publish completed while the broker was frozen"
+    );
+    assert_eq!(h.metrics().messages_sent, 0);
+    broker.resume();
+    tokio::time::timeout(T, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.metrics().messages_sent, 1);
+    assert_eq!(h.metrics().inflight_messages, 0);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn bad_inputs_give_typed_errors() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("good", &broker.url()).client_id("cid-1");
+    o.performance.max_message_size = 16;
+    let h = m.add_session(o).await.unwrap();
+
+    let e = h
+        .publish_to("a/+/b", "x", QoS::AtMostOnce)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Topic(TopicError::WildcardInTopicName { .. })),
+        "{e}"
+    );
+    let e = h.publish_to("", "x", QoS::AtMostOnce).await.unwrap_err();
+    assert!(matches!(e, Error::Topic(TopicError::Empty { .. })), "{e}");
+    let e = h.subscribe("a/#/b", QoS::AtMostOnce).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Topic(TopicError::MisplacedMultiLevelWildcard { .. })
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("[MQTT-4.7.1-2]"), "{e}");
+    let e = h.subscribe("a+/b", QoS::AtMostOnce).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Topic(TopicError::MisplacedSingleLevelWildcard { .. })
+        ),
+        "{e}"
+    );
+    let e = QoS::try_from(3u8).unwrap_err();
+    assert!(matches!(e, Error::InvalidQos(3)), "{e}");
+    let e = serde_json::from_str::<QoS>("7").unwrap_err();
+    assert!(e.to_string().contains("invalid QoS 7"), "{e}");
+    let e = h
+        .publish_to("a/b", vec![0u8; 17], QoS::AtLeastOnce)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::PayloadTooLarge {
+                size: 17,
+                max: 16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = m
+        .publish_to("nobody", "a/b", "x", QoS::AtMostOnce)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::UnknownSession(ref n) if n == "nobody"),
+        "{e}"
+    );
+    let e = m.remove_session("nobody").await.unwrap_err();
+    assert!(matches!(e, Error::UnknownSession(_)), "{e}");
+    let e = m.wait_for_session("nobody", T).await.unwrap_err();
+    assert!(matches!(e, Error::UnknownSession(_)), "{e}");
+    let e = m
+        .add_session(fast_opts("good", &broker.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::DuplicateSession(ref n) if n == "good"),
+        "{e}"
+    );
+    let e = m
+        .add_session(fast_opts("other", &broker.url()).client_id("cid-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::DuplicateClientId { ref existing, ref client_id, .. } if existing == "good" && client_id == "cid-1"),
+        "{e}"
+    );
+    // The same client id on another broker is fine.
+    let other = Mosquitto::start();
+    m.add_session(fast_opts("other", &other.url()).client_id("cid-1"))
+        .await
+        .unwrap();
+    let e = m
+        .add_session(fast_opts("bad-url", "http://127.0.0.1:1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Options(OptionsError::InvalidBrokerUrl { .. })),
+        "{e}"
+    );
+    let e = m
+        .add_session(fast_opts("bad name!", &broker.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Options(OptionsError::InvalidName { .. })),
+        "{e}"
+    );
+    let mut zero = fast_opts("zero", &broker.url());
+    zero.reconnect.initial_delay = Duration::ZERO;
+    let e = m.add_session(zero).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Options(OptionsError::InvalidValue {
+                field: "reconnect.initial_delay",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    // Nothing of the refused sessions was registered.
+    assert_eq!(
+        m.list_sessions(),
+        vec!["good".to_string(), "other".to_string()]
+    );
+    m.shutdown().await;
+    let e = m
+        .add_session(fast_opts("late", &broker.url()))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Shutdown), "{e}");
+}
+
+#[actix_rt::test]
+async fn remove_session_disconnects_cleanly_without_the_will_message() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let sub = Sub::spawn(broker.port(), "will/#", 1);
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("testator", &broker.url()).client_id("testator-cid");
+    o.connect.will = Some(mqtt_sessions::WillOptions {
+        topic: "will/testator".into(),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    });
+    let h = m.add_session(o).await.unwrap();
+    m.wait_for_session("testator", T).await.unwrap();
+    m.remove_session("testator").await.unwrap();
+    assert!(
+        broker
+            .wait_for_log_async("Client testator-cid disconnected.", T)
+            .await,
+        "{}",
+        broker.log()
+    );
+    // A sentinel published after the removal arrives; the will never did before it.
+    publish(broker.port(), "will/sentinel", "s", 1, false);
+    assert!(sub.wait_for_line_async("will/sentinel s", T).await);
+    assert_eq!(sub.lines(), vec!["will/sentinel s".to_string()]);
+    assert_eq!(h.state(), SessionState::Closed);
+    assert!(m.list_sessions().is_empty());
+    let e = h.publish_to("x", "y", QoS::AtLeastOnce).await.unwrap_err();
+    assert!(matches!(e, Error::SessionClosed(_)), "{e}");
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn shutdown_disconnects_every_session() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        handles.push(
+            m.add_session(
+                fast_opts(&format!("s{i}"), &broker.url()).client_id(format!("shut-{i}")),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    m.wait_for_all_sessions(T).await.unwrap();
+    m.shutdown().await;
+    for i in 0..3 {
+        assert!(
+            broker
+                .wait_for_log_async(&format!("Client shut-{i} disconnected."), T)
+                .await,
+            "{}",
+            broker.log()
+        );
+    }
+    assert!(handles.iter().all(|h| h.state() == SessionState::Closed));
+    assert!(m.list_sessions().is_empty());
+}
+
+#[actix_rt::test]
+async fn an_event_handler_that_calls_back_into_the_manager_does_not_deadlock_and_a_panicking_one_does_not_stop_the_session(
+) {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let m2 = m.clone();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = Arc::clone(&seen);
+    let _g1 = m.on_event(EventKind::SessionReady, move |ev| {
+        // Call back into the manager, synchronously and asynchronously.
+        let st = m2.status();
+        assert!(st.contains_key(&*ev.session));
+        let r = futures_executor_block_on(m2.publish_to(
+            &ev.session,
+            "cb/ready",
+            "1",
+            QoS::AtLeastOnce,
+        ));
+        assert!(r.is_ok(), "{r:?}");
+        seen2.fetch_add(1, Ordering::SeqCst);
+    });
+    let _g2 = m.on_any_event(|_| panic!("handler bug"));
+    let sub = Sub::spawn(broker.port(), "cb/#", 1);
+    m.add_session(fast_opts("cb", &broker.url())).await.unwrap();
+    m.wait_for_session("cb", T).await.unwrap();
+    assert!(
+        poll_until_async(T, || {
+            let n = seen.load(Ordering::SeqCst);
+            async move { n == 1 }
+        })
+        .await
+    );
+    assert!(sub.wait_for_line_async("cb/ready 1", T).await);
+    assert!(m.event_handler_panics() >= 3);
+    assert!(m.session("cb").unwrap().is_ready());
+    m.shutdown().await;
+}
+
+/// Blocks the event thread on a future (the handler runs outside the actix thread).
+fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(f)
+}
+
+#[actix_rt::test]
+async fn the_supervisor_restarts_a_session_actor_that_stopped_unexpectedly() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let h = m
+        .add_session(fast_opts("crashy", &broker.url()))
+        .await
+        .unwrap();
+    let mut rx = h.messages();
+    h.subscribe("c/#", QoS::AtLeastOnce).await.unwrap();
+    m.wait_for_session("crashy", T).await.unwrap();
+    h.addr().send(InjectFailure).await.unwrap();
+    assert!(
+        log.wait_count("crashy", 2, T, is_ready).await,
+        "{:?}",
+        log.of("crashy")
+    );
+    assert_eq!(h.status().restarts, 1);
+    assert!(h.is_ready());
+    // Subscriptions survived the restart.
+    publish(broker.port(), "c/1", "alive", 1, false);
+    let msg = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(msg.payload_str().unwrap(), "alive");
+    h.publish_to("c/out", "ok", QoS::AtLeastOnce).await.unwrap();
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn wait_for_all_sessions_times_out_naming_the_session_that_never_became_ready() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let dead = format!("mqtt://127.0.0.1:{}", free_port());
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("alive", &broker.url()))
+        .await
+        .unwrap();
+    m.add_session(fast_opts("never", &dead)).await.unwrap();
+    let e = m
+        .wait_for_all_sessions(Duration::from_millis(1500))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("never"), "{e}");
+    match e {
+        Error::WaitTimeout { not_ready, .. } => assert_eq!(not_ready, vec!["never".to_string()]),
+        other => panic!("unexpected {other}"),
+    }
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn messages_say_which_session_received_them_and_at_which_qos() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let a = m.add_session(fast_opts("a", &broker.url())).await.unwrap();
+    let mut rx = a.messages();
+    a.subscribe("m/q1", QoS::AtLeastOnce).await.unwrap();
+    a.subscribe("m/q0", QoS::AtMostOnce).await.unwrap();
+    m.wait_for_session("a", T).await.unwrap();
+    publish(broker.port(), "m/q1", "one", 2, false);
+    publish(broker.port(), "m/q0", "zero", 1, false);
+    let first = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+    let second = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (&*first.session, &*first.topic, first.qos),
+        ("a", "m/q1", QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        (&*second.session, &*second.topic, second.qos),
+        ("a", "m/q0", QoS::AtMostOnce)
+    );
+    m.shutdown().await;
+}
