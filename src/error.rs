@@ -97,6 +97,18 @@ pub enum Error {
         filter: String,
     },
 
+    /// Route options out of range.
+    #[error("invalid route: {0}")]
+    InvalidRoute(String),
+
+    /// A route's handler thread could not be started.
+    #[error("cannot start a route handler thread: {0}")]
+    Spawn(#[source] std::io::Error),
+
+    /// A route of that name is already registered.
+    #[error("route {0:?} already exists")]
+    DuplicateRoute(String),
+
     /// Waiting for sessions to become ready timed out.
     #[error("timed out after {timeout:?} waiting for sessions to become ready: {}", not_ready.join(", "))]
     WaitTimeout {

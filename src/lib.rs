@@ -35,7 +35,9 @@
 //! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
 //!   outbox) and its driver task (the rumqttc event loop); plain logic in
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`].
-//! - [`router`]: the topic-filter trie of the route table.
+//! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
+//!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
+//!   async task, actix actor, channel).
 //! - [`topic`]: topic name and filter validation and matching.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
@@ -61,6 +63,8 @@ pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,
 };
+pub use router::builder::RouteBuilder;
+pub use router::route::{Listener, Overflow, Route, RouteOptions, RouteStatsSnapshot};
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;

@@ -10,8 +10,12 @@ use bytes::Bytes;
 
 use crate::error::Error;
 use crate::event::{Event, EventBus, EventGuard, EventKind, EventStream};
-use crate::message::{Publish, QoS};
+use crate::message::{Message, Publish, QoS};
 use crate::options::SessionOptions;
+use crate::router::builder::RouteBuilder;
+use crate::router::dispatch::RouteTable;
+use crate::router::route::{Listener, Route};
+use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
@@ -29,8 +33,16 @@ impl SessionManagerBuilder {
         }
         let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
         let bus = EventBus::new();
-        let sup = Supervisor::new(Arc::clone(&registry), bus.clone()).start();
-        Ok(SessionManager { sup, registry, bus })
+        let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let router = RouterActor::new(Arc::clone(&routes)).start();
+        let sup =
+            Supervisor::new(Arc::clone(&registry), bus.clone(), router.clone(), routes).start();
+        Ok(SessionManager {
+            sup,
+            router,
+            registry,
+            bus,
+        })
     }
 }
 
@@ -57,6 +69,7 @@ impl SessionManagerBuilder {
 #[derive(Clone)]
 pub struct SessionManager {
     sup: Addr<Supervisor>,
+    router: Addr<RouterActor>,
     registry: Registry,
     bus: EventBus,
 }
@@ -176,6 +189,84 @@ impl SessionManager {
             .map(|h| h.name().to_string())
             .zip(results)
             .collect()
+    }
+
+    /// A builder for a route on `filter` with options (session, name, QoS, capacity,
+    /// overflow policy) and a consumer of your choice.
+    pub fn route(&self, filter: &str) -> RouteBuilder {
+        RouteBuilder::new(self.router.clone(), filter)
+    }
+
+    /// Calls `f` for every message matching `filter` on every session (including sessions
+    /// added later), on the route's own thread. Subscribes at QoS 1.
+    pub async fn handle<F>(&self, filter: &str, f: F) -> Result<Route, Error>
+    where
+        F: Fn(&Message) + Send + 'static,
+    {
+        self.route(filter).handle(f).await
+    }
+
+    /// Like [`handle`](Self::handle), for one session.
+    pub async fn handle_to<F>(&self, session: &str, filter: &str, f: F) -> Result<Route, Error>
+    where
+        F: Fn(&Message) + Send + 'static,
+    {
+        self.route(filter).session(session).handle(f).await
+    }
+
+    /// Awaits `f(message)` for every message matching `filter` on every session.
+    pub async fn handle_async<F, Fut>(&self, filter: &str, f: F) -> Result<Route, Error>
+    where
+        F: Fn(Message) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        self.route(filter).handle_async(f).await
+    }
+
+    /// Like [`handle_async`](Self::handle_async), for one session.
+    pub async fn handle_async_to<F, Fut>(
+        &self,
+        session: &str,
+        filter: &str,
+        f: F,
+    ) -> Result<Route, Error>
+    where
+        F: Fn(Message) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        self.route(filter).session(session).handle_async(f).await
+    }
+
+    /// A bounded channel of the messages matching `filter` on every session.
+    pub async fn listen(&self, filter: &str) -> Result<Listener, Error> {
+        self.route(filter).listen().await
+    }
+
+    /// Like [`listen`](Self::listen), for one session.
+    pub async fn listen_to(&self, session: &str, filter: &str) -> Result<Listener, Error> {
+        self.route(filter).session(session).listen().await
+    }
+
+    /// Delivers the messages matching `filter` on every session to an actix actor.
+    pub async fn route_to(
+        &self,
+        filter: &str,
+        recipient: actix::Recipient<Message>,
+    ) -> Result<Route, Error> {
+        self.route(filter).to_actor(recipient).await
+    }
+
+    /// Like [`route_to`](Self::route_to), for one session.
+    pub async fn route_to_session(
+        &self,
+        session: &str,
+        filter: &str,
+        recipient: actix::Recipient<Message>,
+    ) -> Result<Route, Error> {
+        self.route(filter)
+            .session(session)
+            .to_actor(recipient)
+            .await
     }
 
     /// Calls `handler` for every event of `kind`, on the manager's event thread, in order,

@@ -99,6 +99,12 @@ pub struct Message {
     pub received_at: SystemTime,
 }
 
+/// Routes deliver messages to actix actors as this message type
+/// ([`SessionManager::route_to`](crate::SessionManager::route_to)).
+impl actix::Message for Message {
+    type Result = ();
+}
+
 impl Message {
     /// The payload as UTF-8 text, if it is valid UTF-8.
     pub fn payload_str(&self) -> Result<&str, std::str::Utf8Error> {

@@ -17,9 +17,11 @@ use tokio::sync::watch;
 use crate::error::Error;
 use crate::event::{Event, EventBus, EventData};
 use crate::options::SessionOptions;
+use crate::router::dispatch::{RouteTable, RouterDispatch};
+use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession};
 use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
-use crate::session::incoming::{Dispatcher, SessionSinks};
+use crate::session::incoming::{Dispatcher, Fanout, SessionSinks};
 use crate::session::state::SessionState;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
 
@@ -31,15 +33,25 @@ pub type Registry = Arc<ArcSwap<BTreeMap<String, SessionHandle>>>;
 pub struct Supervisor {
     registry: Registry,
     bus: EventBus,
+    router: Addr<RouterActor>,
+    routes: Arc<ArcSwap<RouteTable>>,
     shut_down: bool,
 }
 
 impl Supervisor {
-    /// A supervisor publishing its sessions into `registry`.
-    pub fn new(registry: Registry, bus: EventBus) -> Self {
+    /// A supervisor publishing its sessions into `registry`; incoming messages of its
+    /// sessions are dispatched through the route table `routes` kept by `router`.
+    pub fn new(
+        registry: Registry,
+        bus: EventBus,
+        router: Addr<RouterActor>,
+        routes: Arc<ArcSwap<RouteTable>>,
+    ) -> Self {
         Supervisor {
             registry,
             bus,
+            router,
+            routes,
             shut_down: false,
         }
     }
@@ -88,9 +100,28 @@ impl Actor for Supervisor {
 pub struct AddSession(pub SessionOptions);
 
 impl Handler<AddSession> for Supervisor {
-    type Result = Result<SessionHandle, Error>;
+    type Result = ResponseFuture<Result<SessionHandle, Error>>;
 
     fn handle(&mut self, AddSession(opts): AddSession, _: &mut Context<Self>) -> Self::Result {
+        let added = self.add(opts);
+        let router = self.router.clone();
+        Box::pin(async move {
+            let handle = added?;
+            // Subscriptions of global routes reach the actor's mailbox before it first
+            // connects, so its first `session_ready` already includes them.
+            router
+                .send(RegisterSession {
+                    name: Arc::clone(&handle.name),
+                    addr: handle.addr.clone(),
+                })
+                .await?;
+            Ok(handle)
+        })
+    }
+}
+
+impl Supervisor {
+    fn add(&mut self, opts: SessionOptions) -> Result<SessionHandle, Error> {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
@@ -115,7 +146,13 @@ impl Handler<AddSession> for Supervisor {
             brokers,
             client_id,
             bus: self.bus.clone(),
-            dispatcher: Arc::clone(&sinks) as Arc<dyn Dispatcher>,
+            dispatcher: Arc::new(Fanout(vec![
+                Arc::new(RouterDispatch {
+                    session: Arc::clone(&name),
+                    table: Arc::clone(&self.routes),
+                }) as Arc<dyn Dispatcher>,
+                Arc::clone(&sinks) as Arc<dyn Dispatcher>,
+            ])),
             counters: Arc::clone(&counters),
             status: status_tx,
         };
@@ -160,8 +197,14 @@ impl Handler<RemoveSession> for Supervisor {
             m
         });
         let bus = self.bus.clone();
+        let router = self.router.clone();
         Box::pin(async move {
             let handle = removed.ok_or_else(|| Error::UnknownSession(name.clone()))?;
+            let _ = router
+                .send(UnregisterSession {
+                    name: Arc::clone(&handle.name),
+                })
+                .await;
             let _ = handle.addr.send(Close).await;
             tracing::info!(session = %name, "session removed");
             bus.emit(Event::new(
@@ -185,6 +228,7 @@ impl Handler<Shutdown> for Supervisor {
         self.shut_down = true;
         let all = self.registry.swap(Arc::new(BTreeMap::new()));
         let bus = self.bus.clone();
+        let router = self.router.clone();
         Box::pin(async move {
             let closes = all.values().map(|h| {
                 let bus = bus.clone();
@@ -194,6 +238,8 @@ impl Handler<Shutdown> for Supervisor {
                 }
             });
             futures_util::future::join_all(closes).await;
+            // Then end every route: consumers see their queues close.
+            let _ = router.send(ClearRoutes).await;
             tracing::info!(sessions = all.len(), "all sessions closed");
         })
     }

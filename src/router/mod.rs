@@ -1,6 +1,347 @@
-//! Routing of incoming messages to consumers by topic filter.
+//! [`RouterActor`]: owns the route table and decides which broker subscriptions each
+//! session needs.
 //!
-//! [`table::FilterTrie`] is the route table's data structure: matching costs grow with the
-//! topic's depth, not with the number of routes.
+//! Route changes go through the actor; message dispatch does not. The actor keeps a
+//! master [`RouteTable`](dispatch::RouteTable) (a [`FilterTrie`](table::FilterTrie) of
+//! routes) and, after every change, publishes an immutable copy in an `ArcSwap` that every
+//! session's driver reads without locking ([`RouterDispatch`](dispatch::RouterDispatch)).
+//!
+//! Subscriptions are reference-counted per (session, filter): the first route needing a
+//! filter on a session makes that session SUBSCRIBE, the last one leaving makes it
+//! UNSUBSCRIBE, and the subscription QoS is the highest any of those routes asks for.
+//! Routes for all sessions also cover sessions registered later.
 
+pub mod builder;
+pub mod consume;
+pub mod dispatch;
+pub mod route;
 pub mod table;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+
+use self::dispatch::{RouteEntry, RouteTable};
+use self::route::{RouteOptions, RouteScope, RouteStats};
+use crate::error::Error;
+use crate::message::{Message as MqttMessage, QoS};
+use crate::session::{SessionActor, Subscribe, Unsubscribe};
+use crate::topic::TopicFilter;
+
+/// The router actor. See the [module docs](self).
+#[derive(Debug)]
+pub struct RouterActor {
+    table: Arc<ArcSwap<RouteTable>>,
+    master: RouteTable,
+    routes: HashMap<u64, Arc<RouteEntry>>,
+    by_filter: HashMap<String, BTreeSet<u64>>,
+    sessions: HashMap<Arc<str>, Addr<SessionActor>>,
+    subscribed: HashMap<Arc<str>, HashMap<String, QoS>>,
+    next_id: u64,
+}
+
+type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
+
+impl RouterActor {
+    /// A router publishing its table into `table`.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
+        RouterActor {
+            table,
+            master: RouteTable::default(),
+            routes: HashMap::new(),
+            by_filter: HashMap::new(),
+            sessions: HashMap::new(),
+            subscribed: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn publish(&self) {
+        self.table.store(Arc::new(self.master.clone()));
+    }
+
+    /// Brings the broker subscription of `session` to `filter` in line with the routes.
+    fn sync_subscription(&mut self, session: &Arc<str>, filter: &TopicFilter) -> Option<Pending> {
+        let addr = self.sessions.get(session)?.clone();
+        let want = self
+            .by_filter
+            .get(filter.as_str())
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.routes.get(id))
+            .filter(|r| r.scope.covers(session))
+            .map(|r| r.qos)
+            .max();
+        let subs = self.subscribed.entry(Arc::clone(session)).or_default();
+        let have = subs.get(filter.as_str()).copied();
+        if want == have {
+            return None;
+        }
+        let filter = filter.clone();
+        match want {
+            Some(qos) => {
+                subs.insert(filter.as_str().to_string(), qos);
+                Some(Box::pin(async move {
+                    addr.send(Subscribe { filter, qos })
+                        .await
+                        .map_err(|_| Error::Shutdown)?
+                }))
+            }
+            None => {
+                subs.remove(filter.as_str());
+                Some(Box::pin(async move {
+                    addr.send(Unsubscribe { filter })
+                        .await
+                        .map_err(|_| Error::Shutdown)?
+                }))
+            }
+        }
+    }
+
+    fn sessions_covered(&self, scope: &RouteScope) -> Vec<Arc<str>> {
+        match scope {
+            RouteScope::AllSessions => self.sessions.keys().cloned().collect(),
+            RouteScope::Session(s) => self
+                .sessions
+                .get_key_value(s)
+                .map(|(k, _)| Arc::clone(k))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn remove_route(&mut self, id: u64) -> Vec<Pending> {
+        let Some(entry) = self.routes.remove(&id) else {
+            return Vec::new();
+        };
+        if let Some(set) = self.by_filter.get_mut(entry.filter.as_str()) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_filter.remove(entry.filter.as_str());
+            }
+        }
+        self.master.trie.remove(&entry.filter, |e| e.id == id);
+        self.publish();
+        tracing::debug!(route = %entry.name, filter = %entry.filter, "route removed");
+        self.sessions_covered(&entry.scope)
+            .iter()
+            .filter_map(|s| self.sync_subscription(s, &entry.filter))
+            .collect()
+    }
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Route changes and session registrations arrive in bursts (many sessions added at
+        // once); the default mailbox of 16 would push back on the supervisor needlessly.
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// Register a route: where its messages go and what it listens to.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, Arc<str>), Error>")]
+pub struct AddRoute {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// Which sessions.
+    pub scope: RouteScope,
+    /// Options.
+    pub opts: RouteOptions,
+    /// Kind, for derived names (`handle`, `listen`, `actor`, ...).
+    pub kind: &'static str,
+    /// The route's queue.
+    pub tx: flume::Sender<MqttMessage>,
+    /// The queue's receiver, kept for drop-oldest overflow.
+    pub oldest: Option<flume::Receiver<MqttMessage>>,
+    /// Counters.
+    pub stats: Arc<RouteStats>,
+}
+
+impl std::fmt::Debug for AddRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddRoute")
+            .field("filter", &self.filter)
+            .field("scope", &self.scope)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler<AddRoute> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<(u64, Arc<str>), Error>>;
+
+    fn handle(&mut self, msg: AddRoute, _: &mut Context<Self>) -> Self::Result {
+        if let RouteScope::Session(s) = &msg.scope {
+            if !self.sessions.contains_key(s) {
+                let e = Error::UnknownSession(s.to_string());
+                return Box::pin(async move { Err(e) }.into_actor(self));
+            }
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        let name: Arc<str> = match &msg.opts.name {
+            Some(n) => Arc::from(n.as_str()),
+            None => Arc::from(format!("{}-{id}", msg.kind)),
+        };
+        if self.routes.values().any(|r| r.name == name) {
+            let e = Error::DuplicateRoute(name.to_string());
+            return Box::pin(async move { Err(e) }.into_actor(self));
+        }
+        let entry = Arc::new(RouteEntry {
+            id,
+            name: Arc::clone(&name),
+            filter: msg.filter.clone(),
+            scope: msg.scope.clone(),
+            qos: msg.opts.qos,
+            overflow: msg.opts.overflow,
+            tx: msg.tx,
+            oldest: msg.oldest,
+            stats: msg.stats,
+        });
+        self.routes.insert(id, Arc::clone(&entry));
+        self.by_filter
+            .entry(msg.filter.as_str().to_string())
+            .or_default()
+            .insert(id);
+        self.master.trie.insert(&msg.filter, entry);
+        self.publish();
+        tracing::debug!(route = %name, filter = %msg.filter, "route added");
+        let pending: Vec<Pending> = self
+            .sessions_covered(&msg.scope)
+            .iter()
+            .filter_map(|s| self.sync_subscription(s, &msg.filter))
+            .collect();
+        let scoped = matches!(msg.scope, RouteScope::Session(_));
+        Box::pin(
+            futures_util::future::join_all(pending)
+                .into_actor(self)
+                .map(move |results, act, _| {
+                    let failed = results.into_iter().find_map(Result::err);
+                    match failed {
+                        Some(e) if scoped => {
+                            for p in act.remove_route(id) {
+                                actix::spawn(async move {
+                                    let _ = p.await;
+                                });
+                            }
+                            Err(e)
+                        }
+                        Some(e) => {
+                            tracing::warn!(route = %name, error = %e, "a session could not subscribe for this route");
+                            Ok((id, name))
+                        }
+                        None => Ok((id, name)),
+                    }
+                }),
+        )
+    }
+}
+
+/// Remove a route (sent when a [`Route`](route::Route) is stopped or dropped).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RemoveRoute {
+    /// The route's id.
+    pub id: u64,
+}
+
+impl Handler<RemoveRoute> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveRoute, _: &mut Context<Self>) {
+        for p in self.remove_route(msg.id) {
+            actix::spawn(async move {
+                if let Err(e) = p.await {
+                    tracing::debug!(error = %e, "unsubscribe after route removal failed");
+                }
+            });
+        }
+    }
+}
+
+/// A session joined: subscribe it for every route covering all sessions.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RegisterSession {
+    /// Session name.
+    pub name: Arc<str>,
+    /// Its actor.
+    pub addr: Addr<SessionActor>,
+}
+
+impl Handler<RegisterSession> for RouterActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RegisterSession, _: &mut Context<Self>) -> Self::Result {
+        self.sessions.insert(Arc::clone(&msg.name), msg.addr);
+        let filters: Vec<TopicFilter> = self
+            .routes
+            .values()
+            .filter(|r| r.scope.covers(&msg.name))
+            .map(|r| (r.filter.as_str().to_string(), r.filter.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        let pending: Vec<Pending> = filters
+            .iter()
+            .filter_map(|f| self.sync_subscription(&msg.name, f))
+            .collect();
+        Box::pin(async move {
+            for r in futures_util::future::join_all(pending).await {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "subscription for a global route failed");
+                }
+            }
+        })
+    }
+}
+
+/// A session left: its own routes end, its subscription bookkeeping is dropped.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UnregisterSession {
+    /// Session name.
+    pub name: Arc<str>,
+}
+
+impl Handler<UnregisterSession> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
+        self.sessions.remove(&msg.name);
+        self.subscribed.remove(&msg.name);
+        let own: Vec<u64> = self
+            .routes
+            .values()
+            .filter(|r| r.scope == RouteScope::Session(Arc::clone(&msg.name)))
+            .map(|r| r.id)
+            .collect();
+        for id in own {
+            // The session is gone: no unsubscribe to send.
+            drop(self.remove_route(id));
+        }
+    }
+}
+
+/// Remove every route (manager shutdown): their consumers see the end of their queues.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClearRoutes;
+
+impl Handler<ClearRoutes> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ClearRoutes, _: &mut Context<Self>) {
+        self.routes.clear();
+        self.by_filter.clear();
+        self.subscribed.clear();
+        self.sessions.clear();
+        self.master = RouteTable::default();
+        self.publish();
+    }
+}

@@ -1,0 +1,151 @@
+//! [`RouteBuilder`]: registers a route with options, then picks its consumer.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix::{Addr, Recipient};
+
+use super::consume;
+use super::route::{Listener, Overflow, Route, RouteOptions, RouteScope, RouteStats};
+use super::{AddRoute, RouterActor};
+use crate::error::Error;
+use crate::message::{Message, QoS};
+use crate::topic::TopicFilter;
+
+/// Largest route queue.
+const MAX_CAPACITY: usize = 1_000_000;
+
+/// Builds one route: `manager.route("sensors/#").session("plant-1").qos(QoS::AtMostOnce).listen()`.
+#[derive(Debug)]
+#[must_use = "a route builder does nothing until a consumer (`listen`, `handle`, ...) is chosen"]
+pub struct RouteBuilder {
+    router: Addr<RouterActor>,
+    filter: Result<TopicFilter, Error>,
+    scope: RouteScope,
+    opts: RouteOptions,
+}
+
+impl RouteBuilder {
+    pub(crate) fn new(router: Addr<RouterActor>, filter: &str) -> Self {
+        RouteBuilder {
+            router,
+            filter: TopicFilter::new(filter).map_err(Error::from),
+            scope: RouteScope::AllSessions,
+            opts: RouteOptions::default(),
+        }
+    }
+
+    /// Only messages received by this session (default: every session, including later ones).
+    pub fn session(mut self, name: &str) -> Self {
+        self.scope = RouteScope::Session(Arc::from(name));
+        self
+    }
+
+    /// Names the route (letters, digits, `_`, `-`, `.`; unique within the manager).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.opts.name = Some(name.into());
+        self
+    }
+
+    /// The QoS to subscribe with (default 1).
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.opts.qos = qos;
+        self
+    }
+
+    /// Capacity of the route's queue (default 100).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.opts.capacity = capacity;
+        self
+    }
+
+    /// What a full queue does with QoS 0 messages (default drop newest).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.opts.overflow = overflow;
+        self
+    }
+
+    /// All options at once.
+    pub fn options(mut self, opts: RouteOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    async fn register(
+        self,
+        kind: &'static str,
+    ) -> Result<(Route, flume::Receiver<Message>), Error> {
+        let filter = self.filter?;
+        let opts = self.opts;
+        if opts.capacity == 0 || opts.capacity > MAX_CAPACITY {
+            return Err(Error::InvalidRoute(format!(
+                "capacity {} must be between 1 and {MAX_CAPACITY}",
+                opts.capacity
+            )));
+        }
+        if let Some(name) = &opts.name {
+            crate::options::validate_name(name).map_err(|e| Error::InvalidRoute(e.to_string()))?;
+        }
+        let (tx, rx) = flume::bounded(opts.capacity);
+        let stats = Arc::new(RouteStats::default());
+        let oldest = (opts.overflow == Overflow::DropOldest).then(|| rx.clone());
+        let qos = opts.qos;
+        let (id, name) = self
+            .router
+            .send(AddRoute {
+                filter: filter.clone(),
+                scope: self.scope,
+                opts,
+                kind,
+                tx,
+                oldest,
+                stats: Arc::clone(&stats),
+            })
+            .await??;
+        let route = Route {
+            id,
+            name,
+            filter,
+            qos,
+            stats,
+            router: Some(self.router),
+        };
+        Ok((route, rx))
+    }
+
+    /// Delivers into a bounded channel.
+    pub async fn listen(self) -> Result<Listener, Error> {
+        let (route, rx) = self.register("listen").await?;
+        Ok(Listener { rx, route })
+    }
+
+    /// Calls `f` for every message, on the route's own thread (a slow callback slows only
+    /// this route; QoS >= 1 messages wait for it, QoS 0 overflow is dropped and counted).
+    pub async fn handle<F>(self, f: F) -> Result<Route, Error>
+    where
+        F: Fn(&Message) + Send + 'static,
+    {
+        let (route, rx) = self.register("handle").await?;
+        consume::spawn_callback(route.name(), rx, Arc::clone(&route.stats), f)
+            .map_err(Error::Spawn)?;
+        Ok(route)
+    }
+
+    /// Awaits `f(message)` for every message, one after another, on the actix arbiter.
+    pub async fn handle_async<F, Fut>(self, f: F) -> Result<Route, Error>
+    where
+        F: Fn(Message) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let (route, rx) = self.register("handle_async").await?;
+        consume::spawn_async(route.name(), rx, Arc::clone(&route.stats), f);
+        Ok(route)
+    }
+
+    /// Sends every message to an actix actor (`send().await`: its mailbox applies backpressure).
+    pub async fn to_actor(self, recipient: Recipient<Message>) -> Result<Route, Error> {
+        let (route, rx) = self.register("actor").await?;
+        consume::spawn_actor(route.name(), rx, recipient);
+        Ok(route)
+    }
+}

@@ -1,0 +1,234 @@
+//! Routes: what a consumer holds ([`Route`], [`Listener`]) and how each is configured
+//! ([`RouteOptions`]) and counted ([`RouteStats`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::Addr;
+use serde::Serialize;
+
+use super::{RemoveRoute, RouterActor};
+use crate::message::{Message, QoS};
+use crate::topic::TopicFilter;
+
+/// Default capacity of a route's queue.
+pub const DEFAULT_ROUTE_CAPACITY: usize = 100;
+
+/// What a full route does with a QoS 0 message (QoS >= 1 messages are never dropped:
+/// the session waits for room before acknowledging them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Drop the message that does not fit (the default).
+    #[default]
+    DropNewest,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+}
+
+/// How a route is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// The route's name (metrics label, durable subscriptions). Derived from its kind and
+    /// id when absent (`listen-3`).
+    pub name: Option<String>,
+    /// The QoS to subscribe with. Default 1 (at least once): with manual acknowledgement
+    /// nothing is lost between the broker and the route.
+    pub qos: QoS,
+    /// Capacity of the route's queue. Default [`DEFAULT_ROUTE_CAPACITY`].
+    pub capacity: usize,
+    /// QoS 0 overflow policy. Default [`Overflow::DropNewest`].
+    pub overflow: Overflow,
+}
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        RouteOptions {
+            name: None,
+            qos: QoS::AtLeastOnce,
+            capacity: DEFAULT_ROUTE_CAPACITY,
+            overflow: Overflow::DropNewest,
+        }
+    }
+}
+
+/// Which sessions a route listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteScope {
+    /// Every session, including sessions added later.
+    AllSessions,
+    /// One session.
+    Session(Arc<str>),
+}
+
+impl RouteScope {
+    /// Does a message received by `session` concern this route?
+    #[inline]
+    pub fn covers(&self, session: &str) -> bool {
+        match self {
+            RouteScope::AllSessions => true,
+            RouteScope::Session(s) => &**s == session,
+        }
+    }
+}
+
+/// Live counters of one route.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dropped_full: AtomicU64,
+    pub(crate) dropped_closed: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) last_message_ms: AtomicU64,
+}
+
+impl RouteStats {
+    pub(crate) fn record_delivery(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_message_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A snapshot as plain numbers.
+    pub fn snapshot(&self) -> RouteStatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let last = get(&self.last_message_ms);
+        RouteStatsSnapshot {
+            delivered: get(&self.delivered),
+            dropped_full: get(&self.dropped_full),
+            dropped_closed: get(&self.dropped_closed),
+            handler_panics: get(&self.panics),
+            last_message_timestamp_seconds: (last > 0).then(|| last as f64 / 1000.0),
+        }
+    }
+}
+
+/// A route's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteStatsSnapshot {
+    /// Messages accepted into the route's queue.
+    pub delivered: u64,
+    /// QoS 0 messages dropped because the route's queue was full.
+    pub dropped_full: u64,
+    /// Messages that arrived after the route's consumer had gone.
+    pub dropped_closed: u64,
+    /// Calls of the route's handler that panicked.
+    pub handler_panics: u64,
+    /// Unix time (seconds) of the last delivery.
+    pub last_message_timestamp_seconds: Option<f64>,
+}
+
+/// A registered route. Dropping it (or calling [`stop`](Self::stop)) removes it; when the
+/// last route needing a subscription goes, the session unsubscribes.
+#[derive(Debug)]
+#[must_use = "a route stops when dropped; keep it, or call `detach` to keep it for the manager's life"]
+pub struct Route {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) filter: TopicFilter,
+    pub(crate) qos: QoS,
+    pub(crate) stats: Arc<RouteStats>,
+    pub(crate) router: Option<Addr<RouterActor>>,
+}
+
+impl Route {
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route's id (unique within its manager).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The topic filter.
+    pub fn filter(&self) -> &TopicFilter {
+        &self.filter
+    }
+
+    /// The QoS the route subscribed with.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// Delivered / dropped counts and the last delivery time.
+    pub fn stats(&self) -> RouteStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Removes the route now.
+    pub fn stop(self) {}
+
+    /// Keeps the route running until the manager shuts down, without a handle.
+    pub fn detach(mut self) {
+        self.router = None;
+    }
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        if let Some(r) = self.router.take() {
+            // A control message sent once per route: `do_send` is fine here (it cannot
+            // await in `drop`, and the count of routes bounds it).
+            r.do_send(RemoveRoute { id: self.id });
+        }
+    }
+}
+
+/// A route whose messages arrive in a bounded channel ([`SessionManager::listen`](crate::SessionManager::listen)).
+#[derive(Debug)]
+pub struct Listener {
+    pub(crate) rx: flume::Receiver<Message>,
+    pub(crate) route: Route,
+}
+
+impl Listener {
+    /// The next message; `None` once the route was removed (e.g. its session was removed).
+    pub async fn recv(&self) -> Option<Message> {
+        self.rx.recv_async().await.ok()
+    }
+
+    /// A message if one is queued.
+    pub fn try_recv(&self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Blocking receive, for a consumer on its own thread.
+    pub fn recv_blocking(&self) -> Option<Message> {
+        self.rx.recv().ok()
+    }
+
+    /// Blocking receive with a deadline; `None` on timeout or when the route ended.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<Message> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// The route behind this listener.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The messages as a `Stream` (the route stops when the stream is dropped).
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Message> {
+        let Listener { rx, route } = self;
+        futures_util::stream::unfold((rx, route), |(rx, route)| async move {
+            let m = rx.recv_async().await.ok()?;
+            Some((m, (rx, route)))
+        })
+    }
+}
