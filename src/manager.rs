@@ -20,12 +20,33 @@ use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
 
+/// Default bound of connection attempts in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_CONNECTS: usize = 64;
+
 /// Builds a [`SessionManager`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[must_use]
-pub struct SessionManagerBuilder {}
+pub struct SessionManagerBuilder {
+    max_concurrent_connects: usize,
+}
+
+impl Default for SessionManagerBuilder {
+    fn default() -> Self {
+        SessionManagerBuilder {
+            max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
+        }
+    }
+}
 
 impl SessionManagerBuilder {
+    /// How many connection attempts may be in flight at once across all sessions
+    /// (default 64): thousands of sessions starting together must not overrun a broker's
+    /// accept queue (mosquitto's listen backlog is 100).
+    pub fn max_concurrent_connects(mut self, n: usize) -> Self {
+        self.max_concurrent_connects = n.max(1);
+        self
+    }
+
     /// Starts the manager's actors on the current actix system.
     pub fn build(self) -> Result<SessionManager, Error> {
         if actix_rt::System::try_current().is_none() {
@@ -35,8 +56,14 @@ impl SessionManagerBuilder {
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
         let router = RouterActor::new(Arc::clone(&routes)).start();
-        let sup =
-            Supervisor::new(Arc::clone(&registry), bus.clone(), router.clone(), routes).start();
+        let sup = Supervisor::new(
+            Arc::clone(&registry),
+            bus.clone(),
+            router.clone(),
+            routes,
+            self.max_concurrent_connects,
+        )
+        .start();
         Ok(SessionManager {
             sup,
             router,

@@ -35,23 +35,27 @@ pub struct Supervisor {
     bus: EventBus,
     router: Addr<RouterActor>,
     routes: Arc<ArcSwap<RouteTable>>,
+    connect_limit: Arc<tokio::sync::Semaphore>,
     shut_down: bool,
 }
 
 impl Supervisor {
     /// A supervisor publishing its sessions into `registry`; incoming messages of its
-    /// sessions are dispatched through the route table `routes` kept by `router`.
+    /// sessions are dispatched through the route table `routes` kept by `router`; at most
+    /// `max_concurrent_connects` connection attempts run at once.
     pub fn new(
         registry: Registry,
         bus: EventBus,
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
+        max_concurrent_connects: usize,
     ) -> Self {
         Supervisor {
             registry,
             bus,
             router,
             routes,
+            connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
             shut_down: false,
         }
     }
@@ -155,6 +159,7 @@ impl Supervisor {
             ])),
             counters: Arc::clone(&counters),
             status: status_tx,
+            connect_limit: Arc::clone(&self.connect_limit),
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));

@@ -97,6 +97,9 @@ pub struct Driver {
     pub(super) counters: Arc<SessionCounters>,
     /// Delay before the very first attempt (set when the supervisor restarts the actor).
     pub(super) initial_delay: Option<Duration>,
+    /// Bounds the connection attempts in flight across the manager (a broker's accept
+    /// queue is finite: mosquitto's listen backlog is 100).
+    pub(super) connect_limit: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -184,7 +187,11 @@ impl Driver {
                     .fetch_add(1, Ordering::Relaxed);
                 self.eventloop.mqtt_options = mo.clone();
                 self.eventloop.network = None;
-                match self.eventloop.poll().await {
+                // Held until CONNACK or failure; the semaphore is never closed.
+                let permit = Arc::clone(&self.connect_limit).acquire_owned().await.ok();
+                let polled = self.eventloop.poll().await;
+                drop(permit);
+                match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = Some((i, ack.session_present));
                         break;

@@ -99,6 +99,8 @@ pub struct SessionParts {
     pub counters: Arc<SessionCounters>,
     /// Status publisher.
     pub status: watch::Sender<SessionStatus>,
+    /// Connection attempts in flight across the manager are bounded by this semaphore.
+    pub connect_limit: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SessionParts {
@@ -216,6 +218,7 @@ impl SessionActor {
             dispatcher: Arc::clone(&self.p.dispatcher),
             counters: Arc::clone(&self.p.counters),
             initial_delay,
+            connect_limit: Arc::clone(&self.p.connect_limit),
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
