@@ -302,10 +302,13 @@ impl Driver {
                 }
             }
         };
-        // Events rumqttc had already buffered still count (acks, messages read).
+        // Events rumqttc had already buffered still count: acks and messages read, and
+        // publishes it wrote (or tried to) before the failure, so that the actor's outbox
+        // knows their packet ids.
         while let Some(ev) = self.eventloop.state.events.pop_front() {
-            if let Event::Incoming(packet) = ev {
-                self.on_incoming(packet, acker).await;
+            match ev {
+                Event::Incoming(packet) => self.on_incoming(packet, acker).await,
+                Event::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
             }
         }
         let (mut drained_qos1, mut drained_qos0, mut drained_subs) = (0, 0, 0);
