@@ -37,6 +37,8 @@
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`].
 //! - [`router`]: the topic-filter trie of the route table.
 //! - [`topic`]: topic name and filter validation and matching.
+//! - [`store`]: the sled [`Store`](store::Store) (subscriptions, session metadata, the
+//!   durable outbox, held messages) with its versioned schema and `migrations/`.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
@@ -48,6 +50,7 @@ pub mod message;
 pub mod options;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod supervisor;
 pub mod topic;
 
