@@ -39,6 +39,8 @@
 //!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
 //!   async task, actix actor, channel).
 //! - [`topic`]: topic name and filter validation and matching.
+//! - [`store`]: the sled [`Store`](store::Store) (subscriptions, session metadata, the
+//!   durable outbox, held messages) with its versioned schema and `migrations/`.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
@@ -50,6 +52,7 @@ pub mod message;
 pub mod options;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod supervisor;
 pub mod topic;
 

@@ -1,0 +1,330 @@
+//! The persistence layer: one sled database per manager, with a versioned schema.
+//!
+//! [`Store`] is a cheap-to-clone handle; every call is synchronous and short (a few
+//! B-tree operations), so an actor may call it on its own thread. Calls whose effect must
+//! survive a crash before the caller acknowledges something (`outbox_push*`,
+//! `held_push`, `held_take`, `subscriptions_save`, `delete_session_state`) end with a
+//! `flush()` (an fsync); the others are made durable by sled's background flush within
+//! half a second, or by an explicit [`Store::flush`].
+//!
+//! Trees (see `docs/ARCHITECTURE.md`, "Store"): `meta` (schema version), `sessions`
+//! (`session` → [`SessionMeta`]), `subscriptions` (`session \0 filter` →
+//! `{qos, routes}`), `outbox` (`session \0 seq` → [`StoredPublish`]) and `held`
+//! (`session \0 route \0 seq` → [`StoredMessage`]). Every value starts with an encoding
+//! byte (`codec.rs`). Migrations live in the top-level `migrations/` (run by `migrate.rs`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+mod codec;
+mod error;
+mod files;
+mod migrate;
+mod queue;
+
+pub use codec::{SessionMeta, StoredMessage, StoredPublish, StoredSubscription};
+pub use error::StoreError;
+pub use migrate::SCHEMA_VERSION;
+pub use queue::{unix_ms, HeldLimit, HeldPush, HeldTaken};
+
+use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
+use files::{create_dir, existing_log, open_db, restrict_files};
+
+/// The store's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How an in-memory store names itself in errors.
+const MEMORY_PATH: &str = "<memory>";
+
+/// sled's page cache limit (its default is 1 GiB).
+const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// The persistent state of every session of one manager.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    path: PathBuf,
+    memory: bool,
+    sessions: sled::Tree,
+    subscriptions: sled::Tree,
+    outbox: sled::Tree,
+    held: sled::Tree,
+    /// Next sequence number per key prefix (`tree byte ++ prefix`), initialised from the
+    /// highest stored key, so numbers are never reused while the store is open.
+    next_seq: Mutex<HashMap<Vec<u8>, u64>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("memory", &self.inner.memory)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating it if needed) the store in directory `path`, upgrading an older
+    /// schema in place.
+    ///
+    /// The directory is created with mode 0700 (an existing one is set to 0700) and the
+    /// files in it to 0600. Fails with [`StoreError::InUse`] while another process has it
+    /// open, [`StoreError::NewerVersion`] for a store of a newer build,
+    /// [`StoreError::DirtyMigration`] after an interrupted upgrade and
+    /// [`StoreError::Corrupt`] for anything that is not a store.
+    pub fn open(path: &Path) -> Result<Store> {
+        let io_err = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        create_dir(path).map_err(io_err)?;
+        let log_existed = existing_log(path)?;
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY);
+        let db = open_db(&config, path)?;
+        restrict_files(path).map_err(io_err)?;
+        Store::from_db(db, path.to_owned(), false, log_existed)
+    }
+
+    /// A store that lives in memory (a temporary sled database removed on drop).
+    pub fn memory() -> Result<Store> {
+        let path = PathBuf::from(MEMORY_PATH);
+        let config = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(CACHE_CAPACITY);
+        let db = open_db(&config, &path)?;
+        Store::from_db(db, path, true, false)
+    }
+
+    fn from_db(db: sled::Db, path: PathBuf, memory: bool, log_existed: bool) -> Result<Store> {
+        let _ = migrate::run(&db, &path, log_existed)?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Sled {
+                path: path.clone(),
+                source,
+            })
+        };
+        let inner = Inner {
+            sessions: tree("sessions")?,
+            subscriptions: tree("subscriptions")?,
+            outbox: tree("outbox")?,
+            held: tree("held")?,
+            db,
+            path,
+            memory,
+            next_seq: Mutex::new(HashMap::new()),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The store directory; `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        (!self.inner.memory).then_some(self.inner.path.as_path())
+    }
+
+    /// The schema version on disk (always [`SCHEMA_VERSION`] once opened).
+    pub fn schema_version(&self) -> Result<u32> {
+        let meta = self
+            .inner
+            .db
+            .open_tree(migrate::META)
+            .map_err(|e| self.sled(e))?;
+        match meta.get(migrate::VERSION_KEY).map_err(|e| self.sled(e))? {
+            Some(raw) => <[u8; 4]>::try_from(&raw[..])
+                .map(u32::from_be_bytes)
+                .map_err(|_| self.corrupt("meta schema_version is not 4 bytes".to_owned())),
+            None => Err(self.corrupt("meta schema_version is missing".to_owned())),
+        }
+    }
+
+    /// Writes everything to disk (fsync). Call it at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush().map(drop).map_err(|e| self.sled(e))
+    }
+
+    /// The session's metadata, if any was saved.
+    pub fn session_meta_get(&self, session: &str) -> Result<Option<SessionMeta>> {
+        check_name("session", session)?;
+        let raw = self.inner.sessions.get(session).map_err(|e| self.sled(e))?;
+        raw.map(|raw| {
+            decode_json(&raw).map_err(|e| self.corrupt(format!("sessions {session:?}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Saves the session's metadata (not flushed: sled's background flush, or the next
+    /// flushing call, makes it durable).
+    pub fn session_meta_put(&self, session: &str, meta: &SessionMeta) -> Result<()> {
+        check_name("session", session)?;
+        let _ = self
+            .inner
+            .sessions
+            .insert(session, encode_json(meta))
+            .map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
+    /// Every session with saved metadata, by name.
+    pub fn session_meta_list(&self) -> Result<Vec<(String, SessionMeta)>> {
+        let mut out = Vec::new();
+        for entry in self.inner.sessions.iter() {
+            let (key, raw) = entry.map_err(|e| self.sled(e))?;
+            let name = String::from_utf8(key.to_vec())
+                .map_err(|_| self.corrupt("sessions: a key is not UTF-8".to_owned()))?;
+            let meta =
+                decode_json(&raw).map_err(|e| self.corrupt(format!("sessions {name:?}: {e}")))?;
+            out.push((name, meta));
+        }
+        Ok(out)
+    }
+
+    /// Replaces the session's persisted subscriptions with `subs`, atomically (one
+    /// batch), and flushes.
+    pub fn subscriptions_save(&self, session: &str, subs: &[StoredSubscription]) -> Result<()> {
+        check_name("session", session)?;
+        let prefix = prefix(&[session]);
+        let mut batch = sled::Batch::default();
+        for key in self.inner.subscriptions.scan_prefix(&prefix).keys() {
+            batch.remove(key.map_err(|e| self.sled(e))?);
+        }
+        for sub in subs {
+            check_name("filter", &sub.filter)?;
+            check_qos(sub.qos)?;
+            let value = SubscriptionValue {
+                qos: sub.qos,
+                routes: sub.routes.clone(),
+            };
+            batch.insert(
+                [&prefix[..], sub.filter.as_bytes()].concat(),
+                encode_json(&value),
+            );
+        }
+        self.inner
+            .subscriptions
+            .apply_batch(batch)
+            .map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
+    /// The session's persisted subscriptions, ordered by filter (bytewise).
+    pub fn subscriptions_load(&self, session: &str) -> Result<Vec<StoredSubscription>> {
+        check_name("session", session)?;
+        let prefix = prefix(&[session]);
+        let mut out = Vec::new();
+        for entry in self.inner.subscriptions.scan_prefix(&prefix) {
+            let (key, raw) = entry.map_err(|e| self.sled(e))?;
+            let filter = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| {
+                    self.corrupt(format!(
+                        "subscriptions of {session:?}: a filter is not UTF-8"
+                    ))
+                })?
+                .to_owned();
+            let value: SubscriptionValue = decode_json(&raw)
+                .map_err(|e| self.corrupt(format!("subscription {session:?} {filter:?}: {e}")))?;
+            out.push(StoredSubscription {
+                filter,
+                qos: value.qos,
+                routes: value.routes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes the session's outbox, subscriptions and held messages (and its metadata
+    /// unless `keep_meta`) in one transaction, and flushes. Other sessions are untouched.
+    pub fn delete_session_state(&self, session: &str, keep_meta: bool) -> Result<()> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+
+        check_name("session", session)?;
+        let prefix = prefix(&[session]);
+        let keys = |tree: &sled::Tree| -> Result<Vec<sled::IVec>> {
+            tree.scan_prefix(&prefix)
+                .keys()
+                .map(|k| k.map_err(|e| self.sled(e)))
+                .collect()
+        };
+        let (outbox, subs, held) = (
+            keys(&self.inner.outbox)?,
+            keys(&self.inner.subscriptions)?,
+            keys(&self.inner.held)?,
+        );
+        let i = &self.inner;
+        let result: Result<(), TransactionError<std::convert::Infallible>> =
+            (&i.outbox, &i.subscriptions, &i.held, &i.sessions).transaction(|(o, s, h, m)| {
+                for (tree, keys) in [(o, &outbox), (s, &subs), (h, &held)] {
+                    for key in keys {
+                        let _ = tree.remove(key)?;
+                    }
+                }
+                if !keep_meta {
+                    let _ = m.remove(session)?;
+                }
+                Ok::<(), ConflictableTransactionError<std::convert::Infallible>>(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
+        self.forget_seqs(&prefix);
+        self.flush()
+    }
+
+    fn sled(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.inner.path.clone(),
+            detail,
+        }
+    }
+
+    /// Hands out the next sequence number below `prefix` of `tree` (tagged by `tag`).
+    fn next_seq(&self, tag: u8, tree: &sled::Tree, prefix: &[u8]) -> Result<u64> {
+        let mut map = self
+            .inner
+            .next_seq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let slot = [&[tag][..], prefix].concat();
+        let next = match map.get(&slot) {
+            Some(next) => *next,
+            None => match tree.scan_prefix(prefix).keys().next_back() {
+                Some(key) => {
+                    let key = key.map_err(|e| self.sled(e))?;
+                    codec::key_seq(prefix, &key)
+                        .map_err(|e| self.corrupt(e))?
+                        .saturating_add(1)
+                }
+                None => 0,
+            },
+        };
+        let _ = map.insert(slot, next.saturating_add(1));
+        Ok(next)
+    }
+
+    /// Forgets the counters of every prefix starting with `prefix`.
+    fn forget_seqs(&self, prefix: &[u8]) {
+        let mut map = self
+            .inner
+            .next_seq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.retain(|slot, _| !slot[1..].starts_with(prefix));
+    }
+}
