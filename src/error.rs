@@ -126,6 +126,14 @@ pub enum Error {
     #[error("the session manager is shut down")]
     Shutdown,
 
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+
+    /// Writing accepted publishes to the store failed (they were not accepted).
+    #[error("cannot write to the store: {0}")]
+    StoreWrite(String),
+
     /// No actix system is running on this thread; the manager's actors need one
     /// (start it inside `#[actix::main]`, `actix_rt::System::new().block_on(..)` or an actix-web app).
     #[error("no actix system is running on this thread")]

@@ -18,6 +18,7 @@ use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
+use crate::store::Store;
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
 
 /// Default bound of connection attempts in flight at once.
@@ -28,17 +29,27 @@ pub const DEFAULT_MAX_CONCURRENT_CONNECTS: usize = 64;
 #[must_use]
 pub struct SessionManagerBuilder {
     max_concurrent_connects: usize,
+    store_path: Option<std::path::PathBuf>,
 }
 
 impl Default for SessionManagerBuilder {
     fn default() -> Self {
         SessionManagerBuilder {
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
+            store_path: None,
         }
     }
 }
 
 impl SessionManagerBuilder {
+    /// Persist sessions in a sled store in this directory (created with mode 0700):
+    /// outboxes of QoS >= 1 publishes, durable subscriptions, session metadata. Without
+    /// it the manager keeps everything in memory. One process at a time may open a store.
+    pub fn store(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.store_path = Some(path.into());
+        self
+    }
+
     /// How many connection attempts may be in flight at once across all sessions
     /// (default 64): thousands of sessions starting together must not overrun a broker's
     /// accept queue (mosquitto's listen backlog is 100).
@@ -52,6 +63,7 @@ impl SessionManagerBuilder {
         if actix_rt::System::try_current().is_none() {
             return Err(Error::NoActixSystem);
         }
+        let store = self.store_path.as_deref().map(Store::open).transpose()?;
         let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
@@ -62,6 +74,7 @@ impl SessionManagerBuilder {
             router.clone(),
             routes,
             self.max_concurrent_connects,
+            store.clone(),
         )
         .start();
         Ok(SessionManager {
@@ -131,7 +144,23 @@ impl SessionManager {
 
     /// Disconnects the session gracefully (DISCONNECT: no will message) and forgets it.
     pub async fn remove_session(&self, name: &str) -> Result<(), Error> {
-        self.sup.send(RemoveSession(name.to_string())).await?
+        self.sup
+            .send(RemoveSession {
+                name: name.to_string(),
+                keep_state: false,
+            })
+            .await?
+    }
+
+    /// Like [`remove_session`](Self::remove_session), but keeps the session's stored
+    /// state (outbox, subscriptions, held messages) for a later session of the same name.
+    pub async fn remove_session_keep_state(&self, name: &str) -> Result<(), Error> {
+        self.sup
+            .send(RemoveSession {
+                name: name.to_string(),
+                keep_state: true,
+            })
+            .await?
     }
 
     /// Names of all sessions, sorted.

@@ -24,6 +24,7 @@ use crate::session::handle::SessionHandle;
 use crate::session::incoming::{Dispatcher, Fanout, SessionSinks};
 use crate::session::state::SessionState;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
+use crate::store::Store;
 
 /// The registry snapshot: session name → handle.
 pub type Registry = Arc<ArcSwap<BTreeMap<String, SessionHandle>>>;
@@ -36,6 +37,7 @@ pub struct Supervisor {
     router: Addr<RouterActor>,
     routes: Arc<ArcSwap<RouteTable>>,
     connect_limit: Arc<tokio::sync::Semaphore>,
+    store: Option<Store>,
     shut_down: bool,
 }
 
@@ -49,6 +51,7 @@ impl Supervisor {
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
         max_concurrent_connects: usize,
+        store: Option<Store>,
     ) -> Self {
         Supervisor {
             registry,
@@ -56,6 +59,7 @@ impl Supervisor {
             router,
             routes,
             connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
+            store,
             shut_down: false,
         }
     }
@@ -132,6 +136,10 @@ impl Supervisor {
         let brokers = opts.validate()?;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
+        let restored_outbox = match &self.store {
+            Some(store) => store.outbox_load(&opts.name)?,
+            None => Vec::new(),
+        };
         let opts = Arc::new(opts);
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let (status_tx, status_rx) = watch::channel(SessionStatus {
@@ -160,6 +168,8 @@ impl Supervisor {
             counters: Arc::clone(&counters),
             status: status_tx,
             connect_limit: Arc::clone(&self.connect_limit),
+            store: self.store.clone(),
+            restored_outbox,
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
@@ -182,17 +192,23 @@ impl Supervisor {
     }
 }
 
-/// Remove a session: graceful DISCONNECT, then forget it.
+/// Remove a session: graceful DISCONNECT, then forget it. Its stored state (outbox,
+/// subscriptions, held messages) is deleted unless `keep_state`; its metadata is kept.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct RemoveSession(pub String);
+pub struct RemoveSession {
+    /// The session.
+    pub name: String,
+    /// Keep its stored state for a later session of the same name.
+    pub keep_state: bool,
+}
 
 impl Handler<RemoveSession> for Supervisor {
     type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(
         &mut self,
-        RemoveSession(name): RemoveSession,
+        RemoveSession { name, keep_state }: RemoveSession,
         _: &mut Context<Self>,
     ) -> Self::Result {
         let mut removed = None;
@@ -203,6 +219,7 @@ impl Handler<RemoveSession> for Supervisor {
         });
         let bus = self.bus.clone();
         let router = self.router.clone();
+        let store = self.store.clone().filter(|_| !keep_state);
         Box::pin(async move {
             let handle = removed.ok_or_else(|| Error::UnknownSession(name.clone()))?;
             let _ = router
@@ -211,6 +228,9 @@ impl Handler<RemoveSession> for Supervisor {
                 })
                 .await;
             let _ = handle.addr.send(Close).await;
+            if let Some(store) = store {
+                store.delete_session_state(&name, true)?;
+            }
             tracing::info!(session = %name, "session removed");
             bus.emit(Event::new(
                 Arc::from(name.as_str()),

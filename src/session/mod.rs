@@ -43,6 +43,7 @@ use crate::error::Error;
 use crate::event::{ConnectionFailure, Event, EventBus, EventData};
 use crate::message::{Publish, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
+use crate::store::{unix_ms, SessionMeta, Store, StoredPublish};
 use crate::topic::TopicFilter;
 
 /// Capacity of the driver → actor event channel.
@@ -101,6 +102,10 @@ pub struct SessionParts {
     pub status: watch::Sender<SessionStatus>,
     /// Connection attempts in flight across the manager are bounded by this semaphore.
     pub connect_limit: Arc<tokio::sync::Semaphore>,
+    /// The manager's store, if it has one.
+    pub store: Option<Store>,
+    /// Publishes found in the store's outbox for this session (replayed first, in order).
+    pub restored_outbox: Vec<(u64, StoredPublish)>,
 }
 
 impl std::fmt::Debug for SessionParts {
@@ -130,6 +135,11 @@ pub struct SessionActor {
     outbox: Outbox<Responder>,
     outbox_len: watch::Sender<usize>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
+    /// QoS >= 1 publishes waiting for the next group commit to the store.
+    durable_batch: Vec<(Publish, Responder)>,
+    /// Publishes in the group commit being written now.
+    durable_writing: usize,
+    meta: SessionMeta,
     restarts: u32,
     closed: bool,
 }
@@ -146,8 +156,24 @@ impl std::fmt::Debug for SessionActor {
 
 impl SessionActor {
     /// A session actor (not started).
-    pub fn new(p: SessionParts) -> Self {
+    pub fn new(mut p: SessionParts) -> Self {
         let limit = p.opts.performance.max_pending_messages;
+        let mut outbox = Outbox::new(limit);
+        for (seq, sp) in std::mem::take(&mut p.restored_outbox) {
+            let qos = QoS::try_from(sp.qos).unwrap_or(QoS::AtLeastOnce);
+            let publish = Publish::new(sp.topic, sp.payload)
+                .qos(qos)
+                .retain(sp.retain);
+            outbox.push_stored(publish, seq);
+        }
+        if !outbox.is_empty() {
+            tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
+        }
+        let meta = p
+            .store
+            .as_ref()
+            .and_then(|s| s.session_meta_get(&p.opts.name).ok().flatten())
+            .unwrap_or_default();
         SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
@@ -163,9 +189,12 @@ impl SessionActor {
             subscriptions: BTreeMap::new(),
             sub_queue: VecDeque::new(),
             sub_inflight: BTreeMap::new(),
-            outbox: Outbox::new(limit),
+            outbox,
             outbox_len: watch::channel(0).0,
             on_disconnect_written: None,
+            durable_batch: Vec::new(),
+            durable_writing: 0,
+            meta,
             restarts: 0,
             closed: false,
         }
@@ -255,6 +284,12 @@ impl SessionActor {
     }
 
     fn complete(&mut self, entry: outbox::Entry<Responder>) {
+        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
+            // Not flushed: losing this removal in a crash only means one duplicate later.
+            if let Err(e) = store.outbox_remove(&self.name, seq) {
+                tracing::error!(session = %self.name, error = %e, "cannot remove an acknowledged publish from the store");
+            }
+        }
         let c = &self.p.counters;
         c.messages_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -264,6 +299,76 @@ impl SessionActor {
         );
         if let Some(r) = entry.responder {
             let _ = r.send(Ok(()));
+        }
+    }
+
+    /// Publishes accepted or being accepted (outbox plus group commit in progress).
+    fn pending_total(&self) -> usize {
+        self.outbox.len() + self.durable_batch.len() + self.durable_writing
+    }
+
+    /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
+    /// (one fsync, on a blocking thread), then queues them and reports them accepted.
+    fn commit_durable(&mut self, ctx: &mut Context<Self>) {
+        if self.durable_writing > 0 || self.durable_batch.is_empty() {
+            return;
+        }
+        let Some(store) = self.p.store.clone() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.durable_batch);
+        self.durable_writing = batch.len();
+        let session = self.name.to_string();
+        let stored: Vec<StoredPublish> = batch
+            .iter()
+            .map(|(p, _)| StoredPublish {
+                topic: p.topic.clone(),
+                payload: p.payload.clone(),
+                qos: p.qos.as_u8(),
+                retain: p.retain,
+            })
+            .collect();
+        let write =
+            actix_rt::task::spawn_blocking(move || store.outbox_push_many(&session, &stored));
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.durable_writing = 0;
+            match res {
+                Ok(Ok(seqs)) => {
+                    for ((publish, tx), seq) in batch.into_iter().zip(seqs) {
+                        act.outbox.push_stored(publish, seq);
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(session = %act.name, error = %e, "cannot write publishes to the store");
+                    let msg = e.to_string();
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(Error::StoreWrite(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(Error::StoreWrite(e.to_string())));
+                    }
+                }
+            }
+            act.pump();
+            act.publish_status();
+            act.commit_durable(ctx);
+        }));
+    }
+
+    fn save_meta(&mut self, connected: bool) {
+        let Some(store) = &self.p.store else { return };
+        let now = unix_ms(SystemTime::now());
+        self.meta.client_id = self.p.client_id.clone();
+        if connected {
+            self.meta.last_connected_ms = Some(now);
+        } else {
+            self.meta.last_disconnected_ms = Some(now);
+        }
+        if let Err(e) = store.session_meta_put(&self.name, &self.meta) {
+            tracing::warn!(session = %self.name, error = %e, "cannot save session metadata");
         }
     }
 
@@ -360,6 +465,7 @@ impl SessionActor {
         drained_qos0: usize,
         drained_subs: usize,
     ) {
+        self.save_meta(false);
         let c = &self.p.counters;
         c.connection_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -568,6 +674,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 self.transition(Transition::Connected);
                 self.restore_subscriptions(session_present);
                 self.ever_connected = true;
+                self.save_meta(true);
                 self.pump();
             }
             DriverEvent::Lost {
@@ -623,7 +730,7 @@ pub struct PublishMsg(pub Publish);
 impl Handler<PublishMsg> for SessionActor {
     type Result = ResponseFuture<Result<(), Error>>;
 
-    fn handle(&mut self, PublishMsg(publish): PublishMsg, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, PublishMsg(publish): PublishMsg, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.to_string();
         if self.closed {
             return Box::pin(async move { Err(Error::SessionClosed(name)) });
@@ -631,9 +738,23 @@ impl Handler<PublishMsg> for SessionActor {
         if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
             return Box::pin(async move { Err(Error::NotConnected { session: name }) });
         }
+        let limit = self.p.opts.performance.max_pending_messages;
+        if self.pending_total() >= limit {
+            return Box::pin(async move {
+                Err(Error::QueueFull {
+                    session: name,
+                    limit,
+                })
+            });
+        }
         let (tx, rx) = oneshot::channel();
+        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
+            // With a store, "accepted" means durable: answered after the group commit.
+            self.durable_batch.push((publish, tx));
+            self.commit_durable(ctx);
+            return Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) });
+        }
         if self.outbox.push(publish, Some(tx)).is_err() {
-            let limit = self.p.opts.performance.max_pending_messages;
             return Box::pin(async move {
                 Err(Error::QueueFull {
                     session: name,

@@ -21,6 +21,8 @@ pub struct Entry<R> {
     pub responder: Option<R>,
     /// When it was last written to a connection (for the acknowledgement timeout).
     pub written_at: Option<Instant>,
+    /// Its key in the store's outbox, when the session has a store.
+    pub seq: Option<u64>,
 }
 
 /// The outbox; `R` is the completion handle type.
@@ -79,6 +81,16 @@ impl<R> Outbox<R> {
         if self.entries.len() >= self.limit {
             return Err((Full, responder));
         }
+        Ok(self.insert(publish, responder, None))
+    }
+
+    /// Queues a publish that is already in the store (`seq`), even past the limit: it was
+    /// accepted before, it must not be lost.
+    pub fn push_stored(&mut self, publish: Publish, seq: u64) -> u64 {
+        self.insert(publish, None, Some(seq))
+    }
+
+    fn insert(&mut self, publish: Publish, responder: Option<R>, seq: Option<u64>) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.entries.insert(
@@ -87,10 +99,11 @@ impl<R> Outbox<R> {
                 publish,
                 responder,
                 written_at: None,
+                seq,
             },
         );
         self.waiting.push_back(id);
-        Ok(id)
+        id
     }
 
     /// The next waiting publish that may be handed to rumqttc now, given at most
