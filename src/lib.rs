@@ -37,6 +37,9 @@
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`].
 //! - [`router`]: the topic-filter trie of the route table.
 //! - [`topic`]: topic name and filter validation and matching.
+//! - [`tls`]: [`TlsOptions`] and the rustls client configuration built from them (CA file
+//!   or system roots, mutual TLS, `server_name`, `skip_verify`, ALPN), checked when a
+//!   session is added and shared by all its connection attempts.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
@@ -49,6 +52,7 @@ pub mod options;
 pub mod router;
 pub mod session;
 pub mod supervisor;
+pub mod tls;
 pub mod topic;
 
 pub use error::{Error, Result};
@@ -65,4 +69,5 @@ pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;
 pub use session::SessionStatus;
+pub use tls::TlsError;
 pub use topic::{TopicError, TopicFilter};

@@ -94,7 +94,7 @@ impl Handler<AddSession> for Supervisor {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
-        let brokers = opts.validate()?;
+        let crate::options::Validated { brokers, tls } = opts.check()?;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
         let opts = Arc::new(opts);
@@ -107,12 +107,14 @@ impl Handler<AddSession> for Supervisor {
             connected_since: None,
             last_error: None,
             restarts: 0,
+            tls_skip_verify: tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
         });
         let counters = Arc::new(SessionCounters::default());
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {
             opts: Arc::clone(&opts),
             brokers,
+            tls,
             client_id,
             bus: self.bus.clone(),
             dispatcher: Arc::clone(&sinks) as Arc<dyn Dispatcher>,
