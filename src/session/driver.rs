@@ -482,10 +482,12 @@ pub(super) fn classify(e: &ConnectionError, broker: &BrokerUrl) -> ConnectionFai
     };
     let message = match e {
         ConnectionError::ConnectionRefused(code @ ConnectReturnCode::BadUserNamePassword) => {
-            format!("broker refused the connection: {code:?} (check username and password)")
+            format!("broker refused the connection: {code:?} (check the username and password)")
         }
         ConnectionError::ConnectionRefused(code @ ConnectReturnCode::NotAuthorized) => {
-            format!("broker refused the connection: {code:?} (check the credentials or the client certificate)")
+            format!(
+                "broker refused the connection: {code:?} (check the username and password, or the broker's access rules)"
+            )
         }
         ConnectionError::ConnectionRefused(code) => {
             format!("broker refused the connection: {code:?}")
