@@ -123,6 +123,15 @@ pub enum TlsError {
         /// Why.
         reason: String,
     },
+    /// The client certificate cannot be used (for example an X.509 v1 certificate, which
+    /// rustls refuses: issue it with extensions, as v3).
+    #[error("tls.client_cert {path:?}: certificate not usable: {reason}")]
+    InvalidClientCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The key file holds no private key.
     #[error(
         "tls.client_key {path:?}: no private key found (expected PEM \"PRIVATE KEY\", \
@@ -237,6 +246,14 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
         (Some(cert_path), Some(key_path)) => {
             let certs = load_certs("tls.client_cert", cert_path)?;
             let key = load_private_key(key_path)?;
+            // Loaded once here only to tell a bad key from a bad certificate below.
+            provider
+                .key_provider
+                .load_private_key(key.clone_key())
+                .map_err(|e| TlsError::InvalidPrivateKey {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                })?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| match e {
@@ -246,8 +263,8 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsError> {
                             key: key_path.clone(),
                         }
                     }
-                    other => TlsError::InvalidPrivateKey {
-                        path: key_path.clone(),
+                    other => TlsError::InvalidClientCertificate {
+                        path: cert_path.clone(),
                         reason: other.to_string(),
                     },
                 })?
@@ -705,6 +722,43 @@ mod tests {
             PrivateKeyDer::Sec1(_)
         ));
         client_config(&mtls(dir.path().join("ec.crt"), k)).unwrap();
+    }
+
+    #[test]
+    fn x509_v1_client_certificate_is_reported_as_the_unusable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "v1.key",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req", "-new", "-key", "v1.key", "-subj", "/CN=v1", "-out", "v1.csr",
+            ],
+        );
+        // `x509 -req` without extensions writes a version 1 certificate.
+        openssl(
+            d,
+            &[
+                "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-days", "2", "-out",
+                "v1.crt",
+            ],
+        );
+        let err = client_config(&mtls(d.join("v1.crt"), d.join("v1.key"))).unwrap_err();
+        assert!(
+            matches!(&err, TlsError::InvalidClientCertificate { path, .. } if path.ends_with("v1.crt")),
+            "{err:?}"
+        );
     }
 
     #[test]
