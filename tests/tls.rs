@@ -527,6 +527,50 @@ async fn ws_url_routes_messages_through_mosquitto_when_it_has_websockets_else_ru
 }
 
 #[actix_rt::test]
+async fn wss_url_routes_messages_through_mosquitto_when_it_has_websockets() {
+    init_tracing();
+    let pki = TestPki::new("wss");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let port = free_port();
+    let lines = format!(
+        "{}protocol websockets\n",
+        tls_listener(port, &pki.ca_file, &server, false)
+    );
+    let started =
+        std::panic::catch_unwind(|| Mosquitto::start_with(MosquittoConfig::new().extra(&lines)));
+    let Some(_broker) = started
+        .ok()
+        .filter(|b| b.log().contains("Opening websockets listen socket"))
+    else {
+        println!(
+            "NOTE: this mosquitto cannot start a websockets listener; wss:// not tested against a \
+             real broker here (rumqttd is built without TLS)"
+        );
+        return;
+    };
+    let url = format!("wss://127.0.0.1:{port}/mqtt");
+    let m = SessionManager::new().unwrap();
+    let h = m
+        .add_session(tls_opts("wss", &url, trusting(&pki.ca_file)))
+        .await
+        .unwrap();
+    let mut rx = h.messages();
+    h.subscribe("wss/#", QoS::AtLeastOnce).await.unwrap();
+    h.wait_ready(T)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}: {:?}", h.status().last_error));
+    h.publish(Publish::new("wss/echo", "over-wss").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let msg = recv(&mut rx).await;
+    assert_eq!(
+        (&*msg.topic, msg.payload_str().ok()),
+        ("wss/echo", Some("over-wss"))
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn right_credentials_connect_and_wrong_ones_are_refused_with_kind_auth_and_back_off() {
     init_tracing();
     let broker = Mosquitto::start_with(
