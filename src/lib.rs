@@ -41,6 +41,9 @@
 //! - [`topic`]: topic name and filter validation and matching.
 //! - [`store`]: the sled [`Store`](store::Store) (subscriptions, session metadata, the
 //!   durable outbox, held messages) with its versioned schema and `migrations/`.
+//! - [`tls`]: [`TlsOptions`] and the rustls client configuration built from them (CA file
+//!   or system roots, mutual TLS, `server_name`, `skip_verify`, ALPN), checked when a
+//!   session is added and shared by all its connection attempts.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
@@ -54,6 +57,7 @@ pub mod router;
 pub mod session;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod topic;
 
 pub use error::{Error, Result};
@@ -72,4 +76,5 @@ pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;
 pub use session::SessionStatus;
+pub use tls::TlsError;
 pub use topic::{TopicError, TopicFilter};

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::message::QoS;
+use crate::tls::TlsError;
+pub use crate::tls::TlsOptions;
 use crate::topic::{validate_topic_name, TopicError};
 
 /// Why a set of session options was refused.
@@ -66,6 +68,14 @@ pub enum OptionsError {
         field: &'static str,
         /// Why.
         reason: String,
+    },
+    /// The TLS options cannot be used (a file is missing, a key does not match, ...).
+    #[error("session {session:?}: {source}")]
+    Tls {
+        /// The session.
+        session: String,
+        /// What is wrong.
+        source: TlsError,
     },
     /// The option asks for something this version does not do yet.
     #[error("session {session:?}: {feature} is not supported by this version")]
@@ -246,29 +256,6 @@ impl Default for ReconnectOptions {
     }
 }
 
-/// TLS settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsOptions {
-    /// PEM file with the CA certificates to trust; the system's roots when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<std::path::PathBuf>,
-    /// PEM client certificate (chain) for mutual TLS.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_cert: Option<std::path::PathBuf>,
-    /// PEM private key of the client certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_key: Option<std::path::PathBuf>,
-    /// Accept any server certificate. Dangerous; logged at every connect.
-    pub skip_verify: bool,
-    /// Server name to verify and send as SNI, instead of the URL's host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-    /// ALPN protocols to offer.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub alpn: Vec<String>,
-}
-
 /// Queue sizes, limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -328,6 +315,13 @@ pub enum Transport {
     Ws,
     /// WebSocket over TLS (`wss://`).
     Wss,
+}
+
+impl Transport {
+    /// Whether the transport runs over TLS (`mqtts://`, `ssl://`, `tls://`, `wss://`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
 }
 
 /// A parsed, validated broker URL.
@@ -399,6 +393,14 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
+/// What a successful [`SessionOptions::check`] yields.
+pub(crate) struct Validated {
+    /// The parsed broker URLs, in order.
+    pub(crate) brokers: Vec<BrokerUrl>,
+    /// The TLS configuration, built once, when any broker uses TLS.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
 /// Largest MQTT packet payload (the 4-byte remaining-length limit).
 const MQTT_MAX_PAYLOAD: usize = 268_435_455;
 
@@ -439,7 +441,16 @@ impl SessionOptions {
     }
 
     /// Checks every option; returns the parsed broker URLs.
+    ///
+    /// When a broker uses TLS this also reads the TLS files (CA, client certificate and
+    /// key) and builds the TLS configuration, so that a missing file or a mismatched key is
+    /// reported here rather than at the first connect.
     pub fn validate(&self) -> Result<Vec<BrokerUrl>, OptionsError> {
+        self.check().map(|v| v.brokers)
+    }
+
+    /// [`validate`](Self::validate), keeping the TLS configuration it built.
+    pub(crate) fn check(&self) -> Result<Validated, OptionsError> {
         validate_name(&self.name)?;
         let session = self.name.as_str();
         let invalid = |field: &'static str, reason: String| OptionsError::InvalidValue {
@@ -457,15 +468,20 @@ impl SessionOptions {
             .iter()
             .map(|b| BrokerUrl::parse(session, b))
             .collect::<Result<Vec<_>, _>>()?;
-        if brokers
-            .iter()
-            .any(|b| matches!(b.transport, Transport::Tls | Transport::Wss))
-            || self.tls.is_some()
-        {
-            return Err(OptionsError::Unsupported {
-                session: session.to_string(),
-                feature: "TLS",
-            });
+        // A `tls` section means "this session must be secured": a plain broker in the
+        // list would be a silent downgrade on failover (credentials in clear text), so it
+        // is refused rather than ignored or upgraded to TLS on a plain port.
+        if self.tls.is_some() {
+            if let Some(plain) = brokers.iter().find(|b| !b.transport.is_tls()) {
+                return Err(invalid(
+                    "tls",
+                    format!(
+                        "set, but broker {:?} is not a TLS URL (use mqtts://, ssl://, tls:// or \
+                         wss://, or remove the tls section)",
+                        plain.url
+                    ),
+                ));
+            }
         }
         if self.protocol == Protocol::V5 {
             return Err(OptionsError::Unsupported {
@@ -591,7 +607,19 @@ impl SessionOptions {
                 "must be above zero (leave it out for 1.5 x keep-alive)".into(),
             ));
         }
-        Ok(brokers)
+        // Last: it reads files, the checks above are cheap.
+        let tls = if brokers.iter().any(|b| b.transport.is_tls()) {
+            let defaults = TlsOptions::default();
+            let config = crate::tls::client_config(self.tls.as_ref().unwrap_or(&defaults))
+                .map_err(|source| OptionsError::Tls {
+                    session: session.to_string(),
+                    source,
+                })?;
+            Some(config)
+        } else {
+            None
+        };
+        Ok(Validated { brokers, tls })
     }
 
     /// The client id this session uses: the configured one, or a generated one.
@@ -661,6 +689,42 @@ mod tests {
             o.connect.clean_session && o.connect.auto_reconnect && o.connect.resume_subscriptions
         );
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_section_with_a_plain_broker_is_refused() {
+        let mut o = SessionOptions::new("s1", "mqtts://127.0.0.1").broker("mqtt://127.0.0.1");
+        o.tls = Some(TlsOptions {
+            skip_verify: true,
+            ..TlsOptions::default()
+        });
+        let err = o.validate().unwrap_err();
+        assert!(
+            matches!(err, OptionsError::InvalidValue { field: "tls", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("\"mqtt://127.0.0.1\" is not a TLS URL"),
+            "{err}"
+        );
+        o.brokers.pop();
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_files_are_checked_by_validate() {
+        let mut o = SessionOptions::new("s1", "mqtts://127.0.0.1");
+        o.tls = Some(TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        });
+        let err = o.validate().unwrap_err();
+        assert!(matches!(err, OptionsError::Tls { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "session \"s1\": tls.ca_file \"/nonexistent/ca.pem\": no such file"
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Supervisor {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
-        let brokers = opts.validate()?;
+        let crate::options::Validated { brokers, tls } = opts.check()?;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
         let restored_outbox = match &self.store {
@@ -150,12 +150,14 @@ impl Supervisor {
             connected_since: None,
             last_error: None,
             restarts: 0,
+            tls_skip_verify: tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
         });
         let counters = Arc::new(SessionCounters::default());
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {
             opts: Arc::clone(&opts),
             brokers,
+            tls,
             client_id,
             bus: self.bus.clone(),
             dispatcher: Arc::new(Fanout(vec![

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
-    MqttOptions, MqttState, Outgoing, Packet, Request, StateError, SubAck,
+    MqttOptions, MqttState, Outgoing, Packet, Request, StateError, SubAck, TlsConfiguration,
 };
 use tokio::sync::mpsc;
 
@@ -89,6 +89,7 @@ pub struct Driver {
     pub(super) session: Arc<str>,
     pub(super) opts: Arc<SessionOptions>,
     pub(super) brokers: Vec<BrokerUrl>,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) client_id: String,
     pub(super) eventloop: EventLoop,
     pub(super) client: AsyncClient,
@@ -110,11 +111,13 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// rumqttc options for one broker of the session.
+/// rumqttc options for one broker of the session; `tls` is the session's TLS
+/// configuration (used for TLS brokers only).
 pub(super) fn mqtt_options(
     opts: &SessionOptions,
     client_id: &str,
     broker: &BrokerUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> MqttOptions {
     let host = match broker.transport {
         Transport::Ws | Transport::Wss => broker.url.clone(),
@@ -151,8 +154,27 @@ pub(super) fn mqtt_options(
             will.retain,
         ));
     }
-    if broker.transport == Transport::Ws {
-        mo.set_transport(rumqttc::Transport::Ws);
+    let tls_config = || {
+        let config = match tls {
+            Some(c) => Arc::clone(c),
+            None => {
+                tracing::error!(broker = %broker.url, "no TLS configuration prepared for a TLS broker; no certificate will be trusted");
+                crate::tls::trust_nothing_config()
+            }
+        };
+        TlsConfiguration::Rustls(config)
+    };
+    match broker.transport {
+        Transport::Tcp => {}
+        Transport::Ws => {
+            mo.set_transport(rumqttc::Transport::Ws);
+        }
+        Transport::Tls => {
+            mo.set_transport(rumqttc::Transport::tls_with_config(tls_config()));
+        }
+        Transport::Wss => {
+            mo.set_transport(rumqttc::Transport::wss_with_config(tls_config()));
+        }
     }
     mo
 }
@@ -167,7 +189,7 @@ impl Driver {
         let options: Vec<MqttOptions> = self
             .brokers
             .iter()
-            .map(|b| mqtt_options(&self.opts, &self.client_id, b))
+            .map(|b| mqtt_options(&self.opts, &self.client_id, b, self.tls.as_ref()))
             .collect();
         let acker = Acker::spawn(self.client.clone());
         let mut backoff = Backoff::new(&self.opts.reconnect);
@@ -443,7 +465,19 @@ impl Drop for Acker {
 }
 
 /// Maps a rumqttc connection error to a failure kind and message.
+///
+/// TLS failures are recognised wherever rumqttc wraps them (the handshake's
+/// `ConnectionError::Tls`, or an I/O error carrying a TLS alert when the broker refuses
+/// the client certificate after the handshake, as TLS 1.3 brokers do) and reported as
+/// [`ErrorKind::Tls`] with rustls' reason and a hint.
 pub(super) fn classify(e: &ConnectionError, broker: &BrokerUrl) -> ConnectionFailure {
+    if let Some(tls) = find_rustls_error(e) {
+        return ConnectionFailure {
+            kind: ErrorKind::Tls,
+            broker: broker.url.clone(),
+            message: describe_tls_error(tls),
+        };
+    }
     let kind = match e {
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
@@ -457,17 +491,82 @@ pub(super) fn classify(e: &ConnectionError, broker: &BrokerUrl) -> ConnectionFai
         _ => ErrorKind::Protocol,
     };
     let message = match e {
+        ConnectionError::ConnectionRefused(code @ ConnectReturnCode::BadUserNamePassword) => {
+            format!("broker refused the connection: {code:?} (check the username and password)")
+        }
+        ConnectionError::ConnectionRefused(code @ ConnectReturnCode::NotAuthorized) => {
+            format!(
+                "broker refused the connection: {code:?} (check the username and password, or the broker's access rules)"
+            )
+        }
         ConnectionError::ConnectionRefused(code) => {
             format!("broker refused the connection: {code:?}")
         }
         ConnectionError::MqttState(StateError::AwaitPingResp) => {
             "no PINGRESP from the broker".to_string()
         }
+        ConnectionError::Tls(other) => format!("TLS connection failed: {other}"),
         other => other.to_string(),
     };
     ConnectionFailure {
         kind,
         broker: broker.url.clone(),
         message,
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain of causes (looking inside `io::Error`s,
+/// whose `source()` skips the error they wrap).
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: &(dyn std::error::Error + 'static) = e;
+    for _ in 0..16 {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let next = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+        current = next?;
+    }
+    None
+}
+
+/// "TLS handshake failed: <rustls' reason> (<hint>)".
+fn describe_tls_error(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    let hint = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => Some("the broker's certificate is not signed by a trusted CA: check tls.ca_file"),
+            C::NotValidForName | C::NotValidForNameContext { .. } => Some(
+                "the broker's certificate is not issued for this host: check the URL's host or set tls.server_name",
+            ),
+            C::Expired | C::ExpiredContext { .. } => Some("the broker's certificate has expired"),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                Some("the broker's certificate is not valid yet (check the clock)")
+            }
+            _ => None,
+        },
+        rustls::Error::AlertReceived(
+            A::CertificateRequired
+            | A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        ) => Some("the broker refused the client certificate or requires one: check tls.client_cert"),
+        rustls::Error::NoApplicationProtocol
+        | rustls::Error::AlertReceived(A::NoApplicationProtocol) => {
+            Some("no common ALPN protocol: check tls.alpn")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(h) => format!("TLS handshake failed: {e} ({h})"),
+        None => format!("TLS handshake failed: {e}"),
     }
 }

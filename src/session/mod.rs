@@ -70,6 +70,9 @@ pub struct SessionStatus {
     pub last_error: Option<ConnectionFailure>,
     /// Times the supervisor restarted the session's actor.
     pub restarts: u32,
+    /// TLS certificate verification is off (`tls.skip_verify`): the broker's identity is
+    /// not checked.
+    pub tls_skip_verify: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +93,10 @@ pub struct SessionParts {
     pub opts: Arc<SessionOptions>,
     /// Parsed broker URLs.
     pub brokers: Vec<BrokerUrl>,
+    /// TLS configuration for the TLS brokers (built once by validation, reused for every
+    /// attempt). When it is missing, TLS brokers are tried with a configuration that
+    /// trusts no certificate: never in clear text.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The client id in use.
     pub client_id: String,
     /// Event bus of the manager.
@@ -213,12 +220,19 @@ impl SessionActor {
             connected_since: self.connected_since,
             last_error: self.last_error.clone(),
             restarts: self.restarts,
+            tls_skip_verify: self.skips_tls_verification(),
         };
         self.p.status.send_replace(st);
         self.p
             .counters
             .set_outbox(self.outbox.len(), self.outbox.inflight());
         self.outbox_len.send_replace(self.outbox.len());
+    }
+
+    /// Whether `tls.skip_verify` is on and some broker uses TLS.
+    fn skips_tls_verification(&self) -> bool {
+        self.p.opts.tls.as_ref().is_some_and(|t| t.skip_verify)
+            && self.p.brokers.iter().any(|b| b.transport.is_tls())
     }
 
     fn transition(&mut self, t: Transition) {
@@ -232,7 +246,7 @@ impl SessionActor {
 
     fn start_driver(&mut self, ctx: &mut Context<Self>, initial_delay: Option<Duration>) {
         let first = &self.p.brokers[0];
-        let mo = driver::mqtt_options(&self.p.opts, &self.p.client_id, first);
+        let mo = driver::mqtt_options(&self.p.opts, &self.p.client_id, first, self.p.tls.as_ref());
         let cap = usize::from(self.p.opts.performance.inflight) + 256;
         let (client, eventloop) = AsyncClient::new(mo, cap);
         let (tx, rx) = mpsc::channel(DRIVER_EVENTS);
@@ -240,6 +254,7 @@ impl SessionActor {
             session: Arc::clone(&self.name),
             opts: Arc::clone(&self.p.opts),
             brokers: self.p.brokers.clone(),
+            tls: self.p.tls.clone(),
             client_id: self.p.client_id.clone(),
             eventloop,
             client: client.clone(),
@@ -628,6 +643,11 @@ impl StreamHandler<DriverEvent> for SessionActor {
             }
             DriverEvent::SubAck(ack) => self.on_suback(ack),
             DriverEvent::Attempt { broker, attempt } => {
+                let b = &self.p.brokers[broker];
+                if b.transport.is_tls() && self.skips_tls_verification() {
+                    tracing::warn!(session = %self.name, broker = %b.url,
+                        "TLS certificate verification is disabled (tls.skip_verify): the broker's identity is not checked");
+                }
                 self.emit(EventData::SessionConnecting {
                     broker: self.p.brokers[broker].url.clone(),
                     attempt,

@@ -9,6 +9,8 @@
 //! * [`poll_until`], [`poll_until_async`], [`eventually`], [`eventually_async`]
 //!   and [`assert_eventually!`](crate::assert_eventually): waiting on a
 //!   condition with a deadline (never a fixed sleep).
+//! * [`TestPki`], [`tls_listener`]: test certificates made with rcgen (CA, server,
+//!   client, self-signed, expired) and the mosquitto lines of a TLS listener.
 //! * [`Sub`] / [`SubOptions`], [`publish`], [`publish_many`]: independent MQTT
 //!   clients (`mosquitto_sub` / `mosquitto_pub`) to observe or drive the crate.
 //!
@@ -22,10 +24,13 @@
 #![allow(unreachable_pub)]
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
+mod certs;
 mod clients;
 mod mosquitto;
 mod poll;
 
+#[allow(unused_imports, reason = "used by the TLS tests only")]
+pub use certs::*;
 pub use clients::*;
 pub use mosquitto::*;
 pub use poll::*;
