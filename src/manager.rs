@@ -67,7 +67,7 @@ impl SessionManagerBuilder {
         let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-        let router = RouterActor::new(Arc::clone(&routes)).start();
+        let router = RouterActor::new(Arc::clone(&routes), store.clone()).start();
         let sup = Supervisor::new(
             Arc::clone(&registry),
             bus.clone(),

@@ -121,6 +121,8 @@ impl Handler<AddSession> for Supervisor {
                 .send(RegisterSession {
                     name: Arc::clone(&handle.name),
                     addr: handle.addr.clone(),
+                    durable: handle.opts.connect.persistent
+                        && handle.opts.connect.resume_subscriptions,
                 })
                 .await?;
             Ok(handle)

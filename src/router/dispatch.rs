@@ -7,10 +7,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
+use super::durable::HoldQueue;
 use super::route::{Overflow, RouteScope, RouteStats};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::incoming::{Dispatcher, Pending};
+use crate::store::{unix_ms, HeldLimit, HeldPush, StoredMessage};
 use crate::topic::TopicFilter;
 
 /// One route as the dispatcher sees it.
@@ -28,30 +30,59 @@ pub struct RouteEntry {
     pub qos: QoS,
     /// QoS 0 overflow policy.
     pub overflow: Overflow,
-    /// The route's queue.
-    pub tx: flume::Sender<Message>,
-    /// A receiver kept only for [`Overflow::DropOldest`] (to pop the oldest when full).
-    pub oldest: Option<flume::Receiver<Message>>,
+    /// Where its messages go.
+    pub target: Target,
+    /// The name was chosen by the application (so it can be durable across restarts).
+    pub named: bool,
     /// Counters.
     pub stats: Arc<RouteStats>,
 }
+
+/// Where a route's messages go.
+#[derive(Debug)]
+pub enum Target {
+    /// The route's bounded queue.
+    Queue {
+        /// Sending side.
+        tx: flume::Sender<Message>,
+        /// A receiver kept only for [`Overflow::DropOldest`] (to pop the oldest when full).
+        oldest: Option<flume::Receiver<Message>>,
+    },
+    /// A durable route restored from the store whose application has not registered it
+    /// again yet: QoS >= 1 messages are held in the store until it does.
+    Hold {
+        /// The store's hold worker.
+        queue: HoldQueue,
+        /// The session.
+        session: Arc<str>,
+    },
+}
+
+/// How many messages are held per durable route at most.
+pub const HELD_MAX_PER_ROUTE: usize = 100_000;
+/// How long a held message is kept at most.
+pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl RouteEntry {
     /// Offers `msg` to this route; returns a future when a QoS >= 1 message must wait for room.
     #[inline]
     fn offer(&self, msg: &Message) -> Option<Pending> {
-        match self.tx.try_send(msg.clone()) {
+        let (tx, oldest) = match &self.target {
+            Target::Queue { tx, oldest } => (tx, oldest),
+            Target::Hold { queue, session } => return self.hold(queue, session, msg),
+        };
+        match tx.try_send(msg.clone()) {
             Ok(()) => {
                 self.stats.record_delivery();
                 None
             }
             Err(flume::TrySendError::Full(m)) => {
                 if msg.qos == QoS::AtMostOnce {
-                    self.overflow_qos0(m);
+                    self.overflow_qos0(tx, oldest, m);
                     return None;
                 }
                 let stats = Arc::clone(&self.stats);
-                let fut = self.tx.clone().into_send_async(m).map(move |r| match r {
+                let fut = tx.clone().into_send_async(m).map(move |r| match r {
                     Ok(()) => stats.record_delivery(),
                     Err(_) => {
                         stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
@@ -66,14 +97,65 @@ impl RouteEntry {
         }
     }
 
-    fn overflow_qos0(&self, m: Message) {
+    fn overflow_qos0(
+        &self,
+        tx: &flume::Sender<Message>,
+        oldest: &Option<flume::Receiver<Message>>,
+        m: Message,
+    ) {
         self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
-        if let (Overflow::DropOldest, Some(rx)) = (self.overflow, &self.oldest) {
+        if let (Overflow::DropOldest, Some(rx)) = (self.overflow, oldest) {
             let _ = rx.try_recv();
-            if self.tx.try_send(m).is_ok() {
+            if tx.try_send(m).is_ok() {
                 self.stats.record_delivery();
             }
         }
+    }
+
+    /// Holds a QoS >= 1 message in the store for a durable route not registered yet; the
+    /// message is acknowledged to the broker once it is on disk.
+    fn hold(&self, queue: &HoldQueue, session: &Arc<str>, msg: &Message) -> Option<Pending> {
+        if msg.qos == QoS::AtMostOnce {
+            self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let (session, route) = (Arc::clone(session), Arc::clone(&self.name));
+        let route_name = Arc::clone(&route);
+        let stats = Arc::clone(&self.stats);
+        let held = StoredMessage {
+            topic: msg.topic.to_string(),
+            payload: msg.payload.clone(),
+            qos: msg.qos.as_u8(),
+            retain: msg.retain,
+            received_at_ms: unix_ms(msg.received_at),
+        };
+        let write = queue.run(move |store| {
+            let limit = HeldLimit {
+                max_per_route: HELD_MAX_PER_ROUTE,
+                max_age: HELD_MAX_AGE,
+            };
+            store.held_push(
+                &session,
+                &route_name,
+                &held,
+                limit,
+                unix_ms(std::time::SystemTime::now()),
+            )
+        });
+        Some(Box::pin(async move {
+            match write.await {
+                Ok(Ok(HeldPush::Stored(_))) => stats.record_delivery(),
+                Ok(Ok(HeldPush::Full)) => {
+                    stats.dropped_full.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(route = %route, "held messages of a durable route at their limit; message dropped");
+                }
+                Ok(Err(e)) => {
+                    stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(route = %route, error = %e, "cannot hold a message for a durable route");
+                }
+                Err(e) => tracing::error!(route = %route, error = %e, "holding task failed"),
+            }
+        }))
     }
 }
 

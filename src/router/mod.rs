@@ -14,20 +14,22 @@
 pub mod builder;
 pub mod consume;
 pub mod dispatch;
+pub mod durable;
 pub mod route;
 pub mod table;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 
-use self::dispatch::{RouteEntry, RouteTable};
+use self::dispatch::{RouteEntry, RouteTable, Target};
 use self::route::{RouteOptions, RouteScope, RouteStats};
 use crate::error::Error;
 use crate::message::{Message as MqttMessage, QoS};
 use crate::session::{SessionActor, Subscribe, Unsubscribe};
+use crate::store::Store;
 use crate::topic::TopicFilter;
 
 /// The router actor. See the [module docs](self).
@@ -39,6 +41,8 @@ pub struct RouterActor {
     by_filter: HashMap<String, BTreeSet<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
     subscribed: HashMap<Arc<str>, HashMap<String, QoS>>,
+    hold: Option<durable::HoldQueue>,
+    durable: HashSet<Arc<str>>,
     next_id: u64,
 }
 
@@ -46,8 +50,18 @@ type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
 
 impl RouterActor {
     /// A router publishing its table into `table`.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Self {
+    /// `store`, when given, keeps the durable routes of persistent sessions.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<Store>) -> Self {
+        let hold = store.and_then(|s| match durable::HoldQueue::new(s) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the hold worker; durable routes are off");
+                None
+            }
+        });
         RouterActor {
+            hold,
+            durable: HashSet::new(),
             table,
             master: RouteTable::default(),
             routes: HashMap::new(),
@@ -112,10 +126,17 @@ impl RouterActor {
         }
     }
 
-    fn remove_route(&mut self, id: u64) -> Vec<Pending> {
-        let Some(entry) = self.routes.remove(&id) else {
-            return Vec::new();
-        };
+    fn insert_entry(&mut self, entry: Arc<RouteEntry>) {
+        self.by_filter
+            .entry(entry.filter.as_str().to_string())
+            .or_default()
+            .insert(entry.id);
+        self.master.trie.insert(&entry.filter, Arc::clone(&entry));
+        self.routes.insert(entry.id, entry);
+    }
+
+    fn remove_entry(&mut self, id: u64) -> Option<Arc<RouteEntry>> {
+        let entry = self.routes.remove(&id)?;
         if let Some(set) = self.by_filter.get_mut(entry.filter.as_str()) {
             set.remove(&id);
             if set.is_empty() {
@@ -123,12 +144,29 @@ impl RouterActor {
             }
         }
         self.master.trie.remove(&entry.filter, |e| e.id == id);
+        Some(entry)
+    }
+
+    /// Removes a route; a dropped (not stopped) named route of durable sessions stays as a
+    /// placeholder that holds its messages.
+    fn remove_route(&mut self, id: u64, forget: bool) -> Vec<Pending> {
+        let Some(entry) = self.remove_entry(id) else {
+            return Vec::new();
+        };
+        if !forget {
+            self.keep_as_placeholder(&entry);
+        }
         self.publish();
         tracing::debug!(route = %entry.name, filter = %entry.filter, "route removed");
-        self.sessions_covered(&entry.scope)
+        let sessions = self.sessions_covered(&entry.scope);
+        let pending = sessions
             .iter()
             .filter_map(|s| self.sync_subscription(s, &entry.filter))
-            .collect()
+            .collect();
+        for s in &sessions {
+            self.save_subscriptions(s);
+        }
+        pending
     }
 }
 
@@ -188,6 +226,7 @@ impl Handler<AddRoute> for RouterActor {
             Some(n) => Arc::from(n.as_str()),
             None => Arc::from(format!("{}-{id}", msg.kind)),
         };
+        let held_for = self.take_placeholders(&name, &msg.scope);
         if self.routes.values().any(|r| r.name == name) {
             let e = Error::DuplicateRoute(name.to_string());
             return Box::pin(async move { Err(e) }.into_actor(self));
@@ -199,16 +238,19 @@ impl Handler<AddRoute> for RouterActor {
             scope: msg.scope.clone(),
             qos: msg.opts.qos,
             overflow: msg.opts.overflow,
-            tx: msg.tx,
-            oldest: msg.oldest,
+            target: Target::Queue {
+                tx: msg.tx,
+                oldest: msg.oldest,
+            },
+            named: msg.opts.name.is_some(),
             stats: msg.stats,
         });
-        self.routes.insert(id, Arc::clone(&entry));
-        self.by_filter
-            .entry(msg.filter.as_str().to_string())
-            .or_default()
-            .insert(id);
-        self.master.trie.insert(&msg.filter, entry);
+        if let Target::Queue { tx, .. } = &entry.target {
+            for s in &held_for {
+                self.deliver_held(s, &name, tx, &entry.stats);
+            }
+        }
+        self.insert_entry(entry);
         self.publish();
         tracing::debug!(route = %name, filter = %msg.filter, "route added");
         let pending: Vec<Pending> = self
@@ -216,6 +258,9 @@ impl Handler<AddRoute> for RouterActor {
             .iter()
             .filter_map(|s| self.sync_subscription(s, &msg.filter))
             .collect();
+        for s in self.sessions_covered(&msg.scope) {
+            self.save_subscriptions(&s);
+        }
         let scoped = matches!(msg.scope, RouteScope::Session(_));
         Box::pin(
             futures_util::future::join_all(pending)
@@ -224,7 +269,7 @@ impl Handler<AddRoute> for RouterActor {
                     let failed = results.into_iter().find_map(Result::err);
                     match failed {
                         Some(e) if scoped => {
-                            for p in act.remove_route(id) {
+                            for p in act.remove_route(id, true) {
                                 actix::spawn(async move {
                                     let _ = p.await;
                                 });
@@ -248,13 +293,16 @@ impl Handler<AddRoute> for RouterActor {
 pub struct RemoveRoute {
     /// The route's id.
     pub id: u64,
+    /// Stopped on purpose (`Route::stop`): a durable route is forgotten too. When false
+    /// (the handle was dropped), a durable route keeps holding its messages.
+    pub forget: bool,
 }
 
 impl Handler<RemoveRoute> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: RemoveRoute, _: &mut Context<Self>) {
-        for p in self.remove_route(msg.id) {
+        for p in self.remove_route(msg.id, msg.forget) {
             actix::spawn(async move {
                 if let Err(e) = p.await {
                     tracing::debug!(error = %e, "unsubscribe after route removal failed");
@@ -272,6 +320,8 @@ pub struct RegisterSession {
     pub name: Arc<str>,
     /// Its actor.
     pub addr: Addr<SessionActor>,
+    /// Its named routes are durable (persistent session with resumed subscriptions and a store).
+    pub durable: bool,
 }
 
 impl Handler<RegisterSession> for RouterActor {
@@ -279,6 +329,11 @@ impl Handler<RegisterSession> for RouterActor {
 
     fn handle(&mut self, msg: RegisterSession, _: &mut Context<Self>) -> Self::Result {
         self.sessions.insert(Arc::clone(&msg.name), msg.addr);
+        if msg.durable && self.hold.is_some() {
+            self.durable.insert(Arc::clone(&msg.name));
+            self.restore_placeholders(&msg.name);
+            self.publish();
+        }
         let filters: Vec<TopicFilter> = self
             .routes
             .values()
@@ -315,6 +370,7 @@ impl Handler<UnregisterSession> for RouterActor {
     fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
         self.sessions.remove(&msg.name);
         self.subscribed.remove(&msg.name);
+        self.durable.remove(&msg.name);
         let own: Vec<u64> = self
             .routes
             .values()
@@ -323,7 +379,7 @@ impl Handler<UnregisterSession> for RouterActor {
             .collect();
         for id in own {
             // The session is gone: no unsubscribe to send.
-            drop(self.remove_route(id));
+            drop(self.remove_route(id, true));
         }
     }
 }
@@ -341,6 +397,7 @@ impl Handler<ClearRoutes> for RouterActor {
         self.by_filter.clear();
         self.subscribed.clear();
         self.sessions.clear();
+        self.durable.clear();
         self.master = RouteTable::default();
         self.publish();
     }

@@ -161,8 +161,18 @@ impl Route {
         self.stats.snapshot()
     }
 
-    /// Removes the route now.
-    pub fn stop(self) {}
+    /// Removes the route now. For a durable route (a named route of a persistent session
+    /// with a store) this also forgets it: its subscription goes and nothing more is held
+    /// for it. Dropping the handle instead keeps a durable route holding its messages
+    /// until a route of the same name registers again (e.g. after a restart).
+    pub fn stop(mut self) {
+        if let Some(r) = self.router.take() {
+            r.do_send(RemoveRoute {
+                id: self.id,
+                forget: true,
+            });
+        }
+    }
 
     /// Keeps the route running until the manager shuts down, without a handle.
     pub fn detach(mut self) {
@@ -175,7 +185,10 @@ impl Drop for Route {
         if let Some(r) = self.router.take() {
             // A control message sent once per route: `do_send` is fine here (it cannot
             // await in `drop`, and the count of routes bounds it).
-            r.do_send(RemoveRoute { id: self.id });
+            r.do_send(RemoveRoute {
+                id: self.id,
+                forget: false,
+            });
         }
     }
 }

@@ -176,11 +176,17 @@ impl SessionActor {
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
-        let meta = p
+        let mut meta = p
             .store
             .as_ref()
             .and_then(|s| s.session_meta_get(&p.opts.name).ok().flatten())
             .unwrap_or_default();
+        if let Some(store) = &p.store {
+            meta.client_id = p.client_id.clone();
+            if let Err(e) = store.session_meta_put(&p.opts.name, &meta) {
+                tracing::warn!(session = %p.opts.name, error = %e, "cannot save session metadata");
+            }
+        }
         SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
@@ -552,6 +558,9 @@ impl SessionActor {
         }
         self.transition(Transition::Close);
         self.publish_status();
+        // Stop the context (its timers and streams); supervision restarts it idle — a
+        // closed actor starts nothing — and it goes away with the last handle.
+        ctx.stop();
     }
 }
 

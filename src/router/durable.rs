@@ -1,0 +1,263 @@
+//! Durable routes: named routes of persistent sessions survive a restart of the process.
+//!
+//! For a session with `connect.persistent` and `resume_subscriptions`, the router saves
+//! the session's subscriptions with the names of the named routes behind them whenever
+//! they change. When a session of that name registers in a new process, each saved route
+//! name becomes a *placeholder* route ([`Target::Hold`]) on its filter, so the session
+//! subscribes at its first connect — before the application registers its routes again —
+//! and the QoS >= 1 messages that arrive meanwhile are held in the store (bounded, with an
+//! expiry, counted). When the application registers a route of that name, the
+//! placeholder gives way and the held messages are delivered to it first.
+//!
+//! Dropping a durable route's handle turns it back into a placeholder (messages keep being
+//! held, e.g. during a graceful shutdown); [`Route::stop`](super::route::Route::stop)
+//! forgets it (the subscription goes, and so does its saved entry).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::dispatch::{RouteEntry, Target, HELD_MAX_AGE};
+use super::route::{Overflow, RouteScope, RouteStats};
+use super::RouterActor;
+use crate::message::{Message, QoS};
+use crate::store::Store;
+use crate::store::{unix_ms, StoredSubscription};
+use crate::topic::TopicFilter;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One thread that runs the held-message store operations (fsyncs) in submission order, so
+/// that taking a route's held messages sees every hold submitted before it, and no fsync
+/// runs on the actix thread.
+#[derive(Debug, Clone)]
+pub struct HoldQueue {
+    store: Store,
+    jobs: flume::Sender<Job>,
+}
+
+impl HoldQueue {
+    /// Starts the worker thread (it ends when the last clone is dropped).
+    pub fn new(store: Store) -> std::io::Result<HoldQueue> {
+        let (jobs, rx) = flume::unbounded::<Job>();
+        std::thread::Builder::new()
+            .name("mqtt-sessions-hold".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })?;
+        Ok(HoldQueue { store, jobs })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `f` on the worker after every job submitted before; its result arrives on the
+    /// returned receiver.
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        let _ = self.jobs.send(Box::new(move || {
+            let _ = tx.send(f(&store));
+        }));
+        rx
+    }
+}
+
+impl RouterActor {
+    /// Adds placeholders for the saved named routes of a durable session.
+    pub(super) fn restore_placeholders(&mut self, session: &Arc<str>) {
+        let Some(hold) = self.hold.clone() else {
+            return;
+        };
+        let saved = match hold.store().subscriptions_load(session) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = %session, error = %e, "cannot load saved subscriptions");
+                return;
+            }
+        };
+        for sub in saved {
+            let Ok(filter) = TopicFilter::new(sub.filter.as_str()) else {
+                continue;
+            };
+            let qos = QoS::try_from(sub.qos).unwrap_or(QoS::AtLeastOnce);
+            for name in sub.routes {
+                if self
+                    .routes
+                    .values()
+                    .any(|r| *r.name == *name && r.scope.covers(session))
+                {
+                    continue;
+                }
+                self.next_id += 1;
+                let entry = Arc::new(RouteEntry {
+                    id: self.next_id,
+                    name: Arc::from(name.as_str()),
+                    filter: filter.clone(),
+                    scope: RouteScope::Session(Arc::clone(session)),
+                    qos,
+                    overflow: Overflow::DropNewest,
+                    target: Target::Hold {
+                        queue: hold.clone(),
+                        session: Arc::clone(session),
+                    },
+                    named: true,
+                    stats: Arc::new(RouteStats::default()),
+                });
+                tracing::info!(session = %session, route = %name, filter = %filter, "durable route restored; holding its messages until it is registered");
+                self.insert_entry(entry);
+            }
+        }
+    }
+
+    /// Removes the placeholders named `name` covered by `scope`; returns their sessions.
+    pub(super) fn take_placeholders(&mut self, name: &str, scope: &RouteScope) -> Vec<Arc<str>> {
+        let ids: Vec<(u64, Arc<str>)> = self
+            .routes
+            .values()
+            .filter(|r| &*r.name == name)
+            .filter_map(|r| match (&r.target, &r.scope) {
+                (Target::Hold { .. }, RouteScope::Session(s)) if scope.covers(s) => {
+                    Some((r.id, Arc::clone(s)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, _) in &ids {
+            self.remove_entry(*id);
+        }
+        ids.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Turns a removed named route of durable sessions back into placeholders.
+    pub(super) fn keep_as_placeholder(&mut self, gone: &RouteEntry) {
+        let Some(hold) = self.hold.clone() else {
+            return;
+        };
+        if !gone.named {
+            return;
+        }
+        let sessions: Vec<Arc<str>> = self
+            .sessions_covered(&gone.scope)
+            .into_iter()
+            .filter(|s| self.durable.contains(s))
+            .collect();
+        for s in sessions {
+            self.next_id += 1;
+            let entry = Arc::new(RouteEntry {
+                id: self.next_id,
+                name: Arc::clone(&gone.name),
+                filter: gone.filter.clone(),
+                scope: RouteScope::Session(Arc::clone(&s)),
+                qos: gone.qos,
+                overflow: Overflow::DropNewest,
+                target: Target::Hold {
+                    queue: hold.clone(),
+                    session: s,
+                },
+                named: true,
+                stats: Arc::clone(&gone.stats),
+            });
+            self.insert_entry(entry);
+        }
+    }
+
+    /// Saves the durable session's subscriptions with the named routes behind them.
+    pub(super) fn save_subscriptions(&self, session: &Arc<str>) {
+        let (Some(hold), true) = (&self.hold, self.durable.contains(session)) else {
+            return;
+        };
+        let store = hold.store();
+        let mut subs: Vec<StoredSubscription> = Vec::new();
+        for (filter, ids) in &self.by_filter {
+            let routes: Vec<&RouteEntry> = ids
+                .iter()
+                .filter_map(|id| self.routes.get(id))
+                .filter(|r| r.named && r.scope.covers(session))
+                .map(|r| &**r)
+                .collect();
+            if routes.is_empty() {
+                continue;
+            }
+            let qos = routes
+                .iter()
+                .map(|r| r.qos)
+                .max()
+                .unwrap_or(QoS::AtLeastOnce);
+            let mut names: Vec<String> = routes.iter().map(|r| r.name.to_string()).collect();
+            names.sort();
+            names.dedup();
+            subs.push(StoredSubscription {
+                filter: filter.clone(),
+                qos: qos.as_u8(),
+                routes: names,
+            });
+        }
+        subs.sort_by(|a, b| a.filter.cmp(&b.filter));
+        if let Err(e) = store.subscriptions_save(session, &subs) {
+            tracing::error!(session = %session, error = %e, "cannot save durable subscriptions");
+        }
+    }
+
+    /// Delivers the messages held for route `name` of `session` into `tx`, oldest first,
+    /// after every hold submitted before (see [`HoldQueue`]).
+    pub(super) fn deliver_held(
+        &self,
+        session: &Arc<str>,
+        name: &str,
+        tx: &flume::Sender<Message>,
+        stats: &Arc<RouteStats>,
+    ) {
+        let Some(hold) = &self.hold else { return };
+        let (s, n) = (Arc::clone(session), name.to_string());
+        let taken = hold
+            .run(move |store| store.held_take(&s, &n, unix_ms(SystemTime::now()), HELD_MAX_AGE));
+        let (session, name, tx, stats) = (
+            Arc::clone(session),
+            name.to_string(),
+            tx.clone(),
+            Arc::clone(stats),
+        );
+        actix::spawn(async move {
+            let taken = match taken.await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::error!(session = %session, route = %name, error = %e, "cannot take held messages");
+                    return;
+                }
+                Err(_) => return,
+            };
+            if taken.expired > 0 {
+                stats
+                    .dropped_full
+                    .fetch_add(taken.expired as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(session = %session, route = %name, expired = taken.expired, "held messages expired");
+            }
+            if !taken.messages.is_empty() {
+                tracing::info!(session = %session, route = %name, count = taken.messages.len(), "delivering held messages");
+            }
+            for m in taken.messages {
+                let msg = Message {
+                    session: Arc::clone(&session),
+                    topic: Arc::from(m.topic.as_str()),
+                    payload: m.payload,
+                    qos: QoS::try_from(m.qos).unwrap_or(QoS::AtLeastOnce),
+                    retain: m.retain,
+                    dup: false,
+                    packet_id: 0,
+                    received_at: UNIX_EPOCH + Duration::from_millis(m.received_at_ms),
+                };
+                if tx.send_async(msg).await.is_err() {
+                    break;
+                }
+                stats.record_delivery();
+            }
+        });
+    }
+}
