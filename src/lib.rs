@@ -37,14 +37,23 @@
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`].
 //! - [`router`]: the topic-filter trie of the route table.
 //! - [`topic`]: topic name and filter validation and matching.
+//! - [`metrics`]: the Prometheus collector that reads every session's counters at scrape
+//!   time (one registry per manager), the [`ManagerMetrics`] snapshot with rates, and the
+//!   [`RouteStatsSource`] extension point for per-route figures.
+//! - `http` (feature `http`, on by default): the actix-web endpoints `/metrics`,
+//!   `/healthz`, `/readyz` and `/sessions`, to mount on an application's `App` or serve
+//!   on their own (loopback by default).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod manager;
 pub mod message;
+pub mod metrics;
 pub mod options;
 pub mod router;
 pub mod session;
@@ -57,6 +66,7 @@ pub use event::{
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{Message, Publish, QoS};
+pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,

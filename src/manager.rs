@@ -1,6 +1,7 @@
 //! [`SessionManager`]: the friendly, cloneable façade over the [`Supervisor`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,26 +12,88 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::event::{Event, EventBus, EventGuard, EventKind, EventStream};
 use crate::message::{Publish, QoS};
+use crate::metrics::{
+    ManagerMetrics, Metrics, NoRoutes, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
+};
 use crate::options::SessionOptions;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
 
 /// Builds a [`SessionManager`].
-#[derive(Debug, Default)]
 #[must_use]
-pub struct SessionManagerBuilder {}
+pub struct SessionManagerBuilder {
+    metrics_registry: Option<prometheus::Registry>,
+    metrics_prefix: String,
+    route_stats: Option<Arc<dyn RouteStatsSource>>,
+}
+
+impl Default for SessionManagerBuilder {
+    fn default() -> Self {
+        SessionManagerBuilder {
+            metrics_registry: None,
+            metrics_prefix: DEFAULT_PREFIX.to_string(),
+            route_stats: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("metrics_prefix", &self.metrics_prefix)
+            .field("own_registry", &self.metrics_registry.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 impl SessionManagerBuilder {
+    /// Registers the manager's metrics in `registry` (for example the application's own)
+    /// instead of a fresh registry. The global default registry is never used unless
+    /// passed here explicitly.
+    pub fn registry(mut self, registry: prometheus::Registry) -> Self {
+        self.metrics_registry = Some(registry);
+        self
+    }
+
+    /// The prefix of every metric name (default [`DEFAULT_PREFIX`], `mqtt_sessions`); two
+    /// managers sharing one registry need different prefixes.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Where per-route metrics come from (default: no routes); see
+    /// [`RouteStatsSource`].
+    pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
+        self.route_stats = Some(source);
+        self
+    }
+
     /// Starts the manager's actors on the current actix system.
+    ///
+    /// Errors: [`Error::NoActixSystem`], [`Error::MetricsRegistration`].
     pub fn build(self) -> Result<SessionManager, Error> {
         if actix_rt::System::try_current().is_none() {
             return Err(Error::NoActixSystem);
         }
         let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
         let bus = EventBus::new();
+        let metrics = Metrics::new(
+            self.metrics_registry.unwrap_or_default(),
+            &self.metrics_prefix,
+            Arc::clone(&registry),
+            bus.clone(),
+            self.route_stats.unwrap_or_else(|| Arc::new(NoRoutes)),
+        )?;
         let sup = Supervisor::new(Arc::clone(&registry), bus.clone()).start();
-        Ok(SessionManager { sup, registry, bus })
+        Ok(SessionManager {
+            sup,
+            registry,
+            bus,
+            metrics,
+            running: Arc::new(AtomicBool::new(true)),
+        })
     }
 }
 
@@ -59,6 +122,8 @@ pub struct SessionManager {
     sup: Addr<Supervisor>,
     registry: Registry,
     bus: EventBus,
+    metrics: Metrics,
+    running: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -207,6 +272,45 @@ impl SessionManager {
     /// Disconnects every session (DISCONNECT after a short flush of queued publishes) and
     /// refuses new ones.
     pub async fn shutdown(&self) {
+        self.running.store(false, Ordering::Relaxed);
         let _ = self.sup.send(Shutdown).await;
+    }
+
+    /// True until [`shutdown`](Self::shutdown) is called (and while the supervisor lives).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && self.sup.connected()
+    }
+
+    /// The prometheus registry holding the manager's metrics (a cheap handle on the same
+    /// registry): gather it, or register the application's own metrics in it.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.metrics.registry().clone()
+    }
+
+    /// Every metric of the manager's registry in the Prometheus text format (version
+    /// 0.0.4), as `GET /metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode_text()
+    }
+
+    /// The manager's figures as plain numbers, with message and byte rates.
+    pub fn metrics(&self) -> ManagerMetrics {
+        ManagerMetrics::collect(self.metrics.sources())
+    }
+
+    /// A report of every session (state, broker, counters, rates, last error), sorted by
+    /// name, as `GET /sessions` serves it.
+    pub fn session_infos(&self) -> Vec<SessionInfo> {
+        self.registry.load().values().map(SessionInfo::of).collect()
+    }
+
+    /// Whether the manager runs and every session is ready, as `GET /readyz` reports it.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::collect(self.metrics.sources(), self.is_running())
+    }
+
+    /// Replaces the source of per-route metrics (see [`RouteStatsSource`]).
+    pub fn set_route_stats_source(&self, source: Arc<dyn RouteStatsSource>) {
+        self.metrics.set_route_stats_source(source);
     }
 }

@@ -107,6 +107,7 @@ impl Handler<AddSession> for Supervisor {
             connected_since: None,
             last_error: None,
             restarts: 0,
+            subscriptions: 0,
         });
         let counters = Arc::new(SessionCounters::default());
         let sinks = Arc::new(SessionSinks::default());

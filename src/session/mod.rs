@@ -20,7 +20,9 @@ pub mod counters;
 pub mod driver;
 pub mod handle;
 pub mod incoming;
+pub mod latency;
 pub mod outbox;
+pub mod rates;
 pub mod state;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -69,6 +71,8 @@ pub struct SessionStatus {
     pub last_error: Option<ConnectionFailure>,
     /// Times the supervisor restarted the session's actor.
     pub restarts: u32,
+    /// Subscriptions the session keeps (restored after every reconnect).
+    pub subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +186,7 @@ impl SessionActor {
             connected_since: self.connected_since,
             last_error: self.last_error.clone(),
             restarts: self.restarts,
+            subscriptions: self.subscriptions.len(),
         };
         self.p.status.send_replace(st);
         self.p
@@ -253,6 +258,11 @@ impl SessionActor {
 
     fn complete(&mut self, entry: outbox::Entry<Responder>) {
         let c = &self.p.counters;
+        if entry.publish.qos != QoS::AtMostOnce {
+            if let Some(written) = entry.written_at {
+                c.ack_latency.observe(written.elapsed());
+            }
+        }
         c.messages_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.bytes_sent.fetch_add(
@@ -358,17 +368,21 @@ impl SessionActor {
         drained_subs: usize,
     ) {
         let c = &self.p.counters;
-        c.connection_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.record_error(failure.kind);
         tracing::warn!(session = %self.name, broker = %failure.broker, kind = failure.kind.as_str(),
             error = %failure.message, "connection lost");
         self.ready = false;
         self.connected_broker = None;
         self.connected_since = None;
         self.last_error = Some(failure.clone());
-        for lost in self.outbox.on_connection_lost(drained_qos1, drained_qos0) {
+        let lost = self.outbox.on_connection_lost(drained_qos1, drained_qos0);
+        if !lost.is_empty() {
             c.dropped_on_disconnect
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(session = %self.name, dropped = lost.len(),
+                "QoS 0 publishes not written before the connection ended were dropped");
+        }
+        for lost in lost {
             if let Some(r) = lost.responder {
                 let _ = r.send(Err(Error::NotConnected {
                     session: self.name.to_string(),
@@ -442,6 +456,7 @@ impl Actor for SessionActor {
             .then(|| backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts));
         self.start_driver(ctx, delay);
         ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.p.counters.sample_rates(Instant::now());
             let timeout = act.p.opts.performance.write_timeout;
             for r in act.outbox.take_overdue(Instant::now(), timeout) {
                 let _ = r.send(Err(Error::PublishTimeout {
@@ -526,10 +541,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 self.transition(Transition::Attempt);
             }
             DriverEvent::AttemptFailed(f) => {
-                self.p
-                    .counters
-                    .connection_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.p.counters.record_error(f.kind);
                 tracing::warn!(session = %self.name, broker = %f.broker, kind = f.kind.as_str(),
                     error = %f.message, "connection attempt failed");
                 self.last_error = Some(f.clone());
@@ -675,6 +687,7 @@ impl Handler<Subscribe> for SessionActor {
                 confirmed: unchanged,
             },
         );
+        self.publish_status();
         if unchanged || self.state != SessionState::Connected {
             return Box::pin(async { Ok(()) });
         }
@@ -715,6 +728,7 @@ impl Handler<Unsubscribe> for SessionActor {
             .subscriptions
             .remove(msg.filter.as_str())
             .is_some_and(|s| s.confirmed || self.state == SessionState::Connected);
+        self.publish_status();
         if was_sent || !self.p.opts.connect.clean_session {
             if let Some(client) = &self.client {
                 if self.state == SessionState::Connected {
