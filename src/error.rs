@@ -138,6 +138,17 @@ pub enum Error {
     /// (start it inside `#[actix::main]`, `actix_rt::System::new().block_on(..)` or an actix-web app).
     #[error("no actix system is running on this thread")]
     NoActixSystem,
+
+    /// The manager's metrics could not be registered in the prometheus registry given to
+    /// the builder (an invalid prefix, or one already registered there by another manager).
+    #[error("cannot register metrics with prefix {prefix:?}: {source}")]
+    MetricsRegistration {
+        /// The metric name prefix.
+        prefix: String,
+        /// What the registry said.
+        #[source]
+        source: prometheus::Error,
+    },
 }
 
 impl From<actix::MailboxError> for Error {

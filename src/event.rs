@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::session::state::SessionState;
@@ -66,7 +66,7 @@ impl std::fmt::Display for EventKind {
 }
 
 /// The class of a connection failure; also the `kind` label of error metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -96,10 +96,33 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
         }
     }
+
+    /// Every kind, in [`index`](Self::index) order (the `kind` label values of
+    /// `connection_errors_total`).
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Io,
+        ErrorKind::Timeout,
+        ErrorKind::Refused,
+        ErrorKind::Auth,
+        ErrorKind::Tls,
+        ErrorKind::Protocol,
+    ];
+
+    /// The kind's position in [`ALL`](Self::ALL) (an array index for per-kind counters).
+    pub fn index(self) -> usize {
+        match self {
+            ErrorKind::Io => 0,
+            ErrorKind::Timeout => 1,
+            ErrorKind::Refused => 2,
+            ErrorKind::Auth => 3,
+            ErrorKind::Tls => 4,
+            ErrorKind::Protocol => 5,
+        }
+    }
 }
 
 /// Why a connection ended or an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionFailure {
     /// The class of failure.
     pub kind: ErrorKind,
@@ -395,5 +418,17 @@ impl EventStream {
     /// Events skipped because this stream fell behind.
     pub fn lagged(&self) -> u64 {
         self.lagged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn error_kind_index_is_the_position_in_all() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
     }
 }

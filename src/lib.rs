@@ -44,14 +44,23 @@
 //! - [`tls`]: [`TlsOptions`] and the rustls client configuration built from them (CA file
 //!   or system roots, mutual TLS, `server_name`, `skip_verify`, ALPN), checked when a
 //!   session is added and shared by all its connection attempts.
+//! - [`metrics`]: the Prometheus collector that reads every session's counters at scrape
+//!   time (one registry per manager), the [`ManagerMetrics`] snapshot with rates, and the
+//!   [`RouteStatsSource`] extension point for per-route figures.
+//! - `http` (feature `http`, on by default): the actix-web endpoints `/metrics`,
+//!   `/healthz`, `/readyz` and `/sessions`, to mount on an application's `App` or serve
+//!   on their own (loopback by default).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod manager;
 pub mod message;
+pub mod metrics;
 pub mod options;
 pub mod router;
 pub mod session;
@@ -66,12 +75,13 @@ pub use event::{
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{Message, Publish, QoS};
+pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,
 };
 pub use router::builder::RouteBuilder;
-pub use router::route::{Listener, Overflow, Route, RouteOptions, RouteStatsSnapshot};
+pub use router::route::{Listener, Overflow, Route, RouteCounts, RouteOptions};
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;

@@ -1,6 +1,7 @@
 //! [`SessionManager`]: the friendly, cloneable façade over the [`Supervisor`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,9 @@ use bytes::Bytes;
 use crate::error::Error;
 use crate::event::{Event, EventBus, EventGuard, EventKind, EventStream};
 use crate::message::{Message, Publish, QoS};
+use crate::metrics::{
+    ManagerMetrics, Metrics, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
+};
 use crate::options::SessionOptions;
 use crate::router::builder::RouteBuilder;
 use crate::router::dispatch::RouteTable;
@@ -25,11 +29,13 @@ use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Superviso
 pub const DEFAULT_MAX_CONCURRENT_CONNECTS: usize = 64;
 
 /// Builds a [`SessionManager`].
-#[derive(Debug)]
 #[must_use]
 pub struct SessionManagerBuilder {
     max_concurrent_connects: usize,
     store_path: Option<std::path::PathBuf>,
+    metrics_registry: Option<prometheus::Registry>,
+    metrics_prefix: String,
+    route_stats: Option<Arc<dyn RouteStatsSource>>,
 }
 
 impl Default for SessionManagerBuilder {
@@ -37,7 +43,19 @@ impl Default for SessionManagerBuilder {
         SessionManagerBuilder {
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
             store_path: None,
+            metrics_registry: None,
+            metrics_prefix: DEFAULT_PREFIX.to_string(),
+            route_stats: None,
         }
+    }
+}
+
+impl std::fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("metrics_prefix", &self.metrics_prefix)
+            .field("own_registry", &self.metrics_registry.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,7 +76,31 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Registers the manager's metrics in `registry` (for example the application's own)
+    /// instead of a fresh registry. The global default registry is never used unless
+    /// passed here explicitly.
+    pub fn registry(mut self, registry: prometheus::Registry) -> Self {
+        self.metrics_registry = Some(registry);
+        self
+    }
+
+    /// The prefix of every metric name (default [`DEFAULT_PREFIX`], `mqtt_sessions`); two
+    /// managers sharing one registry need different prefixes.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Where per-route metrics come from (default: no routes); see
+    /// [`RouteStatsSource`].
+    pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
+        self.route_stats = Some(source);
+        self
+    }
+
     /// Starts the manager's actors on the current actix system.
+    ///
+    /// Errors: [`Error::NoActixSystem`], [`Error::MetricsRegistration`].
     pub fn build(self) -> Result<SessionManager, Error> {
         if actix_rt::System::try_current().is_none() {
             return Err(Error::NoActixSystem);
@@ -67,6 +109,17 @@ impl SessionManagerBuilder {
         let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let route_stats: Arc<dyn RouteStatsSource> = match self.route_stats {
+            Some(s) => s,
+            None => Arc::new(TableStats(Arc::clone(&routes))),
+        };
+        let metrics = Metrics::new(
+            self.metrics_registry.unwrap_or_default(),
+            &self.metrics_prefix,
+            Arc::clone(&registry),
+            bus.clone(),
+            route_stats,
+        )?;
         let router = RouterActor::new(Arc::clone(&routes), store.clone()).start();
         let sup = Supervisor::new(
             Arc::clone(&registry),
@@ -82,6 +135,8 @@ impl SessionManagerBuilder {
             router,
             registry,
             bus,
+            metrics,
+            running: Arc::new(AtomicBool::new(true)),
         })
     }
 }
@@ -112,6 +167,8 @@ pub struct SessionManager {
     router: Addr<RouterActor>,
     registry: Registry,
     bus: EventBus,
+    metrics: Metrics,
+    running: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -354,6 +411,68 @@ impl SessionManager {
     /// Disconnects every session (DISCONNECT after a short flush of queued publishes) and
     /// refuses new ones.
     pub async fn shutdown(&self) {
+        self.running.store(false, Ordering::Relaxed);
         let _ = self.sup.send(Shutdown).await;
+    }
+
+    /// True until [`shutdown`](Self::shutdown) is called (and while the supervisor lives).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed) && self.sup.connected()
+    }
+
+    /// The prometheus registry holding the manager's metrics (a cheap handle on the same
+    /// registry): gather it, or register the application's own metrics in it.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.metrics.registry().clone()
+    }
+
+    /// Every metric of the manager's registry in the Prometheus text format (version
+    /// 0.0.4), as `GET /metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode_text()
+    }
+
+    /// The manager's figures as plain numbers, with message and byte rates.
+    pub fn metrics(&self) -> ManagerMetrics {
+        ManagerMetrics::collect(self.metrics.sources())
+    }
+
+    /// A report of every session (state, broker, counters, rates, last error), sorted by
+    /// name, as `GET /sessions` serves it.
+    pub fn session_infos(&self) -> Vec<SessionInfo> {
+        self.registry.load().values().map(SessionInfo::of).collect()
+    }
+
+    /// Whether the manager runs and every session is ready, as `GET /readyz` reports it.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::collect(self.metrics.sources(), self.is_running())
+    }
+
+    /// Replaces the source of per-route metrics (see [`RouteStatsSource`]).
+    pub fn set_route_stats_source(&self, source: Arc<dyn RouteStatsSource>) {
+        self.metrics.set_route_stats_source(source);
+    }
+}
+
+/// Route figures for the metrics, read from the router's current table snapshot.
+struct TableStats(Arc<ArcSwap<RouteTable>>);
+
+impl RouteStatsSource for TableStats {
+    fn route_stats(&self) -> Vec<crate::metrics::RouteStatsSnapshot> {
+        let table = self.0.load();
+        table
+            .trie
+            .iter()
+            .map(|(_, route)| {
+                let c = route.stats.snapshot();
+                crate::metrics::RouteStatsSnapshot {
+                    name: route.name.to_string(),
+                    delivered: c.delivered,
+                    dropped_full: c.dropped_full,
+                    dropped_panic: c.handler_panics,
+                    last_message_timestamp_seconds: c.last_message_timestamp_seconds,
+                }
+            })
+            .collect()
     }
 }

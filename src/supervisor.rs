@@ -153,6 +153,7 @@ impl Supervisor {
             last_error: None,
             restarts: 0,
             tls_skip_verify: tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
+            subscriptions: 0,
         });
         let counters = Arc::new(SessionCounters::default());
         let sinks = Arc::new(SessionSinks::default());

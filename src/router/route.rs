@@ -94,10 +94,10 @@ impl RouteStats {
     }
 
     /// A snapshot as plain numbers.
-    pub fn snapshot(&self) -> RouteStatsSnapshot {
+    pub fn snapshot(&self) -> RouteCounts {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let last = get(&self.last_message_ms);
-        RouteStatsSnapshot {
+        RouteCounts {
             delivered: get(&self.delivered),
             dropped_full: get(&self.dropped_full),
             dropped_closed: get(&self.dropped_closed),
@@ -109,7 +109,7 @@ impl RouteStats {
 
 /// A route's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RouteStatsSnapshot {
+pub struct RouteCounts {
     /// Messages accepted into the route's queue.
     pub delivered: u64,
     /// QoS 0 messages dropped because the route's queue was full.
@@ -157,7 +157,7 @@ impl Route {
     }
 
     /// Delivered / dropped counts and the last delivery time.
-    pub fn stats(&self) -> RouteStatsSnapshot {
+    pub fn stats(&self) -> RouteCounts {
         self.stats.snapshot()
     }
 

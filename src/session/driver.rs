@@ -370,13 +370,22 @@ impl Driver {
         let c = &self.counters;
         let qos = QoS::from(p.qos);
         if p.payload.len() > self.opts.performance.max_message_size {
-            c.dropped_oversized.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                session = %self.session,
-                size = p.payload.len(),
-                max = self.opts.performance.max_message_size,
-                "incoming message larger than max_message_size dropped"
-            );
+            // Per-message: only the first drop is a warning, the rest are counted
+            // (dropped_messages_total{reason="oversized"}) and traced.
+            if c.dropped_oversized.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    session = %self.session,
+                    size = p.payload.len(),
+                    max = self.opts.performance.max_message_size,
+                    "incoming message larger than max_message_size dropped (further drops are counted and traced)"
+                );
+            } else {
+                tracing::trace!(
+                    session = %self.session,
+                    size = p.payload.len(),
+                    "incoming message larger than max_message_size dropped"
+                );
+            }
             if qos != QoS::AtMostOnce {
                 acker.ack(None, p);
             }

@@ -61,9 +61,15 @@ impl SessionHandle {
         self.status.borrow().clone()
     }
 
-    /// The session's counters as plain numbers.
+    /// The session's counters, rates and connection figures as plain numbers.
     pub fn metrics(&self) -> SessionMetrics {
-        self.counters.snapshot()
+        let status = self.status.borrow().clone();
+        self.counters.snapshot_with(&status, self.sinks.dropped())
+    }
+
+    /// The session's live counters (read by the metrics collector at scrape time).
+    pub fn counters(&self) -> &SessionCounters {
+        &self.counters
     }
 
     /// The options the session runs with.

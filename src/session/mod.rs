@@ -20,7 +20,9 @@ pub mod counters;
 pub mod driver;
 pub mod handle;
 pub mod incoming;
+pub mod latency;
 pub mod outbox;
+pub mod rates;
 pub mod state;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -73,6 +75,8 @@ pub struct SessionStatus {
     /// TLS certificate verification is off (`tls.skip_verify`): the broker's identity is
     /// not checked.
     pub tls_skip_verify: bool,
+    /// Subscriptions the session keeps (restored after every reconnect).
+    pub subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +231,7 @@ impl SessionActor {
             last_error: self.last_error.clone(),
             restarts: self.restarts,
             tls_skip_verify: self.skips_tls_verification(),
+            subscriptions: self.subscriptions.len(),
         };
         self.p.status.send_replace(st);
         self.p
@@ -312,6 +317,11 @@ impl SessionActor {
             }
         }
         let c = &self.p.counters;
+        if entry.publish.qos != QoS::AtMostOnce {
+            if let Some(written) = entry.written_at {
+                c.ack_latency.observe(written.elapsed());
+            }
+        }
         c.messages_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.bytes_sent.fetch_add(
@@ -488,17 +498,21 @@ impl SessionActor {
     ) {
         self.save_meta(false);
         let c = &self.p.counters;
-        c.connection_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.record_error(failure.kind);
         tracing::warn!(session = %self.name, broker = %failure.broker, kind = failure.kind.as_str(),
             error = %failure.message, "connection lost");
         self.ready = false;
         self.connected_broker = None;
         self.connected_since = None;
         self.last_error = Some(failure.clone());
-        for lost in self.outbox.on_connection_lost(drained_qos1, drained_qos0) {
+        let lost = self.outbox.on_connection_lost(drained_qos1, drained_qos0);
+        if !lost.is_empty() {
             c.dropped_on_disconnect
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(session = %self.name, dropped = lost.len(),
+                "QoS 0 publishes not written before the connection ended were dropped");
+        }
+        for lost in lost {
             if let Some(r) = lost.responder {
                 let _ = r.send(Err(Error::NotConnected {
                     session: self.name.to_string(),
@@ -575,6 +589,7 @@ impl Actor for SessionActor {
             .then(|| backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts));
         self.start_driver(ctx, delay);
         ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.p.counters.sample_rates(Instant::now());
             let timeout = act.p.opts.performance.write_timeout;
             for r in act.outbox.take_overdue(Instant::now(), timeout) {
                 let _ = r.send(Err(Error::PublishTimeout {
@@ -664,10 +679,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 self.transition(Transition::Attempt);
             }
             DriverEvent::AttemptFailed(f) => {
-                self.p
-                    .counters
-                    .connection_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.p.counters.record_error(f.kind);
                 tracing::warn!(session = %self.name, broker = %f.broker, kind = f.kind.as_str(),
                     error = %f.message, "connection attempt failed");
                 self.last_error = Some(f.clone());
@@ -828,6 +840,7 @@ impl Handler<Subscribe> for SessionActor {
                 confirmed: unchanged,
             },
         );
+        self.publish_status();
         if unchanged || self.state != SessionState::Connected {
             return Box::pin(async { Ok(()) });
         }
@@ -868,6 +881,7 @@ impl Handler<Unsubscribe> for SessionActor {
             .subscriptions
             .remove(msg.filter.as_str())
             .is_some_and(|s| s.confirmed || self.state == SessionState::Connected);
+        self.publish_status();
         if was_sent || !self.p.opts.connect.clean_session {
             if let Some(client) = &self.client {
                 if self.state == SessionState::Connected {

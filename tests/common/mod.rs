@@ -18,6 +18,10 @@
 //! waiters: the blocking ones stall the runtime, so the code under test cannot
 //! make progress while they wait.
 //!
+//! * [`HttpEndpoint`], [`http_get`], [`Exposition`], [`promtool_check_metrics`]: the
+//!   crate's HTTP endpoints on an OS-chosen port, a raw HTTP/1.1 GET, a parser for the
+//!   Prometheus text format and `promtool check metrics`.
+//!
 //! The binaries come from Debian's `mosquitto` and `mosquitto-clients`
 //! packages; `scripts/test` installs them.
 #![allow(dead_code)]
@@ -26,12 +30,15 @@
 
 mod certs;
 mod clients;
+mod http;
 mod mosquitto;
 mod poll;
 
 #[allow(unused_imports, reason = "used by the TLS tests only")]
 pub use certs::*;
 pub use clients::*;
+#[allow(unused_imports, reason = "only the metrics tests speak HTTP")]
+pub use http::*;
 pub use mosquitto::*;
 pub use poll::*;
 mod events;

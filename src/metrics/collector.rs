@@ -1,0 +1,480 @@
+//! [`SessionsCollector`]: the prometheus [`Collector`] that reads sessions at scrape time.
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+
+use super::Sources;
+use crate::event::ErrorKind;
+use crate::session::latency::LATENCY_BUCKETS;
+use crate::session::state::SessionState;
+use crate::session::SessionStatus;
+
+/// The label naming a session.
+pub const LABEL_SESSION: &str = "session";
+
+/// One metric family: name (without the prefix), help, type, label names.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+}
+
+const fn spec(
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        kind,
+        labels,
+    }
+}
+
+use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+
+const S: &[&str] = &[LABEL_SESSION];
+
+// The families; `collect` has one arm per name (a missing arm logs an error, and the
+// test `every_metric_family_appears_in_the_exposition_of_a_busy_manager` catches it).
+const BUILD_INFO: Spec = spec(
+    "build_info",
+    "Always 1; the version label is the mqtt-sessions crate version.",
+    GAUGE,
+    &["version"],
+);
+const SESSIONS: Spec = spec(
+    "sessions",
+    "Sessions of the manager by connection state.",
+    GAUGE,
+    &["state"],
+);
+const SESSION_UP: Spec = spec(
+    "session_up",
+    "1 while the session is connected to a broker, else 0.",
+    GAUGE,
+    S,
+);
+const SESSION_STATE: Spec = spec(
+    "session_state",
+    "Connection state code: 0 disconnected, 1 connecting, 2 connected, 3 reconnecting, 4 closed.",
+    GAUGE,
+    S,
+);
+const SESSION_READY: Spec = spec(
+    "session_ready",
+    "1 while the session is connected with every subscription restored, else 0.",
+    GAUGE,
+    S,
+);
+const SESSION_UPTIME: Spec = spec(
+    "session_uptime_seconds",
+    "Seconds since the session's current connection was established (0 when not connected).",
+    GAUGE,
+    S,
+);
+const SESSION_RESTARTS: Spec = spec(
+    "session_restarts_total",
+    "Times the supervisor restarted the session's actor.",
+    COUNTER,
+    S,
+);
+const RECEIVED: Spec = spec(
+    "messages_received_total",
+    "Messages received by the session.",
+    COUNTER,
+    S,
+);
+const RECEIVED_BYTES: Spec = spec(
+    "received_bytes_total",
+    "Payload bytes received by the session.",
+    COUNTER,
+    S,
+);
+const SENT: Spec = spec(
+    "messages_sent_total",
+    "Messages sent by the session (QoS 0 written, QoS 1 and 2 acknowledged).",
+    COUNTER,
+    S,
+);
+const SENT_BYTES: Spec = spec(
+    "sent_bytes_total",
+    "Payload bytes sent by the session.",
+    COUNTER,
+    S,
+);
+const ATTEMPTS: Spec = spec(
+    "connection_attempts_total",
+    "Connection attempts of the session (one per broker tried).",
+    COUNTER,
+    S,
+);
+const RECONNECTS: Spec = spec(
+    "reconnects_total",
+    "Connections the session established after its first one.",
+    COUNTER,
+    S,
+);
+const ERRORS: Spec = spec(
+    "connection_errors_total",
+    "Failed connection attempts and lost connections of the session, by kind.",
+    COUNTER,
+    &[LABEL_SESSION, "kind"],
+);
+const PENDING: Spec = spec(
+    "pending_messages",
+    "QoS 1 and 2 publishes of the session waiting to be sent or acknowledged.",
+    GAUGE,
+    S,
+);
+const INFLIGHT: Spec = spec(
+    "inflight_messages",
+    "QoS 1 and 2 publishes of the session sent and not yet acknowledged.",
+    GAUGE,
+    S,
+);
+const DROPPED: Spec = spec("dropped_messages_total", "Messages the session dropped, by reason: oversized (incoming above max_message_size), disconnect (QoS 0 publish not written before the connection ended), consumer_full (QoS 0 message for a full receiver).", COUNTER, &[LABEL_SESSION, "reason"]);
+const LAST_MESSAGE: Spec = spec(
+    "last_message_timestamp_seconds",
+    "Unix time of the last message the session received.",
+    GAUGE,
+    S,
+);
+const ACK_LATENCY: Spec = spec(
+    "publish_ack_latency_seconds",
+    "Time from writing a QoS 1 or 2 publish to its acknowledgement (PUBACK or PUBCOMP).",
+    HISTOGRAM,
+    S,
+);
+const HANDLER_PANICS: Spec = spec(
+    "event_handler_panics_total",
+    "Event handler calls that panicked.",
+    COUNTER,
+    &[],
+);
+const EVENTS_DROPPED: Spec = spec(
+    "events_dropped_total",
+    "Events not handed to event handlers because their queue was full.",
+    COUNTER,
+    &[],
+);
+const ROUTE_DELIVERED: Spec = spec(
+    "route_delivered_total",
+    "Messages delivered to the route's target.",
+    COUNTER,
+    &["route"],
+);
+const ROUTE_DROPPED: Spec = spec(
+    "route_dropped_total",
+    "Messages the route dropped, by reason: full (bounded target full), panic (handler panicked).",
+    COUNTER,
+    &["route", "reason"],
+);
+const ROUTE_LAST_MESSAGE: Spec = spec(
+    "route_last_message_timestamp_seconds",
+    "Unix time of the last message delivered to the route.",
+    GAUGE,
+    &["route"],
+);
+
+const SPECS: &[&Spec] = &[
+    &BUILD_INFO,
+    &SESSIONS,
+    &SESSION_UP,
+    &SESSION_STATE,
+    &SESSION_READY,
+    &SESSION_UPTIME,
+    &SESSION_RESTARTS,
+    &RECEIVED,
+    &RECEIVED_BYTES,
+    &SENT,
+    &SENT_BYTES,
+    &ATTEMPTS,
+    &RECONNECTS,
+    &ERRORS,
+    &PENDING,
+    &INFLIGHT,
+    &DROPPED,
+    &LAST_MESSAGE,
+    &ACK_LATENCY,
+    &HANDLER_PANICS,
+    &EVENTS_DROPPED,
+    &ROUTE_DELIVERED,
+    &ROUTE_DROPPED,
+    &ROUTE_LAST_MESSAGE,
+];
+
+/// Every metric family name the manager exposes, with `prefix` (histograms without their
+/// `_bucket`, `_sum` and `_count` suffixes).
+pub fn metric_names(prefix: &str) -> Vec<String> {
+    SPECS
+        .iter()
+        .map(|s| format!("{prefix}_{}", s.name))
+        .collect()
+}
+
+/// Reads every session's counters when scraped. See the [module docs](super).
+pub(crate) struct SessionsCollector {
+    names: Vec<String>,
+    descs: Vec<Desc>,
+    sources: Arc<Sources>,
+}
+
+impl SessionsCollector {
+    pub(crate) fn new(prefix: &str, sources: Arc<Sources>) -> prometheus::Result<Self> {
+        let mut names = Vec::new();
+        let mut descs = Vec::new();
+        for s in SPECS {
+            let name = format!("{prefix}_{}", s.name);
+            descs.push(Desc::new(
+                name.clone(),
+                s.help.to_string(),
+                s.labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )?);
+            names.push(name);
+        }
+        Ok(SessionsCollector {
+            names,
+            descs,
+            sources,
+        })
+    }
+}
+
+/// What the collector reads of one session.
+struct Row {
+    name: String,
+    status: SessionStatus,
+    counters: Arc<crate::session::counters::SessionCounters>,
+    consumer_dropped: u64,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn value_metric(kind: MetricType, labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels);
+    if kind == COUNTER {
+        let mut c = Counter::default();
+        c.set_value(v);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    }
+    m
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> f64 {
+    a.load(std::sync::atomic::Ordering::Relaxed) as f64
+}
+
+impl SessionsCollector {
+    fn family(&self, i: usize, metrics: Vec<Metric>) -> MetricFamily {
+        let s = SPECS[i];
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.names[i].clone());
+        mf.set_help(s.help.to_string());
+        mf.set_field_type(s.kind);
+        mf.set_metric(metrics);
+        mf
+    }
+
+    /// One value per session, labelled with the session only.
+    fn per_session(rows: &[Row], kind: MetricType, f: impl Fn(&Row) -> Option<f64>) -> Vec<Metric> {
+        rows.iter()
+            .filter_map(|r| {
+                f(r).map(|v| value_metric(kind, labels(&[(LABEL_SESSION, &r.name)]), v))
+            })
+            .collect()
+    }
+
+    fn histogram(r: &Row) -> Metric {
+        let snap = r.counters.ack_latency.snapshot();
+        let mut h = Histogram::default();
+        h.set_sample_count(snap.count);
+        h.set_sample_sum(snap.sum_seconds);
+        h.set_bucket(
+            LATENCY_BUCKETS
+                .iter()
+                .zip(snap.cumulative)
+                .map(|(&le, c)| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(le);
+                    b.set_cumulative_count(c);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_label(labels(&[(LABEL_SESSION, &r.name)]));
+        m.set_histogram(h);
+        m
+    }
+}
+
+impl Collector for SessionsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let src = &self.sources;
+        let rows: Vec<Row> = src
+            .sessions
+            .load()
+            .values()
+            .map(|h| Row {
+                name: h.name().to_string(),
+                status: h.status(),
+                counters: Arc::clone(&h.counters),
+                consumer_dropped: h.dropped_messages(),
+            })
+            .collect();
+        let routes = src.route_stats();
+        let mut out = Vec::with_capacity(self.names.len());
+        for (i, s) in SPECS.iter().enumerate() {
+            let k = s.kind;
+            let metrics = match s.name {
+                "build_info" => vec![value_metric(
+                    k,
+                    labels(&[("version", env!("CARGO_PKG_VERSION"))]),
+                    1.0,
+                )],
+                "sessions" => SessionState::ALL
+                    .iter()
+                    .map(|st| {
+                        let n = rows.iter().filter(|r| r.status.state == *st).count();
+                        value_metric(k, labels(&[("state", st.as_str())]), n as f64)
+                    })
+                    .collect(),
+                "session_up" => Self::per_session(&rows, k, |r| {
+                    Some(f64::from(u8::from(r.status.broker.is_some())))
+                }),
+                "session_state" => {
+                    Self::per_session(&rows, k, |r| Some(f64::from(r.status.state.code())))
+                }
+                "session_ready" => {
+                    Self::per_session(&rows, k, |r| Some(f64::from(u8::from(r.status.ready))))
+                }
+                "session_uptime_seconds" => Self::per_session(&rows, k, |r| {
+                    Some(crate::session::counters::uptime_seconds(&r.status))
+                }),
+                "session_restarts_total" => {
+                    Self::per_session(&rows, k, |r| Some(f64::from(r.status.restarts)))
+                }
+                "messages_received_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.messages_received)))
+                }
+                "received_bytes_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.bytes_received)))
+                }
+                "messages_sent_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.messages_sent)))
+                }
+                "sent_bytes_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.bytes_sent)))
+                }
+                "connection_attempts_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.connection_attempts)))
+                }
+                "reconnects_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.reconnects)))
+                }
+                "connection_errors_total" => rows
+                    .iter()
+                    .flat_map(|r| {
+                        ErrorKind::ALL.iter().map(move |kind| {
+                            value_metric(
+                                k,
+                                labels(&[(LABEL_SESSION, &r.name), ("kind", kind.as_str())]),
+                                r.counters.errors_of(*kind) as f64,
+                            )
+                        })
+                    })
+                    .collect(),
+                "pending_messages" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.pending)))
+                }
+                "inflight_messages" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.inflight)))
+                }
+                "dropped_messages_total" => rows
+                    .iter()
+                    .flat_map(|r| {
+                        [
+                            ("oversized", load(&r.counters.dropped_oversized)),
+                            ("disconnect", load(&r.counters.dropped_on_disconnect)),
+                            ("consumer_full", r.consumer_dropped as f64),
+                        ]
+                        .map(|(reason, v)| {
+                            value_metric(
+                                k,
+                                labels(&[(LABEL_SESSION, &r.name), ("reason", reason)]),
+                                v,
+                            )
+                        })
+                    })
+                    .collect(),
+                "last_message_timestamp_seconds" => {
+                    Self::per_session(&rows, k, |r| r.counters.last_message_timestamp_seconds())
+                }
+                "publish_ack_latency_seconds" => rows.iter().map(Self::histogram).collect(),
+                "event_handler_panics_total" => {
+                    vec![value_metric(k, Vec::new(), src.bus.handler_panics() as f64)]
+                }
+                "events_dropped_total" => {
+                    vec![value_metric(k, Vec::new(), src.bus.dropped() as f64)]
+                }
+                "route_delivered_total" => routes
+                    .iter()
+                    .map(|r| value_metric(k, labels(&[("route", &r.name)]), r.delivered as f64))
+                    .collect(),
+                "route_dropped_total" => routes
+                    .iter()
+                    .flat_map(|r| {
+                        [("full", r.dropped_full), ("panic", r.dropped_panic)].map(|(reason, v)| {
+                            value_metric(
+                                k,
+                                labels(&[("route", &r.name), ("reason", reason)]),
+                                v as f64,
+                            )
+                        })
+                    })
+                    .collect(),
+                "route_last_message_timestamp_seconds" => routes
+                    .iter()
+                    .filter_map(|r| {
+                        r.last_message_timestamp_seconds
+                            .map(|t| value_metric(k, labels(&[("route", &r.name)]), t))
+                    })
+                    .collect(),
+                other => {
+                    tracing::error!(family = other, "metric family without a collector arm");
+                    Vec::new()
+                }
+            };
+            out.push(self.family(i, metrics));
+        }
+        out
+    }
+}

@@ -1,0 +1,132 @@
+//! [`RateWindow`]: message and byte rates from periodic samples of monotonic totals,
+//! on the monotonic clock ([`Instant`]). A plain type: the caller passes the time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How far back a rate looks: the rate is the change since the newest sample at least
+/// this old (or the oldest sample, if younger).
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Minimum spacing of samples.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// The shortest time a rate is averaged over: younger windows divide by this instead, so
+/// that a burst just after a start does not show as a huge rate.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+
+/// The totals a rate is computed for: messages received, bytes received, messages sent,
+/// bytes sent.
+pub type Totals = [u64; 4];
+
+/// Recent samples of [`Totals`].
+#[derive(Debug, Clone)]
+pub struct RateWindow {
+    samples: VecDeque<(Instant, Totals)>,
+}
+
+impl RateWindow {
+    /// A window whose first sample is all zeros at `start`.
+    pub fn new(start: Instant) -> Self {
+        let mut samples = VecDeque::with_capacity(8);
+        samples.push_back((start, [0; 4]));
+        RateWindow { samples }
+    }
+
+    /// Records `totals` at `now` if the newest sample is at least [`SAMPLE_EVERY`] old,
+    /// and forgets samples no rate needs any more.
+    pub fn record(&mut self, now: Instant, totals: Totals) {
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= SAMPLE_EVERY);
+        if due {
+            self.samples.push_back((now, totals));
+        }
+        // Keep the newest sample that is at least RATE_WINDOW old, drop older ones.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per-second rates of `totals` at `now`, over the window (at least [`MIN_WINDOW`]).
+    pub fn rates(&self, now: Instant, totals: Totals) -> [f64; 4] {
+        let base = self
+            .samples
+            .iter()
+            .rev()
+            .find(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
+            .or_else(|| self.samples.front());
+        let Some((t, old)) = base else {
+            return [0.0; 4];
+        };
+        let dt = now
+            .saturating_duration_since(*t)
+            .max(MIN_WINDOW)
+            .as_secs_f64();
+        let mut out = [0.0; 4];
+        for ((o, new), old) in out.iter_mut().zip(totals).zip(old) {
+            *o = new.saturating_sub(*old) as f64 / dt;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn a_young_window_divides_by_the_minimum_window() {
+        let t0 = Instant::now();
+        let w = RateWindow::new(t0);
+        assert_eq!(
+            w.rates(t0 + secs(0.1), [10, 100, 0, 0]),
+            [10.0, 100.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            w.rates(t0 + secs(2.0), [10, 100, 4, 0]),
+            [5.0, 50.0, 2.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn rates_cover_the_last_window_once_enough_samples_exist() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(t0);
+        // 100 messages/s for 10 s, then 10 messages/s.
+        let mut n = 0;
+        for s in 1..=10 {
+            n += 100;
+            w.record(t0 + secs(f64::from(s)), [n, 0, 0, 0]);
+        }
+        for s in 11..=20 {
+            n += 10;
+            w.record(t0 + secs(f64::from(s)), [n, 0, 0, 0]);
+        }
+        let r = w.rates(t0 + secs(20.0), [n, 0, 0, 0]);
+        assert!((r[0] - 10.0).abs() < 1e-9, "{r:?}");
+        assert!(
+            w.samples.len() <= 8,
+            "old samples are forgotten: {}",
+            w.samples.len()
+        );
+    }
+
+    #[test]
+    fn samples_closer_than_the_sampling_period_are_not_kept() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(t0);
+        for ms in 1..100 {
+            w.record(t0 + Duration::from_millis(ms), [ms, 0, 0, 0]);
+        }
+        assert_eq!(w.samples.len(), 1);
+    }
+}
