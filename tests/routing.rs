@@ -448,3 +448,46 @@ async fn routes_on_unknown_sessions_and_bad_filters_are_refused() {
     assert!(matches!(e, mqtt_sessions::Error::DuplicateRoute(_)), "{e}");
     m.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn route_figures_appear_in_the_metrics_and_vanish_when_the_route_stops() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("rm", &broker.url())).await.unwrap();
+    m.wait_for_session("rm", T).await.unwrap();
+    let l = m
+        .route("met/#")
+        .name("meter")
+        .qos(QoS::AtMostOnce)
+        .capacity(2)
+        .listen()
+        .await
+        .unwrap();
+    publish_many(broker.port(), "met/x", 5, 0);
+    assert!(
+        poll_until_async(T, || {
+            let s = l.route().stats();
+            async move { s.delivered + s.dropped_full == 5 }
+        })
+        .await
+    );
+    let text = m.metrics_text();
+    assert!(
+        text.contains(r#"mqtt_sessions_route_delivered_total{route="meter"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"mqtt_sessions_route_dropped_total{route="meter",reason="full"} 3"#),
+        "{text}"
+    );
+    drop(l);
+    assert!(
+        poll_until_async(T, || {
+            let t = m.metrics_text();
+            async move { !t.contains("route=\"meter\"") }
+        })
+        .await
+    );
+    m.shutdown().await;
+}
