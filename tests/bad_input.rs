@@ -55,6 +55,9 @@ impl Catalogue {
     }
 }
 
+/// Recognises the expected options error.
+type OptionsCheck = Box<dyn Fn(&OptionsError) -> bool>;
+
 fn opts(name: &str) -> SessionOptions {
     SessionOptions::new(name, "mqtt://127.0.0.1:1")
 }
@@ -254,7 +257,7 @@ async fn every_bad_input_gives_its_typed_error() {
     );
 
     // --- session options ---
-    let bad_options: Vec<(&str, SessionOptions, Box<dyn Fn(&OptionsError) -> bool>)> = vec![
+    let bad_options: Vec<(&str, SessionOptions, OptionsCheck)> = vec![
         (
             "empty name",
             opts(""),

@@ -25,7 +25,7 @@
 //! The binaries come from Debian's `mosquitto` and `mosquitto-clients`
 //! packages; `scripts/test` installs them.
 #![allow(dead_code)]
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, unused_imports)]
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod certs;
