@@ -71,6 +71,8 @@ async fn child_process() {
                 .listen()
                 .await
                 .unwrap();
+            // An unnamed route: not durable, so the next process unsubscribes its filter.
+            let _unnamed = m.listen_to("sub", "stale/#").await.unwrap();
             m.wait_for_session("sub", T).await.unwrap();
             println!("subscribed {}", l.route().name());
             loop {
@@ -262,6 +264,14 @@ async fn a_durable_route_receives_what_was_published_while_its_process_was_down(
     for i in 0..50 {
         assert!(got.contains(&i.to_string()), "message {i} lost: {got:?}");
     }
+    // The filter only an unnamed route wanted was unsubscribed at the broker.
+    assert!(
+        broker
+            .wait_for_log_async("Received UNSUBSCRIBE from sub-cid", T)
+            .await,
+        "{}",
+        broker.log()
+    );
 }
 
 #[actix_rt::test]

@@ -82,10 +82,21 @@ impl RouterActor {
                 return;
             }
         };
+        let addr = self.sessions.get(session).cloned();
         for sub in saved {
             let Ok(filter) = TopicFilter::new(sub.filter.as_str()) else {
                 continue;
             };
+            if sub.routes.is_empty() {
+                // Only unnamed routes wanted it, and they ended with the previous process;
+                // a persistent session's broker still has it, so unsubscribe.
+                if let Some(addr) = &addr {
+                    addr.do_send(crate::session::Unsubscribe {
+                        filter: filter.clone(),
+                    });
+                }
+                continue;
+            }
             let qos = QoS::try_from(sub.qos).unwrap_or(QoS::AtLeastOnce);
             for name in sub.routes {
                 if self
@@ -182,14 +193,16 @@ impl RouterActor {
                 .filter(|r| r.named && r.scope.covers(session))
                 .map(|r| &**r)
                 .collect();
-            if routes.is_empty() {
+            // Every filter the session is subscribed to is saved; those without a named
+            // route (routes: []) are unsubscribed after a restart.
+            let Some(qos) = self
+                .subscribed
+                .get(session)
+                .and_then(|subs| subs.get(filter))
+                .copied()
+            else {
                 continue;
-            }
-            let qos = routes
-                .iter()
-                .map(|r| r.qos)
-                .max()
-                .unwrap_or(QoS::AtLeastOnce);
+            };
             let mut names: Vec<String> = routes.iter().map(|r| r.name.to_string()).collect();
             names.sort();
             names.dedup();

@@ -150,6 +150,8 @@ pub struct SessionActor {
     durable_batch: Vec<(Publish, Responder)>,
     /// Publishes in the group commit being written now.
     durable_writing: usize,
+    /// Filters to UNSUBSCRIBE at the next connect (persistent sessions).
+    stale_filters: std::collections::BTreeSet<String>,
     meta: SessionMeta,
     restarts: u32,
     closed: bool,
@@ -211,6 +213,7 @@ impl SessionActor {
             on_disconnect_written: None,
             durable_batch: Vec::new(),
             durable_writing: 0,
+            stale_filters: std::collections::BTreeSet::new(),
             meta,
             restarts: 0,
             closed: false,
@@ -404,6 +407,18 @@ impl SessionActor {
     }
 
     fn restore_subscriptions(&mut self, session_present: bool) {
+        let stale: Vec<String> = std::mem::take(&mut self.stale_filters)
+            .into_iter()
+            .filter(|f| !self.subscriptions.contains_key(f))
+            .collect();
+        if let (Some(client), true) = (&self.client, session_present) {
+            for f in stale {
+                tracing::info!(session = %self.name, filter = %f, "unsubscribing a filter no longer wanted");
+                if let Err(e) = client.try_unsubscribe(f.as_str()) {
+                    tracing::warn!(session = %self.name, filter = %f, error = %e, "cannot queue UNSUBSCRIBE");
+                }
+            }
+        }
         if !session_present {
             if !self.p.opts.connect.resume_subscriptions && self.ever_connected {
                 if !self.subscriptions.is_empty() {
@@ -883,12 +898,18 @@ impl Handler<Unsubscribe> for SessionActor {
             .is_some_and(|s| s.confirmed || self.state == SessionState::Connected);
         self.publish_status();
         if was_sent || !self.p.opts.connect.clean_session {
-            if let Some(client) = &self.client {
-                if self.state == SessionState::Connected {
+            match &self.client {
+                Some(client) if self.state == SessionState::Connected => {
                     if let Err(e) = client.try_unsubscribe(msg.filter.as_str()) {
                         tracing::warn!(session = %self.name, filter = %msg.filter, error = %e, "cannot queue UNSUBSCRIBE");
                     }
                 }
+                // A persistent session's broker keeps its subscriptions while we are away:
+                // unsubscribe at the next connect.
+                _ if !self.p.opts.connect.clean_session => {
+                    self.stale_filters.insert(msg.filter.as_str().to_string());
+                }
+                _ => {}
             }
         }
         Ok(())
