@@ -43,8 +43,12 @@
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod manager;
 pub mod message;
 pub mod options;
