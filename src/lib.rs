@@ -40,6 +40,10 @@
 //!   async task, actix actor, channel).
 //! - [`topic`]: topic name and filter validation and matching.
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
+//! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
+//!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful
+//!   shutdown, the embedded broker (feature `embedded-broker`), systemd notification.
+//! - `http` (feature `http`): the daemon's HTTP endpoints (`/healthz`, `/readyz`, `/sessions`).
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 

@@ -256,7 +256,9 @@ async fn sighup_applies_a_changed_rule_keeps_untouched_sessions_and_survives_a_b
     d.signal("HUP");
     assert!(
         poll_until_async(T, || {
-            let refused = d.stderr().contains("configuration reload refused");
+            let log = d.stderr();
+            let refused = log.contains("configuration reload refused")
+                && log.contains("config_reload_failures=1");
             async move { refused }
         })
         .await,

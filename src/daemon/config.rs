@@ -2,7 +2,7 @@
 //! subscriptions, forwarding rules, the HTTP endpoint, the embedded broker and the store.
 //!
 //! [`Config::load`] reads, parses (`deny_unknown_fields` everywhere) and validates a file
-//! (see [`validate`](super::validate)); every error is a [`ConfigError`] naming the file,
+//! (see `validate.rs`); every error is a [`ConfigError`] naming the file,
 //! the line and column, and the reason.
 
 use std::net::SocketAddr;

@@ -29,7 +29,8 @@ pub fn init(verbosity: u8, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new(default_filter(verbosity)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -176,8 +176,9 @@ async fn reload(running: &mut Running) {
     let new = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            running.note_reload(false);
-            tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps running");
+            let failures = running.note_reload(false);
+            tracing::error!(error = %e, config_reload_failures = failures,
+                "configuration reload refused; the previous configuration keeps running");
             return;
         }
     };

@@ -1,4 +1,4 @@
-//! [`Running`]: what the daemon runs for a configuration (sessions, subscription routes,
+//! `Running`: what the daemon runs for a configuration (sessions, subscription routes,
 //! forwarding rules), and how it moves to another configuration on reload: only the
 //! sessions and rules whose configuration changed are restarted.
 
@@ -198,12 +198,13 @@ impl Running {
         futures_util::future::join_all(rules.into_values().map(|r| r.stop(grace))).await;
     }
 
-    pub(crate) fn note_reload(&self, ok: bool) {
+    /// Counts a reload; returns the new count of its kind.
+    pub(crate) fn note_reload(&self, ok: bool) -> u64 {
         let counter = if ok {
             &self.stats.config_reloads
         } else {
             &self.stats.config_reload_failures
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
