@@ -13,6 +13,7 @@
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod config;
+pub mod error;
 mod explain;
 pub mod forward;
 pub mod logging;
