@@ -51,9 +51,15 @@
 //!   `/healthz`, `/readyz` and `/sessions`, to mount on an application's `App` or serve
 //!   on their own (loopback by default).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
+//! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
+//!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful
+//!   shutdown, the embedded broker (feature `embedded-broker`), systemd notification.
+//! - `http` (feature `http`): the daemon's HTTP endpoints (`/healthz`, `/readyz`, `/sessions`).
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]

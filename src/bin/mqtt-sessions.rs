@@ -1,29 +1,112 @@
-//! The `mqtt-sessions` daemon (command-line front end).
-//!
-//! The daemon (config file, forwarding rules, HTTP endpoints) is not built yet; this
-//! binary prints its version and says so.
+//! `mqtt-sessions`: the daemon's command line. Parses the arguments and calls into
+//! [`mqtt_sessions::daemon`], where all the logic lives.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mqtt_sessions::daemon::{self, logging, status, Config, EX_CONFIG};
+
+/// Many MQTT sessions, their subscriptions and forwarding rules, from one TOML file.
+#[derive(Debug, Parser)]
+#[command(name = "mqtt-sessions", version, about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the sessions and rules of a config file until SIGINT/SIGTERM (SIGHUP reloads).
+    Run {
+        /// The TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validates a config file and explains what it would run (exit 78 if invalid).
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Prints an annotated example config (accepted by check-config).
+    PrintConfig,
+    /// Asks a running daemon for its sessions and prints a table.
+    Status {
+        /// Base URL of the daemon's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9883")]
+        url: String,
+        /// Seconds between the two samples the rates are computed from (0: no rates).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+}
 
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version" | "-V") => {
-            #[expect(clippy::print_stdout, reason = "command-line output")]
-            {
-                println!("mqtt-sessions {}", env!("CARGO_PKG_VERSION"));
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.log_format);
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => out(&c.explain()),
+            Err(e) => fail(EX_CONFIG, &e),
+        },
+        Command::PrintConfig => out(daemon::DEFAULT_CONFIG),
+        Command::Status { url, interval } => {
+            let wait = Duration::try_from_secs_f64(interval).unwrap_or_default();
+            let before = if wait.is_zero() {
+                None
+            } else {
+                match status::sessions(&url) {
+                    Ok(rows) => {
+                        std::thread::sleep(wait);
+                        Some(rows)
+                    }
+                    Err(e) => return fail(69, &e),
+                }
+            };
+            match status::sessions(&url) {
+                Ok(rows) => out(&status::table(&rows, before.as_deref().map(|b| (b, wait)))),
+                Err(e) => fail(69, &e),
             }
-            ExitCode::SUCCESS
-        }
-        _ => {
-            #[expect(clippy::print_stderr, reason = "command-line output")]
-            {
-                eprintln!(
-                    "mqtt-sessions {}: the daemon is not implemented yet; use the library",
-                    env!("CARGO_PKG_VERSION")
-                );
-            }
-            ExitCode::from(64)
         }
     }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(EX_CONFIG, &e),
+    };
+    let result = actix_rt::System::new().block_on(async move {
+        let shutdown = daemon::signals::terminate().map_err(daemon::DaemonError::Signals)?;
+        daemon::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.exit_code(), &e),
+    }
+}
+
+fn out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn fail(code: u8, err: &dyn std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "mqtt-sessions: error: {err}");
+    ExitCode::from(code)
 }

@@ -1,0 +1,339 @@
+//! The daemon's TOML configuration: sessions (the library's option types), their
+//! subscriptions, forwarding rules, the HTTP endpoint, the embedded broker and the store.
+//!
+//! [`Config::load`] reads, parses (`deny_unknown_fields` everywhere) and validates a file
+//! (see `validate.rs`); every error is a [`ConfigError`] naming the file,
+//! the line and column, and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use super::error::{ConfigError, ConfigErrorKind};
+use super::size::ByteSize;
+use crate::message::QoS;
+use crate::options::{
+    ConnectOptions, PerformanceOptions, Protocol, ReconnectOptions, Secret, SessionOptions,
+    TlsOptions,
+};
+
+/// The annotated default configuration printed by `mqtt-sessions print-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../examples/gateway.toml");
+
+/// A daemon configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How long a graceful shutdown (SIGINT/SIGTERM) may take before the daemon exits
+    /// anyway. Default 10 s.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// The sled store; absent: state is kept in memory only.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
+    /// The HTTP endpoints (`/healthz`, `/readyz`, `/sessions`, `/metrics`); absent: none.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// An MQTT broker run inside the daemon; absent: none.
+    #[serde(default)]
+    pub embedded_broker: Option<EmbeddedBrokerConfig>,
+    /// The MQTT sessions.
+    #[serde(default)]
+    pub sessions: Vec<SessionConfig>,
+    /// Forwarding rules.
+    #[serde(default)]
+    pub forward: Vec<ForwardConfig>,
+    /// The file this configuration was read from (reloaded on SIGHUP).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+    /// Things that are allowed but unwise (an inline password, ...), found by validation.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the sled database (created when missing); absent: in memory.
+    #[serde(default)]
+    pub path: Option<Spanned<PathBuf>>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Default `127.0.0.1:9883` (loopback only).
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9883))
+}
+
+/// `[embedded_broker]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// Address of its MQTT 3.1.1 listener. Default `127.0.0.1:1883`.
+    #[serde(default = "default_broker_listen")]
+    pub listen: SocketAddr,
+    /// Largest payload it accepts. Default `"256KiB"`.
+    #[serde(default = "default_broker_max_message_size")]
+    pub max_message_size: ByteSize,
+    /// Most client connections at once. Default 1000.
+    #[serde(default = "default_broker_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_broker_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_broker_max_message_size() -> ByteSize {
+    ByteSize(256 * 1024)
+}
+fn default_broker_max_connections() -> usize {
+    1000
+}
+
+/// `[[sessions]]`: the library's [`SessionOptions`], plus where the password comes from
+/// and the session's subscriptions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Unique session name (`[A-Za-z0-9_.-]`, 1 to 128 characters).
+    pub name: Spanned<String>,
+    /// Broker URLs, tried in order on every connection attempt.
+    pub brokers: Vec<String>,
+    /// MQTT client id; generated when absent.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Inline password: accepted with a warning; prefer `password_file` or `password_env`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (one line; a trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// An environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<Spanned<String>>,
+    /// Connection behaviour.
+    #[serde(default)]
+    pub connect: ConnectOptions,
+    /// Reconnect backoff.
+    #[serde(default)]
+    pub reconnect: ReconnectOptions,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: Option<TlsOptions>,
+    /// Queue sizes, limits and timeouts.
+    #[serde(default)]
+    pub performance: PerformanceConfig,
+    /// MQTT protocol version (`"3.1.1"` or `"5"`).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `[[sessions.subscriptions]]`: filters this session subscribes to (each a route
+    /// that logs at debug level and counts).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// The password, once read from wherever it comes from (set by validation).
+    #[serde(skip)]
+    pub(crate) resolved_password: Option<Secret>,
+}
+
+/// [`PerformanceOptions`] as written in a config file (`max_message_size` takes units).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Capacity of each message channel. Default 100.
+    pub message_channel_size: usize,
+    /// Largest payload sent or accepted (`"32KiB"` or bytes). Default 32 KiB.
+    pub max_message_size: ByteSize,
+    /// QoS >= 1 publishes that may wait for a connection or an acknowledgement. Default 1000.
+    pub max_pending_messages: usize,
+    /// QoS >= 1 publishes in flight. Default 100.
+    pub inflight: u16,
+    /// How long a publish may wait for its acknowledgement. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Silence after which a connection is replaced. Default 1.5 x keep-alive.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        let d = PerformanceOptions::default();
+        PerformanceConfig {
+            message_channel_size: d.message_channel_size,
+            max_message_size: ByteSize(d.max_message_size),
+            max_pending_messages: d.max_pending_messages,
+            inflight: d.inflight,
+            write_timeout: d.write_timeout,
+            read_timeout: d.read_timeout,
+        }
+    }
+}
+
+impl From<&PerformanceConfig> for PerformanceOptions {
+    fn from(p: &PerformanceConfig) -> Self {
+        PerformanceOptions {
+            message_channel_size: p.message_channel_size,
+            max_message_size: p.max_message_size.bytes(),
+            max_pending_messages: p.max_pending_messages,
+            inflight: p.inflight,
+            write_timeout: p.write_timeout,
+            read_timeout: p.read_timeout,
+        }
+    }
+}
+
+/// `[[sessions.subscriptions]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Topic filter (`sensors/#`, `$share/group/jobs/+`).
+    pub filter: Spanned<String>,
+    /// Subscription QoS. Default 1.
+    #[serde(default = "default_qos")]
+    pub qos: QoS,
+}
+
+fn default_qos() -> QoS {
+    QoS::AtLeastOnce
+}
+
+fn default_template() -> Spanned<String> {
+    Spanned::new(0..0, "{topic}".to_string())
+}
+
+/// `[[forward]]`: copy what matches `filter` on session `from` to session `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Unique rule name (`[A-Za-z0-9_.-]`).
+    pub name: Spanned<String>,
+    /// The session the messages come from.
+    pub from: Spanned<String>,
+    /// The topic filter on `from` (subscribed at QoS 1).
+    pub filter: Spanned<String>,
+    /// The session the messages are published through.
+    pub to: Spanned<String>,
+    /// Output topic: `{topic}` is the incoming topic, `{session}` the `from` session.
+    /// Default `"{topic}"`.
+    #[serde(default = "default_template")]
+    pub topic: Spanned<String>,
+    /// QoS of the forwarded publish. Default 1 (at least once).
+    #[serde(default = "default_qos")]
+    pub qos: QoS,
+    /// Retain flag of the forwarded publish. Default false.
+    #[serde(default)]
+    pub retain: bool,
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            location: None,
+            reason: Box::new(ConfigErrorKind::Read(e)),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and is
+    /// remembered for reloads (relative `password_file`s are resolved against its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            location: e.span().map(|s| line_col(text, s.start)),
+            reason: Box::new(ConfigErrorKind::Syntax(e.message().trim_end().to_string())),
+        })?;
+        config.path = Some(path.to_path_buf());
+        super::validate::validate(&mut config).map_err(|(span, reason)| ConfigError {
+            file: path.to_path_buf(),
+            location: span.map(|s| line_col(text, s.start)),
+            reason: Box::new(reason),
+        })?;
+        Ok(config)
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+impl SessionConfig {
+    /// The library options of this session (the password as resolved by validation).
+    pub fn options(&self) -> SessionOptions {
+        let mut o = SessionOptions::new(self.name.get_ref().clone(), String::new());
+        o.brokers = self.brokers.clone();
+        o.client_id = self.client_id.clone();
+        o.username = self.username.clone();
+        o.password = self.resolved_password.clone().or(self.password.clone());
+        o.connect = self.connect.clone();
+        o.reconnect = self.reconnect.clone();
+        o.tls = self.tls.clone();
+        o.performance = PerformanceOptions::from(&self.performance);
+        o.protocol = self.protocol;
+        o
+    }
+
+    /// The session's name.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+}
+
+/// Line and column (from 1; the column counts characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_from_one() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, 9), (2, 4));
+    }
+
+    #[test]
+    fn the_default_config_is_valid() {
+        let c = Config::parse(DEFAULT_CONFIG, Path::new("gateway.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sessions.len(), 2);
+        assert_eq!(c.forward.len(), 1);
+    }
+}

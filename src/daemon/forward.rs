@@ -1,0 +1,219 @@
+//! Forwarding rules: what matches a filter on one session is published through another,
+//! at least once.
+//!
+//! A rule is a route on its `from` session (subscribed at QoS 1) whose async handler
+//! awaits the `to` session's publish completion (PUBACK for QoS >= 1) before it returns.
+//! The route's queue is bounded, and the source session acknowledges a QoS >= 1 message to
+//! its broker only once the route accepted it, so a slow target slows the source instead
+//! of losing messages. A failed publish that may succeed later (queue full, target being
+//! restarted) is retried with a growing delay, never dropped; only a publish that can
+//! never succeed (payload too large for the target, ...) is dropped and counted.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use super::config::ForwardConfig;
+use super::template::Template;
+use crate::error::Error;
+use crate::manager::SessionManager;
+use crate::message::{Message, Publish, QoS};
+use crate::router::route::Route;
+
+/// First delay before retrying a failed forward.
+const RETRY_INITIAL: Duration = Duration::from_millis(50);
+/// Longest delay between retries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Capacity of a rule's route queue.
+const RULE_CAPACITY: usize = 256;
+
+/// Live counters of one forwarding rule.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    forwarded: AtomicU64,
+    retries: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A rule's counters as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ForwardStatsSnapshot {
+    /// Messages published through the target (acknowledged for QoS >= 1).
+    pub forwarded: u64,
+    /// Publish attempts that failed and were retried.
+    pub retries: u64,
+    /// Messages given up on (cannot ever be published, or the daemon stopped first).
+    pub dropped: u64,
+}
+
+impl ForwardStats {
+    /// A snapshot.
+    pub fn snapshot(&self) -> ForwardStatsSnapshot {
+        ForwardStatsSnapshot {
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A running rule: its route and the means to stop it.
+#[derive(Debug)]
+pub struct RunningRule {
+    config: ForwardConfig,
+    route: Option<Route>,
+    /// Resolves (with an error) once the route's handler is gone: the queue is drained.
+    done: oneshot::Receiver<()>,
+    cancel: watch::Sender<bool>,
+    stats: Arc<ForwardStats>,
+}
+
+/// What one rule's handler needs.
+struct Forwarder {
+    rule: String,
+    manager: SessionManager,
+    to: String,
+    template: Template,
+    qos: QoS,
+    retain: bool,
+    stats: Arc<ForwardStats>,
+    cancel: watch::Receiver<bool>,
+    /// Dropped with the handler: tells [`RunningRule::drain`] the queue is empty.
+    _done: oneshot::Sender<()>,
+}
+
+impl RunningRule {
+    /// Registers the rule's route on its source session.
+    pub async fn start(
+        manager: &SessionManager,
+        config: &ForwardConfig,
+        stats: Arc<ForwardStats>,
+    ) -> Result<RunningRule, Error> {
+        let rule = config.name.get_ref().clone();
+        let template = Template::parse(config.topic.get_ref())
+            .map_err(|reason| Error::InvalidRoute(format!("forward rule {rule:?}: {reason}")))?;
+        let (done_tx, done) = oneshot::channel();
+        let (cancel, cancel_rx) = watch::channel(false);
+        let fwd = Rc::new(Forwarder {
+            rule: rule.clone(),
+            manager: manager.clone(),
+            to: config.to.get_ref().clone(),
+            template,
+            qos: config.qos,
+            retain: config.retain,
+            stats: Arc::clone(&stats),
+            cancel: cancel_rx,
+            _done: done_tx,
+        });
+        let route = manager
+            .route(config.filter.get_ref())
+            .session(config.from.get_ref())
+            .qos(QoS::AtLeastOnce)
+            .capacity(RULE_CAPACITY)
+            .name(format!("forward.{rule}"))
+            .handle_async(move |msg| {
+                let fwd = Rc::clone(&fwd);
+                async move { fwd.forward(msg).await }
+            })
+            .await?;
+        tracing::info!(rule = %rule, from = %config.from.get_ref(), filter = %config.filter.get_ref(),
+            to = %config.to.get_ref(), topic = %config.topic.get_ref(), "forward rule started");
+        Ok(RunningRule {
+            config: config.clone(),
+            route: Some(route),
+            done,
+            cancel,
+            stats,
+        })
+    }
+
+    /// The rule as configured.
+    pub fn config(&self) -> &ForwardConfig {
+        &self.config
+    }
+
+    /// The rule's counters.
+    pub fn stats(&self) -> ForwardStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops taking messages, lets the queued ones be forwarded for up to `grace`, then
+    /// stops retrying (messages still failing then are dropped and counted).
+    pub async fn stop(mut self, grace: Duration) {
+        drop(self.route.take());
+        let drained = tokio::time::timeout(grace, &mut self.done).await.is_ok();
+        if !drained {
+            tracing::warn!(rule = %self.config.name.get_ref(), ?grace,
+                "forward rule did not drain in time; abandoning retries");
+            let _ = self.cancel.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.done).await;
+        }
+        let s = self.stats.snapshot();
+        tracing::info!(rule = %self.config.name.get_ref(), forwarded = s.forwarded,
+            retries = s.retries, dropped = s.dropped, "forward rule stopped");
+    }
+}
+
+impl Forwarder {
+    async fn forward(&self, msg: Message) {
+        let publish = Publish {
+            topic: self.template.render(&msg.topic, &msg.session),
+            payload: msg.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+        };
+        let mut delay = RETRY_INITIAL;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = match self.manager.session(&self.to) {
+                Ok(target) => target.publish(publish.clone()).await,
+                Err(e) => Err(e),
+            };
+            let err = match result {
+                // A timed-out publish stays queued in the target's outbox and is still
+                // delivered: retrying would only duplicate it.
+                Ok(()) | Err(Error::PublishTimeout { .. }) => {
+                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => e,
+            };
+            if is_permanent(&err) || *self.cancel.borrow() {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                    "message not forwarded");
+                return;
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            if attempt == 1 {
+                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                    "forward failed; retrying");
+            } else {
+                tracing::debug!(rule = %self.rule, attempt, error = %err, "forward retry failed");
+            }
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = cancel.wait_for(|c| *c) => {}
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Errors that no retry can fix.
+fn is_permanent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::PayloadTooLarge { .. }
+            | Error::Topic(_)
+            | Error::InvalidQos(_)
+            | Error::Shutdown
+            | Error::NotConnected { .. }
+    )
+}

@@ -1,0 +1,236 @@
+//! The `mqtt-sessions` daemon: runs the sessions, subscriptions and forwarding rules of a
+//! TOML file (see [`Config`]) until told to stop.
+//!
+//! [`run`] owns, for the life of the process: the [`SessionManager`], the embedded broker
+//! (`[embedded_broker]`), the HTTP endpoints (`[http]`), the running configuration
+//! ([`running`]) and the signal handling. Shutdown is a protocol: stop the rules' routes
+//! (nothing new is accepted), let the rules forward what they already accepted, shut the
+//! manager down (queued publishes flushed, DISCONNECT), stop HTTP, return — all within
+//! `shutdown_timeout`. SIGHUP re-reads the file: an invalid file is refused (logged and
+//! counted) and the old configuration keeps running; otherwise only the sessions and rules
+//! whose configuration changed are restarted.
+
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+pub mod config;
+pub mod error;
+mod explain;
+pub mod forward;
+pub mod logging;
+pub mod notify;
+pub mod running;
+pub mod signals;
+pub mod size;
+pub mod status;
+pub mod template;
+mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use self::config::{Config, ConfigError, ConfigErrorKind, DEFAULT_CONFIG};
+use self::notify::Notifier;
+pub use self::running::DaemonStats;
+use self::running::Running;
+use crate::error::Error;
+use crate::manager::SessionManager;
+
+/// `sysexits.h`'s `EX_CONFIG`: the exit code for a bad configuration file.
+pub const EX_CONFIG: u8 = 78;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The configuration file was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The session manager refused something (a session, a rule).
+    #[error("while starting: {0}")]
+    Manager(#[from] Error),
+    /// The embedded broker did not start.
+    #[cfg(feature = "embedded-broker")]
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// The `[embedded_broker]` section needs the `embedded-broker` feature.
+    #[error("[embedded_broker] is configured but this build has no embedded broker (cargo feature `embedded-broker`)")]
+    NoEmbeddedBroker,
+    /// The HTTP endpoint failed.
+    #[error("http endpoint on {addr}: {source}")]
+    Http {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+impl DaemonError {
+    /// The process exit code for this error: [`EX_CONFIG`] for a bad file, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) | DaemonError::NoEmbeddedBroker => EX_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs `config` until `shutdown` resolves (the binary passes
+/// [`signals::terminate`]; tests pass their own), then shuts down gracefully. Must run
+/// inside an actix system. SIGHUP reloads the file the configuration came from.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let notifier = Notifier::from_env();
+    let stats = Arc::new(DaemonStats::default());
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(b) = &config.embedded_broker {
+        #[cfg(feature = "embedded-broker")]
+        broker::start(b)?;
+        #[cfg(not(feature = "embedded-broker"))]
+        {
+            let _ = b;
+            return Err(DaemonError::NoEmbeddedBroker);
+        }
+    }
+    let mut hup = signals::hangup().map_err(DaemonError::Signals)?;
+    let mut builder = SessionManager::builder();
+    if let Some(store) = config.store.as_ref().and_then(|s| s.path.as_ref()) {
+        tracing::info!(path = %store.get_ref().display(), "opening the store");
+        builder = builder.store(store.get_ref());
+    }
+    let manager = builder.build()?;
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_addr = config.http.as_ref().map(|h| h.listen);
+    let mut http = std::pin::pin!(async {
+        match http_addr {
+            Some(addr) => {
+                let stop = async {
+                    let _ = http_stopped.await;
+                };
+                crate::http::serve(manager.clone(), addr, stop)
+                    .await
+                    .map_err(|source| DaemonError::Http { addr, source })
+            }
+            None => std::future::pending().await,
+        }
+    });
+    let timeout = config.shutdown_timeout;
+    let mut running = Running::new(manager.clone(), Arc::clone(&stats));
+    let errors = running.apply(config).await;
+    if let Some(e) = errors.into_iter().next() {
+        manager.shutdown().await;
+        return Err(e.into());
+    }
+    tracing::info!(sessions = manager.list_sessions().len(), http = ?http_addr, "daemon started");
+    let ready = actix::spawn(notify_when_ready(manager.clone(), notifier.clone()));
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => reload(&mut running).await,
+            r = &mut http => {
+                failure = r.err();
+                break;
+            }
+        }
+    }
+
+    notifier.notify("STOPPING=1");
+    ready.abort();
+    let deadline = Instant::now() + timeout;
+    tracing::info!(?timeout, "stopping: draining forwarding rules");
+    // Half the budget for the rules' queues, the rest for the sessions' outboxes.
+    running.stop(timeout / 2).await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left, manager.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("sessions did not close within the shutdown timeout");
+    }
+    for (rule, s) in stats.forward() {
+        tracing::info!(rule = %rule, forwarded = s.forwarded, retries = s.retries, dropped = s.dropped, "forward totals");
+    }
+    let _ = http_stop.send(());
+    if failure.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        if let Ok(Err(e)) = tokio::time::timeout(left, &mut http).await {
+            tracing::warn!(error = %e, "http endpoint stopped with an error");
+        }
+    }
+    tracing::info!("stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// SIGHUP: re-reads the file; a bad file leaves everything as it is.
+async fn reload(running: &mut Running) {
+    let Some(path) = running.config().and_then(|c| c.path.clone()) else {
+        tracing::warn!("SIGHUP: this configuration was not read from a file; nothing to reload");
+        return;
+    };
+    tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+    let new = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            let failures = running.note_reload(false);
+            tracing::error!(error = %e, config_reload_failures = failures,
+                "configuration reload refused; the previous configuration keeps running");
+            return;
+        }
+    };
+    for w in &new.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(old) = running.config() {
+        let fixed = [
+            ("[http]", old.http != new.http),
+            (
+                "[embedded_broker]",
+                old.embedded_broker != new.embedded_broker,
+            ),
+            ("[store]", old.store != new.store),
+            (
+                "shutdown_timeout",
+                old.shutdown_timeout != new.shutdown_timeout,
+            ),
+        ];
+        for (what, changed) in fixed {
+            if changed {
+                tracing::warn!(
+                    section = what,
+                    "changing this needs a restart; it is ignored until then"
+                );
+            }
+        }
+    }
+    let errors = running.apply(new).await;
+    running.note_reload(errors.is_empty());
+    for e in &errors {
+        tracing::error!(error = %e, "configuration reload: could not start");
+    }
+    tracing::info!(errors = errors.len(), "configuration reloaded");
+}
+
+/// Sends `READY=1` once every session is ready.
+async fn notify_when_ready(manager: SessionManager, notifier: Notifier) {
+    loop {
+        if manager
+            .wait_for_all_sessions(Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
+            tracing::info!("all sessions ready");
+            notifier.notify("READY=1");
+            return;
+        }
+        // A closed session fails the wait at once: do not spin.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,210 @@
+//! `Running`: what the daemon runs for a configuration (sessions, subscription routes,
+//! forwarding rules), and how it moves to another configuration on reload: only the
+//! sessions and rules whose configuration changed are restarted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::Config;
+use super::forward::{ForwardStats, ForwardStatsSnapshot, RunningRule};
+use crate::error::Error;
+use crate::manager::SessionManager;
+use crate::message::QoS;
+use crate::router::route::Route;
+
+/// How long a rule being replaced on reload may take to drain its queue.
+const RELOAD_DRAIN: Duration = Duration::from_secs(5);
+
+/// Counters of the daemon itself (exported as metrics by the HTTP layer later).
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Successful reloads.
+    pub config_reloads: AtomicU64,
+    /// Reloads refused because the new file was invalid (the old configuration kept running).
+    pub config_reload_failures: AtomicU64,
+    rules: Mutex<BTreeMap<String, Arc<ForwardStats>>>,
+}
+
+impl DaemonStats {
+    /// Counters of every forwarding rule, by name.
+    pub fn forward(&self) -> BTreeMap<String, ForwardStatsSnapshot> {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.snapshot()))
+            .collect()
+    }
+
+    fn rule(&self, name: &str) -> Arc<ForwardStats> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(rules.entry(name.to_string()).or_default())
+    }
+}
+
+/// Key of a subscription route: session, filter, QoS.
+type SubKey = (String, String, QoS);
+
+/// The sessions, subscriptions and rules of the configuration in force.
+#[derive(Debug)]
+pub(crate) struct Running {
+    manager: SessionManager,
+    config: Option<Config>,
+    subscriptions: BTreeMap<SubKey, Route>,
+    rules: BTreeMap<String, RunningRule>,
+    stats: Arc<DaemonStats>,
+}
+
+impl Running {
+    pub(crate) fn new(manager: SessionManager, stats: Arc<DaemonStats>) -> Self {
+        Running {
+            manager,
+            config: None,
+            subscriptions: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            stats,
+        }
+    }
+
+    pub(crate) fn config(&self) -> Option<&Config> {
+        self.config.as_ref()
+    }
+
+    /// Moves to `new`: restarts what changed, leaves the rest untouched. Returns the
+    /// errors met on the way (a session or rule that could not be started).
+    pub(crate) async fn apply(&mut self, new: Config) -> Vec<Error> {
+        let mut errors = Vec::new();
+        let old_sessions: BTreeMap<String, _> = self
+            .config
+            .iter()
+            .flat_map(|c| &c.sessions)
+            .map(|s| (s.name().to_string(), s.options()))
+            .collect();
+        let new_sessions: BTreeMap<String, _> = new
+            .sessions
+            .iter()
+            .map(|s| (s.name().to_string(), s.options()))
+            .collect();
+        // Sessions to take down: gone, or changed.
+        let restarted: BTreeSet<String> = old_sessions
+            .iter()
+            .filter(|(n, o)| new_sessions.get(*n) != Some(o))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let added: Vec<String> = new_sessions
+            .keys()
+            .filter(|n| restarted.contains(*n) || !old_sessions.contains_key(*n))
+            .cloned()
+            .collect();
+
+        // 1. Rules that changed, went away or read from a restarted session stop first,
+        //    so what they already accepted is forwarded before their source goes.
+        let new_rules: BTreeMap<&str, _> = new
+            .forward
+            .iter()
+            .map(|r| (r.name.get_ref().as_str(), r))
+            .collect();
+        let stopping: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|(name, rule)| {
+                new_rules.get(name.as_str()) != Some(&rule.config())
+                    || restarted.contains(rule.config().from.get_ref())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let stops = stopping
+            .iter()
+            .filter_map(|n| self.rules.remove(n))
+            .map(|r| r.stop(RELOAD_DRAIN));
+        futures_util::future::join_all(stops).await;
+
+        // 2. Subscription routes no longer wanted, or on a restarted session.
+        let wanted: BTreeSet<SubKey> = new
+            .sessions
+            .iter()
+            .flat_map(|s| {
+                s.subscriptions
+                    .iter()
+                    .map(|sub| (s.name().to_string(), sub.filter.get_ref().clone(), sub.qos))
+            })
+            .collect();
+        self.subscriptions
+            .retain(|k, _| wanted.contains(k) && !restarted.contains(&k.0));
+
+        // 3. Sessions.
+        for name in &restarted {
+            tracing::info!(session = %name, "stopping session (removed or changed)");
+            if let Err(e) = self.manager.remove_session(name).await {
+                errors.push(e);
+            }
+        }
+        for name in &added {
+            let opts = new_sessions[name].clone();
+            match self.manager.add_session(opts).await {
+                Ok(_) => tracing::info!(session = %name, "session started"),
+                Err(e) => errors.push(e),
+            }
+        }
+
+        // 4. Subscription routes and rules not running yet.
+        for key in wanted {
+            if self.subscriptions.contains_key(&key) || self.manager.session(&key.0).is_err() {
+                continue;
+            }
+            let session = key.0.clone();
+            let route = self
+                .manager
+                .route(&key.1)
+                .session(&key.0)
+                .qos(key.2)
+                .handle_async(move |m| {
+                    let session = session.clone();
+                    async move {
+                        tracing::debug!(session = %session, topic = %m.topic, qos = %m.qos,
+                            bytes = m.payload.len(), "message received");
+                    }
+                })
+                .await;
+            match route {
+                Ok(r) => {
+                    self.subscriptions.insert(key, r);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        for (name, rule) in new_rules {
+            if self.rules.contains_key(name) {
+                continue;
+            }
+            match RunningRule::start(&self.manager, rule, self.stats.rule(name)).await {
+                Ok(r) => {
+                    self.rules.insert(name.to_string(), r);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        self.config = Some(new);
+        errors
+    }
+
+    /// Shutdown, step one: stops every rule and subscription and lets the rules forward
+    /// what they already accepted, for up to `grace`.
+    pub(crate) async fn stop(&mut self, grace: Duration) {
+        self.subscriptions.clear();
+        let rules = std::mem::take(&mut self.rules);
+        futures_util::future::join_all(rules.into_values().map(|r| r.stop(grace))).await;
+    }
+
+    /// Counts a reload; returns the new count of its kind.
+    pub(crate) fn note_reload(&self, ok: bool) -> u64 {
+        let counter = if ok {
+            &self.stats.config_reloads
+        } else {
+            &self.stats.config_reload_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}

@@ -1,0 +1,230 @@
+//! `mqtt-sessions status`: asks a running daemon's `GET /sessions` and prints a table.
+//!
+//! The client is a few lines of HTTP/1.0 over a `TcpStream` (one request, the server
+//! closes the connection), which keeps an HTTP client library out of the binary. The
+//! table tolerates missing fields (printed as `-`), so it works against older and newer
+//! daemons alike.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long one request may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// The URL is not an `http://host:port` URL.
+    #[error("invalid URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Connecting, writing or reading failed.
+    #[error("cannot reach {url}: {source}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The answer was not an HTTP 200 with a JSON array.
+    #[error("unexpected answer from {url}: {reason}")]
+    Answer {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// `GET {base}{path}`: the status code and the body.
+pub fn get(base: &str, path: &str) -> Result<(u16, String), StatusError> {
+    let url_err = |reason: &str| StatusError::Url {
+        url: base.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = url::Url::parse(base).map_err(|e| url_err(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(url_err("only http:// is supported"));
+    }
+    let host = url.host_str().ok_or_else(|| url_err("no host"))?;
+    let port = url.port().unwrap_or(80);
+    let target = format!("{}{path}", url.path().trim_end_matches('/'));
+    let full = format!("{}{path}", base.trim_end_matches('/'));
+    let io = |source| StatusError::Io {
+        url: full.clone(),
+        source,
+    };
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(io)?
+        .next()
+        .ok_or_else(|| url_err("host does not resolve"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+    write!(
+        stream,
+        "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: application/json\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(io)?;
+    let text = String::from_utf8_lossy(&raw);
+    let answer = |reason: &str| StatusError::Answer {
+        url: full.clone(),
+        reason: reason.to_string(),
+    };
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| answer("no HTTP header"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| answer("no status code"))?;
+    Ok((code, body.to_string()))
+}
+
+/// Fetches `/sessions` as a JSON array.
+pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
+    let (code, body) = get(base, "/sessions")?;
+    let answer = |reason: String| StatusError::Answer {
+        url: format!("{}/sessions", base.trim_end_matches('/')),
+        reason,
+    };
+    if code != 200 {
+        return Err(answer(format!("HTTP {code}")));
+    }
+    match serde_json::from_str(&body) {
+        Ok(Value::Array(rows)) => Ok(rows),
+        Ok(_) => Err(answer("not a JSON array".into())),
+        Err(e) => Err(answer(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Renders the table. With an earlier sample `before` taken `interval` ago, the rate
+/// columns are messages per second over that interval.
+pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
+    let header = [
+        "SESSION",
+        "STATE",
+        "READY",
+        "BROKER",
+        "UPTIME",
+        "IN/S",
+        "OUT/S",
+        "LAST ERROR",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for row in rows {
+        let name = text(row, "name");
+        let earlier = before.and_then(|(prev, dt)| {
+            prev.iter()
+                .find(|p| text(p, "name") == name)
+                .map(|p| (p, dt))
+        });
+        let rate = |field: &str| match (earlier, row.get(field).and_then(Value::as_f64)) {
+            (Some((p, dt)), Some(now)) if !dt.is_zero() => p
+                .get(field)
+                .and_then(Value::as_f64)
+                .map(|then| format!("{:.1}", (now - then).max(0.0) / dt.as_secs_f64()))
+                .unwrap_or_else(|| "-".into()),
+            _ => "-".into(),
+        };
+        lines.push(vec![
+            name.clone(),
+            text(row, "state"),
+            row.get("ready")
+                .and_then(Value::as_bool)
+                .map(|r| if r { "yes" } else { "no" }.to_string())
+                .unwrap_or_else(|| "-".into()),
+            text(row, "broker"),
+            row.get("uptime_seconds")
+                .and_then(Value::as_f64)
+                .map(uptime)
+                .unwrap_or_else(|| "-".into()),
+            rate("messages_received"),
+            rate("messages_sent"),
+            text(row, "last_error"),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for l in lines {
+        let cells: Vec<String> = l
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A field as display text: strings as they are, other values as JSON, missing as `-`.
+fn text(row: &Value, field: &str) -> String {
+    match row.get(field) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn uptime(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_tolerates_missing_fields_and_computes_rates() {
+        let before: Vec<Value> =
+            serde_json::from_str(r#"[{"name":"edge","messages_received":10,"messages_sent":0}]"#)
+                .unwrap();
+        let now: Vec<Value> = serde_json::from_str(
+            r#"[{"name":"edge","state":"connected","ready":true,"broker":"mqtt://h:1883",
+                 "uptime_seconds":3725,"messages_received":30,"messages_sent":5,"last_error":null},
+                {"name":"bare"}]"#,
+        )
+        .unwrap();
+        let t = table(&now, Some((&before, Duration::from_secs(2))));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("SESSION"), "{t}");
+        assert!(
+            lines[1].contains("connected") && lines[1].contains("1h02m"),
+            "{t}"
+        );
+        assert!(lines[1].contains("10.0") && lines[1].contains("2.5"), "{t}");
+        assert!(lines[2].starts_with("bare"), "{t}");
+    }
+}

@@ -1,0 +1,251 @@
+//! Checks of a parsed [`Config`] beyond what serde does: unique names, sessions that
+//! exist, valid filters and templates, no forwarding loop, readable secrets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::config::{Config, ConfigErrorKind, SessionConfig};
+use super::template::Template;
+use crate::options::{validate_name, Secret};
+use crate::topic::TopicFilter;
+
+/// A refusal: where in the file (a byte range), and why.
+pub(crate) type Refusal = (Option<Range<usize>>, ConfigErrorKind);
+
+/// Validates `config`, reads its secrets into it and records warnings.
+#[expect(clippy::result_large_err, reason = "cold path, boxed in ConfigError")]
+pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
+    let base = config.base_dir();
+    let mut warnings = Vec::new();
+    let mut names = BTreeSet::new();
+    // session name -> broker authorities
+    let mut brokers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut client_ids: BTreeMap<(String, String), String> = BTreeMap::new();
+    for s in &mut config.sessions {
+        let span = Some(s.name.span());
+        let name = s.name().to_string();
+        if !names.insert(name.clone()) {
+            return Err((span, ConfigErrorKind::DuplicateSession(name)));
+        }
+        s.resolved_password = resolve_password(s, &base, &mut warnings)?;
+        let parsed = s
+            .options()
+            .validate()
+            .map_err(|e| (span.clone(), e.into()))?;
+        let authorities: Vec<String> = parsed.iter().map(|b| b.authority()).collect();
+        if let Some(id) = &s.client_id {
+            for a in &authorities {
+                if let Some(first) = client_ids.insert((id.clone(), a.clone()), name.clone()) {
+                    return Err((
+                        span,
+                        ConfigErrorKind::DuplicateClientId {
+                            first,
+                            second: name,
+                            client_id: id.clone(),
+                            broker: a.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        brokers.insert(name.clone(), authorities);
+        for sub in &s.subscriptions {
+            TopicFilter::new(sub.filter.get_ref().as_str()).map_err(|source| {
+                (
+                    Some(sub.filter.span()),
+                    ConfigErrorKind::Filter {
+                        context: format!("session {name:?}, subscription"),
+                        filter: sub.filter.get_ref().clone(),
+                        source,
+                    },
+                )
+            })?;
+        }
+    }
+
+    let mut rules = BTreeSet::new();
+    for r in &config.forward {
+        let rule = r.name.get_ref().clone();
+        validate_name(&rule).map_err(|e| (Some(r.name.span()), e.into()))?;
+        if !rules.insert(rule.clone()) {
+            return Err((Some(r.name.span()), ConfigErrorKind::DuplicateRule(rule)));
+        }
+        for end in [&r.from, &r.to] {
+            if !brokers.contains_key(end.get_ref()) {
+                return Err((
+                    Some(end.span()),
+                    ConfigErrorKind::UnknownSession {
+                        rule: rule.clone(),
+                        session: end.get_ref().clone(),
+                    },
+                ));
+            }
+        }
+        let filter = TopicFilter::new(r.filter.get_ref().as_str()).map_err(|source| {
+            (
+                Some(r.filter.span()),
+                ConfigErrorKind::Filter {
+                    context: format!("forward rule {rule:?}"),
+                    filter: r.filter.get_ref().clone(),
+                    source,
+                },
+            )
+        })?;
+        let template_span = (!r.topic.span().is_empty()).then(|| r.topic.span());
+        let template = Template::parse(r.topic.get_ref()).map_err(|reason| {
+            (
+                template_span.clone().or(Some(r.name.span())),
+                ConfigErrorKind::Template {
+                    rule: rule.clone(),
+                    template: r.topic.get_ref().clone(),
+                    reason,
+                },
+            )
+        })?;
+        let (from, to) = (r.from.get_ref(), r.to.get_ref());
+        let shared = brokers[from].iter().find(|b| brokers[to].contains(b));
+        if let Some(broker) = shared {
+            if template.output_may_match(&filter, from) {
+                return Err((
+                    template_span.or(Some(r.name.span())),
+                    ConfigErrorKind::Loop {
+                        rule,
+                        from: from.clone(),
+                        to: to.clone(),
+                        broker: broker.clone(),
+                        filter: filter.as_str().to_string(),
+                        template: template.to_string(),
+                    },
+                ));
+            }
+        }
+    }
+
+    if let Some(store) = &config.store {
+        if let Some(p) = &store.path {
+            let path = base.join(p.get_ref());
+            if path.exists() && !path.is_dir() {
+                return Err((
+                    Some(p.span()),
+                    ConfigErrorKind::Store(format!(
+                        "path {:?} exists and is not a directory",
+                        p.get_ref()
+                    )),
+                ));
+            }
+        }
+    }
+    config.warnings = warnings;
+    Ok(())
+}
+
+/// Reads the session's password from wherever the file says it comes from.
+#[expect(clippy::result_large_err, reason = "cold path, boxed in ConfigError")]
+fn resolve_password(
+    s: &SessionConfig,
+    base: &std::path::Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Secret>, Refusal> {
+    let name = s.name().to_string();
+    let span = Some(s.name.span());
+    let sources = usize::from(s.password.is_some())
+        + usize::from(s.password_file.is_some())
+        + usize::from(s.password_env.is_some());
+    if sources > 1 {
+        return Err((span, ConfigErrorKind::PasswordSources(name)));
+    }
+    if let Some(p) = &s.password {
+        warnings.push(format!(
+            "session {name:?}: inline password in the config file; prefer password_file or password_env"
+        ));
+        return Ok(Some(p.clone()));
+    }
+    if let Some(file) = &s.password_file {
+        let path: PathBuf = base.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            (
+                Some(file.span()),
+                ConfigErrorKind::PasswordFile {
+                    session: name.clone(),
+                    file: path.clone(),
+                    source,
+                },
+            )
+        })?;
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        return Ok(Some(Secret::new(line)));
+    }
+    if let Some(var) = &s.password_env {
+        let value = std::env::var(var.get_ref()).map_err(|_| {
+            (
+                Some(var.span()),
+                ConfigErrorKind::PasswordEnv {
+                    session: name.clone(),
+                    var: var.get_ref().clone(),
+                },
+            )
+        })?;
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::config::Config;
+
+    const SESSIONS: &str = r#"
+[[sessions]]
+name = "a"
+brokers = ["mqtt://127.0.0.1:1883"]
+
+[[sessions]]
+name = "b"
+brokers = ["mqtt://127.0.0.1:1884"]
+"#;
+
+    fn check(extra: &str) -> Result<Config, String> {
+        Config::parse(&format!("{SESSIONS}{extra}"), Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn forwarding_between_two_brokers_is_accepted() {
+        let c =
+            check("[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"#\"\nto = \"b\"\n").unwrap();
+        assert_eq!(c.forward[0].topic.get_ref(), "{topic}");
+    }
+
+    #[test]
+    fn refusals_name_the_line_and_the_reason() {
+        let cases = [
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"#\"\nto = \"zz\"\n",
+                "t.toml:13:6",
+                "no session named \"zz\"",
+            ),
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"x/#\"\nto = \"a\"\ntopic = \"x/y/{topic}\"\n",
+                "t.toml:14:9",
+                "would loop",
+            ),
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"x/#/y\"\nto = \"b\"\n",
+                "t.toml:12:10",
+                "invalid topic filter",
+            ),
+            (
+                "[[sessions]]\nname = \"a\"\nbrokers = [\"mqtt://h\"]\n",
+                "t.toml:10:8",
+                "defined twice",
+            ),
+        ];
+        for (extra, at, needle) in cases {
+            let err = check(extra).expect_err(extra);
+            assert!(err.starts_with(at) && err.contains(needle), "{err}");
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The `mqtt-sessions` binary against real mosquitto brokers: forwarding without loss,
+//! reload on SIGHUP, graceful SIGTERM, config checking, the embedded-broker example, and
+//! two daemons sharing a subscription.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mqtt-sessions");
+const T: Duration = Duration::from_secs(30);
+
+/// A running daemon process with its config and stderr in a temp dir; killed on drop.
+struct Daemon {
+    dir: TempDir,
+    child: Child,
+    http: u16,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{http}` replaced by a free port) and starts `run` on it.
+    fn start(config: &str) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let config = config.replace("{http}", &http.to_string());
+        fs::write(dir.path().join("config.toml"), config).unwrap();
+        let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["-v", "run", "--config"])
+            .arg(dir.path().join("config.toml"))
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Daemon { dir, child, http }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn rewrite(&self, config: &str) {
+        let config = config.replace("{http}", &self.http.to_string());
+        fs::write(self.config_path(), config).unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(send_signal(self.child.id(), sig), "kill -{sig} failed");
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.http, path)
+    }
+
+    async fn wait_ready(&self) {
+        let ok = poll_until_async(T, || async {
+            matches!(self.get("/readyz"), Some((200, _)))
+        })
+        .await;
+        assert!(ok, "daemon not ready in {T:?}:\n{}", self.stderr());
+    }
+
+    /// The `messages_received` of one session, from `/sessions`.
+    fn received(&self, session: &str) -> u64 {
+        let (_, body) = self.get("/sessions").unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == session)
+            .and_then(|r| r["messages_received"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET on 127.0.0.1:`port`: status and body, `None` if unreachable.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// A `[[sessions]]` block with quick reconnects.
+fn session(name: &str, client_id: &str, port: u16) -> String {
+    format!(
+        r#"
+[[sessions]]
+name = "{name}"
+brokers = ["mqtt://127.0.0.1:{port}"]
+client_id = "{client_id}"
+[sessions.connect]
+keep_alive = "5s"
+connect_timeout = "2s"
+[sessions.reconnect]
+initial_delay = "100ms"
+max_delay = "1s"
+[sessions.performance]
+max_pending_messages = 20000
+"#
+    )
+}
+
+fn rule(name: &str, from: &str, filter: &str, to: &str, topic: &str) -> String {
+    format!(
+        "\n[[forward]]\nname = \"{name}\"\nfrom = \"{from}\"\nfilter = \"{filter}\"\nto = \"{to}\"\ntopic = \"{topic}\"\nqos = 1\n"
+    )
+}
+
+const HTTP: &str = "shutdown_timeout = \"10s\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n";
+
+fn check_config(path: &Path) -> (Option<i32>, String, String) {
+    let out = run_with_timeout(
+        Command::new(BIN).arg("check-config").arg(path),
+        None,
+        Duration::from_secs(30),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_forwarding_rule_carries_10000_qos1_messages_between_two_mosquittos_without_loss() {
+    let src = Mosquitto::start();
+    let dst = Mosquitto::start();
+    let config = format!(
+        "{HTTP}{}{}{}",
+        session("src", "fw-src", src.port()),
+        session("dst", "fw-dst", dst.port()),
+        rule("copy", "src", "load/#", "dst", "copied/{topic}")
+    );
+    let d = Daemon::start(&config);
+    d.wait_ready().await;
+    let sub = Sub::spawn(dst.port(), "copied/#", 1);
+    publish_many(src.port(), "load/x", 10_000, 1);
+    let all = sub
+        .wait_for_count_async(10_000, Duration::from_secs(180))
+        .await;
+    let got: BTreeSet<String> = sub.payloads().into_iter().collect();
+    let want: BTreeSet<String> = (0..10_000).map(|i| i.to_string()).collect();
+    assert!(
+        all && got == want,
+        "{} messages, {} distinct, missing e.g. {:?}\n{}",
+        sub.count(),
+        got.len(),
+        want.difference(&got).take(5).collect::<Vec<_>>(),
+        d.stderr()
+    );
+    assert!(sub.lines().iter().all(|l| l.starts_with("copied/load/x ")));
+}
+
+/// Publishes probes on `port`/`topic` until `sub` shows one as `expect_prefix{probe}`.
+async fn wait_for_forward(port: u16, topic: &str, sub: &Sub, expect_prefix: &str) -> bool {
+    let mut n = 0;
+    poll_until_async(T, || {
+        n += 1;
+        let probe = format!("probe-{n}");
+        publish(port, topic, &probe, 1, false);
+        let hit = sub
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(expect_prefix) && l.contains("probe-"));
+        async move { hit }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sighup_applies_a_changed_rule_keeps_untouched_sessions_and_survives_a_broken_file() {
+    let a = Mosquitto::start();
+    let b = Mosquitto::start();
+    let sessions = format!(
+        "{HTTP}{}{}",
+        session("a", "hup-a", a.port()),
+        session("b", "hup-b", b.port())
+    );
+    let d = Daemon::start(&format!(
+        "{sessions}{}",
+        rule("r", "a", "in/#", "b", "one/{topic}")
+    ));
+    d.wait_ready().await;
+    let sub = Sub::options(b.port(), "one/#")
+        .filter("two/#")
+        .qos(1)
+        .spawn();
+    publish(a.port(), "in/x", "m1", 1, false);
+    assert!(
+        sub.wait_for_line_async("one/in/x m1", T).await,
+        "{}",
+        d.stderr()
+    );
+
+    d.rewrite(&format!(
+        "{sessions}{}",
+        rule("r", "a", "in/#", "b", "two/{topic}")
+    ));
+    d.signal("HUP");
+    assert!(
+        wait_for_forward(a.port(), "in/x", &sub, "two/in/x ").await,
+        "changed rule not applied:\n{}",
+        d.stderr()
+    );
+    for (broker, id) in [(&a, "hup-a"), (&b, "hup-b")] {
+        let connects = broker.log().matches(&format!(" as {id} (")).count();
+        assert_eq!(connects, 1, "{id} reconnected:\n{}", broker.log());
+    }
+
+    d.rewrite("this is [not toml");
+    d.signal("HUP");
+    assert!(
+        poll_until_async(T, || {
+            let log = d.stderr();
+            let refused = log.contains("configuration reload refused")
+                && log.contains("config_reload_failures=1");
+            async move { refused }
+        })
+        .await,
+        "{}",
+        d.stderr()
+    );
+    publish(a.port(), "in/x", "m3", 1, false);
+    assert!(
+        sub.wait_for_line_async("two/in/x m3", T).await,
+        "old config stopped forwarding:\n{}",
+        d.stderr()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_while_forwarding_exits_0_within_the_shutdown_timeout() {
+    let src = Mosquitto::start();
+    let dst = Mosquitto::start();
+    let config = format!(
+        "{HTTP}{}{}{}",
+        session("src", "term-src", src.port()),
+        session("dst", "term-dst", dst.port()),
+        rule("copy", "src", "load/#", "dst", "copied/{topic}")
+    );
+    let mut d = Daemon::start(&config);
+    d.wait_ready().await;
+    let sub = Sub::spawn(dst.port(), "copied/#", 1);
+    let port = src.port();
+    let publisher = std::thread::spawn(move || publish_many(port, "load/x", 20_000, 1));
+    assert!(sub.wait_for_count_async(100, T).await, "{}", d.stderr());
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status {status:?}\n{}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
+    let _ = publisher.join();
+}
+
+#[test]
+fn check_config_names_the_line_and_the_reason_of_broken_files_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[[sessions]]\nname = \"a\"\nbrokers = [\"mqtt://127.0.0.1:1\"]\n\n[[sessions]]\nname = \"b\"\nbrokers = [\"mqtt://127.0.0.1:2\"]\n";
+    let fwd = |from: &str, filter: &str, to: &str, topic: &str| {
+        format!("\n[[forward]]\nname = \"r\"\nfrom = \"{from}\"\nfilter = \"{filter}\"\nto = \"{to}\"\ntopic = \"{topic}\"\n")
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "unknown field",
+            format!("{base}kepalive = 5\n"),
+            ":8:1:",
+            "unknown field `kepalive`",
+        ),
+        (
+            "bad duration",
+            format!("{base}[sessions.connect]\nkeep_alive = \"5 parsecs\"\n"),
+            ":9:14:",
+            "expected a duration",
+        ),
+        (
+            "bad size",
+            format!("{base}[sessions.performance]\nmax_message_size = \"12 parsecs\"\n"),
+            ":9:20:",
+            "unknown unit",
+        ),
+        (
+            "missing session",
+            format!("{base}{}", fwd("a", "x/#", "zz", "{topic}")),
+            ":13:6:",
+            "no session named \"zz\"",
+        ),
+        (
+            "loop rule",
+            format!("{base}{}", fwd("a", "x/#", "a", "x/copy/{topic}")),
+            ":14:9:",
+            "would loop",
+        ),
+        (
+            "bad filter",
+            format!("{base}{}", fwd("a", "x/#/y", "b", "{topic}")),
+            ":12:10:",
+            "invalid topic filter",
+        ),
+        (
+            "bad template",
+            format!("{base}{}", fwd("a", "x/#", "b", "{topc}")),
+            ":14:9:",
+            "unknown placeholder",
+        ),
+        (
+            "duplicate session",
+            format!("{base}\n[[sessions]]\nname = \"a\"\nbrokers = [\"mqtt://h\"]\n"),
+            ":10:8:",
+            "defined twice",
+        ),
+        (
+            "missing password file",
+            format!("{base}username = \"u\"\npassword_file = \"nope.pw\"\n"),
+            ":9:17:",
+            "cannot read password_file",
+        ),
+        (
+            "unset password env",
+            format!("{base}username = \"u\"\npassword_env = \"MQTT_SESSIONS_TEST_UNSET_VAR\"\n"),
+            ":9:16:",
+            "is not set",
+        ),
+        (
+            "not toml",
+            "[[sessions]\n".to_string(),
+            ":1:",
+            "invalid table header",
+        ),
+        (
+            "bad broker url",
+            "[[sessions]]\nname = \"a\"\nbrokers = [\"http://h\"]\n".to_string(),
+            ":2:8:",
+            "unknown scheme",
+        ),
+    ];
+    for (what, text, at, reason) in cases {
+        let path = dir.path().join(format!("{}.toml", what.replace(' ', "-")));
+        fs::write(&path, &text).unwrap();
+        let (code, _, err) = check_config(&path);
+        let want = format!("{}{at}", path.display());
+        assert_eq!(code, Some(78), "{what}: {err}");
+        assert!(
+            err.contains(&want) && err.contains(reason),
+            "{what}: expected {want:?} and {reason:?} in {err:?}\n{text}"
+        );
+    }
+
+    let path = dir.path().join("inline.toml");
+    fs::write(&path, format!("{base}username = \"u\"\npassword = \"p\"\n")).unwrap();
+    let (code, out, _) = check_config(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: session \"b\": inline password"),
+        "{out}"
+    );
+}
+
+#[test]
+fn print_config_output_passes_check_config() {
+    let out = run_with_timeout(Command::new(BIN).arg("print-config"), None, T);
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("printed.toml");
+    fs::write(&path, &out.stdout).unwrap();
+    let (code, explained, err) = check_config(&path);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        explained.contains("edge-to-cloud: edge \"sensors/#\" -> cloud \"plant-1/{topic}\""),
+        "{explained}"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifies_systemd() {
+    let example = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gateway.toml"
+    ))
+    .unwrap();
+    let mqtt = free_port();
+    let config = example
+        .replace("127.0.0.1:1883", &format!("127.0.0.1:{mqtt}"))
+        .replace("127.0.0.1:9883", "127.0.0.1:{http}");
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    notify.set_read_timeout(Some(T)).unwrap();
+    let mut d = Daemon::start_with_env(&config, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    d.wait_ready().await;
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+
+    let sub = Sub::spawn(mqtt, "plant-1/#", 1);
+    publish(mqtt, "sensors/t1", "21.5", 1, false);
+    assert!(
+        sub.wait_for_line_async("plant-1/sensors/t1 21.5", T).await,
+        "{}",
+        d.stderr()
+    );
+
+    d.signal("TERM");
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d.stderr());
+}
+
+#[tokio::test]
+async fn two_daemons_sharing_a_subscription_forward_every_message_once_between_them() {
+    let broker = Mosquitto::start();
+    let daemon = |i: u32| {
+        Daemon::start(&format!(
+            "{HTTP}{}{}{}",
+            session("src", &format!("share-src-{i}"), broker.port()),
+            session("dst", &format!("share-dst-{i}"), broker.port()),
+            rule(
+                "jobs",
+                "src",
+                "$share/workers/jobs/#",
+                "dst",
+                "done/{topic}"
+            )
+        ))
+    };
+    let (one, two) = (daemon(1), daemon(2));
+    one.wait_ready().await;
+    two.wait_ready().await;
+    let sub = Sub::spawn(broker.port(), "done/#", 1);
+    publish_many(broker.port(), "jobs/x", 1000, 1);
+    assert!(
+        sub.wait_for_count_async(1000, T).await,
+        "{} of 1000",
+        sub.count()
+    );
+    let got: BTreeSet<String> = sub.payloads().into_iter().collect();
+    assert_eq!(got.len(), 1000, "every message forwarded");
+    let (r1, r2) = (one.received("src"), two.received("src"));
+    assert_eq!(
+        r1 + r2,
+        1000,
+        "each message reached exactly one daemon ({r1} + {r2})"
+    );
+    assert!(r1 > 0 && r2 > 0, "the load was split ({r1} + {r2})");
+    assert_eq!(sub.count(), 1000, "no message forwarded twice");
+}
