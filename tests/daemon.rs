@@ -88,7 +88,7 @@ impl Daemon {
             .unwrap()
             .iter()
             .find(|r| r["name"] == session)
-            .and_then(|r| r["messages_received"].as_u64())
+            .and_then(|r| r["metrics"]["messages_received"].as_u64())
             .unwrap_or(0)
     }
 

@@ -131,9 +131,8 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
                 .find(|p| text(p, "name") == name)
                 .map(|p| (p, dt))
         });
-        let rate = |field: &str| match (earlier, row.get(field).and_then(Value::as_f64)) {
-            (Some((p, dt)), Some(now)) if !dt.is_zero() => p
-                .get(field)
+        let rate = |field: &str| match (earlier, lookup(row, field).and_then(Value::as_f64)) {
+            (Some((p, dt)), Some(now)) if !dt.is_zero() => lookup(p, field)
                 .and_then(Value::as_f64)
                 .map(|then| format!("{:.1}", (now - then).max(0.0) / dt.as_secs_f64()))
                 .unwrap_or_else(|| "-".into()),
@@ -147,7 +146,7 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
                 .map(|r| if r { "yes" } else { "no" }.to_string())
                 .unwrap_or_else(|| "-".into()),
             text(row, "broker"),
-            row.get("uptime_seconds")
+            lookup(row, "uptime_seconds")
                 .and_then(Value::as_f64)
                 .map(uptime)
                 .unwrap_or_else(|| "-".into()),
@@ -176,6 +175,12 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A field of a `/sessions` row: at its top level or among its `metrics`.
+fn lookup<'a>(row: &'a Value, field: &str) -> Option<&'a Value> {
+    row.get(field)
+        .or_else(|| row.get("metrics").and_then(|m| m.get(field)))
 }
 
 /// A field as display text: strings as they are, other values as JSON, missing as `-`.
