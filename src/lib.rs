@@ -40,7 +40,8 @@
 //!   async task, actix actor, channel).
 //! - [`topic`]: topic name and filter validation and matching.
 //! - [`store`]: the sled [`Store`](store::Store) (subscriptions, session metadata, the
-//!   durable outbox, held messages) with its versioned schema and `migrations/`.
+//!   durable outbox, held messages) with its versioned schema and `migrations/`; the
+//!   router's durable routes ([`router::durable`]) hold messages there.
 //! - [`tls`]: [`TlsOptions`] and the rustls client configuration built from them (CA file
 //!   or system roots, mutual TLS, `server_name`, `skip_verify`, ALPN), checked when a
 //!   session is added and shared by all its connection attempts.
@@ -54,7 +55,6 @@
 //! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
 //!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful
 //!   shutdown, the embedded broker (feature `embedded-broker`), systemd notification.
-//! - `http` (feature `http`): the daemon's HTTP endpoints (`/healthz`, `/readyz`, `/sessions`).
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
