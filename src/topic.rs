@@ -415,7 +415,7 @@ impl TopicFilter {
         }
     }
 
-    /// Whether this filter matches the topic name `topic` (see [`matches`]).
+    /// Whether this filter matches the topic name `topic` (see [`matches()`]).
     pub fn matches(&self, topic: &str) -> bool {
         matches(self.match_filter(), topic)
     }

@@ -2,7 +2,7 @@
 //! session needs.
 //!
 //! Route changes go through the actor; message dispatch does not. The actor keeps a
-//! master [`RouteTable`](dispatch::RouteTable) (a [`FilterTrie`](table::FilterTrie) of
+//! master [`dispatch::RouteTable`] (a [`table::FilterTrie`] of
 //! routes) and, after every change, publishes an immutable copy in an `ArcSwap` that every
 //! session's driver reads without locking ([`RouterDispatch`](dispatch::RouterDispatch)).
 //!

@@ -3,7 +3,7 @@
 //! The actor owns a rumqttc client whose event loop runs in a separate task, the
 //! [`driver`]. The driver reports connection events ([`driver::DriverEvent`]) through a
 //! bounded channel attached with `add_stream`; the actor turns them into state
-//! transitions, [`Event`](crate::Event)s and counters, restores subscriptions after a
+//! transitions, [`crate::Event`]s and counters, restores subscriptions after a
 //! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
 //! the actor: the driver hands them to the session's dispatcher directly.
 //!
