@@ -62,6 +62,8 @@ pub mod manager;
 pub mod message;
 pub mod metrics;
 pub mod options;
+pub mod reason;
+pub mod request;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -74,14 +76,17 @@ pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
-pub use message::{Message, Publish, QoS};
+pub use message::{Message, MessageProperties, Publish, QoS};
 pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,
 };
+pub use reason::ReasonCode;
 pub use router::builder::RouteBuilder;
-pub use router::route::{Listener, Overflow, Route, RouteCounts, RouteOptions};
+pub use router::route::{
+    Listener, Overflow, RetainHandling, Route, RouteCounts, RouteOptions, SubscribeOptions,
+};
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;
