@@ -34,7 +34,12 @@
 //!   supervision.
 //! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
 //!   outbox) and its driver task (the rumqttc event loop); plain logic in
-//!   [`session::state`], [`session::backoff`] and [`session::outbox`].
+//!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
+//!   MQTT 5 (`protocol = "5"`) share all of it: [`session::link`] is the one place that
+//!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
+//! - [`request`]: MQTT 5 request/response ([`SessionManager::request`],
+//!   [`SessionManager::respond`]) on a per-session response route.
+//! - [`reason`]: [`ReasonCode`], the MQTT 5 reason codes carried by errors and events.
 //! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
 //!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
 //!   async task, actix actor, channel).
