@@ -266,19 +266,20 @@ fn ack_publish_v5(t: AckToken) -> p5::Publish {
     p
 }
 
-/// The event-loop side of a connection, owned by the driver task.
+/// The event-loop side of a connection, owned by the driver task. The event loops are
+/// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
 pub enum Link {
     /// MQTT 3.1.1: rumqttc's event loop and one options value per broker.
     V4 {
         /// The event loop.
-        el: rumqttc::EventLoop,
+        el: Box<rumqttc::EventLoop>,
         /// Options per broker, in the session's broker order.
         options: Vec<rumqttc::MqttOptions>,
     },
     /// MQTT 5.
     V5 {
         /// The event loop.
-        el: v5::EventLoop,
+        el: Box<v5::EventLoop>,
         /// Options per broker.
         options: Vec<v5::MqttOptions>,
     },
@@ -319,7 +320,13 @@ impl Link {
                 net.set_connection_timeout(opts.connect.connect_timeout.as_secs().max(1));
                 net.set_tcp_nodelay(true);
                 el.set_network_options(net);
-                (Client::V4(client), Link::V4 { el, options })
+                (
+                    Client::V4(client),
+                    Link::V4 {
+                        el: Box::new(el),
+                        options,
+                    },
+                )
             }
             Protocol::V5 => {
                 let options: Vec<_> = brokers
@@ -327,7 +334,13 @@ impl Link {
                     .map(|b| options_v5(opts, client_id, b, tls))
                     .collect();
                 let (client, el) = v5::AsyncClient::new(options[0].clone(), cap);
-                (Client::V5(client), Link::V5 { el, options })
+                (
+                    Client::V5(client),
+                    Link::V5 {
+                        el: Box::new(el),
+                        options,
+                    },
+                )
             }
         }
     }
