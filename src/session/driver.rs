@@ -1,6 +1,6 @@
-//! The driver: the task that owns a session's rumqttc [`EventLoop`].
+//! The driver: the task that owns a session's rumqttc event loop (through [`Link`]).
 //!
-//! It speaks MQTT 3.1.1 or MQTT 5 through the protocol-neutral [`Link`](super::link::Link).
+//! It speaks MQTT 3.1.1 or MQTT 5 through the protocol-neutral [`Link`].
 //! It only ever awaits `EventLoop::poll` (plus, while connected, a read-timeout timer), so
 //! keep-alive keeps flowing whatever the application does. It
 //! - walks the broker list on every connection attempt and sleeps the backoff in between;
