@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::options::OptionsError;
+use crate::reason::ReasonCode;
 use crate::topic::TopicError;
 
 /// The crate's result type.
@@ -89,12 +90,67 @@ pub enum Error {
     },
 
     /// The broker refused a subscription (SUBACK failure return code).
-    #[error("session {session:?}: broker refused subscription to {filter:?}")]
+    #[error("session {session:?}: broker refused subscription to {filter:?}: {reason}")]
     SubscribeRefused {
         /// The session.
         session: String,
         /// The refused filter.
         filter: String,
+        /// The SUBACK's reason code (MQTT 3.1.1 has one failure code, reported as
+        /// `0x80`, unspecified error).
+        reason: ReasonCode,
+    },
+
+    /// The broker refused a QoS >= 1 publish: its PUBACK or PUBREC carried a failure
+    /// reason code (MQTT 5 only). The publish is not retried.
+    #[error("session {session:?}: broker refused the publish to {topic:?}: {reason}")]
+    PublishRefused {
+        /// The session.
+        session: String,
+        /// The publish's topic.
+        topic: String,
+        /// The PUBACK's (or PUBREC's) reason code, 0x80 or above.
+        reason: ReasonCode,
+    },
+
+    /// A packet larger than the broker's Maximum Packet Size (from its MQTT 5 CONNACK):
+    /// the broker would close the connection, so the publish is refused instead.
+    #[error("session {session:?}: publish of {size} bytes exceeds the broker's maximum packet size of {max} bytes")]
+    PacketTooLarge {
+        /// The session.
+        session: String,
+        /// The PUBLISH packet's size (an upper bound).
+        size: usize,
+        /// The broker's limit.
+        max: u32,
+    },
+
+    /// The operation needs an MQTT 5 session (`protocol = "5"`).
+    #[error("session {session:?}: {feature} needs MQTT 5 (protocol = \"5\")")]
+    Mqtt5Required {
+        /// The session.
+        session: String,
+        /// What was asked for.
+        feature: &'static str,
+    },
+
+    /// No response arrived within the request's timeout.
+    #[error("session {session:?}: no response to the request on {topic:?} within {timeout:?}")]
+    RequestTimeout {
+        /// The session that sent the request.
+        session: String,
+        /// The request's topic.
+        topic: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+
+    /// [`SessionManager::respond`](crate::SessionManager::respond) was given a message
+    /// without a response topic: it is not a request.
+    #[error("message on {topic:?} has no response topic: it is not a request")]
+    NotARequest {
+        /// The message's topic.
+        topic: String,
     },
 
     /// Route options out of range.

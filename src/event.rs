@@ -130,6 +130,11 @@ pub struct ConnectionFailure {
     pub broker: String,
     /// A readable description.
     pub message: String,
+    /// The MQTT 5 reason code, when the broker gave one (a CONNACK refusal, or a
+    /// DISCONNECT from the broker). MQTT 3.1.1 CONNACK refusals carry their MQTT 5
+    /// counterpart (`NotAuthorized` is `0x87`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::reason::ReasonCode>,
 }
 
 impl std::fmt::Display for ConnectionFailure {

@@ -34,7 +34,12 @@
 //!   supervision.
 //! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
 //!   outbox) and its driver task (the rumqttc event loop); plain logic in
-//!   [`session::state`], [`session::backoff`] and [`session::outbox`].
+//!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
+//!   MQTT 5 (`protocol = "5"`) share all of it: [`session::link`] is the one place that
+//!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
+//! - [`request`]: MQTT 5 request/response ([`SessionManager::request`],
+//!   [`SessionManager::respond`]) on a per-session response route.
+//! - [`reason`]: [`ReasonCode`], the MQTT 5 reason codes carried by errors and events.
 //! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
 //!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
 //!   async task, actix actor, channel).
@@ -68,6 +73,8 @@ pub mod manager;
 pub mod message;
 pub mod metrics;
 pub mod options;
+pub mod reason;
+pub mod request;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -80,14 +87,17 @@ pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
-pub use message::{Message, Publish, QoS};
+pub use message::{Message, MessageProperties, Publish, QoS};
 pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,
 };
+pub use reason::ReasonCode;
 pub use router::builder::RouteBuilder;
-pub use router::route::{Listener, Overflow, Route, RouteCounts, RouteOptions};
+pub use router::route::{
+    Listener, Overflow, RetainHandling, Route, RouteCounts, RouteOptions, SubscribeOptions,
+};
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::state::SessionState;

@@ -16,6 +16,7 @@ use crate::metrics::{
     ManagerMetrics, Metrics, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
 };
 use crate::options::SessionOptions;
+use crate::request::RequestRegistry;
 use crate::router::builder::RouteBuilder;
 use crate::router::dispatch::RouteTable;
 use crate::router::route::{Listener, Route};
@@ -137,6 +138,7 @@ impl SessionManagerBuilder {
             bus,
             metrics,
             running: Arc::new(AtomicBool::new(true)),
+            requests: Arc::default(),
         })
     }
 }
@@ -169,6 +171,7 @@ pub struct SessionManager {
     bus: EventBus,
     metrics: Metrics,
     running: Arc<AtomicBool>,
+    requests: Arc<RequestRegistry>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -446,6 +449,11 @@ impl SessionManager {
     /// Whether the manager runs and every session is ready, as `GET /readyz` reports it.
     pub fn readiness(&self) -> Readiness {
         Readiness::collect(self.metrics.sources(), self.is_running())
+    }
+
+    /// Request/response state of the sessions (see [`request`](Self::request)).
+    pub(crate) fn request_registry(&self) -> &RequestRegistry {
+        &self.requests
     }
 
     /// Replaces the source of per-route metrics (see [`RouteStatsSource`]).

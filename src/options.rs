@@ -139,7 +139,10 @@ pub struct SessionOptions {
     /// Broker URLs, tried in order on every connection attempt
     /// (`mqtt://host:1883`, `tcp://host`, `mqtts://host:8883`, `ws://host:8080/mqtt`, ...).
     pub brokers: Vec<String>,
-    /// MQTT client id. When absent one is generated: `mqtt-sessions-{name}` for persistent
+    /// MQTT client id. On an MQTT 5 session an empty client id asks the broker to assign
+    /// one (the CONNACK's assigned client identifier, then used for every reconnect and
+    /// shown in [`SessionStatus`](crate::SessionStatus)).
+    /// When absent one is generated: `mqtt-sessions-{name}` for persistent
     /// sessions (so the broker finds the session again), with a random suffix otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -188,6 +191,17 @@ pub struct ConnectOptions {
     /// Will message the broker publishes if the session ends without a DISCONNECT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub will: Option<WillOptions>,
+    /// MQTT 5 session expiry interval (whole seconds): how long the broker keeps the
+    /// session (subscriptions, queued QoS >= 1 messages) after the connection ends.
+    /// Absent: 0, the session ends with the connection. MQTT 5 only (with MQTT 3.1.1,
+    /// `clean_session = false` keeps the session); pair it with `clean_session = false`
+    /// (clean start off) to resume the session on reconnect.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub session_expiry: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -200,6 +214,7 @@ impl Default for ConnectOptions {
             persistent: false,
             resume_subscriptions: true,
             will: None,
+            session_expiry: None,
         }
     }
 }
@@ -292,7 +307,13 @@ impl Default for PerformanceOptions {
     }
 }
 
-/// MQTT protocol version.
+/// MQTT protocol version (`"3.1.1"` or `"5"` in a config file).
+///
+/// Both run through the same session actor, router and driver; MQTT 5 adds message
+/// properties ([`MessageProperties`](crate::MessageProperties)), subscribe options
+/// ([`SubscribeOptions`](crate::SubscribeOptions)), reason codes in errors, the session
+/// expiry interval, server-assigned client ids, the broker's CONNACK limits and
+/// request/response ([`SessionManager::request`](crate::SessionManager::request)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Protocol {
     /// MQTT 3.1.1 (the default).
@@ -483,19 +504,40 @@ impl SessionOptions {
                 ));
             }
         }
-        if self.protocol == Protocol::V5 {
-            return Err(OptionsError::Unsupported {
-                session: session.to_string(),
-                feature: "MQTT 5",
-            });
+        let v5 = self.protocol == Protocol::V5;
+        if v5 && self.connect.keep_alive < Duration::from_secs(5) {
+            // rumqttc's MQTT 5 client takes no keep-alive below 5 s (nor zero).
+            return Err(invalid(
+                "connect.keep_alive",
+                format!(
+                    "{:?}: an MQTT 5 session needs a keep-alive of at least 5 s",
+                    self.connect.keep_alive
+                ),
+            ));
         }
-        if let Some(id) = &self.client_id {
+        if let Some(expiry) = self.connect.session_expiry {
+            if !v5 {
+                return Err(invalid(
+                    "connect.session_expiry",
+                    "needs MQTT 5 (protocol = \"5\"); MQTT 3.1.1 keeps a session with clean_session = false".into(),
+                ));
+            }
+            if expiry.as_secs() > u64::from(u32::MAX) || expiry.subsec_nanos() != 0 {
+                return Err(invalid(
+                    "connect.session_expiry",
+                    format!("{expiry:?}: must be whole seconds up to {} s", u32::MAX),
+                ));
+            }
+        }
+        if let Some(id) = self.client_id.as_ref().filter(|id| !(v5 && id.is_empty())) {
             let bad = |reason: &str| OptionsError::InvalidClientId {
                 session: session.to_string(),
                 reason: reason.to_string(),
             };
             if id.is_empty() {
-                return Err(bad("empty (leave it out to have one generated)"));
+                return Err(bad(
+                    "empty (leave it out to have one generated; MQTT 5 sessions may leave it empty for the broker to assign one)",
+                ));
             }
             if id.len() > 65535 {
                 return Err(bad("longer than 65535 bytes [MQTT-1.5.3-1]"));
@@ -870,6 +912,39 @@ mod tests {
         assert_eq!(o.reconnect.initial_delay, Duration::from_millis(250));
         let bad = r#"{"name":"a","brokers":["mqtt://h"],"kepalive":"5s"}"#;
         assert!(serde_json::from_str::<SessionOptions>(bad).is_err());
+    }
+
+    #[test]
+    fn mqtt5_options_are_checked_where_they_differ_from_3_1_1() {
+        let mut o = base();
+        o.protocol = Protocol::V5;
+        o.connect.keep_alive = Duration::from_secs(5);
+        o.client_id = Some(String::new());
+        o.connect.session_expiry = Some(Duration::from_secs(60));
+        o.validate().unwrap();
+        o.connect.keep_alive = Duration::from_secs(2);
+        assert!(matches!(
+            o.validate(),
+            Err(OptionsError::InvalidValue {
+                field: "connect.keep_alive",
+                ..
+            })
+        ));
+        let mut o = base();
+        o.connect.session_expiry = Some(Duration::from_secs(60));
+        assert!(matches!(
+            o.validate(),
+            Err(OptionsError::InvalidValue {
+                field: "connect.session_expiry",
+                ..
+            })
+        ));
+        o.connect.session_expiry = None;
+        o.client_id = Some(String::new());
+        assert!(matches!(
+            o.validate(),
+            Err(OptionsError::InvalidClientId { .. })
+        ));
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Supervisor {
         if reg.contains_key(&opts.name) {
             return Err(Error::DuplicateSession(opts.name.clone()));
         }
-        for (name, other) in reg.iter() {
+        // An empty client id (MQTT 5) asks the broker for a fresh one: never a duplicate.
+        for (name, other) in reg.iter().filter(|_| !client_id.is_empty()) {
             if other.status.borrow().client_id != client_id {
                 continue;
             }
@@ -149,6 +150,7 @@ impl Supervisor {
             ready: false,
             broker: None,
             client_id: client_id.clone(),
+            broker_limits: Default::default(),
             connected_since: None,
             last_error: None,
             restarts: 0,

@@ -160,12 +160,12 @@ impl RunningRule {
 
 impl Forwarder {
     async fn forward(&self, msg: Message) {
-        let publish = Publish {
-            topic: self.template.render(&msg.topic, &msg.session),
-            payload: msg.payload.clone(),
-            qos: self.qos,
-            retain: self.retain,
-        };
+        let publish = Publish::new(
+            self.template.render(&msg.topic, &msg.session),
+            msg.payload.clone(),
+        )
+        .qos(self.qos)
+        .retain(self.retain);
         let mut delay = RETRY_INITIAL;
         let mut attempt = 0u32;
         loop {

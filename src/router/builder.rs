@@ -6,7 +6,10 @@ use std::sync::Arc;
 use actix::{Addr, Recipient};
 
 use super::consume;
-use super::route::{Listener, Overflow, Route, RouteOptions, RouteScope, RouteStats};
+use super::route::{
+    Listener, Overflow, RetainHandling, Route, RouteOptions, RouteScope, RouteStats,
+    SubscribeOptions,
+};
 use super::{AddRoute, RouterActor};
 use crate::error::Error;
 use crate::message::{Message, QoS};
@@ -62,6 +65,32 @@ impl RouteBuilder {
     /// What a full queue does with QoS 0 messages (default drop newest).
     pub fn overflow(mut self, overflow: Overflow) -> Self {
         self.opts.overflow = overflow;
+        self
+    }
+
+    /// MQTT 5 no local: do not receive what this session publishes itself (ignored by
+    /// MQTT 3.1.1 sessions). Routes sharing a filter share one subscription; see
+    /// [`SubscribeOptions`] for how their options combine.
+    pub fn no_local(mut self, on: bool) -> Self {
+        self.opts.subscribe.no_local = on;
+        self
+    }
+
+    /// MQTT 5 retain as published: keep the retain flag of forwarded messages.
+    pub fn retain_as_published(mut self, on: bool) -> Self {
+        self.opts.subscribe.retain_as_published = on;
+        self
+    }
+
+    /// MQTT 5 retain handling: when the broker sends retained messages.
+    pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
+        self.opts.subscribe.retain_handling = handling;
+        self
+    }
+
+    /// All MQTT 5 subscribe options at once.
+    pub fn subscribe_options(mut self, subscribe: SubscribeOptions) -> Self {
+        self.opts.subscribe = subscribe;
         self
     }
 

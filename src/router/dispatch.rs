@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
 use super::durable::HoldQueue;
-use super::route::{Overflow, RouteScope, RouteStats};
+use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::incoming::{Dispatcher, Pending};
@@ -28,6 +28,8 @@ pub struct RouteEntry {
     pub scope: RouteScope,
     /// Subscription QoS it asks for.
     pub qos: QoS,
+    /// MQTT 5 subscribe options it asks for.
+    pub subscribe: SubscribeOptions,
     /// QoS 0 overflow policy.
     pub overflow: Overflow,
     /// Where its messages go.

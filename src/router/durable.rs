@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dispatch::{RouteEntry, Target, HELD_MAX_AGE};
-use super::route::{Overflow, RouteScope, RouteStats};
+use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::RouterActor;
 use crate::message::{Message, QoS};
 use crate::store::Store;
@@ -113,6 +113,7 @@ impl RouterActor {
                     filter: filter.clone(),
                     scope: RouteScope::Session(Arc::clone(session)),
                     qos,
+                    subscribe: SubscribeOptions::default(),
                     overflow: Overflow::DropNewest,
                     target: Target::Hold {
                         queue: hold.clone(),
@@ -167,6 +168,7 @@ impl RouterActor {
                 filter: gone.filter.clone(),
                 scope: RouteScope::Session(Arc::clone(&s)),
                 qos: gone.qos,
+                subscribe: gone.subscribe,
                 overflow: Overflow::DropNewest,
                 target: Target::Hold {
                     queue: hold.clone(),
@@ -195,7 +197,7 @@ impl RouterActor {
                 .collect();
             // Every filter the session is subscribed to is saved; those without a named
             // route (routes: []) are unsubscribed after a restart.
-            let Some(qos) = self
+            let Some((qos, _options)) = self
                 .subscribed
                 .get(session)
                 .and_then(|subs| subs.get(filter))
@@ -265,6 +267,8 @@ impl RouterActor {
                     dup: false,
                     packet_id: 0,
                     received_at: UNIX_EPOCH + Duration::from_millis(m.received_at_ms),
+                    // Held messages keep no MQTT 5 properties (the store's frame has none).
+                    properties: None,
                 };
                 if tx.send_async(msg).await.is_err() {
                     break;

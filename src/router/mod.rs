@@ -9,6 +9,9 @@
 //! Subscriptions are reference-counted per (session, filter): the first route needing a
 //! filter on a session makes that session SUBSCRIBE, the last one leaving makes it
 //! UNSUBSCRIBE, and the subscription QoS is the highest any of those routes asks for.
+//! A broker keeps one subscription per filter and client, so the MQTT 5 subscribe
+//! options are not part of the key: the subscription carries the union of the routes'
+//! options ([`SubscribeOptions::union`]) and is re-sent when that union changes.
 //! Routes for all sessions also cover sessions registered later.
 
 pub mod builder;
@@ -25,7 +28,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use self::dispatch::{RouteEntry, RouteTable, Target};
-use self::route::{RouteOptions, RouteScope, RouteStats};
+use self::route::{RouteOptions, RouteScope, RouteStats, SubscribeOptions};
 use crate::error::Error;
 use crate::message::{Message as MqttMessage, QoS};
 use crate::session::{SessionActor, Subscribe, Unsubscribe};
@@ -40,7 +43,7 @@ pub struct RouterActor {
     routes: HashMap<u64, Arc<RouteEntry>>,
     by_filter: HashMap<String, BTreeSet<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
-    subscribed: HashMap<Arc<str>, HashMap<String, QoS>>,
+    subscribed: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
     hold: Option<durable::HoldQueue>,
     durable: HashSet<Arc<str>>,
     next_id: u64,
@@ -86,8 +89,8 @@ impl RouterActor {
             .flatten()
             .filter_map(|id| self.routes.get(id))
             .filter(|r| r.scope.covers(session))
-            .map(|r| r.qos)
-            .max();
+            .map(|r| (r.qos, r.subscribe))
+            .reduce(|(q1, o1), (q2, o2)| (q1.max(q2), o1.union(o2)));
         let subs = self.subscribed.entry(Arc::clone(session)).or_default();
         let have = subs.get(filter.as_str()).copied();
         if want == have {
@@ -95,12 +98,16 @@ impl RouterActor {
         }
         let filter = filter.clone();
         match want {
-            Some(qos) => {
-                subs.insert(filter.as_str().to_string(), qos);
+            Some((qos, options)) => {
+                subs.insert(filter.as_str().to_string(), (qos, options));
                 Some(Box::pin(async move {
-                    addr.send(Subscribe { filter, qos })
-                        .await
-                        .map_err(|_| Error::Shutdown)?
+                    addr.send(Subscribe {
+                        filter,
+                        qos,
+                        options,
+                    })
+                    .await
+                    .map_err(|_| Error::Shutdown)?
                 }))
             }
             None => {
@@ -237,6 +244,7 @@ impl Handler<AddRoute> for RouterActor {
             filter: msg.filter.clone(),
             scope: msg.scope.clone(),
             qos: msg.opts.qos,
+            subscribe: msg.opts.subscribe,
             overflow: msg.opts.overflow,
             target: Target::Queue {
                 tx: msg.tx,

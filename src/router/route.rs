@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{RemoveRoute, RouterActor};
 use crate::message::{Message, QoS};
+pub use crate::message::{RetainHandling, SubscribeOptions};
 use crate::topic::TopicFilter;
 
 /// Default capacity of a route's queue.
@@ -40,6 +41,9 @@ pub struct RouteOptions {
     pub capacity: usize,
     /// QoS 0 overflow policy. Default [`Overflow::DropNewest`].
     pub overflow: Overflow,
+    /// MQTT 5 subscribe options (no local, retain as published, retain handling);
+    /// ignored by MQTT 3.1.1 sessions. Default: the MQTT defaults.
+    pub subscribe: SubscribeOptions,
 }
 
 impl Default for RouteOptions {
@@ -49,6 +53,7 @@ impl Default for RouteOptions {
             qos: QoS::AtLeastOnce,
             capacity: DEFAULT_ROUTE_CAPACITY,
             overflow: Overflow::DropNewest,
+            subscribe: SubscribeOptions::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The driver: the task that owns a session's rumqttc [`EventLoop`].
+//! The driver: the task that owns a session's rumqttc event loop (through [`Link`]).
 //!
+//! It speaks MQTT 3.1.1 or MQTT 5 through the protocol-neutral [`Link`].
 //! It only ever awaits `EventLoop::poll` (plus, while connected, a read-timeout timer), so
 //! keep-alive keeps flowing whatever the application does. It
 //! - walks the broker list on every connection attempt and sleeps the backoff in between;
@@ -16,18 +17,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
-    MqttOptions, MqttState, Outgoing, Packet, Request, StateError, SubAck, TlsConfiguration,
-};
+use rumqttc::Outgoing;
 use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
 use super::incoming::{Dispatcher, Pending};
+use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
-use crate::options::{BrokerUrl, SessionOptions, Transport};
+use crate::options::{BrokerUrl, SessionOptions};
+use crate::reason::ReasonCode;
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -62,6 +62,10 @@ pub enum DriverEvent {
         broker: usize,
         /// The broker kept a session for this client id.
         session_present: bool,
+        /// The client id the broker assigned (MQTT 5, when the client id was empty).
+        assigned_client_id: Option<String>,
+        /// The broker's limits from its CONNACK (MQTT 5).
+        limits: BrokerLimits,
     },
     /// The connection ended.
     Lost {
@@ -76,12 +80,22 @@ pub enum DriverEvent {
     },
     /// rumqttc processed an outgoing request.
     Outgoing(Outgoing),
-    /// PUBACK for an outgoing QoS 1 publish.
-    PubAck(u16),
+    /// PUBACK for an outgoing QoS 1 publish, or a failed PUBREC for a QoS 2 one.
+    PubAck {
+        /// Packet id.
+        pkid: u16,
+        /// The failure reason code when the broker refused the publish (MQTT 5).
+        refused: Option<ReasonCode>,
+    },
     /// PUBCOMP for an outgoing QoS 2 publish.
     PubComp(u16),
-    /// SUBACK.
-    SubAck(SubAck),
+    /// SUBACK: per filter, the granted QoS or the failure reason code.
+    SubAck {
+        /// Packet id.
+        pkid: u16,
+        /// One result per filter of the SUBSCRIBE, in order.
+        codes: Vec<Result<QoS, ReasonCode>>,
+    },
 }
 
 /// Everything the driver task needs.
@@ -89,10 +103,8 @@ pub struct Driver {
     pub(super) session: Arc<str>,
     pub(super) opts: Arc<SessionOptions>,
     pub(super) brokers: Vec<BrokerUrl>,
-    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
-    pub(super) client_id: String,
-    pub(super) eventloop: EventLoop,
-    pub(super) client: AsyncClient,
+    pub(super) link: Link,
+    pub(super) client: Client,
     pub(super) events: mpsc::Sender<DriverEvent>,
     pub(super) dispatcher: Arc<dyn Dispatcher>,
     pub(super) counters: Arc<SessionCounters>,
@@ -111,86 +123,9 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// rumqttc options for one broker of the session; `tls` is the session's TLS
-/// configuration (used for TLS brokers only).
-pub(super) fn mqtt_options(
-    opts: &SessionOptions,
-    client_id: &str,
-    broker: &BrokerUrl,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> MqttOptions {
-    let host = match broker.transport {
-        Transport::Ws | Transport::Wss => broker.url.clone(),
-        Transport::Tcp | Transport::Tls => broker.host.clone(),
-    };
-    let mut mo = MqttOptions::new(client_id, host, broker.port);
-    mo.set_keep_alive(opts.connect.keep_alive);
-    mo.set_clean_session(opts.connect.clean_session);
-    let max = opts.performance.max_message_size;
-    // Room for the topic and header: oversized payloads are refused by this crate with a
-    // typed error (outgoing) or dropped and counted (incoming), not by a disconnect.
-    mo.set_max_packet_size(
-        max.saturating_add(65_536 + 16),
-        max.saturating_add(65_536 + 16),
-    );
-    // One slot more than the outbox ever uses, so rumqttc never stops reading requests
-    // (acknowledgements of incoming messages travel the same channel).
-    mo.set_inflight(opts.performance.inflight.saturating_add(1));
-    mo.set_manual_acks(true);
-    mo.set_request_channel_capacity(usize::from(opts.performance.inflight) + 256);
-    if let (Some(user), pass) = (&opts.username, &opts.password) {
-        mo.set_credentials(
-            user.clone(),
-            pass.as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        );
-    }
-    if let Some(will) = &opts.connect.will {
-        mo.set_last_will(LastWill::new(
-            will.topic.clone(),
-            will.payload.clone().into_bytes(),
-            will.qos.into(),
-            will.retain,
-        ));
-    }
-    let tls_config = || {
-        let config = match tls {
-            Some(c) => Arc::clone(c),
-            None => {
-                tracing::error!(broker = %broker.url, "no TLS configuration prepared for a TLS broker; no certificate will be trusted");
-                crate::tls::trust_nothing_config()
-            }
-        };
-        TlsConfiguration::Rustls(config)
-    };
-    match broker.transport {
-        Transport::Tcp => {}
-        Transport::Ws => {
-            mo.set_transport(rumqttc::Transport::Ws);
-        }
-        Transport::Tls => {
-            mo.set_transport(rumqttc::Transport::tls_with_config(tls_config()));
-        }
-        Transport::Wss => {
-            mo.set_transport(rumqttc::Transport::wss_with_config(tls_config()));
-        }
-    }
-    mo
-}
-
 impl Driver {
     /// Runs until the connection is given up; the actor aborts the task to stop it sooner.
     pub async fn run(mut self) {
-        let mut net = self.eventloop.network_options();
-        net.set_connection_timeout(self.opts.connect.connect_timeout.as_secs().max(1));
-        net.set_tcp_nodelay(true);
-        self.eventloop.set_network_options(net);
-        let options: Vec<MqttOptions> = self
-            .brokers
-            .iter()
-            .map(|b| mqtt_options(&self.opts, &self.client_id, b, self.tls.as_ref()))
-            .collect();
         let acker = Acker::spawn(self.client.clone());
         let mut backoff = Backoff::new(&self.opts.reconnect);
         let mut attempt: u32 = 0;
@@ -201,42 +136,38 @@ impl Driver {
             }
             attempt += 1;
             let mut connected = None;
-            for (i, mo) in options.iter().enumerate() {
+            for i in 0..self.brokers.len() {
                 self.report(DriverEvent::Attempt { broker: i, attempt })
                     .await;
                 self.counters
                     .connection_attempts
                     .fetch_add(1, Ordering::Relaxed);
-                self.eventloop.mqtt_options = mo.clone();
-                self.eventloop.network = None;
                 // Held until CONNACK or failure; the semaphore is never closed.
                 let permit = Arc::clone(&self.connect_limit).acquire_owned().await.ok();
-                let polled = self.eventloop.poll().await;
+                let polled = self.link.connect(i).await;
                 drop(permit);
                 match polled {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        connected = Some((i, ack.session_present));
+                    Ok(ack) => {
+                        connected = Some((i, ack));
                         break;
                     }
-                    Ok(other) => {
-                        let failure = self.failure(
-                            i,
-                            ErrorKind::Protocol,
-                            format!("expected CONNACK, got {other:?}"),
-                        );
-                        self.report(DriverEvent::AttemptFailed(failure)).await;
-                    }
                     Err(e) => {
-                        let failure = classify(&e, &self.brokers[i]);
+                        let failure = e.classify(&self.brokers[i]);
                         self.report(DriverEvent::AttemptFailed(failure)).await;
                     }
                 }
             }
             match connected {
-                Some((broker, session_present)) => {
+                Some((broker, ack)) => {
+                    if let Some(id) = &ack.assigned_client_id {
+                        // Reconnects resume the same broker session.
+                        self.link.set_client_id(id);
+                    }
                     self.report(DriverEvent::Connected {
                         broker,
-                        session_present,
+                        session_present: ack.session_present,
+                        assigned_client_id: ack.assigned_client_id,
+                        limits: ack.limits,
                     })
                     .await;
                     let since = Instant::now();
@@ -283,6 +214,7 @@ impl Driver {
             kind,
             broker: self.brokers[broker].url.clone(),
             message,
+            reason: None,
         }
     }
 
@@ -303,19 +235,19 @@ impl Driver {
             }
             let polled = tokio::select! {
                 biased;
-                r = self.eventloop.poll() => Some(r),
+                r = self.link.poll() => Some(r),
                 _ = &mut sleep, if read_timeout.is_some() => None,
             };
             match polled {
-                Some(Ok(Event::Incoming(packet))) => {
+                Some(Ok(LinkEvent::Outgoing(out))) => self.report(DriverEvent::Outgoing(out)).await,
+                Some(Ok(ev)) => {
                     last_in = Instant::now();
-                    self.on_incoming(packet, acker).await;
+                    self.on_incoming(ev, acker).await;
                 }
-                Some(Ok(Event::Outgoing(out))) => self.report(DriverEvent::Outgoing(out)).await,
-                Some(Err(e)) => break classify(&e, &self.brokers[broker]),
+                Some(Err(e)) => break e.classify(&self.brokers[broker]),
                 None => {
                     // The poll future was dropped mid-way: the connection is declared dead.
-                    self.eventloop.clean();
+                    self.link.abandon();
                     break self.failure(
                         broker,
                         ErrorKind::Timeout,
@@ -327,48 +259,40 @@ impl Driver {
         // Events rumqttc had already buffered still count: acks and messages read, and
         // publishes it wrote (or tried to) before the failure, so that the actor's outbox
         // knows their packet ids.
-        while let Some(ev) = self.eventloop.state.events.pop_front() {
+        while let Some(ev) = self.link.buffered() {
             match ev {
-                Event::Incoming(packet) => self.on_incoming(packet, acker).await,
-                Event::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+                LinkEvent::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+                ev => self.on_incoming(ev, acker).await,
             }
         }
-        let (mut drained_qos1, mut drained_qos0, mut drained_subs) = (0, 0, 0);
-        for req in self.eventloop.pending.drain(..) {
-            match req {
-                Request::Publish(p) => match (p.pkid, p.qos) {
-                    (0, rumqttc::QoS::AtMostOnce) => drained_qos0 += 1,
-                    (0, _) => drained_qos1 += 1,
-                    _ => {}
-                },
-                Request::Subscribe(_) => drained_subs += 1,
-                _ => {}
-            }
-        }
-        self.eventloop.state =
-            MqttState::new(self.opts.performance.inflight.saturating_add(1), true);
-        self.eventloop.network = None;
+        let drained = self.link.reset(self.opts.performance.inflight);
         DriverEvent::Lost {
             failure,
-            drained_qos1,
-            drained_qos0,
-            drained_subs,
+            drained_qos1: drained.qos1,
+            drained_qos0: drained.qos0,
+            drained_subs: drained.subs,
         }
     }
 
-    async fn on_incoming(&mut self, packet: Incoming, acker: &Acker) {
-        match packet {
-            Packet::Publish(p) => self.on_publish(p, acker),
-            Packet::PubAck(a) => self.report(DriverEvent::PubAck(a.pkid)).await,
-            Packet::PubComp(c) => self.report(DriverEvent::PubComp(c.pkid)).await,
-            Packet::SubAck(s) => self.report(DriverEvent::SubAck(s)).await,
-            _ => {}
+    async fn on_incoming(&mut self, ev: LinkEvent, acker: &Acker) {
+        match ev {
+            LinkEvent::Publish(p) => self.on_publish(p, acker),
+            LinkEvent::PubAck { pkid, refused } => {
+                self.report(DriverEvent::PubAck { pkid, refused }).await
+            }
+            LinkEvent::PubComp(pkid) => self.report(DriverEvent::PubComp(pkid)).await,
+            LinkEvent::SubAck { pkid, codes } => {
+                self.report(DriverEvent::SubAck { pkid, codes }).await
+            }
+            LinkEvent::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+            LinkEvent::Other => {}
         }
     }
 
-    fn on_publish(&mut self, p: rumqttc::Publish, acker: &Acker) {
+    fn on_publish(&mut self, p: Inbound, acker: &Acker) {
         let c = &self.counters;
-        let qos = QoS::from(p.qos);
+        let qos = p.qos;
+        let token = AckToken { qos, pkid: p.pkid };
         if p.payload.len() > self.opts.performance.max_message_size {
             // Per-message: only the first drop is a warning, the rest are counted
             // (dropped_messages_total{reason="oversized"}) and traced.
@@ -387,7 +311,7 @@ impl Driver {
                 );
             }
             if qos != QoS::AtMostOnce {
-                acker.ack(None, p);
+                acker.ack(None, token);
             }
             return;
         }
@@ -397,18 +321,19 @@ impl Driver {
         c.touch_received();
         let msg = Message {
             session: Arc::clone(&self.session),
-            topic: Arc::from(p.topic.as_str()),
-            payload: p.payload.clone(),
+            topic: p.topic,
+            payload: p.payload,
             qos,
             retain: p.retain,
             dup: p.dup,
             packet_id: p.pkid,
             received_at: SystemTime::now(),
+            properties: p.properties,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");
         let wait = self.dispatcher.dispatch(&msg);
         if qos != QoS::AtMostOnce {
-            acker.ack(wait, p);
+            acker.ack(wait, token);
         }
     }
 }
@@ -416,15 +341,15 @@ impl Driver {
 /// Sends PUBACK/PUBREC for incoming QoS >= 1 messages, in arrival order, each once its
 /// consumers accepted the message.
 struct Acker {
-    client: AsyncClient,
-    queue: mpsc::Sender<(Option<Pending>, rumqttc::Publish)>,
+    client: Client,
+    queue: mpsc::Sender<(Option<Pending>, AckToken)>,
     waiting: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Acker {
-    fn spawn(client: AsyncClient) -> Acker {
-        let (queue, mut rx) = mpsc::channel::<(Option<Pending>, rumqttc::Publish)>(ACK_QUEUE);
+    fn spawn(client: Client) -> Acker {
+        let (queue, mut rx) = mpsc::channel::<(Option<Pending>, AckToken)>(ACK_QUEUE);
         let waiting = Arc::new(AtomicUsize::new(0));
         let (c, w) = (client.clone(), Arc::clone(&waiting));
         let task = tokio::spawn(async move {
@@ -432,7 +357,7 @@ impl Acker {
                 if let Some(p) = pending {
                     p.await;
                 }
-                let _ = c.ack(&publish).await;
+                let _ = c.ack(publish).await;
                 w.fetch_sub(1, Ordering::AcqRel);
             }
         });
@@ -444,9 +369,9 @@ impl Acker {
         }
     }
 
-    fn ack(&self, pending: Option<Pending>, publish: rumqttc::Publish) {
+    fn ack(&self, pending: Option<Pending>, publish: AckToken) {
         if pending.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
-            match self.client.try_ack(&publish) {
+            match self.client.ack_now(publish) {
                 Ok(()) => return,
                 Err(_) => {
                     tracing::trace!(pkid = publish.pkid, "request channel full, ack deferred")
@@ -470,112 +395,5 @@ impl Acker {
 impl Drop for Acker {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Maps a rumqttc connection error to a failure kind and message.
-///
-/// TLS failures are recognised wherever rumqttc wraps them (the handshake's
-/// `ConnectionError::Tls`, or an I/O error carrying a TLS alert when the broker refuses
-/// the client certificate after the handshake, as TLS 1.3 brokers do) and reported as
-/// [`ErrorKind::Tls`] with rustls' reason and a hint.
-pub(super) fn classify(e: &ConnectionError, broker: &BrokerUrl) -> ConnectionFailure {
-    if let Some(tls) = find_rustls_error(e) {
-        return ConnectionFailure {
-            kind: ErrorKind::Tls,
-            broker: broker.url.clone(),
-            message: describe_tls_error(tls),
-        };
-    }
-    let kind = match e {
-        ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => ErrorKind::Auth,
-        ConnectionError::ConnectionRefused(_) => ErrorKind::Refused,
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => ErrorKind::Timeout,
-        ConnectionError::MqttState(StateError::AwaitPingResp) => ErrorKind::Timeout,
-        ConnectionError::MqttState(StateError::Io(_)) | ConnectionError::Io(_) => ErrorKind::Io,
-        ConnectionError::MqttState(StateError::ConnectionAborted) => ErrorKind::Io,
-        ConnectionError::Tls(_) => ErrorKind::Tls,
-        _ => ErrorKind::Protocol,
-    };
-    let message = match e {
-        ConnectionError::ConnectionRefused(code @ ConnectReturnCode::BadUserNamePassword) => {
-            format!("broker refused the connection: {code:?} (check the username and password)")
-        }
-        ConnectionError::ConnectionRefused(code @ ConnectReturnCode::NotAuthorized) => {
-            format!(
-                "broker refused the connection: {code:?} (check the username and password, or the broker's access rules)"
-            )
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
-        }
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            "no PINGRESP from the broker".to_string()
-        }
-        ConnectionError::Tls(other) => format!("TLS connection failed: {other}"),
-        other => other.to_string(),
-    };
-    ConnectionFailure {
-        kind,
-        broker: broker.url.clone(),
-        message,
-    }
-}
-
-/// The rustls error somewhere in `e`'s chain of causes (looking inside `io::Error`s,
-/// whose `source()` skips the error they wrap).
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current: &(dyn std::error::Error + 'static) = e;
-    for _ in 0..16 {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let next = match current.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
-        current = next?;
-    }
-    None
-}
-
-/// "TLS handshake failed: <rustls' reason> (<hint>)".
-fn describe_tls_error(e: &rustls::Error) -> String {
-    use rustls::{AlertDescription as A, CertificateError as C};
-    let hint = match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::UnknownIssuer => Some("the broker's certificate is not signed by a trusted CA: check tls.ca_file"),
-            C::NotValidForName | C::NotValidForNameContext { .. } => Some(
-                "the broker's certificate is not issued for this host: check the URL's host or set tls.server_name",
-            ),
-            C::Expired | C::ExpiredContext { .. } => Some("the broker's certificate has expired"),
-            C::NotValidYet | C::NotValidYetContext { .. } => {
-                Some("the broker's certificate is not valid yet (check the clock)")
-            }
-            _ => None,
-        },
-        rustls::Error::AlertReceived(
-            A::CertificateRequired
-            | A::BadCertificate
-            | A::UnknownCA
-            | A::CertificateUnknown
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::UnsupportedCertificate
-            | A::AccessDenied,
-        ) => Some("the broker refused the client certificate or requires one: check tls.client_cert"),
-        rustls::Error::NoApplicationProtocol
-        | rustls::Error::AlertReceived(A::NoApplicationProtocol) => {
-            Some("no common ALPN protocol: check tls.alpn")
-        }
-        _ => None,
-    };
-    match hint {
-        Some(h) => format!("TLS handshake failed: {e} ({h})"),
-        None => format!("TLS handshake failed: {e}"),
     }
 }

@@ -12,6 +12,7 @@ use super::incoming::SessionSinks;
 use super::state::SessionState;
 use super::{PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
 use crate::error::Error;
+use crate::message::SubscribeOptions;
 use crate::message::{Message, Publish, QoS};
 use crate::options::SessionOptions;
 use crate::topic::{validate_topic_name, TopicFilter};
@@ -125,7 +126,11 @@ impl SessionHandle {
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
         let filter = TopicFilter::new(filter)?;
         self.addr
-            .send(Subscribe { filter, qos })
+            .send(Subscribe {
+                filter,
+                qos,
+                options: SubscribeOptions::default(),
+            })
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }

@@ -18,9 +18,11 @@
 pub mod backoff;
 pub mod counters;
 pub mod driver;
+pub(crate) mod failure;
 pub mod handle;
 pub mod incoming;
 pub mod latency;
+pub mod link;
 pub mod outbox;
 pub mod rates;
 pub mod state;
@@ -30,8 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use futures_util::FutureExt;
-use rumqttc::{AsyncClient, Outgoing, SubscribeReasonCode};
+use rumqttc::Outgoing;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,12 +40,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use self::counters::SessionCounters;
 use self::driver::{Driver, DriverEvent};
 use self::incoming::Dispatcher;
+use self::link::{BrokerLimits, Client, Link};
 use self::outbox::Outbox;
 use self::state::{SessionState, Transition};
 use crate::error::Error;
 use crate::event::{ConnectionFailure, Event, EventBus, EventData};
+use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
+use crate::reason::ReasonCode;
 use crate::store::{unix_ms, SessionMeta, Store, StoredPublish};
 use crate::topic::TopicFilter;
 
@@ -64,8 +68,11 @@ pub struct SessionStatus {
     pub ready: bool,
     /// The broker connected to, if any.
     pub broker: Option<String>,
-    /// The client id in use.
+    /// The client id in use (on an MQTT 5 session with an empty client id, the one the
+    /// broker assigned, once connected).
     pub client_id: String,
+    /// What the broker's last CONNACK allowed (MQTT 5; empty on MQTT 3.1.1).
+    pub broker_limits: BrokerLimits,
     /// When the current connection was established.
     pub connected_since: Option<SystemTime>,
     /// The last connection failure.
@@ -82,6 +89,7 @@ pub struct SessionStatus {
 #[derive(Debug, Clone, Copy)]
 struct Subscription {
     qos: QoS,
+    options: SubscribeOptions,
     confirmed: bool,
 }
 
@@ -137,8 +145,9 @@ pub struct SessionActor {
     connected_since: Option<SystemTime>,
     last_error: Option<ConnectionFailure>,
     ever_connected: bool,
-    client: Option<AsyncClient>,
+    client: Option<Client>,
     driver: Option<tokio::task::JoinHandle<()>>,
+    broker_limits: BrokerLimits,
     stream: Option<SpawnHandle>,
     subscriptions: BTreeMap<String, Subscription>,
     sub_queue: VecDeque<SubRequest>,
@@ -204,6 +213,7 @@ impl SessionActor {
             ever_connected: false,
             client: None,
             driver: None,
+            broker_limits: BrokerLimits::default(),
             stream: None,
             subscriptions: BTreeMap::new(),
             sub_queue: VecDeque::new(),
@@ -230,6 +240,7 @@ impl SessionActor {
             ready: self.ready,
             broker: self.connected_broker.map(|i| self.p.brokers[i].url.clone()),
             client_id: self.p.client_id.clone(),
+            broker_limits: self.broker_limits.clone(),
             connected_since: self.connected_since,
             last_error: self.last_error.clone(),
             restarts: self.restarts,
@@ -259,18 +270,18 @@ impl SessionActor {
     }
 
     fn start_driver(&mut self, ctx: &mut Context<Self>, initial_delay: Option<Duration>) {
-        let first = &self.p.brokers[0];
-        let mo = driver::mqtt_options(&self.p.opts, &self.p.client_id, first, self.p.tls.as_ref());
-        let cap = usize::from(self.p.opts.performance.inflight) + 256;
-        let (client, eventloop) = AsyncClient::new(mo, cap);
+        let (client, link) = Link::new(
+            &self.p.opts,
+            &self.p.client_id,
+            &self.p.brokers,
+            self.p.tls.as_ref(),
+        );
         let (tx, rx) = mpsc::channel(DRIVER_EVENTS);
         let d = Driver {
             session: Arc::clone(&self.name),
             opts: Arc::clone(&self.p.opts),
             brokers: self.p.brokers.clone(),
-            tls: self.p.tls.clone(),
-            client_id: self.p.client_id.clone(),
-            eventloop,
+            link,
             client: client.clone(),
             events: tx,
             dispatcher: Arc::clone(&self.p.dispatcher),
@@ -293,22 +304,64 @@ impl SessionActor {
         self.client = None;
     }
 
+    /// QoS >= 1 publishes the outbox may have in flight: `performance.inflight`, capped
+    /// below the broker's Receive Maximum (one slot is kept free so that rumqttc, whose
+    /// window is the same, never stops reading the acknowledgements we queue).
+    fn inflight_cap(&self) -> usize {
+        let own = usize::from(self.p.opts.performance.inflight);
+        match self.broker_limits.receive_maximum {
+            Some(r) => own.min(usize::from(r).saturating_sub(1).max(1)),
+            None => own,
+        }
+    }
+
     /// Hands waiting publishes to rumqttc while connected and within the in-flight limit.
     fn pump(&mut self) {
-        if self.state != SessionState::Connected {
+        if self.state != SessionState::Connected || self.client.is_none() {
             return;
         }
-        let Some(client) = &self.client else { return };
-        let max = usize::from(self.p.opts.performance.inflight);
+        let max = self.inflight_cap();
+        let max_packet = self.broker_limits.maximum_packet_size;
         while let Some((id, p)) = self.outbox.peek_sendable(max) {
-            let sent = client
-                .publish_bytes(p.topic.clone(), p.qos.into(), p.retain, p.payload.clone())
-                .now_or_never();
-            match sent {
-                Some(Ok(())) => self.outbox.mark_handed(id),
-                // Channel full: the next processed request frees a slot and pumps again.
-                _ => break,
+            if let Some(limit) = max_packet {
+                let size = p.packet_len();
+                if size > limit as usize {
+                    // The broker would close the connection over it [MQTT-3.1.2-24].
+                    if let Some(e) = self.outbox.remove_waiting(id) {
+                        tracing::warn!(session = %self.name, topic = %e.publish.topic, size, max = limit,
+                            "publish larger than the broker's maximum packet size refused");
+                        self.fail(
+                            e,
+                            Error::PacketTooLarge {
+                                session: self.name.to_string(),
+                                size,
+                                max: limit,
+                            },
+                        );
+                    }
+                    continue;
+                }
             }
+            let Some(client) = &self.client else { return };
+            if client.publish_now(p) {
+                self.outbox.mark_handed(id);
+            } else {
+                // Channel full: the next processed request frees a slot and pumps again.
+                break;
+            }
+        }
+    }
+
+    /// Ends an entry with an error the broker (or its limits) gave: it is not retried, so
+    /// it also leaves the store.
+    fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
+        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
+            if let Err(e) = store.outbox_remove(&self.name, seq) {
+                tracing::error!(session = %self.name, error = %e, "cannot remove a refused publish from the store");
+            }
+        }
+        if let Some(r) = entry.responder {
+            let _ = r.send(Err(err));
         }
     }
 
@@ -414,7 +467,7 @@ impl SessionActor {
         if let (Some(client), true) = (&self.client, session_present) {
             for f in stale {
                 tracing::info!(session = %self.name, filter = %f, "unsubscribing a filter no longer wanted");
-                if let Err(e) = client.try_unsubscribe(f.as_str()) {
+                if let Err(e) = client.unsubscribe_now(f.as_str()) {
                     tracing::warn!(session = %self.name, filter = %f, error = %e, "cannot queue UNSUBSCRIBE");
                 }
             }
@@ -431,23 +484,21 @@ impl SessionActor {
                 s.confirmed = false;
             }
         }
-        let todo: Vec<(String, QoS)> = self
+        let todo: Vec<(String, QoS, SubscribeOptions)> = self
             .subscriptions
             .iter()
             .filter(|(_, s)| !s.confirmed)
-            .map(|(f, s)| (f.clone(), s.qos))
+            .map(|(f, s)| (f.clone(), s.qos, s.options))
             .collect();
         if todo.is_empty() {
             self.mark_ready();
             return;
         }
         let Some(client) = &self.client else { return };
-        let filters: Vec<String> = todo.iter().map(|(f, _)| f.clone()).collect();
-        let req = todo
-            .into_iter()
-            .map(|(f, q)| rumqttc::SubscribeFilter::new(f, q.into()));
-        match client.try_subscribe_many(req) {
-            Ok(()) => self.sub_queue.push_back(SubRequest::Restore(filters)),
+        match client.subscribe_now(&todo) {
+            Ok(()) => self.sub_queue.push_back(SubRequest::Restore(
+                todo.into_iter().map(|(f, _, _)| f).collect(),
+            )),
             Err(e) => {
                 tracing::error!(session = %self.name, error = %e, "cannot queue SUBSCRIBE; will retry on reconnect");
             }
@@ -464,39 +515,41 @@ impl SessionActor {
         }
     }
 
-    fn on_suback(&mut self, ack: rumqttc::SubAck) {
-        let Some(req) = self.sub_inflight.remove(&ack.pkid) else {
+    fn on_suback(&mut self, pkid: u16, codes: Vec<Result<QoS, ReasonCode>>) {
+        let Some(req) = self.sub_inflight.remove(&pkid) else {
             return;
         };
         let filters: Vec<String> = match &req {
             SubRequest::Restore(f) => f.clone(),
             SubRequest::Single(f, _) => vec![f.clone()],
         };
-        let mut refused = Vec::new();
-        for (f, code) in filters.iter().zip(ack.return_codes.iter()) {
+        let mut refused = None;
+        for (f, code) in filters.iter().zip(codes) {
             match code {
-                SubscribeReasonCode::Success(_) => {
+                Ok(_) => {
                     if let Some(s) = self.subscriptions.get_mut(f) {
                         s.confirmed = true;
                     }
                 }
-                SubscribeReasonCode::Failure => {
-                    tracing::warn!(session = %self.name, filter = %f, "broker refused subscription");
-                    refused.push(f.clone());
+                Err(reason) => {
+                    tracing::warn!(session = %self.name, filter = %f, reason = %reason, "broker refused subscription");
+                    refused = Some(reason);
                 }
             }
         }
         match req {
             SubRequest::Restore(_) => self.mark_ready(),
             SubRequest::Single(filter, Some(r)) => {
-                let res = if refused.is_empty() {
-                    Ok(())
-                } else {
-                    self.subscriptions.remove(&filter);
-                    Err(Error::SubscribeRefused {
-                        session: self.name.to_string(),
-                        filter,
-                    })
+                let res = match refused {
+                    None => Ok(()),
+                    Some(reason) => {
+                        self.subscriptions.remove(&filter);
+                        Err(Error::SubscribeRefused {
+                            session: self.name.to_string(),
+                            filter,
+                            reason,
+                        })
+                    }
                 };
                 let _ = r.send(res);
             }
@@ -650,6 +703,7 @@ impl Supervised for SessionActor {
                         .map(|i| self.p.brokers[i].url.clone())
                         .unwrap_or_default(),
                     message: "session actor restarted".into(),
+                    reason: None,
                 },
                 drained,
                 drained,
@@ -674,13 +728,31 @@ impl StreamHandler<DriverEvent> for SessionActor {
     fn handle(&mut self, ev: DriverEvent, _: &mut Context<Self>) {
         match ev {
             DriverEvent::Outgoing(out) => self.on_outgoing(out),
-            DriverEvent::PubAck(pkid) | DriverEvent::PubComp(pkid) => {
+            DriverEvent::PubAck { pkid, refused } => {
+                if let Some(e) = self.outbox.on_acked(pkid) {
+                    match refused {
+                        None => self.complete(e),
+                        Some(reason) => {
+                            tracing::warn!(session = %self.name, topic = %e.publish.topic, reason = %reason,
+                                "broker refused a publish");
+                            let err = Error::PublishRefused {
+                                session: self.name.to_string(),
+                                topic: e.publish.topic.clone(),
+                                reason,
+                            };
+                            self.fail(e, err);
+                        }
+                    }
+                }
+                self.pump();
+            }
+            DriverEvent::PubComp(pkid) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     self.complete(e);
                 }
                 self.pump();
             }
-            DriverEvent::SubAck(ack) => self.on_suback(ack),
+            DriverEvent::SubAck { pkid, codes } => self.on_suback(pkid, codes),
             DriverEvent::Attempt { broker, attempt } => {
                 let b = &self.p.brokers[broker];
                 if b.transport.is_tls() && self.skips_tls_verification() {
@@ -712,7 +784,14 @@ impl StreamHandler<DriverEvent> for SessionActor {
             DriverEvent::Connected {
                 broker,
                 session_present,
+                assigned_client_id,
+                limits,
             } => {
+                if let Some(id) = assigned_client_id {
+                    tracing::info!(session = %self.name, client_id = %id, "broker assigned a client id");
+                    self.p.client_id = id;
+                }
+                self.broker_limits = limits;
                 if self.ever_connected {
                     self.p
                         .counters
@@ -833,6 +912,8 @@ pub struct Subscribe {
     pub filter: TopicFilter,
     /// The maximum QoS asked for.
     pub qos: QoS,
+    /// MQTT 5 subscribe options (ignored by MQTT 3.1.1 sessions).
+    pub options: SubscribeOptions,
 }
 
 impl Handler<Subscribe> for SessionActor {
@@ -847,11 +928,12 @@ impl Handler<Subscribe> for SessionActor {
         let unchanged = self
             .subscriptions
             .get(&filter)
-            .is_some_and(|s| s.qos == msg.qos && s.confirmed);
+            .is_some_and(|s| s.qos == msg.qos && s.options == msg.options && s.confirmed);
         self.subscriptions.insert(
             filter.clone(),
             Subscription {
                 qos: msg.qos,
+                options: msg.options,
                 confirmed: unchanged,
             },
         );
@@ -863,7 +945,7 @@ impl Handler<Subscribe> for SessionActor {
             return Box::pin(async { Ok(()) });
         };
         let (tx, rx) = oneshot::channel();
-        match client.try_subscribe(filter.clone(), msg.qos.into()) {
+        match client.subscribe_now(&[(filter.clone(), msg.qos, msg.options)]) {
             Ok(()) => self
                 .sub_queue
                 .push_back(SubRequest::Single(filter, Some(tx))),
@@ -900,7 +982,7 @@ impl Handler<Unsubscribe> for SessionActor {
         if was_sent || !self.p.opts.connect.clean_session {
             match &self.client {
                 Some(client) if self.state == SessionState::Connected => {
-                    if let Err(e) = client.try_unsubscribe(msg.filter.as_str()) {
+                    if let Err(e) = client.unsubscribe_now(msg.filter.as_str()) {
                         tracing::warn!(session = %self.name, filter = %msg.filter, error = %e, "cannot queue UNSUBSCRIBE");
                     }
                 }
@@ -940,7 +1022,7 @@ impl Handler<Close> for SessionActor {
             }
             let _ = tokio::time::timeout(flush, len.wait_for(|n| *n == 0)).await;
             if let Some(c) = client {
-                if c.try_disconnect().is_ok() {
+                if c.disconnect_now().is_ok() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
                 }
             }

@@ -130,6 +130,16 @@ impl<R> Outbox<R> {
         }
     }
 
+    /// Takes the front waiting entry (returned by `peek_sendable`) out without sending it
+    /// (the broker's limits refuse it).
+    pub fn remove_waiting(&mut self, id: u64) -> Option<Entry<R>> {
+        if self.waiting.front() != Some(&id) {
+            return None;
+        }
+        self.waiting.pop_front();
+        self.entries.remove(&id)
+    }
+
     /// rumqttc wrote a publish (`Outgoing::Publish(pkid)`). A QoS 0 entry completes here
     /// and is returned.
     pub fn on_written(&mut self, pkid: u16, now: Instant) -> Option<Entry<R>> {
@@ -285,6 +295,18 @@ mod tests {
         assert_eq!(o.on_acked(7).and_then(|e| e.responder), Some(1));
         assert!(o.is_empty());
         assert_eq!(o.inflight(), 0);
+    }
+
+    #[test]
+    fn a_refused_waiting_entry_leaves_without_being_sent() {
+        let mut o = Outbox::new(10);
+        o.push(p("big", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("small", QoS::AtLeastOnce), Some(2)).unwrap();
+        let (id, _) = o.peek_sendable(10).unwrap();
+        assert_eq!(o.remove_waiting(id).and_then(|e| e.responder), Some(1));
+        assert_eq!(o.inflight(), 0);
+        assert_eq!(send_all(&mut o, 10).len(), 1);
+        assert_eq!(o.len(), 1);
     }
 
     #[test]
