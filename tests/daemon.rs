@@ -266,6 +266,19 @@ async fn sighup_applies_a_changed_rule_keeps_untouched_sessions_and_survives_a_b
         sub.wait_for_line_async("two/in/x m3", T).await,
         "old config stopped forwarding:\n{}",
         d.stderr()
+    ); // The refusal and the forwarding are counted in the metrics too.
+    let (_, metrics) = d.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("mqtt_sessions_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mqtt_sessions_config_reloads_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mqtt_sessions_forward_messages_total{rule="),
+        "{metrics}"
     );
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 mod explain;
 pub mod forward;
 pub mod logging;
+mod metrics;
 pub mod notify;
 pub mod running;
 pub mod signals;
@@ -104,6 +105,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         builder = builder.store(store.get_ref());
     }
     let manager = builder.build()?;
+    match metrics::DaemonCollector::new(Arc::clone(&stats), crate::metrics::DEFAULT_PREFIX) {
+        Ok(c) => {
+            if let Err(e) = manager.registry().register(Box::new(c)) {
+                tracing::warn!(error = %e, "cannot register the daemon's metrics");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot build the daemon's metrics"),
+    }
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_addr = config.http.as_ref().map(|h| h.listen);
     let mut http = std::pin::pin!(async {

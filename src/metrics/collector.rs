@@ -257,7 +257,7 @@ struct Row {
     consumer_dropped: u64,
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
         .iter()
         .map(|(n, v)| {
@@ -269,7 +269,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
-fn value_metric(kind: MetricType, labels: Vec<LabelPair>, v: f64) -> Metric {
+pub(crate) fn value_metric(kind: MetricType, labels: Vec<LabelPair>, v: f64) -> Metric {
     let mut m = Metric::default();
     m.set_label(labels);
     if kind == COUNTER {

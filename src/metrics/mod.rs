@@ -23,7 +23,7 @@
 //! (`reason` = `full` or `panic`) and `<prefix>_route_last_message_timestamp_seconds{route}`,
 //! plus [`ManagerMetrics::routes`].
 
-mod collector;
+pub(crate) mod collector;
 mod snapshot;
 
 use std::sync::{Arc, RwLock};
