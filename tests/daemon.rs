@@ -502,3 +502,47 @@ async fn two_daemons_sharing_a_subscription_forward_every_message_once_between_t
     assert!(r1 > 0 && r2 > 0, "the load was split ({r1} + {r2})");
     assert_eq!(sub.count(), 1000, "no message forwarded twice");
 }
+
+#[tokio::test]
+async fn sigterm_with_a_store_and_a_persistent_source_loses_nothing_the_source_broker_accepted() {
+    let src = Mosquitto::start_with(MosquittoConfig::new().persistence(true));
+    let dst = Mosquitto::start();
+    let store = tempfile::tempdir().unwrap();
+    let persistent_src = session("src", "keep-src", src.port()).replace(
+        "[sessions.connect]\n",
+        "[sessions.connect]\nclean_session = false\npersistent = true\n",
+    );
+    let config = format!(
+        "{HTTP}[store]\npath = \"{}\"\n{persistent_src}{}{}",
+        store.path().join("data").display(),
+        session("dst", "keep-dst", dst.port()),
+        rule("copy", "src", "load/#", "dst", "copied/{topic}")
+    );
+    let sub = Sub::spawn(dst.port(), "copied/#", 1);
+    let mut first = Daemon::start(&config);
+    first.wait_ready().await;
+    const N: usize = 5000;
+    let port = src.port();
+    let publisher = std::thread::spawn(move || publish_many(port, "load/x", N, 1));
+    assert!(sub.wait_for_count_async(100, T).await, "{}", first.stderr());
+    first.signal("TERM");
+    let status = first.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", first.stderr());
+    // Everything mosquitto accepted from the publisher is either forwarded already, in the
+    // daemon's store (accepted, not yet sent), or queued by mosquitto for the persistent
+    // source session: the next daemon on the same store delivers the rest.
+    publisher.join().unwrap();
+    let second = Daemon::start(&config);
+    second.wait_ready().await;
+    assert!(
+        poll_until_async(Duration::from_secs(60), || {
+            let distinct: BTreeSet<String> = sub.payloads().into_iter().collect();
+            let n = distinct.len();
+            async move { n >= N }
+        })
+        .await,
+        "{} of {N} distinct messages forwarded\n{}",
+        sub.payloads().into_iter().collect::<BTreeSet<_>>().len(),
+        second.stderr()
+    );
+}
