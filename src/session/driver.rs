@@ -318,7 +318,17 @@ impl Driver {
         c.messages_received.fetch_add(1, Ordering::Relaxed);
         c.bytes_received
             .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        c.touch_received();
+        // One clock read per message: the receive time stamps the message, the session's
+        // last-message time (what `touch_received` would read the clock again for) and,
+        // in `RouteTable::dispatch`, each route's (benches/matching.rs, docs/BENCHMARKS.md).
+        let received_at = SystemTime::now();
+        c.last_message_ms.store(
+            received_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            Ordering::Relaxed,
+        );
         let msg = Message {
             session: Arc::clone(&self.session),
             topic: p.topic,
@@ -327,7 +337,7 @@ impl Driver {
             retain: p.retain,
             dup: p.dup,
             packet_id: p.pkid,
-            received_at: SystemTime::now(),
+            received_at,
             properties: p.properties,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");

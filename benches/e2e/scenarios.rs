@@ -1,0 +1,416 @@
+//! The scenario list and how one run of one variant is measured.
+//!
+//! To add a scenario: add a [`Kind`] (or reuse one) and an entry in [`all`]; to add a
+//! variant, a [`Variant`] and its arm in [`run`].
+
+use std::process::Command;
+use std::time::Duration;
+
+use rumqttc::QoS as RawQoS;
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::common::{quantile, run_tag, Shared};
+use crate::library::{self, Consumer};
+use crate::raw::{self, PubPlan, SessionsResult};
+
+/// How long each kind of run lasts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Runs per scenario and variant (the table shows medians).
+    pub(crate) runs: usize,
+    /// Publishing time of a fan-in run.
+    pub(crate) fanin: Duration,
+    /// Latency: warm-up, then measurement, at `rate` msg/s.
+    pub(crate) warmup: Duration,
+    /// Latency measurement time.
+    pub(crate) measure: Duration,
+    /// Sessions in the many-sessions scenario.
+    pub(crate) sessions: usize,
+    /// Connects in flight for the raw clients and the application-bounded library run.
+    pub(crate) concurrency: usize,
+    /// Publishing time of the publish-throughput scenario.
+    pub(crate) publish: Duration,
+}
+
+impl Config {
+    /// Full runs (`quick`: a smoke run of a few seconds per scenario).
+    pub(crate) fn new(quick: bool) -> Self {
+        if quick {
+            Config {
+                runs: 1,
+                fanin: Duration::from_millis(500),
+                warmup: Duration::from_millis(200),
+                measure: Duration::from_secs(1),
+                sessions: 500,
+                concurrency: 64,
+                publish: Duration::from_millis(500),
+            }
+        } else {
+            Config {
+                runs: 3,
+                fanin: Duration::from_secs(3),
+                warmup: Duration::from_secs(1),
+                measure: Duration::from_secs(5),
+                sessions: 10_000,
+                concurrency: 64,
+                publish: Duration::from_secs(3),
+            }
+        }
+    }
+}
+
+/// Who does the work in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Variant {
+    /// Raw rumqttc.
+    Raw,
+    /// mqtt-sessions, `listen`.
+    Listen,
+    /// mqtt-sessions, `handle`.
+    Handle,
+    /// mqtt-sessions, the library's own path (`add_session` storm, `publish`).
+    Library,
+    /// mqtt-sessions with at most `concurrency` sessions connecting (application-side).
+    LibraryBounded,
+}
+
+impl Variant {
+    /// The name in the table.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Variant::Raw => "raw rumqttc",
+            Variant::Listen => "listen",
+            Variant::Handle => "handle",
+            Variant::Library => "mqtt-sessions",
+            Variant::LibraryBounded => "mqtt-sessions (64 at once)",
+        }
+    }
+
+    /// The name in a child process's arguments.
+    fn arg(self) -> &'static str {
+        match self {
+            Variant::Raw => "raw",
+            Variant::Listen => "listen",
+            Variant::Handle => "handle",
+            Variant::Library => "library",
+            Variant::LibraryBounded => "library-bounded",
+        }
+    }
+
+    /// The inverse of [`arg`](Self::arg).
+    pub(crate) fn from_arg(s: &str) -> Option<Variant> {
+        [
+            Variant::Raw,
+            Variant::Listen,
+            Variant::Handle,
+            Variant::Library,
+            Variant::LibraryBounded,
+        ]
+        .into_iter()
+        .find(|v| v.arg() == s)
+    }
+}
+
+/// What a scenario measures.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// `publishers` raw publishers flat out at `qos`, one subscribing session counting.
+    FanIn {
+        /// Publishing clients.
+        publishers: u32,
+        /// QoS of the publishes and the subscription.
+        qos: RawQoS,
+    },
+    /// One raw publisher at `rate` msg/s; publish→route latency at the subscriber.
+    Latency {
+        /// QoS of the publishes and the subscription.
+        qos: RawQoS,
+        /// Messages per second.
+        rate: u32,
+    },
+    /// Many idle sessions in one process (a child process per run).
+    Sessions,
+    /// One session publishing QoS 1 flat out; publish→PUBACK completions per second.
+    PublishQos1,
+    /// Not measurable yet; the reason.
+    Pending(&'static str),
+}
+
+/// One row group of the table.
+#[derive(Debug, Clone)]
+pub(crate) struct Scenario {
+    /// Short name (filters match on it).
+    pub(crate) name: String,
+    /// What it measures.
+    pub(crate) kind: Kind,
+    /// Variants, raw first (the ratio column is relative to the first).
+    pub(crate) variants: Vec<Variant>,
+}
+
+/// Every scenario, in table order.
+pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
+    let sub = vec![Variant::Raw, Variant::Listen, Variant::Handle];
+    let mut v = Vec::new();
+    for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
+        for publishers in [1, 8] {
+            v.push(Scenario {
+                name: format!("fan-in qos{q} x{publishers}"),
+                kind: Kind::FanIn { publishers, qos },
+                variants: sub.clone(),
+            });
+        }
+    }
+    for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
+        v.push(Scenario {
+            name: format!("latency qos{q} 1000/s"),
+            kind: Kind::Latency { qos, rate: 1000 },
+            variants: sub.clone(),
+        });
+    }
+    v.push(Scenario {
+        name: "publish qos1".into(),
+        kind: Kind::PublishQos1,
+        variants: vec![Variant::Raw, Variant::Library],
+    });
+    v.push(Scenario {
+        name: "publish qos1 store".into(),
+        kind: Kind::Pending(
+            "TODO: needs the sled store (SPEC section 5); add a Variant that builds the \
+             manager with a store path once SessionManager::builder() takes one",
+        ),
+        variants: vec![Variant::Library],
+    });
+    v.push(Scenario {
+        name: format!("sessions x{}", cfg.sessions),
+        kind: Kind::Sessions,
+        variants: vec![Variant::Raw, Variant::Library, Variant::LibraryBounded],
+    });
+    v
+}
+
+/// One measurement; absent figures do not apply to the scenario.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub(crate) struct Sample {
+    /// Messages per second.
+    pub(crate) msgs_per_s: Option<f64>,
+    /// Messages published (written for QoS 0, acknowledged for QoS 1).
+    pub(crate) published: Option<u64>,
+    /// Distinct messages received.
+    pub(crate) received: Option<u64>,
+    /// `published - distinct received`.
+    pub(crate) lost: Option<u64>,
+    /// QoS 0 messages the route's queue dropped (mqtt-sessions only), included in `lost`.
+    pub(crate) dropped: Option<u64>,
+    /// Latency median, µs.
+    pub(crate) p50_us: Option<f64>,
+    /// Latency 99th percentile, µs.
+    pub(crate) p99_us: Option<f64>,
+    /// Seconds until every session was ready.
+    pub(crate) ready_s: Option<f64>,
+    /// Sessions ready at the end.
+    pub(crate) ready: Option<usize>,
+    /// Resident memory per session, kB.
+    pub(crate) kb_per_session: Option<f64>,
+    /// Free text.
+    pub(crate) note: Option<String>,
+}
+
+/// Runs `variant` of `scenario` once.
+pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config) -> Sample {
+    match &sc.kind {
+        Kind::FanIn { publishers, qos } => {
+            through_subscriber(variant, broker, *publishers, *qos, cfg.fanin, None)
+        }
+        Kind::Latency { qos, rate } => through_subscriber(
+            variant,
+            broker,
+            1,
+            *qos,
+            cfg.warmup + cfg.measure,
+            Some((*rate, cfg.warmup)),
+        ),
+        Kind::PublishQos1 => {
+            let tag = run_tag();
+            let rate = match variant {
+                Variant::Raw => raw::publish_qos1(broker.port(), cfg.publish, &tag),
+                _ => library::publish_qos1(&broker.url(), cfg.publish, 100, &tag),
+            };
+            Sample {
+                msgs_per_s: Some(rate),
+                ..Sample::default()
+            }
+        }
+        Kind::Sessions => sessions_in_child(variant, broker, cfg),
+        Kind::Pending(why) => Sample {
+            note: Some((*why).to_string()),
+            ..Sample::default()
+        },
+    }
+}
+
+fn through_subscriber(
+    variant: Variant,
+    broker: &Broker,
+    publishers: u32,
+    qos: RawQoS,
+    duration: Duration,
+    latency: Option<(u32, Duration)>,
+) -> Sample {
+    let tag = run_tag();
+    let shared = Shared::new(latency.is_some());
+    let lib_qos = match qos {
+        RawQoS::AtMostOnce => mqtt_sessions::QoS::AtMostOnce,
+        RawQoS::AtLeastOnce => mqtt_sessions::QoS::AtLeastOnce,
+        RawQoS::ExactlyOnce => mqtt_sessions::QoS::ExactlyOnce,
+    };
+    let sub = match variant {
+        Variant::Raw => raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone()),
+        Variant::Handle => library::spawn_subscriber(
+            broker.url(),
+            lib_qos,
+            Consumer::Handle,
+            tag.clone(),
+            shared.clone(),
+        ),
+        _ => library::spawn_subscriber(
+            broker.url(),
+            lib_qos,
+            Consumer::Listen,
+            tag.clone(),
+            shared.clone(),
+        ),
+    };
+    assert!(
+        sub.wait_ready(Duration::from_secs(30)),
+        "{} subscriber not ready",
+        variant.as_str()
+    );
+    let pubs = raw::run_publishers(PubPlan {
+        port: broker.port(),
+        publishers,
+        qos,
+        duration,
+        rate: latency.map(|(r, _)| r),
+        tag,
+    });
+    let expected = (qos != RawQoS::AtMostOnce).then_some(pubs.published);
+    // QoS 1 waits longer for stragglers: a loss must not be a late arrival.
+    let idle = Duration::from_secs(if expected.is_some() { 5 } else { 1 });
+    shared.wait_drained(expected, idle, Duration::from_secs(60));
+    sub.stop();
+    let rec = shared.lock();
+    let secs = (shared.last_ns().saturating_sub(pubs.start_ns)) as f64 / 1e9;
+    let mut s = Sample {
+        msgs_per_s: (secs > 0.0).then(|| rec.received as f64 / secs),
+        published: Some(pubs.published),
+        received: Some(rec.distinct),
+        lost: Some(pubs.published.saturating_sub(rec.distinct)),
+        ..Sample::default()
+    };
+    if variant != Variant::Raw {
+        s.dropped = Some(shared.dropped());
+    }
+    if qos != RawQoS::AtMostOnce && s.lost.is_some_and(|l| l > 0) {
+        s.note = Some(format!("lost at QoS 1! {}", shared.diag()));
+    }
+    if let Some((_, warmup)) = latency {
+        let from = pubs.start_ns + u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
+        let mut lat: Vec<u64> = rec
+            .latencies
+            .iter()
+            .filter(|(sent, _)| *sent >= from)
+            .map(|(_, l)| *l)
+            .collect();
+        lat.sort_unstable();
+        s.p50_us = Some(quantile(&lat, 0.50) as f64 / 1e3);
+        s.p99_us = Some(quantile(&lat, 0.99) as f64 / 1e3);
+        let last_sent = rec
+            .latencies
+            .iter()
+            .map(|(sent, _)| *sent)
+            .max()
+            .unwrap_or(from);
+        s.note = Some(format!(
+            "{} samples over {:.1} s",
+            lat.len(),
+            last_sent.saturating_sub(from) as f64 / 1e9
+        ));
+    }
+    s
+}
+
+/// Many sessions run in a fresh process each time, so that resident memory starts from
+/// the same point and nothing of a previous run stays allocated.
+fn sessions_in_child(variant: Variant, broker: &Broker, cfg: &Config) -> Sample {
+    let limit = crate::common::open_files_limit() as usize;
+    // Every session holds one socket; keep room for the runtime's own descriptors.
+    let n = cfg.sessions.min(limit.saturating_sub(256));
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args([
+            "--child-sessions",
+            variant.arg(),
+            &broker.port().to_string(),
+            &n.to_string(),
+            &cfg.concurrency.to_string(),
+        ])
+        .output()
+        .expect("run the sessions child process");
+    // Let the broker close the previous run's connections before the next one.
+    std::thread::sleep(Duration::from_secs(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(r) = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<SessionsResult>(l).ok())
+    else {
+        return Sample {
+            note: Some(format!(
+                "child failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            )),
+            ..Sample::default()
+        };
+    };
+    let mut note = r.note.clone();
+    if n < cfg.sessions {
+        note.push_str(&format!(
+            "; only {n} sessions: open-file limit {limit} (run under `ulimit -n 65536`)"
+        ));
+    }
+    Sample {
+        ready_s: Some(r.ready_s),
+        ready: Some(r.ready),
+        kb_per_session: Some(
+            r.rss_after_kb.saturating_sub(r.rss_before_kb) as f64 / r.sessions.max(1) as f64,
+        ),
+        note: Some(note),
+        ..Sample::default()
+    }
+}
+
+/// The child process's side of [`sessions_in_child`]: `args` are variant, port, n,
+/// concurrency. Prints one JSON line.
+pub(crate) fn child_sessions(args: &[String]) {
+    let [variant, port, n, concurrency] = args else {
+        panic!("usage: --child-sessions VARIANT PORT N CONCURRENCY");
+    };
+    let variant = Variant::from_arg(variant).expect("variant");
+    let port: u16 = port.parse().expect("port");
+    let n: usize = n.parse().expect("n");
+    let concurrency: usize = concurrency.parse().expect("concurrency");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let timeout = Duration::from_secs(120);
+    let r = match variant {
+        Variant::Raw => raw::sessions(port, n, concurrency, timeout),
+        Variant::LibraryBounded => library::sessions(&url, n, Some(concurrency), timeout),
+        _ => library::sessions(&url, n, None, timeout),
+    };
+    println!("{}", serde_json::to_string(&r).expect("json"));
+}
