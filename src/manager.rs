@@ -107,7 +107,7 @@ impl SessionManagerBuilder {
             return Err(Error::NoActixSystem);
         }
         let store = self.store_path.as_deref().map(Store::open).transpose()?;
-        let registry: Registry = Arc::new(ArcSwap::from_pointee(BTreeMap::new()));
+        let registry: Registry = Arc::new(crate::supervisor::SessionRegistry::default());
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
         let route_stats: Arc<dyn RouteStatsSource> = match self.route_stats {

@@ -27,7 +27,33 @@ use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
 use crate::store::Store;
 
 /// The registry snapshot: session name → handle.
-pub type Registry = Arc<ArcSwap<BTreeMap<String, SessionHandle>>>;
+pub type Registry = Arc<SessionRegistry>;
+
+/// The sessions of a manager by name. Only the supervisor writes it (one short write lock
+/// per add or remove: no copy of the map, so adding the 10,000th session costs what the
+/// first did); readers take a short read lock and clone what they need.
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    map: std::sync::RwLock<BTreeMap<String, SessionHandle>>,
+}
+
+impl SessionRegistry {
+    /// Read access to the map; keep it short (never across an `.await`).
+    pub fn load(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SessionHandle>> {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, SessionHandle>> {
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// (client id, broker `host:port`): a client id in use on a broker.
+type ClientKey = (String, String);
 
 /// The supervisor actor. See the [module docs](self).
 #[derive(Debug)]
@@ -38,6 +64,8 @@ pub struct Supervisor {
     routes: Arc<ArcSwap<RouteTable>>,
     connect_limit: Arc<tokio::sync::Semaphore>,
     store: Option<Store>,
+    /// Client ids in use, by broker, to refuse duplicates in O(1).
+    client_ids: std::collections::HashMap<ClientKey, String>,
     shut_down: bool,
 }
 
@@ -60,6 +88,7 @@ impl Supervisor {
             routes,
             connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
             store,
+            client_ids: std::collections::HashMap::new(),
             shut_down: false,
         }
     }
@@ -70,32 +99,34 @@ impl Supervisor {
         client_id: &str,
         brokers: &[crate::options::BrokerUrl],
     ) -> Result<(), Error> {
-        let reg = self.registry.load();
-        if reg.contains_key(&opts.name) {
+        if self.registry.load().contains_key(&opts.name) {
             return Err(Error::DuplicateSession(opts.name.clone()));
         }
         // An empty client id (MQTT 5) asks the broker for a fresh one: never a duplicate.
-        for (name, other) in reg.iter().filter(|_| !client_id.is_empty()) {
-            if other.status.borrow().client_id != client_id {
-                continue;
-            }
-            let theirs: Vec<String> = other
-                .opts
-                .brokers
-                .iter()
-                .filter_map(|b| crate::options::BrokerUrl::parse(name, b).ok())
-                .map(|b| b.authority())
-                .collect();
-            if let Some(b) = brokers.iter().find(|b| theirs.contains(&b.authority())) {
+        if client_id.is_empty() {
+            return Ok(());
+        }
+        for b in brokers {
+            if let Some(existing) = self.client_ids.get(&(client_id.to_string(), b.authority())) {
                 return Err(Error::DuplicateClientId {
                     session: opts.name.clone(),
-                    existing: name.clone(),
+                    existing: existing.clone(),
                     client_id: client_id.to_string(),
                     broker: b.authority(),
                 });
             }
         }
         Ok(())
+    }
+
+    fn client_keys(client_id: &str, brokers: &[crate::options::BrokerUrl]) -> Vec<ClientKey> {
+        if client_id.is_empty() {
+            return Vec::new();
+        }
+        brokers
+            .iter()
+            .map(|b| (client_id.to_string(), b.authority()))
+            .collect()
     }
 }
 
@@ -139,6 +170,7 @@ impl Supervisor {
         let crate::options::Validated { brokers, tls } = opts.check()?;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
+        let keys = Self::client_keys(&client_id, &brokers);
         let restored_outbox = match &self.store {
             Some(store) => store.outbox_load(&opts.name)?,
             None => Vec::new(),
@@ -189,11 +221,12 @@ impl Supervisor {
             opts,
             sinks,
         };
-        self.registry.rcu(|old| {
-            let mut m = BTreeMap::clone(old);
-            m.insert(handle.name().to_string(), handle.clone());
-            m
-        });
+        self.registry
+            .write()
+            .insert(handle.name().to_string(), handle.clone());
+        for k in keys {
+            self.client_ids.insert(k, handle.name().to_string());
+        }
         tracing::info!(session = %handle.name(), "session added");
         Ok(handle)
     }
@@ -218,12 +251,8 @@ impl Handler<RemoveSession> for Supervisor {
         RemoveSession { name, keep_state }: RemoveSession,
         _: &mut Context<Self>,
     ) -> Self::Result {
-        let mut removed = None;
-        self.registry.rcu(|old| {
-            let mut m = BTreeMap::clone(old);
-            removed = m.remove(&name);
-            m
-        });
+        let removed = self.registry.write().remove(&name);
+        self.client_ids.retain(|_, owner| *owner != name);
         let bus = self.bus.clone();
         let router = self.router.clone();
         let store = self.store.clone().filter(|_| !keep_state);
@@ -258,7 +287,8 @@ impl Handler<Shutdown> for Supervisor {
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.shut_down = true;
-        let all = self.registry.swap(Arc::new(BTreeMap::new()));
+        let all = std::mem::take(&mut *self.registry.write());
+        self.client_ids.clear();
         let bus = self.bus.clone();
         let router = self.router.clone();
         Box::pin(async move {

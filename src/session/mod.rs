@@ -234,24 +234,46 @@ impl SessionActor {
         self.p.bus.emit(Event::new(Arc::clone(&self.name), data));
     }
 
+    /// Publishes the status (only when it changed: this runs after every actor message,
+    /// publishes included) and the outbox figures.
     fn publish_status(&self) {
-        let st = SessionStatus {
-            state: self.state,
-            ready: self.ready,
-            broker: self.connected_broker.map(|i| self.p.brokers[i].url.clone()),
-            client_id: self.p.client_id.clone(),
-            broker_limits: self.broker_limits.clone(),
-            connected_since: self.connected_since,
-            last_error: self.last_error.clone(),
-            restarts: self.restarts,
-            tls_skip_verify: self.skips_tls_verification(),
-            subscriptions: self.subscriptions.len(),
+        let changed = {
+            let cur = self.p.status.borrow();
+            cur.state != self.state
+                || cur.ready != self.ready
+                || cur.subscriptions != self.subscriptions.len()
+                || cur.restarts != self.restarts
+                || cur.connected_since != self.connected_since
+                || cur.client_id != self.p.client_id
+                || cur.broker.as_deref()
+                    != self
+                        .connected_broker
+                        .map(|i| self.p.brokers[i].url.as_str())
+                || cur.last_error != self.last_error
+                || cur.broker_limits != self.broker_limits
         };
-        self.p.status.send_replace(st);
-        self.p
-            .counters
-            .set_outbox(self.outbox.len(), self.outbox.inflight());
-        self.outbox_len.send_replace(self.outbox.len());
+        if changed {
+            let st = SessionStatus {
+                state: self.state,
+                ready: self.ready,
+                broker: self.connected_broker.map(|i| self.p.brokers[i].url.clone()),
+                client_id: self.p.client_id.clone(),
+                broker_limits: self.broker_limits.clone(),
+                connected_since: self.connected_since,
+                last_error: self.last_error.clone(),
+                restarts: self.restarts,
+                tls_skip_verify: self.skips_tls_verification(),
+                subscriptions: self.subscriptions.len(),
+            };
+            self.p.status.send_replace(st);
+        }
+        let pending = self.outbox.len();
+        self.p.counters.set_outbox(pending, self.outbox.inflight());
+        self.outbox_len.send_if_modified(|n| {
+            let modified = *n != pending;
+            *n = pending;
+            modified
+        });
     }
 
     /// Whether `tls.skip_verify` is on and some broker uses TLS.
