@@ -93,12 +93,18 @@ pub(crate) fn spawn_subscriber(
 }
 
 /// One session publishing QoS 1 flat out for `duration`, keeping `window` publishes
-/// outstanding (each completes on PUBACK): completions per second.
-pub(crate) fn publish_qos1(url: &str, duration: Duration, window: usize, tag: &str) -> f64 {
+/// outstanding (each completes on PUBACK, or with `store` once it is on disk): completions
+/// per second.
+pub(crate) fn publish_qos1(url: &str, duration: Duration, window: usize, tag: &str, store: bool) -> f64 {
     let (url, tag) = (url.to_string(), tag.to_string());
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let m = SessionManager::new().expect("manager");
+            let dir = tempfile::tempdir().expect("store directory");
+            let mut builder = SessionManager::builder();
+            if store {
+                builder = builder.store(dir.path().join("store"));
+            }
+            let m = builder.build().expect("manager");
             let s = m
                 .add_session(options("p", &url, &tag))
                 .await

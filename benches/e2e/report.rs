@@ -154,6 +154,7 @@ fn color(v: Variant) -> &'static str {
         Variant::Handle => "#ff7f0e",
         Variant::Library => "#2ca02c",
         Variant::LibraryBounded => "#9467bd",
+        Variant::LibraryStore => "#8c564b",
     }
 }
 
