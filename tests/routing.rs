@@ -245,7 +245,8 @@ async fn qos0_overflow_is_dropped_and_counted_in_the_route_stats() {
         .listen()
         .await
         .unwrap();
-    publish_many(broker.port(), "ovf/x", 50, 0);
+    // Published at QoS 1, received at the routes' QoS 0.
+    publish_many(broker.port(), "ovf/x", 50, 1);
     assert!(
         poll_until_async(T, || {
             let s = newest.route().stats();
@@ -464,7 +465,7 @@ async fn route_figures_appear_in_the_metrics_and_vanish_when_the_route_stops() {
         .listen()
         .await
         .unwrap();
-    publish_many(broker.port(), "met/x", 5, 0);
+    publish_many(broker.port(), "met/x", 5, 1);
     assert!(
         poll_until_async(T, || {
             let s = l.route().stats();

@@ -95,7 +95,13 @@ pub(crate) fn spawn_subscriber(
 /// One session publishing QoS 1 flat out for `duration`, keeping `window` publishes
 /// outstanding (each completes on PUBACK, or with `store` once it is on disk): completions
 /// per second.
-pub(crate) fn publish_qos1(url: &str, duration: Duration, window: usize, tag: &str, store: bool) -> f64 {
+pub(crate) fn publish_qos1(
+    url: &str,
+    duration: Duration,
+    window: usize,
+    tag: &str,
+    store: bool,
+) -> f64 {
     let (url, tag) = (url.to_string(), tag.to_string());
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {

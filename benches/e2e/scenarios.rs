@@ -140,7 +140,10 @@ pub(crate) enum Kind {
     /// One session publishing QoS 1 flat out; publish→PUBACK completions per second.
     PublishQos1,
     /// Not measurable yet; the reason.
-    #[allow(dead_code, reason = "for scenarios that wait on a feature; none does today")]
+    #[allow(
+        dead_code,
+        reason = "for scenarios that wait on a feature; none does today"
+    )]
     Pending(&'static str),
 }
 
@@ -233,7 +236,9 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
             let tag = run_tag();
             let rate = match variant {
                 Variant::Raw => raw::publish_qos1(broker.port(), cfg.publish, &tag),
-                Variant::LibraryStore => library::publish_qos1(&broker.url(), cfg.publish, 100, &tag, true),
+                Variant::LibraryStore => {
+                    library::publish_qos1(&broker.url(), cfg.publish, 100, &tag, true)
+                }
                 _ => library::publish_qos1(&broker.url(), cfg.publish, 100, &tag, false),
             };
             Sample {
