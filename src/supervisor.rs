@@ -21,7 +21,7 @@ use crate::router::dispatch::{RouteTable, RouterDispatch};
 use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession};
 use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
-use crate::session::incoming::{Dispatcher, Fanout, SessionSinks};
+use crate::session::incoming::SessionSinks;
 use crate::session::state::SessionState;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
 use crate::store::Store;
@@ -197,13 +197,11 @@ impl Supervisor {
             tls,
             client_id,
             bus: self.bus.clone(),
-            dispatcher: Arc::new(Fanout(vec![
-                Arc::new(RouterDispatch {
-                    session: Arc::clone(&name),
-                    table: Arc::clone(&self.routes),
-                }) as Arc<dyn Dispatcher>,
-                Arc::clone(&sinks) as Arc<dyn Dispatcher>,
-            ])),
+            dispatcher: Arc::new(RouterDispatch {
+                session: Arc::clone(&name),
+                table: Arc::clone(&self.routes),
+                sinks: Arc::clone(&sinks),
+            }),
             counters: Arc::clone(&counters),
             status: status_tx,
             connect_limit: Arc::clone(&self.connect_limit),

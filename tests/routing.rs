@@ -411,6 +411,8 @@ async fn an_async_handler_receives_messages_in_order() {
         .handle_async("async/#", move |msg| {
             let g = Arc::clone(&g2);
             async move {
+                // A handler that really suspends (not synchronisation): order must hold
+                // across its await points.
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 g.lock()
                     .unwrap()

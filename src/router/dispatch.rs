@@ -3,7 +3,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -12,7 +11,7 @@ use super::durable::HoldQueue;
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
-use crate::session::incoming::{Dispatcher, Pending};
+use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waits};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoredMessage};
 use crate::topic::TopicFilter;
 
@@ -76,7 +75,7 @@ impl RouteEntry {
         };
         match tx.try_send(msg.clone()) {
             Ok(()) => {
-                record_delivery_at(&self.stats, msg.received_at);
+                self.stats.record_delivery(msg.received_at);
                 None
             }
             Err(flume::TrySendError::Full(m)) => {
@@ -85,8 +84,9 @@ impl RouteEntry {
                     return None;
                 }
                 let stats = Arc::clone(&self.stats);
+                let at = m.received_at;
                 let fut = tx.clone().into_send_async(m).map(move |r| match r {
-                    Ok(()) => stats.record_delivery(),
+                    Ok(()) => stats.record_delivery(at),
                     Err(_) => {
                         stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -109,8 +109,9 @@ impl RouteEntry {
         self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
         if let (Overflow::DropOldest, Some(rx)) = (self.overflow, oldest) {
             let _ = rx.try_recv();
+            let at = m.received_at;
             if tx.try_send(m).is_ok() {
-                self.stats.record_delivery();
+                self.stats.record_delivery(at);
             }
         }
     }
@@ -125,12 +126,13 @@ impl RouteEntry {
         let (session, route) = (Arc::clone(session), Arc::clone(&self.name));
         let route_name = Arc::clone(&route);
         let stats = Arc::clone(&self.stats);
+        let received_at = msg.received_at;
         let held = StoredMessage {
             topic: msg.topic.to_string(),
             payload: msg.payload.clone(),
             qos: msg.qos.as_u8(),
             retain: msg.retain,
-            received_at_ms: unix_ms(msg.received_at),
+            received_at_ms: unix_ms(received_at),
         };
         let write = queue.run(move |store| {
             let limit = HeldLimit {
@@ -147,7 +149,7 @@ impl RouteEntry {
         });
         Some(Box::pin(async move {
             match write.await {
-                Ok(Ok(HeldPush::Stored(_))) => stats.record_delivery(),
+                Ok(Ok(HeldPush::Stored(_))) => stats.record_delivery(received_at),
                 Ok(Ok(HeldPush::Full)) => {
                     stats.dropped_full.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(route = %route, "held messages of a durable route at their limit; message dropped");
@@ -162,22 +164,6 @@ impl RouteEntry {
     }
 }
 
-/// Counts a delivery made during dispatch, stamping the route's last-message time with
-/// the message's receive time. [`RouteStats::record_delivery`] reads the clock instead;
-/// on this path that was one clock read per matching route per message, on top of the
-/// driver's own: `benches/matching.rs` (`dispatch/*`, `receive/*`) measured ~25 ns per
-/// route saved (docs/BENCHMARKS.md). The two times differ by the dispatch's own few
-/// hundred nanoseconds, far below the millisecond resolution of the figure.
-#[inline]
-fn record_delivery_at(stats: &RouteStats, at: SystemTime) {
-    stats.delivered.fetch_add(1, Ordering::Relaxed);
-    let ms = at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    stats.last_message_ms.store(ms, Ordering::Relaxed);
-}
-
 /// The route table as published by the router: an immutable snapshot.
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
@@ -188,43 +174,42 @@ pub struct RouteTable {
 impl RouteTable {
     /// Offers `msg`, received by `session`, to every matching route.
     pub fn dispatch(&self, session: &str, msg: &Message) -> Option<Pending> {
-        let mut first: Option<Pending> = None;
-        let mut more: Vec<Pending> = Vec::new();
+        let mut waits = Waits::default();
+        self.offer(session, msg, &mut waits);
+        waits.finish()
+    }
+
+    /// Offers `msg` to every matching route; waits for room go into `waits`.
+    pub fn offer(&self, session: &str, msg: &Message, waits: &mut Waits) {
         self.trie.for_each_match(&msg.topic, |e| {
             if e.scope.covers(session) {
                 if let Some(w) = e.offer(msg) {
-                    match first {
-                        None => first = Some(w),
-                        Some(_) => more.push(w),
-                    }
+                    waits.push(w);
                 }
             }
         });
-        let first = first?;
-        if more.is_empty() {
-            return Some(first);
-        }
-        Some(Box::pin(async move {
-            first.await;
-            for w in more {
-                w.await;
-            }
-        }))
     }
 }
 
-/// A session's view of the shared route table.
+/// What a session's driver hands every received message to: the routes of the shared
+/// route table that cover the session, then the session-level receivers
+/// ([`SessionHandle::messages`](crate::SessionHandle::messages)).
 #[derive(Debug)]
 pub struct RouterDispatch {
     /// The session.
     pub session: Arc<str>,
     /// The snapshot the router publishes.
     pub table: Arc<ArcSwap<RouteTable>>,
+    /// The session-level receivers.
+    pub sinks: Arc<SessionSinks>,
 }
 
 impl Dispatcher for RouterDispatch {
     #[inline]
     fn dispatch(&self, msg: &Message) -> Option<Pending> {
-        self.table.load().dispatch(&self.session, msg)
+        let mut waits = Waits::default();
+        self.table.load().offer(&self.session, msg, &mut waits);
+        self.sinks.offer(msg, &mut waits);
+        waits.finish()
     }
 }

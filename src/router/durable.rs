@@ -38,6 +38,11 @@ pub struct HoldQueue {
 impl HoldQueue {
     /// Starts the worker thread (it ends when the last clone is dropped).
     pub fn new(store: Store) -> std::io::Result<HoldQueue> {
+        // Unbounded on purpose, and bounded in effect: a hold job is one QoS >= 1 message
+        // the session has not acknowledged yet (its PUBACK waits for the job), so the broker's
+        // in-flight window per session bounds them; a take is one per route registration.
+        // A bounded channel would need an await at submission, which would lose the
+        // submission order that makes a take see every earlier hold.
         let (jobs, rx) = flume::unbounded::<Job>();
         std::thread::Builder::new()
             .name("mqtt-sessions-hold".into())
@@ -270,10 +275,11 @@ impl RouterActor {
                     // Held messages keep no MQTT 5 properties (the store's frame has none).
                     properties: None,
                 };
+                let at = msg.received_at;
                 if tx.send_async(msg).await.is_err() {
                     break;
                 }
-                stats.record_delivery();
+                stats.record_delivery(at);
             }
         });
     }

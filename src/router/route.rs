@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use actix::Addr;
 use serde::Serialize;
@@ -89,13 +89,13 @@ pub struct RouteStats {
 }
 
 impl RouteStats {
-    pub(crate) fn record_delivery(&self) {
+    /// Counts one delivery; `received_at` (the message's receive time, read once per
+    /// message by the driver) becomes the route's last-message time, so the dispatch path
+    /// reads no clock per route.
+    pub(crate) fn record_delivery(&self, received_at: SystemTime) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.last_message_ms.store(ms, Ordering::Relaxed);
+        self.last_message_ms
+            .store(crate::store::unix_ms(received_at), Ordering::Relaxed);
     }
 
     /// A snapshot as plain numbers.

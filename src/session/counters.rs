@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,13 +77,13 @@ fn get(a: &AtomicU64) -> u64 {
 }
 
 impl SessionCounters {
-    /// Records "a message arrived now".
-    pub fn touch_received(&self) {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.last_message_ms.store(ms, Ordering::Relaxed);
+    /// Counts one received message of `bytes` payload bytes, received at `at`.
+    pub fn record_received(&self, bytes: usize, at: SystemTime) {
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_message_ms
+            .store(crate::store::unix_ms(at), Ordering::Relaxed);
     }
 
     /// Counts one connection failure or loss of `kind`.

@@ -315,20 +315,10 @@ impl Driver {
             }
             return;
         }
-        c.messages_received.fetch_add(1, Ordering::Relaxed);
-        c.bytes_received
-            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         // One clock read per message: the receive time stamps the message, the session's
-        // last-message time (what `touch_received` would read the clock again for) and,
-        // in `RouteTable::dispatch`, each route's (benches/matching.rs, docs/BENCHMARKS.md).
+        // last-message time and each route's (benches/matching.rs, docs/BENCHMARKS.md).
         let received_at = SystemTime::now();
-        c.last_message_ms.store(
-            received_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        c.record_received(p.payload.len(), received_at);
         let msg = Message {
             session: Arc::clone(&self.session),
             topic: p.topic,

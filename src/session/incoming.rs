@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
@@ -64,10 +63,13 @@ impl SessionSinks {
     }
 }
 
-impl Dispatcher for SessionSinks {
-    fn dispatch(&self, msg: &Message) -> Option<Pending> {
+impl SessionSinks {
+    /// Offers `msg` to every session-level receiver; waits for room go into `waits`.
+    pub fn offer(&self, msg: &Message, waits: &mut Waits) {
         let senders = self.senders.load();
-        let mut waits: Vec<(mpsc::Sender<Message>, Message)> = Vec::new();
+        if senders.is_empty() {
+            return;
+        }
         let mut closed = false;
         for tx in senders.iter() {
             match tx.try_send(msg.clone()) {
@@ -76,7 +78,10 @@ impl Dispatcher for SessionSinks {
                     if msg.qos == QoS::AtMostOnce {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        waits.push((tx.clone(), m));
+                        let tx = tx.clone();
+                        waits.push(Box::pin(async move {
+                            let _ = tx.send(m).await;
+                        }));
                     }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
@@ -85,39 +90,50 @@ impl Dispatcher for SessionSinks {
         if closed {
             self.prune();
         }
-        if waits.is_empty() {
-            return None;
-        }
-        Some(Box::pin(async move {
-            for (tx, m) in waits {
-                let _ = tx.send(m).await;
-            }
-        }))
     }
 }
 
-/// Fans one message out to several dispatchers.
-#[derive(Clone)]
-pub struct Fanout(pub Vec<Arc<dyn Dispatcher>>);
+/// The waits of one message on its way to several consumers, combined into one future
+/// that completes when all did (in order). No allocation for none or one.
+#[derive(Default)]
+pub struct Waits {
+    first: Option<Pending>,
+    more: Vec<Pending>,
+}
 
-impl std::fmt::Debug for Fanout {
+impl std::fmt::Debug for Waits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fanout")
-            .field("dispatchers", &self.0.len())
+        f.debug_struct("Waits")
+            .field(
+                "count",
+                &(usize::from(self.first.is_some()) + self.more.len()),
+            )
             .finish()
     }
 }
 
-impl Dispatcher for Fanout {
-    fn dispatch(&self, msg: &Message) -> Option<Pending> {
-        let waits: Vec<Pending> = self.0.iter().filter_map(|d| d.dispatch(msg)).collect();
-        match waits.len() {
-            0 => None,
-            _ => Some(Box::pin(async move {
-                for w in waits {
-                    w.await;
-                }
-            })),
+impl Waits {
+    /// Adds one wait.
+    #[inline]
+    pub fn push(&mut self, w: Pending) {
+        match self.first {
+            None => self.first = Some(w),
+            Some(_) => self.more.push(w),
         }
+    }
+
+    /// The combined wait, if any.
+    pub fn finish(self) -> Option<Pending> {
+        let first = self.first?;
+        if self.more.is_empty() {
+            return Some(first);
+        }
+        let more = self.more;
+        Some(Box::pin(async move {
+            first.await;
+            for w in more {
+                w.await;
+            }
+        }))
     }
 }

@@ -736,13 +736,8 @@ pub(super) fn options_v4(
     mo.set_inflight(opts.performance.inflight.saturating_add(1));
     mo.set_manual_acks(true);
     mo.set_request_channel_capacity(request_capacity(opts));
-    if let (Some(user), pass) = (&opts.username, &opts.password) {
-        mo.set_credentials(
-            user.clone(),
-            pass.as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        );
+    if let Some((user, pass)) = credentials(opts) {
+        mo.set_credentials(user, pass);
     }
     if let Some(will) = &opts.connect.will {
         mo.set_last_will(rumqttc::LastWill::new(
@@ -756,6 +751,17 @@ pub(super) fn options_v4(
         mo.set_transport(transport(broker, tls));
     }
     mo
+}
+
+/// User name and password for CONNECT (the password may be empty).
+fn credentials(opts: &SessionOptions) -> Option<(String, String)> {
+    let user = opts.username.clone()?;
+    let pass = opts
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .unwrap_or_default();
+    Some((user, pass))
 }
 
 /// rumqttc MQTT 5 options for one broker of the session.
@@ -786,13 +792,8 @@ pub(super) fn options_v5(
     if let Some(expiry) = opts.connect.session_expiry {
         mo.set_session_expiry_interval(Some(u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX)));
     }
-    if let (Some(user), pass) = (&opts.username, &opts.password) {
-        mo.set_credentials(
-            user.clone(),
-            pass.as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        );
+    if let Some((user, pass)) = credentials(opts) {
+        mo.set_credentials(user, pass);
     }
     if let Some(will) = &opts.connect.will {
         mo.set_last_will(p5::LastWill::new(
