@@ -19,7 +19,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -127,17 +127,10 @@ fn table(n: usize) -> (RouteTable, Vec<flume::Receiver<Message>>) {
 }
 
 fn message(session: &Arc<str>, topic: &str, payload: &Bytes) -> Message {
-    Message {
-        session: Arc::clone(session),
-        topic: Arc::from(topic),
-        payload: payload.clone(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        dup: false,
-        packet_id: 1,
-        received_at: SystemTime::now(),
-        properties: None,
-    }
+    let mut m = Message::new(session, topic, payload.clone());
+    m.qos = QoS::AtLeastOnce;
+    m.packet_id = 1;
+    m
 }
 
 /// Times `per_message(i)` for `iters` messages, draining the two routes each message

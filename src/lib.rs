@@ -65,6 +65,7 @@
 
 #[cfg(feature = "daemon")]
 pub mod daemon;
+mod delivery;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]
@@ -100,6 +101,7 @@ pub use router::route::{
 };
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
+pub use session::incoming::SessionMessages;
 pub use session::state::SessionState;
 pub use session::SessionStatus;
 pub use tls::TlsError;

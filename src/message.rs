@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Delivery;
 use crate::error::Error;
 
 /// MQTT quality of service. Serialised as the number 0, 1 or 2.
@@ -127,6 +128,21 @@ pub enum RetainHandling {
 ///
 /// Cloning is cheap: the session name is shared and the payload is reference-counted
 /// [`Bytes`], so delivering one message to many routes copies no payload.
+///
+/// # Acknowledgement
+///
+/// A QoS >= 1 message is acknowledged to its broker (PUBACK, or PUBREC for QoS 2) only
+/// once **every clone of it has been dropped**: every route that got it has finished with
+/// it. For a `handle` callback that is when the callback returns, for `handle_async` when
+/// the future completes, for an actor route when the actor's handler is done with it, for
+/// a `listen` receiver or [`SessionHandle::messages`](crate::SessionHandle::messages) when
+/// the application drops the message it received. So a process that dies while a message
+/// is queued or being handled has not acknowledged it, and the broker delivers it again
+/// (to a persistent session). Acknowledgements go out in arrival order, so a message kept
+/// alive holds back the acknowledgement of those after it, and the broker's in-flight
+/// window then pauses the session's flow. To keep a message beyond its handling, keep a
+/// [`detached`](Self::detached) copy. To give one up without acknowledging it, call
+/// [`leave_unacknowledged`](Self::leave_unacknowledged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The session that received the message.
@@ -150,6 +166,8 @@ pub struct Message {
     /// sessions). Boxed behind an `Arc` so that messages without properties stay small
     /// and fanning a message out to many routes copies no property.
     pub properties: Option<Arc<MessageProperties>>,
+    /// When the broker may be acknowledged (QoS >= 1): once every clone is dropped.
+    pub(crate) delivery: Delivery,
 }
 
 /// Routes deliver messages to actix actors as this message type
@@ -159,6 +177,45 @@ impl actix::Message for Message {
 }
 
 impl Message {
+    /// A QoS 0 message as a session would hand it to its routes, received now: for
+    /// testing handlers. Set the other public fields as needed.
+    pub fn new(session: &str, topic: &str, payload: impl Into<Bytes>) -> Message {
+        Message {
+            session: Arc::from(session),
+            topic: Arc::from(topic),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            packet_id: 0,
+            received_at: SystemTime::now(),
+            properties: None,
+            delivery: Delivery::NONE,
+        }
+    }
+
+    /// A copy that does not hold back the acknowledgement: keep it as long as you like.
+    pub fn detached(&self) -> Message {
+        Message {
+            delivery: Delivery::NONE,
+            ..self.clone()
+        }
+    }
+
+    /// True while the broker's acknowledgement of this message waits for it (and its
+    /// clones) to be dropped: a QoS >= 1 message received live, not a detached copy.
+    pub fn awaits_ack(&self) -> bool {
+        self.delivery.is_pending()
+    }
+
+    /// Gives the message up without handling it: it is not acknowledged, whatever the other
+    /// clones do, and the broker delivers it again at the next connection of a persistent
+    /// session (a clean session's broker forgets it). Later messages are still
+    /// acknowledged. No effect on QoS 0 messages and detached copies.
+    pub fn leave_unacknowledged(self) {
+        self.delivery.abandon();
+    }
+
     /// The payload as UTF-8 text, if it is valid UTF-8.
     pub fn payload_str(&self) -> Result<&str, std::str::Utf8Error> {
         std::str::from_utf8(&self.payload)

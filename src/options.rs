@@ -292,6 +292,16 @@ pub struct PerformanceOptions {
     /// considered dead and replaced. Absent: 1.5 x keep-alive.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub read_timeout: Option<Duration>,
+    /// How long a received QoS >= 1 message that matches no route (and no
+    /// [`messages`](crate::SessionHandle::messages) receiver) waits, unacknowledged, for a
+    /// route to be registered — say, a persistent session's queued messages arriving
+    /// between `add_session` and the registration of its routes. Past it, or past
+    /// [`MAX_UNROUTED`](crate::router::dispatch::MAX_UNROUTED) such messages at once, the
+    /// message is dropped, counted (`dropped_messages_total{reason="unrouted"}`) and
+    /// acknowledged. While one waits, the acknowledgements of later messages wait too
+    /// (they go out in order). Zero drops such messages at once. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub unrouted_hold: Duration,
 }
 
 impl Default for PerformanceOptions {
@@ -303,6 +313,7 @@ impl Default for PerformanceOptions {
             inflight: 100,
             write_timeout: Duration::from_secs(30),
             read_timeout: None,
+            unrouted_hold: Duration::from_secs(5),
         }
     }
 }
@@ -641,6 +652,13 @@ impl SessionOptions {
             return Err(invalid(
                 "performance.write_timeout",
                 "must be above zero".into(),
+            ));
+        }
+        if p.unrouted_hold > Duration::from_secs(3600) {
+            return Err(invalid(
+                "performance.unrouted_hold",
+                "must be at most 1h (an unrouted message holds back later acknowledgements)"
+                    .into(),
             ));
         }
         if p.read_timeout.is_some_and(|t| t.is_zero()) {

@@ -197,11 +197,13 @@ impl Supervisor {
             tls,
             client_id,
             bus: self.bus.clone(),
-            dispatcher: Arc::new(RouterDispatch {
-                session: Arc::clone(&name),
-                table: Arc::clone(&self.routes),
-                sinks: Arc::clone(&sinks),
-            }),
+            dispatcher: Arc::new(RouterDispatch::new(
+                Arc::clone(&name),
+                Arc::clone(&self.routes),
+                Arc::clone(&sinks),
+                Arc::clone(&counters),
+                opts.performance.unrouted_hold,
+            )),
             counters: Arc::clone(&counters),
             status: status_tx,
             connect_limit: Arc::clone(&self.connect_limit),

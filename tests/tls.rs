@@ -21,7 +21,6 @@ use mqtt_sessions::{
     ErrorKind, EventData, Message, OptionsError, Publish, QoS, SessionManager, SessionOptions,
     TlsOptions,
 };
-use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -123,7 +122,7 @@ async fn assert_fails_and_backs_off(
     failures[0].message.clone()
 }
 
-async fn recv(rx: &mut mpsc::Receiver<Message>) -> Message {
+async fn recv(rx: &mut mqtt_sessions::SessionMessages) -> Message {
     tokio::time::timeout(T, rx.recv())
         .await
         .expect("no message in time")

@@ -171,6 +171,10 @@ pub struct PerformanceConfig {
     /// Silence after which a connection is replaced. Default 1.5 x keep-alive.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Option<Duration>,
+    /// How long a QoS >= 1 message that matches no route waits, unacknowledged, for one
+    /// before it is dropped and counted as `unrouted`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub unrouted_hold: Duration,
 }
 
 impl Default for PerformanceConfig {
@@ -183,6 +187,7 @@ impl Default for PerformanceConfig {
             inflight: d.inflight,
             write_timeout: d.write_timeout,
             read_timeout: d.read_timeout,
+            unrouted_hold: d.unrouted_hold,
         }
     }
 }
@@ -196,6 +201,7 @@ impl From<&PerformanceConfig> for PerformanceOptions {
             inflight: p.inflight,
             write_timeout: p.write_timeout,
             read_timeout: p.read_timeout,
+            unrouted_hold: p.unrouted_hold,
         }
     }
 }

@@ -2,12 +2,19 @@
 //! at least once.
 //!
 //! A rule is a route on its `from` session (subscribed at QoS 1) whose async handler
-//! awaits the `to` session's publish completion (PUBACK for QoS >= 1) before it returns.
-//! The route's queue is bounded, and the source session acknowledges a QoS >= 1 message to
-//! its broker only once the route accepted it, so a slow target slows the source instead
-//! of losing messages. A failed publish that may succeed later (queue full, target being
-//! restarted) is retried with a growing delay, never dropped; only a publish that can
-//! never succeed (payload too large for the target, ...) is dropped and counted.
+//! awaits the `to` session's publish completion before it returns: the target broker's
+//! PUBACK/PUBCOMP, or, with a store, the publish written to the target's durable outbox.
+//! The source session acknowledges a QoS >= 1 message to its broker only once that handler
+//! has returned (the message's last clone is dropped), so a message is always held by
+//! someone who will deliver it — the source broker, or the target's outbox — even when the
+//! daemon is killed: at least once across a crash. A slow target slows the source (the
+//! route's queue is bounded, and so is the source broker's in-flight window).
+//!
+//! A failed publish that may succeed later (queue full, target being restarted) is retried
+//! with a growing delay. A publish that can never succeed (payload too large for the
+//! target, ...) is dropped, counted and acknowledged. When the rule stops before a message
+//! could be forwarded (shutdown, reload), the message is left unacknowledged, so that the
+//! source broker delivers it again to the persistent session.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,10 +190,17 @@ impl Forwarder {
                 }
                 Err(e) => e,
             };
-            if is_permanent(&err) || *self.cancel.borrow() {
+            if matches!(err, Error::Shutdown) || *self.cancel.borrow() {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
-                    "message not forwarded");
+                    "rule stopping; message left unacknowledged for the source broker to deliver again");
+                msg.leave_unacknowledged();
+                return;
+            }
+            if is_permanent(&err) {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                    "message cannot be forwarded; dropped");
                 return;
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +227,6 @@ fn is_permanent(e: &Error) -> bool {
         Error::PayloadTooLarge { .. }
             | Error::Topic(_)
             | Error::InvalidQos(_)
-            | Error::Shutdown
             | Error::NotConnected { .. }
     )
 }

@@ -140,7 +140,7 @@ const INFLIGHT: Spec = spec(
     GAUGE,
     S,
 );
-const DROPPED: Spec = spec("dropped_messages_total", "Messages the session dropped, by reason: oversized (incoming above max_message_size), disconnect (QoS 0 publish not written before the connection ended), consumer_full (QoS 0 message for a full receiver).", COUNTER, &[LABEL_SESSION, "reason"]);
+const DROPPED: Spec = spec("dropped_messages_total", "Messages the session dropped, by reason: oversized (incoming above max_message_size), disconnect (QoS 0 publish not written before the connection ended), consumer_full (QoS 0 message for a full receiver), unrouted (a message that matched no route: QoS 0 at once, QoS >= 1 after waiting unrouted_hold for a route).", COUNTER, &[LABEL_SESSION, "reason"]);
 const LAST_MESSAGE: Spec = spec(
     "last_message_timestamp_seconds",
     "Unix time of the last message the session received.",
@@ -424,6 +424,7 @@ impl Collector for SessionsCollector {
                         [
                             ("oversized", load(&r.counters.dropped_oversized)),
                             ("disconnect", load(&r.counters.dropped_on_disconnect)),
+                            ("unrouted", load(&r.counters.dropped_unrouted)),
                             ("consumer_full", r.consumer_dropped as f64),
                         ]
                         .map(|(reason, v)| {

@@ -174,7 +174,7 @@ impl RouteBuilder {
     /// Sends every message to an actix actor (`send().await`: its mailbox applies backpressure).
     pub async fn to_actor(self, recipient: Recipient<Message>) -> Result<Route, Error> {
         let (route, rx) = self.register("actor").await?;
-        consume::spawn_actor(route.name(), rx, recipient);
+        consume::spawn_actor(route.name(), rx, Arc::clone(&route.stats), recipient);
         Ok(route)
     }
 }

@@ -57,15 +57,33 @@ where
 }
 
 /// Forwards to an actix actor with `send().await`, so the actor's mailbox capacity
-/// applies backpressure. Ends when the route ends or the actor is gone.
-pub fn spawn_actor(name: &str, rx: flume::Receiver<Message>, recipient: Recipient<Message>) {
+/// applies backpressure; a message is handled once the actor's handler is done with it.
+/// Once the actor is gone, messages are left unacknowledged (and counted as dropped)
+/// until the route is stopped.
+pub fn spawn_actor(
+    name: &str,
+    rx: flume::Receiver<Message>,
+    stats: Arc<RouteStats>,
+    recipient: Recipient<Message>,
+) {
     let route = name.to_string();
     actix::spawn(async move {
+        let mut gone = false;
         while let Ok(m) = rx.recv_async().await {
-            if recipient.send(m).await.is_err() {
-                tracing::warn!(route = %route, "route's actor is gone; route idle until stopped");
-                break;
+            if !gone {
+                // A second reference to the same acknowledgement guard: actix gives no
+                // message back from a closed mailbox.
+                let kept = m.clone();
+                if recipient.send(m).await.is_ok() {
+                    continue;
+                }
+                gone = true;
+                tracing::warn!(route = %route, "route's actor is gone; its messages are left unacknowledged until the route stops");
+                kept.leave_unacknowledged();
+            } else {
+                m.leave_unacknowledged();
             }
+            stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
         }
     });
 }

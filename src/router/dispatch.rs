@@ -1,8 +1,9 @@
 //! The hot path: matching a received message against the route table snapshot and
 //! handing it to every matching route, on the session's driver task.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
@@ -11,6 +12,7 @@ use super::durable::HoldQueue;
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
+use crate::session::counters::SessionCounters;
 use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waits};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoredMessage};
 use crate::topic::TopicFilter;
@@ -66,22 +68,24 @@ pub const HELD_MAX_PER_ROUTE: usize = 100_000;
 pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl RouteEntry {
-    /// Offers `msg` to this route; returns a future when a QoS >= 1 message must wait for room.
+    /// Offers `msg` to this route. Returns `None` when the route's consumer is gone,
+    /// otherwise `Some(wait)`, where `wait` is a future when a QoS >= 1 message must wait
+    /// for room in the queue.
     #[inline]
-    fn offer(&self, msg: &Message) -> Option<Pending> {
+    fn offer(&self, msg: &Message) -> Option<Option<Pending>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
-            Target::Hold { queue, session } => return self.hold(queue, session, msg),
+            Target::Hold { queue, session } => return Some(self.hold(queue, session, msg)),
         };
         match tx.try_send(msg.clone()) {
             Ok(()) => {
                 self.stats.record_delivery(msg.received_at);
-                None
+                Some(None)
             }
             Err(flume::TrySendError::Full(m)) => {
                 if msg.qos == QoS::AtMostOnce {
                     self.overflow_qos0(tx, oldest, m);
-                    return None;
+                    return Some(None);
                 }
                 let stats = Arc::clone(&self.stats);
                 let at = m.received_at;
@@ -91,7 +95,7 @@ impl RouteEntry {
                         stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                     }
                 });
-                Some(Box::pin(fut))
+                Some(Some(Box::pin(fut)))
             }
             Err(flume::TrySendError::Disconnected(_)) => {
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
@@ -179,21 +183,40 @@ impl RouteTable {
         waits.finish()
     }
 
-    /// Offers `msg` to every matching route; waits for room go into `waits`.
-    pub fn offer(&self, session: &str, msg: &Message, waits: &mut Waits) {
+    /// Offers `msg` to every matching route; waits for room go into `waits`. Returns
+    /// true when at least one route took it (or will, once it has room).
+    pub fn offer(&self, session: &str, msg: &Message, waits: &mut Waits) -> bool {
+        let mut taken = false;
         self.trie.for_each_match(&msg.topic, |e| {
             if e.scope.covers(session) {
-                if let Some(w) = e.offer(msg) {
-                    waits.push(w);
+                if let Some(wait) = e.offer(msg) {
+                    taken = true;
+                    if let Some(w) = wait {
+                        waits.push(w);
+                    }
                 }
             }
         });
+        taken
     }
 }
+
+/// At most this many QoS >= 1 messages of one session wait for a route at once (see
+/// [`PerformanceOptions::unrouted_hold`](crate::PerformanceOptions::unrouted_hold)); past
+/// it an unrouted message is dropped and counted at once. In practice the broker's
+/// in-flight window stops the flow well before.
+pub const MAX_UNROUTED: usize = 1000;
+
+/// How often a message waiting for a route looks at the route table again.
+const UNROUTED_RECHECK: Duration = Duration::from_millis(20);
 
 /// What a session's driver hands every received message to: the routes of the shared
 /// route table that cover the session, then the session-level receivers
 /// ([`SessionHandle::messages`](crate::SessionHandle::messages)).
+///
+/// A QoS >= 1 message that neither takes waits, unacknowledged, for a route to appear
+/// (up to `unrouted_hold`, at most [`MAX_UNROUTED`] at once); a QoS 0 one is dropped. Both
+/// are counted as `unrouted` when dropped.
 #[derive(Debug)]
 pub struct RouterDispatch {
     /// The session.
@@ -202,14 +225,104 @@ pub struct RouterDispatch {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// The session-level receivers.
     pub sinks: Arc<SessionSinks>,
+    /// The session's counters (`dropped_unrouted`).
+    pub counters: Arc<SessionCounters>,
+    /// How long an unrouted QoS >= 1 message waits for a route.
+    pub unrouted_hold: Duration,
+    /// Unrouted messages waiting now.
+    pub unrouted: Arc<AtomicUsize>,
+}
+
+impl RouterDispatch {
+    /// A dispatcher for `session` over the router's `table` and the session's receivers.
+    pub fn new(
+        session: Arc<str>,
+        table: Arc<ArcSwap<RouteTable>>,
+        sinks: Arc<SessionSinks>,
+        counters: Arc<SessionCounters>,
+        unrouted_hold: Duration,
+    ) -> RouterDispatch {
+        RouterDispatch {
+            session,
+            table,
+            sinks,
+            counters,
+            unrouted_hold,
+            unrouted: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn drop_unrouted(counters: &SessionCounters, session: &str, msg: &Message) {
+        if counters.dropped_unrouted.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(session = %session, topic = %msg.topic, qos = %msg.qos,
+                "message matched no route and was dropped (further drops are counted: dropped_messages_total{{reason=\"unrouted\"}})");
+        } else {
+            tracing::debug!(session = %session, topic = %msg.topic, "unrouted message dropped");
+        }
+    }
+
+    /// A QoS >= 1 message no consumer took: waits for a route, unacknowledged (the
+    /// returned future holds a clone of it), then hands it over or drops it.
+    fn hold_unrouted(&self, msg: &Message) -> Option<Pending> {
+        let held = self.unrouted.fetch_add(1, Ordering::AcqRel);
+        if held >= MAX_UNROUTED || self.unrouted_hold.is_zero() {
+            self.unrouted.fetch_sub(1, Ordering::AcqRel);
+            Self::drop_unrouted(&self.counters, &self.session, msg);
+            return None;
+        }
+        // The deadline runs from now: the acknowledger polls this future only after the
+        // messages before it, and the holds must not add up.
+        let deadline = tokio::time::Instant::now() + self.unrouted_hold;
+        let (session, table, sinks) = (
+            Arc::clone(&self.session),
+            Arc::clone(&self.table),
+            Arc::clone(&self.sinks),
+        );
+        let (counters, unrouted) = (Arc::clone(&self.counters), Arc::clone(&self.unrouted));
+        let msg = msg.clone();
+        Some(Box::pin(async move {
+            let mut seen = table.load_full();
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    Self::drop_unrouted(&counters, &session, &msg);
+                    break;
+                }
+                tokio::time::sleep_until(deadline.min(now + UNROUTED_RECHECK)).await;
+                let current = table.load_full();
+                if Arc::ptr_eq(&current, &seen) && sinks.is_empty() {
+                    continue;
+                }
+                seen = current;
+                let mut waits = Waits::default();
+                let taken = seen.offer(&session, &msg, &mut waits) | sinks.offer(&msg, &mut waits);
+                if taken {
+                    drop(msg);
+                    unrouted.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(w) = waits.finish() {
+                        w.await;
+                    }
+                    return;
+                }
+            }
+            unrouted.fetch_sub(1, Ordering::AcqRel);
+        }))
+    }
 }
 
 impl Dispatcher for RouterDispatch {
     #[inline]
     fn dispatch(&self, msg: &Message) -> Option<Pending> {
         let mut waits = Waits::default();
-        self.table.load().offer(&self.session, msg, &mut waits);
-        self.sinks.offer(msg, &mut waits);
-        waits.finish()
+        let taken = self.table.load().offer(&self.session, msg, &mut waits)
+            | self.sinks.offer(msg, &mut waits);
+        if taken {
+            return waits.finish();
+        }
+        if msg.qos == QoS::AtMostOnce {
+            Self::drop_unrouted(&self.counters, &self.session, msg);
+            return None;
+        }
+        self.hold_unrouted(msg)
     }
 }

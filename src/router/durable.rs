@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::dispatch::{RouteEntry, Target, HELD_MAX_AGE};
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::RouterActor;
+use crate::delivery::{Delivery, Outcome};
 use crate::message::{Message, QoS};
 use crate::store::Store;
 use crate::store::{unix_ms, StoredSubscription};
@@ -226,7 +227,9 @@ impl RouterActor {
     }
 
     /// Delivers the messages held for route `name` of `session` into `tx`, oldest first,
-    /// after every hold submitted before (see [`HoldQueue`]).
+    /// after every hold submitted before (see [`HoldQueue`]). Each stays in the store until
+    /// the route has handled it: its [`Delivery`] guard deletes it on release (through the
+    /// hold worker), and leaves it for the next registration when abandoned.
     pub(super) fn deliver_held(
         &self,
         session: &Arc<str>,
@@ -236,33 +239,46 @@ impl RouterActor {
     ) {
         let Some(hold) = &self.hold else { return };
         let (s, n) = (Arc::clone(session), name.to_string());
-        let taken = hold
-            .run(move |store| store.held_take(&s, &n, unix_ms(SystemTime::now()), HELD_MAX_AGE));
-        let (session, name, tx, stats) = (
+        let loaded = hold
+            .run(move |store| store.held_load(&s, &n, unix_ms(SystemTime::now()), HELD_MAX_AGE));
+        let (session, name, tx, stats, hold) = (
             Arc::clone(session),
             name.to_string(),
             tx.clone(),
             Arc::clone(stats),
+            hold.clone(),
         );
         actix::spawn(async move {
-            let taken = match taken.await {
+            let loaded = match loaded.await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
-                    tracing::error!(session = %session, route = %name, error = %e, "cannot take held messages");
+                    tracing::error!(session = %session, route = %name, error = %e, "cannot read held messages");
                     return;
                 }
                 Err(_) => return,
             };
-            if taken.expired > 0 {
+            if loaded.expired > 0 {
                 stats
                     .dropped_full
-                    .fetch_add(taken.expired as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(session = %session, route = %name, expired = taken.expired, "held messages expired");
+                    .fetch_add(loaded.expired as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(session = %session, route = %name, expired = loaded.expired, "held messages expired");
             }
-            if !taken.messages.is_empty() {
-                tracing::info!(session = %session, route = %name, count = taken.messages.len(), "delivering held messages");
+            if !loaded.messages.is_empty() {
+                tracing::info!(session = %session, route = %name, count = loaded.messages.len(), "delivering held messages");
             }
-            for m in taken.messages {
+            let route: Arc<str> = Arc::from(name.as_str());
+            for (seq, m) in loaded.messages {
+                let (q, s, r) = (hold.clone(), Arc::clone(&session), Arc::clone(&route));
+                let delivery = Delivery::then(move |outcome| {
+                    if outcome == Outcome::Handled {
+                        // Ordered after the load on the hold worker; no fsync on this thread.
+                        drop(q.run(move |store| {
+                            if let Err(e) = store.held_remove(&s, &r, seq) {
+                                tracing::error!(session = %s, route = %r, error = %e, "cannot delete a handled held message");
+                            }
+                        }));
+                    }
+                });
                 let msg = Message {
                     session: Arc::clone(&session),
                     topic: Arc::from(m.topic.as_str()),
@@ -274,9 +290,12 @@ impl RouterActor {
                     received_at: UNIX_EPOCH + Duration::from_millis(m.received_at_ms),
                     // Held messages keep no MQTT 5 properties (the store's frame has none).
                     properties: None,
+                    delivery,
                 };
                 let at = msg.received_at;
-                if tx.send_async(msg).await.is_err() {
+                if let Err(flume::SendError(m)) = tx.send_async(msg).await {
+                    // The route went away again: the message stays held.
+                    m.leave_unacknowledged();
                     break;
                 }
                 stats.record_delivery(at);

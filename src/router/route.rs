@@ -199,6 +199,10 @@ impl Drop for Route {
 }
 
 /// A route whose messages arrive in a bounded channel ([`SessionManager::listen`](crate::SessionManager::listen)).
+///
+/// A QoS >= 1 message is acknowledged to the broker once the application has dropped it
+/// (see [`Message`]'s acknowledgement rules); messages still queued when the listener is
+/// dropped are left unacknowledged.
 #[derive(Debug)]
 pub struct Listener {
     pub(crate) rx: flume::Receiver<Message>,
@@ -243,10 +247,19 @@ impl Listener {
 
     /// The messages as a `Stream` (the route stops when the stream is dropped).
     pub fn into_stream(self) -> impl futures_util::Stream<Item = Message> {
-        let Listener { rx, route } = self;
-        futures_util::stream::unfold((rx, route), |(rx, route)| async move {
-            let m = rx.recv_async().await.ok()?;
-            Some((m, (rx, route)))
+        futures_util::stream::unfold(self, |listener| async move {
+            let m = listener.rx.recv_async().await.ok()?;
+            Some((m, listener))
         })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // What is still queued was never handed to the application: leave it
+        // unacknowledged, so that the broker delivers it again to a persistent session.
+        for m in self.rx.try_iter() {
+            m.leave_unacknowledged();
+        }
     }
 }

@@ -37,6 +37,9 @@ pub struct SessionCounters {
     pub dropped_oversized: AtomicU64,
     /// QoS 0 publishes dropped because the connection ended before they were written.
     pub dropped_on_disconnect: AtomicU64,
+    /// Incoming messages that matched no route and no receiver (QoS >= 1: after waiting
+    /// `performance.unrouted_hold` for one, or past the hold's bound).
+    pub dropped_unrouted: AtomicU64,
     /// Unix time in milliseconds of the last message received (0 = never).
     pub last_message_ms: AtomicU64,
     /// Outbox entries (set by the actor).
@@ -63,6 +66,7 @@ impl Default for SessionCounters {
             errors_by_kind: Default::default(),
             dropped_oversized: AtomicU64::new(0),
             dropped_on_disconnect: AtomicU64::new(0),
+            dropped_unrouted: AtomicU64::new(0),
             last_message_ms: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             inflight: AtomicU64::new(0),
@@ -162,6 +166,7 @@ impl SessionCounters {
                 .collect(),
             dropped_oversized: get(&self.dropped_oversized),
             dropped_on_disconnect: get(&self.dropped_on_disconnect),
+            dropped_unrouted: get(&self.dropped_unrouted),
             dropped_consumer_full: 0,
             pending_messages: get(&self.pending),
             inflight_messages: get(&self.inflight),
@@ -243,6 +248,9 @@ pub struct SessionMetrics {
     pub dropped_oversized: u64,
     /// QoS 0 publishes lost because the connection ended before they were written.
     pub dropped_on_disconnect: u64,
+    /// Incoming messages that matched no route and no receiver (see
+    /// [`PerformanceOptions::unrouted_hold`](crate::PerformanceOptions::unrouted_hold)).
+    pub dropped_unrouted: u64,
     /// QoS 0 messages dropped because a session message receiver was full.
     pub dropped_consumer_full: u64,
     /// QoS >= 1 publishes waiting to be sent or acknowledged.

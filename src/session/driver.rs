@@ -5,15 +5,16 @@
 //! keep-alive keeps flowing whatever the application does. It
 //! - walks the broker list on every connection attempt and sleeps the backoff in between;
 //! - hands incoming PUBLISHes straight to the session's [`Dispatcher`] (no actor hop) and
-//!   acknowledges QoS >= 1 messages once every consumer accepted them (through `Acker`,
-//!   which keeps the acknowledgements in arrival order [MQTT-4.6.0-2]);
+//!   acknowledges QoS >= 1 messages once every consumer has finished with them (through
+//!   the [`Acker`](super::ack), which keeps the acknowledgements in arrival order
+//!   [MQTT-4.6.0-2]);
 //! - reports everything else to its [`SessionActor`](super::SessionActor) as
 //!   [`DriverEvent`]s, in order, through a bounded channel.
 //!
 //! After a connection ends it empties rumqttc's own retransmission queue and state: the
 //! actor's outbox is the single owner of unacknowledged publishes and re-sends them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,8 +23,10 @@ use tokio::sync::mpsc;
 
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
-use super::incoming::{Dispatcher, Pending};
+use super::ack::Acker;
+use super::incoming::Dispatcher;
 use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
+use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
@@ -31,9 +34,6 @@ use crate::reason::ReasonCode;
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
-/// Acknowledgements that may wait for slow consumers (the broker's in-flight window
-/// bounds this in practice; 65535 is the protocol's limit).
-const ACK_QUEUE: usize = 65_535;
 
 /// What the driver tells its actor.
 #[derive(Debug)]
@@ -163,6 +163,7 @@ impl Driver {
                         // Reconnects resume the same broker session.
                         self.link.set_client_id(id);
                     }
+                    acker.new_connection();
                     self.report(DriverEvent::Connected {
                         broker,
                         session_present: ack.session_present,
@@ -311,7 +312,7 @@ impl Driver {
                 );
             }
             if qos != QoS::AtMostOnce {
-                acker.ack(None, token);
+                acker.ack(None, None, token);
             }
             return;
         }
@@ -319,6 +320,14 @@ impl Driver {
         // last-message time and each route's (benches/matching.rs, docs/BENCHMARKS.md).
         let received_at = SystemTime::now();
         c.record_received(p.payload.len(), received_at);
+        // QoS >= 1: acknowledged once every clone of the message is dropped (its consumers
+        // are done with it), not when it was queued.
+        let (delivery, done) = if qos == QoS::AtMostOnce {
+            (Delivery::NONE, None)
+        } else {
+            let (d, done) = Delivery::signal();
+            (d, Some(done))
+        };
         let msg = Message {
             session: Arc::clone(&self.session),
             topic: p.topic,
@@ -329,71 +338,13 @@ impl Driver {
             packet_id: p.pkid,
             received_at,
             properties: p.properties,
+            delivery,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");
-        let wait = self.dispatcher.dispatch(&msg);
-        if qos != QoS::AtMostOnce {
-            acker.ack(wait, token);
+        let room = self.dispatcher.dispatch(&msg);
+        drop(msg);
+        if done.is_some() {
+            acker.ack(room, done, token);
         }
-    }
-}
-
-/// Sends PUBACK/PUBREC for incoming QoS >= 1 messages, in arrival order, each once its
-/// consumers accepted the message.
-struct Acker {
-    client: Client,
-    queue: mpsc::Sender<(Option<Pending>, AckToken)>,
-    waiting: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Acker {
-    fn spawn(client: Client) -> Acker {
-        let (queue, mut rx) = mpsc::channel::<(Option<Pending>, AckToken)>(ACK_QUEUE);
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let (c, w) = (client.clone(), Arc::clone(&waiting));
-        let task = tokio::spawn(async move {
-            while let Some((pending, publish)) = rx.recv().await {
-                if let Some(p) = pending {
-                    p.await;
-                }
-                let _ = c.ack(publish).await;
-                w.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
-        Acker {
-            client,
-            queue,
-            waiting,
-            task,
-        }
-    }
-
-    fn ack(&self, pending: Option<Pending>, publish: AckToken) {
-        if pending.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
-            match self.client.ack_now(publish) {
-                Ok(()) => return,
-                Err(_) => {
-                    tracing::trace!(pkid = publish.pkid, "request channel full, ack deferred")
-                }
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::AcqRel);
-        if let Err(e) = self.queue.try_send((pending, publish)) {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            let (_, publish) = match e {
-                mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => v,
-            };
-            tracing::error!(
-                pkid = publish.pkid,
-                "acknowledgement queue full; message left unacknowledged for redelivery"
-            );
-        }
-    }
-}
-
-impl Drop for Acker {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use actix::Addr;
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::counters::{SessionCounters, SessionMetrics};
-use super::incoming::SessionSinks;
+use super::incoming::{SessionMessages, SessionSinks};
 use super::state::SessionState;
 use super::{PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
-use crate::message::{Message, Publish, QoS};
+use crate::message::{Publish, QoS};
 use crate::options::SessionOptions;
 use crate::topic::{validate_topic_name, TopicFilter};
 
@@ -146,9 +146,10 @@ impl SessionHandle {
 
     /// A receiver of every message this session receives, bounded by
     /// `performance.message_channel_size`. When it is full, QoS 0 messages are dropped
-    /// (counted) and QoS >= 1 messages are acknowledged to the broker only once they fit.
-    /// Drop the receiver to stop.
-    pub fn messages(&self) -> mpsc::Receiver<Message> {
+    /// (counted) and QoS >= 1 messages wait for room. A QoS >= 1 message is acknowledged
+    /// to the broker once the application has dropped it (and every other consumer is done
+    /// with it). Drop the receiver to stop: what it still queued is left unacknowledged.
+    pub fn messages(&self) -> SessionMessages {
         self.sinks.add(self.opts.performance.message_channel_size)
     }
 

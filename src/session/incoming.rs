@@ -38,14 +38,14 @@ pub struct SessionSinks {
 
 impl SessionSinks {
     /// Adds a consumer channel of `capacity` and returns its receiving end.
-    pub fn add(&self, capacity: usize) -> mpsc::Receiver<Message> {
+    pub fn add(&self, capacity: usize) -> SessionMessages {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.senders.rcu(|old| {
             let mut v: Vec<_> = old.iter().filter(|s| !s.is_closed()).cloned().collect();
             v.push(tx.clone());
             v
         });
-        rx
+        SessionMessages { rx }
     }
 
     /// QoS 0 messages dropped because a consumer was full.
@@ -64,17 +64,25 @@ impl SessionSinks {
 }
 
 impl SessionSinks {
+    /// True when no receiver was handed out (or all were closed and pruned).
+    pub fn is_empty(&self) -> bool {
+        self.senders.load().is_empty()
+    }
+
     /// Offers `msg` to every session-level receiver; waits for room go into `waits`.
-    pub fn offer(&self, msg: &Message, waits: &mut Waits) {
+    /// Returns true when at least one receiver took it (or will, once it has room).
+    pub fn offer(&self, msg: &Message, waits: &mut Waits) -> bool {
         let senders = self.senders.load();
         if senders.is_empty() {
-            return;
+            return false;
         }
         let mut closed = false;
+        let mut taken = false;
         for tx in senders.iter() {
             match tx.try_send(msg.clone()) {
-                Ok(()) => {}
+                Ok(()) => taken = true,
                 Err(mpsc::error::TrySendError::Full(m)) => {
+                    taken = true;
                     if msg.qos == QoS::AtMostOnce {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -89,6 +97,50 @@ impl SessionSinks {
         }
         if closed {
             self.prune();
+        }
+        taken
+    }
+}
+
+/// Every message one session receives, in a bounded channel
+/// ([`SessionHandle::messages`](crate::SessionHandle::messages)).
+///
+/// A QoS >= 1 message is acknowledged to the broker once the application has dropped it
+/// (see [`Message`]'s acknowledgement rules). Messages still queued when this receiver is
+/// dropped are left unacknowledged, so a persistent session gets them again.
+#[derive(Debug)]
+pub struct SessionMessages {
+    rx: mpsc::Receiver<Message>,
+}
+
+impl SessionMessages {
+    /// The next message; `None` once the session is gone.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// A message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+impl Drop for SessionMessages {
+    fn drop(&mut self) {
+        // Closed first, so that nothing more arrives; what was queued was never handled.
+        self.rx.close();
+        while let Ok(m) = self.rx.try_recv() {
+            m.leave_unacknowledged();
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - the actor is `Supervised`: if it stops unexpectedly, actix restarts it in place (same
 //!   outbox, same subscriptions) and it reconnects after a backoff delay.
 
+mod ack;
 pub mod backoff;
 pub mod counters;
 pub mod driver;

@@ -26,7 +26,7 @@ mod queue;
 pub use codec::{SessionMeta, StoredMessage, StoredPublish, StoredSubscription};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
-pub use queue::{unix_ms, HeldLimit, HeldPush, HeldTaken};
+pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
 use files::{create_dir, existing_log, open_db, restrict_files};

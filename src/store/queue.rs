@@ -37,6 +37,15 @@ pub struct HeldTaken {
     pub expired: usize,
 }
 
+/// What [`Store::held_load`] returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldLoaded {
+    /// The unexpired messages with their sequence numbers, oldest first.
+    pub messages: Vec<(u64, StoredMessage)>,
+    /// How many expired messages were deleted without being returned.
+    pub expired: usize,
+}
+
 fn is_expired(msg_ms: u64, now_ms: u64, max_age: Duration) -> bool {
     u128::from(now_ms.saturating_sub(msg_ms)) > max_age.as_millis()
 }
@@ -182,6 +191,56 @@ impl Store {
             .map_err(|e| self.sled(e))?;
         self.flush()?;
         Ok(taken)
+    }
+
+    /// Reads every message held for `route` of `session`, oldest first, with its sequence
+    /// number, and deletes (one batch, flushed) those older than `max_age`. The others
+    /// stay until [`held_remove`](Self::held_remove): a message is deleted only once the
+    /// route has handled it, so a crash in between delivers it again.
+    pub fn held_load(
+        &self,
+        session: &str,
+        route: &str,
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<HeldLoaded> {
+        check_name("session", session)?;
+        check_name("route", route)?;
+        let prefix = prefix(&[session, route]);
+        let mut loaded = HeldLoaded::default();
+        let mut batch = sled::Batch::default();
+        for entry in self.inner.held.scan_prefix(&prefix) {
+            let (key, raw) = entry.map_err(|e| self.sled(e))?;
+            let frame = Frame::decode(&raw)
+                .map_err(|e| self.corrupt(format!("held {session:?} {route:?}: {e}")))?;
+            if is_expired(frame.received_at_ms, now_ms, max_age) {
+                batch.remove(key);
+                loaded.expired += 1;
+            } else {
+                let seq = key_seq(&prefix, &key)
+                    .map_err(|e| self.corrupt(format!("held {session:?} {route:?}: {e}")))?;
+                loaded.messages.push((seq, frame.into()));
+            }
+        }
+        if loaded.expired > 0 {
+            self.inner
+                .held
+                .apply_batch(batch)
+                .map_err(|e| self.sled(e))?;
+            self.flush()?;
+        }
+        Ok(loaded)
+    }
+
+    /// Deletes one held message once its route has handled it. Not flushed (sled writes
+    /// it within 500 ms, or the next flushing call): a removal lost in a crash delivers
+    /// the message once more, which QoS >= 1 allows.
+    pub fn held_remove(&self, session: &str, route: &str, seq: u64) -> Result<bool> {
+        check_name("session", session)?;
+        check_name("route", route)?;
+        let key = seq_key(&prefix(&[session, route]), seq);
+        let old = self.inner.held.remove(key).map_err(|e| self.sled(e))?;
+        Ok(old.is_some())
     }
 
     /// How many messages are held for all routes of `session`.

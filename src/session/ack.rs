@@ -1,0 +1,150 @@
+//! The acknowledger: sends PUBACK/PUBREC for received QoS >= 1 messages once their
+//! consumers have finished with them, in arrival order [MQTT-4.6.0-2].
+//!
+//! For each message the driver hands over two things: the waits for room in full route
+//! queues (`room`), and the receiving end of the message's [`Delivery`] guard (`done`),
+//! which reports when the last clone of the message was dropped. The acknowledger's task
+//! awaits both, message after message, then acknowledges — unless a consumer gave the
+//! message up ([`Outcome::Abandoned`]), or the connection it arrived on has ended since
+//! (its packet id may already name another message on the new connection; the broker
+//! re-sends unacknowledged messages of a persistent session itself).
+//!
+//! While it waits, the driver keeps polling the connection: keep-alive flows, and the
+//! broker's in-flight window, filled with unacknowledged messages, stops the flow.
+//!
+//! [`Delivery`]: crate::delivery::Delivery
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::incoming::Pending;
+use super::link::{AckToken, Client};
+use crate::delivery::Outcome;
+
+/// Acknowledgements that may wait for consumers (the broker's in-flight window bounds
+/// this in practice; 65535 is the protocol's limit of packet ids).
+const ACK_QUEUE: usize = 65_535;
+
+/// One message waiting for its acknowledgement.
+struct Job {
+    room: Option<Pending>,
+    done: Option<oneshot::Receiver<Outcome>>,
+    token: AckToken,
+    connection: u64,
+}
+
+/// Sends the acknowledgements of one session (see the [module docs](self)).
+pub(super) struct Acker {
+    client: Client,
+    queue: mpsc::Sender<Job>,
+    /// Jobs queued and not finished: while non-zero, no acknowledgement may overtake them.
+    waiting: Arc<AtomicUsize>,
+    /// Number of the current connection.
+    connection: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Acker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acker")
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acker {
+    /// Starts the acknowledger's task.
+    pub(super) fn spawn(client: Client) -> Acker {
+        let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let connection = Arc::new(AtomicU64::new(0));
+        let (c, w, conn) = (client.clone(), Arc::clone(&waiting), Arc::clone(&connection));
+        let task = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                if let Some(room) = job.room {
+                    room.await;
+                }
+                let outcome = match job.done {
+                    // The guard always reports; a closed channel cannot happen.
+                    Some(done) => done.await.unwrap_or(Outcome::Handled),
+                    None => Outcome::Handled,
+                };
+                if outcome == Outcome::Handled && job.connection == conn.load(Ordering::Acquire)
+                {
+                    let _ = c.ack(job.token).await;
+                } else {
+                    tracing::trace!(pkid = job.token.pkid, ?outcome, "message left unacknowledged");
+                }
+                w.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        Acker {
+            client,
+            queue,
+            waiting,
+            connection,
+            task,
+        }
+    }
+
+    /// A connection was established: acknowledgements still waiting for messages of
+    /// earlier connections will not be sent.
+    pub(super) fn new_connection(&self) {
+        self.connection.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Acknowledges `token` once `room` (if any) completed and `done` (if any) reported
+    /// the message handled, after every message handed over before it.
+    pub(super) fn ack(
+        &self,
+        room: Option<Pending>,
+        mut done: Option<oneshot::Receiver<Outcome>>,
+        token: AckToken,
+    ) {
+        if room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
+            // Nothing ahead and nothing to wait for: acknowledge from the driver's task.
+            let ready = match done.as_mut().map(oneshot::Receiver::try_recv) {
+                None => Some(Outcome::Handled),
+                Some(Ok(o)) => Some(o),
+                Some(Err(_)) => None,
+            };
+            match ready {
+                Some(Outcome::Abandoned) => return,
+                Some(Outcome::Handled) => {
+                    if self.client.ack_now(token).is_ok() {
+                        return;
+                    }
+                    tracing::trace!(pkid = token.pkid, "request channel full, ack deferred");
+                    // The outcome was taken from `done`: queue the acknowledgement alone.
+                    done = None;
+                }
+                None => {}
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let job = Job {
+            room,
+            done,
+            token,
+            connection: self.connection.load(Ordering::Acquire),
+        };
+        if let Err(e) = self.queue.try_send(job) {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            let job = match e {
+                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+            };
+            tracing::error!(
+                pkid = job.token.pkid,
+                "acknowledgement queue full; message left unacknowledged for redelivery"
+            );
+        }
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
