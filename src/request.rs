@@ -72,7 +72,8 @@ impl Requests {
         };
         match self.waiting().remove(corr) {
             Some(tx) => {
-                let _ = tx.send(msg.clone());
+                // The response is handled once it reaches its request: the caller may keep it.
+                let _ = tx.send(msg.detached());
             }
             None => {
                 tracing::debug!(session = %msg.session, topic = %msg.topic, "response to no waiting request (timed out?) dropped")

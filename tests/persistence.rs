@@ -113,77 +113,6 @@ impl RecvTimeoutAsync for mqtt_sessions::Listener {
     }
 }
 
-/// A child process whose stdout lines are collected.
-struct ChildProc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl ChildProc {
-    fn spawn(mode: &str, dir: &std::path::Path, url: &str) -> ChildProc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, format!("{mode} {} {url}", dir.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        ChildProc { child, lines }
-    }
-
-    fn lines_with(&self, prefix: &str) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            // libtest prints "test child_process ... " without a newline before the child's
-            // first line, so look for the prefix anywhere in the line.
-            .filter_map(|l| l.split_once(prefix).map(|(_, rest)| rest.to_string()))
-            .collect()
-    }
-
-    async fn wait_line(&self, prefix: &str, n: usize) -> bool {
-        poll_until_async(T, || {
-            let c = self.lines_with(prefix).len();
-            async move { c >= n }
-        })
-        .await
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn wait_exit(&mut self) -> bool {
-        poll_until_async(T, || {
-            let done = self.child.try_wait().ok().flatten().is_some();
-            async move { done }
-        })
-        .await
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 #[actix_rt::test]
 async fn a_killed_process_outbox_is_replayed_by_the_next_process_with_the_same_store() {
     init_tracing();
@@ -192,7 +121,7 @@ async fn a_killed_process_outbox_is_replayed_by_the_next_process_with_the_same_s
     broker.stop();
     let dir = tempfile::tempdir().unwrap();
     // The broker is down: every accepted publish sits in the durable outbox.
-    let mut first = ChildProc::spawn("publish", dir.path(), &url);
+    let mut first = ChildProc::spawn(CHILD, "publish", dir.path(), &url);
     assert!(
         first.wait_line("accepted ", 200).await,
         "{:?}",
@@ -208,7 +137,7 @@ async fn a_killed_process_outbox_is_replayed_by_the_next_process_with_the_same_s
 
     broker.restart();
     let sub = Sub::spawn(broker.port(), "out/#", 1);
-    let mut second = ChildProc::spawn("replay", dir.path(), &url);
+    let mut second = ChildProc::spawn(CHILD, "replay", dir.path(), &url);
     assert!(
         second.wait_line("drained", 1).await,
         "{:?}",
@@ -242,7 +171,7 @@ async fn a_durable_route_receives_what_was_published_while_its_process_was_down(
     let broker = Mosquitto::start();
     let url = broker.url();
     let dir = tempfile::tempdir().unwrap();
-    let mut first = ChildProc::spawn("subscribe", dir.path(), &url);
+    let mut first = ChildProc::spawn(CHILD, "subscribe", dir.path(), &url);
     assert!(
         first.wait_line("subscribed ", 1).await,
         "{:?}",
@@ -253,7 +182,7 @@ async fn a_durable_route_receives_what_was_published_while_its_process_was_down(
     first.kill9();
     // Published while the application is down; the broker queues them for its session.
     publish_many(broker.port(), "durable/b", 50, 1);
-    let mut second = ChildProc::spawn("resume", dir.path(), &url);
+    let mut second = ChildProc::spawn(CHILD, "resume", dir.path(), &url);
     assert!(
         second.wait_line("done", 1).await,
         "{:?}",

@@ -263,7 +263,7 @@ impl RouterDispatch {
 
     /// A QoS >= 1 message no consumer took: waits for a route, unacknowledged (the
     /// returned future holds a clone of it), then hands it over or drops it.
-    fn hold_unrouted(&self, msg: &Message) -> Option<Pending> {
+    fn hold_unrouted(&self, msg: &Message, offered: Arc<RouteTable>) -> Option<Pending> {
         let held = self.unrouted.fetch_add(1, Ordering::AcqRel);
         if held >= MAX_UNROUTED || self.unrouted_hold.is_zero() {
             self.unrouted.fetch_sub(1, Ordering::AcqRel);
@@ -280,8 +280,10 @@ impl RouterDispatch {
         );
         let (counters, unrouted) = (Arc::clone(&self.counters), Arc::clone(&self.unrouted));
         let msg = msg.clone();
+        // `seen`: the snapshot this message was just offered to; it is offered again once
+        // the table has changed (the future may first run much later, after older ones).
+        let mut seen = offered;
         Some(Box::pin(async move {
-            let mut seen = table.load_full();
             loop {
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
@@ -314,8 +316,8 @@ impl Dispatcher for RouterDispatch {
     #[inline]
     fn dispatch(&self, msg: &Message) -> Option<Pending> {
         let mut waits = Waits::default();
-        let taken = self.table.load().offer(&self.session, msg, &mut waits)
-            | self.sinks.offer(msg, &mut waits);
+        let table = self.table.load();
+        let taken = table.offer(&self.session, msg, &mut waits) | self.sinks.offer(msg, &mut waits);
         if taken {
             return waits.finish();
         }
@@ -323,6 +325,6 @@ impl Dispatcher for RouterDispatch {
             Self::drop_unrouted(&self.counters, &self.session, msg);
             return None;
         }
-        self.hold_unrouted(msg)
+        self.hold_unrouted(msg, Arc::clone(&table))
     }
 }

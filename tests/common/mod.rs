@@ -29,6 +29,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod certs;
+mod child;
 mod clients;
 mod http;
 mod mosquitto;
@@ -36,6 +37,7 @@ mod poll;
 
 #[allow(unused_imports, reason = "used by the TLS tests only")]
 pub use certs::*;
+pub use child::*;
 pub use clients::*;
 #[allow(unused_imports, reason = "only the metrics tests speak HTTP")]
 pub use http::*;

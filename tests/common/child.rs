@@ -1,0 +1,87 @@
+//! A child process running one test of the current test binary (the `child_process`
+//! test, which does nothing unless its environment variable is set): for tests that kill
+//! a process of the crate with SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::poll_until_async;
+
+/// How long [`ChildProc`]'s waits last.
+const CHILD_WAIT: Duration = Duration::from_secs(30);
+
+/// A child process whose stdout lines are collected.
+pub struct ChildProc {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildProc {
+    /// Runs this test binary's `child_process` test with `env` set to
+    /// `"{mode} {dir} {url}"`.
+    pub fn spawn(env: &str, mode: &str, dir: &std::path::Path, url: &str) -> ChildProc {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env, format!("{mode} {} {url}", dir.display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ChildProc { child, lines }
+    }
+
+    pub fn lines_with(&self, prefix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            // libtest prints "test child_process ... " without a newline before the child's
+            // first line, so look for the prefix anywhere in the line.
+            .filter_map(|l| l.split_once(prefix).map(|(_, rest)| rest.to_string()))
+            .collect()
+    }
+
+    pub async fn wait_line(&self, prefix: &str, n: usize) -> bool {
+        poll_until_async(CHILD_WAIT, || {
+            let c = self.lines_with(prefix).len();
+            async move { c >= n }
+        })
+        .await
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn wait_exit(&mut self) -> bool {
+        poll_until_async(CHILD_WAIT, || {
+            let done = self.child.try_wait().ok().flatten().is_some();
+            async move { done }
+        })
+        .await
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
