@@ -1,7 +1,11 @@
 //! The `mqtt-sessions` binary against real mosquitto brokers: forwarding without loss,
 //! reload on SIGHUP, graceful SIGTERM, config checking, the embedded-broker example, and
 //! two daemons sharing a subscription.
-#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "tests fail loudly; the kill tests report their figures"
+)]
 
 mod common;
 
@@ -545,4 +549,133 @@ async fn sigterm_with_a_store_and_a_persistent_source_loses_nothing_the_source_b
         sub.payloads().into_iter().collect::<BTreeSet<_>>().len(),
         second.stderr()
     );
+}
+
+/// A `[[sessions]]` block of a persistent session (clean session off).
+fn persistent_session(name: &str, client_id: &str, port: u16) -> String {
+    session(name, client_id, port).replace(
+        "[sessions.connect]\n",
+        "[sessions.connect]\nclean_session = false\npersistent = true\n",
+    )
+}
+
+/// The distinct payloads `sub` received, and how many arrived more than once.
+fn distinct_and_duplicates(sub: &Sub) -> (BTreeSet<String>, usize) {
+    let all = sub.payloads();
+    let distinct: BTreeSet<String> = all.iter().cloned().collect();
+    let dups = all.len() - distinct.len();
+    (distinct, dups)
+}
+
+/// Waits until `sub` has `n` distinct payloads.
+async fn wait_distinct(sub: &Sub, n: usize, timeout: Duration) -> bool {
+    poll_until_async(timeout, || {
+        let c = distinct_and_duplicates(sub).0.len();
+        async move { c >= n }
+    })
+    .await
+}
+
+/// Reports the run and fails naming the missing payloads.
+fn assert_none_missing(what: &str, sub: &Sub, n: usize) {
+    let (distinct, dups) = distinct_and_duplicates(sub);
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !distinct.contains(&i.to_string()))
+        .collect();
+    println!(
+        "{what}: {n} sent, {} received, {} missing, {dups} duplicates",
+        sub.count(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{what}: {} of {n} missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(50)]
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothing() {
+    let src = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
+    let dst = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
+    let store = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{HTTP}[store]\npath = \"{}\"\n{}{}{}",
+        store.path().join("data").display(),
+        persistent_session("src", "kill-src", src.port()),
+        persistent_session("dst", "kill-dst", dst.port()),
+        rule("copy", "src", "load/#", "dst", "copied/{topic}")
+    );
+    let sub = Sub::spawn(dst.port(), "copied/#", 1);
+    const N: usize = 10_000;
+    const KILLS: usize = 10;
+    // The first daemon subscribes the persistent source session before anything is sent;
+    // from then on the source broker keeps what the daemon has not acknowledged.
+    let first = Daemon::start(&config);
+    first.wait_ready().await;
+    let port = src.port();
+    let publisher = std::thread::spawn(move || publish_many(port, "load/x", N, 1));
+    let mut daemon = first;
+    for kill in 1..=KILLS {
+        // Kill once forwarding has moved on by about a twelfth of the messages (or, when
+        // the daemon is faster than that, after a short run).
+        let target = (distinct_and_duplicates(&sub).0.len() + N / 12).min(N);
+        let moved = wait_distinct(&sub, target, T).await;
+        assert!(
+            moved || kill > 1,
+            "no progress before kill {kill}:\n{}",
+            daemon.stderr()
+        );
+        daemon.signal("KILL");
+        let _ = daemon.wait_exit(Duration::from_secs(10));
+        println!(
+            "kill {kill}: {} distinct forwarded so far",
+            distinct_and_duplicates(&sub).0.len()
+        );
+        daemon = Daemon::start(&config);
+    }
+    publisher.join().unwrap();
+    // The verdict is the missing list below; the wait only gives the last daemon time.
+    let _ = wait_distinct(&sub, N, Duration::from_secs(120)).await;
+    assert_none_missing("10 SIGKILLs with a store", &sub, N);
+    drop(daemon);
+}
+
+#[tokio::test]
+async fn two_daemons_sharing_a_subscription_lose_nothing_when_one_is_sigkilled_and_restarted() {
+    let broker = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
+    let store = tempfile::tempdir().unwrap();
+    let config = |i: u32| {
+        format!(
+            "{HTTP}[store]\npath = \"{}\"\n{}{}{}",
+            store.path().join(format!("data-{i}")).display(),
+            persistent_session("src", &format!("kshare-src-{i}"), broker.port()),
+            session("dst", &format!("kshare-dst-{i}"), broker.port()),
+            rule(
+                "jobs",
+                "src",
+                "$share/workers/jobs/#",
+                "dst",
+                "done/{topic}"
+            )
+        )
+    };
+    let (one, two) = (Daemon::start(&config(1)), Daemon::start(&config(2)));
+    one.wait_ready().await;
+    two.wait_ready().await;
+    let sub = Sub::spawn(broker.port(), "done/#", 1);
+    const N: usize = 5000;
+    let port = broker.port();
+    let publisher = std::thread::spawn(move || publish_many(port, "jobs/x", N, 1));
+    assert!(wait_distinct(&sub, N / 5, T).await, "{}", two.stderr());
+    two.signal("KILL");
+    let mut two = two;
+    let _ = two.wait_exit(Duration::from_secs(10));
+    let restarted = Daemon::start(&config(2));
+    publisher.join().unwrap();
+    restarted.wait_ready().await;
+    let _ = wait_distinct(&sub, N, Duration::from_secs(60)).await;
+    assert_none_missing("$share group, one daemon SIGKILLed", &sub, N);
+    drop(one);
 }
