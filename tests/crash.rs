@@ -26,8 +26,8 @@ const N: usize = 300;
 
 /// Child process entry: does nothing unless the parent set `MQTT_SESSIONS_CRASH_CHILD`
 /// (`kind dir url`). Registers a slow route of `kind` (`handle`, `handle_async` or
-/// `listen`) on `crash/#` of a persistent session, prints `ready`, then `handled P` once
-/// the consumer has finished with the message whose payload is P.
+/// `listen`) on `crash/#` of a persistent session, prints `ready`, then `got P` when the
+/// consumer starts on the message whose payload is P and `handled P` once it finished.
 #[actix_rt::test]
 async fn child_process() {
     let Ok(spec) = std::env::var(CHILD) else {
@@ -43,6 +43,7 @@ async fn child_process() {
     let _route = match kind {
         "handle" => route
             .handle(|msg| {
+                println!("got {}", msg.payload_str().unwrap());
                 std::thread::sleep(SLOW);
                 println!("handled {}", msg.payload_str().unwrap());
             })
@@ -51,6 +52,7 @@ async fn child_process() {
             .unwrap(),
         "handle_async" => route
             .handle_async(|msg| async move {
+                println!("got {}", msg.payload_str().unwrap());
                 tokio::time::sleep(SLOW).await;
                 println!("handled {}", msg.payload_str().unwrap());
             })
@@ -61,6 +63,7 @@ async fn child_process() {
             let listener = route.listen().await.unwrap();
             actix_rt::spawn(async move {
                 while let Some(msg) = listener.recv().await {
+                    println!("got {}", msg.payload_str().unwrap());
                     // Received, not finished: the acknowledgement waits for the drop.
                     tokio::time::sleep(SLOW).await;
                     println!("handled {}", msg.payload_str().unwrap());
@@ -93,6 +96,7 @@ async fn killed_while_handling_loses_nothing(kind: &str) {
     );
     first.kill9();
     let before: Vec<String> = first.lines_with("handled ");
+    let unfinished = first.lines_with("got ").len() - before.len();
     assert!(before.len() < N, "the kill came after everything was handled");
     publisher.join().unwrap();
 
@@ -116,7 +120,7 @@ async fn killed_while_handling_loses_nothing(kind: &str) {
     let after = second.lines_with("handled ").len();
     let duplicates = before.len() + after - handled.len();
     println!(
-        "{kind}: {N} sent, {} handled before the kill, {after} after, {} missing, {duplicates} duplicates",
+        "{kind}: {N} sent, {} handled before the kill ({unfinished} started, unfinished), {after} after, {} missing, {duplicates} duplicates",
         before.len(),
         missing.len()
     );
