@@ -33,7 +33,9 @@
 //!   sessions, refuses duplicate names and client ids, starts each session under actix
 //!   supervision.
 //! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
-//!   outbox) and its driver task (the rumqttc event loop); plain logic in
+//!   outbox), its driver task (the rumqttc event loop) and its acknowledger (PUBACK/PUBREC
+//!   in arrival order, once every consumer of a message has dropped it: see
+//!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
 //!   MQTT 5 (`protocol = "5"`) share all of it: [`session::link`] is the one place that
 //!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.

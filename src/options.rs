@@ -657,8 +657,7 @@ impl SessionOptions {
         if p.unrouted_hold > Duration::from_secs(3600) {
             return Err(invalid(
                 "performance.unrouted_hold",
-                "must be at most 1h (an unrouted message holds back later acknowledgements)"
-                    .into(),
+                "must be at most 1h (an unrouted message holds back later acknowledgements)".into(),
             ));
         }
         if p.read_timeout.is_some_and(|t| t.is_zero()) {

@@ -97,7 +97,10 @@ async fn killed_while_handling_loses_nothing(kind: &str) {
     first.kill9();
     let before: Vec<String> = first.lines_with("handled ");
     let unfinished = first.lines_with("got ").len() - before.len();
-    assert!(before.len() < N, "the kill came after everything was handled");
+    assert!(
+        before.len() < N,
+        "the kill came after everything was handled"
+    );
     publisher.join().unwrap();
 
     let second = ChildProc::spawn(CHILD, kind, dir.path(), &url);
@@ -174,9 +177,10 @@ async fn a_qos1_message_waits_unacknowledged_for_a_route_then_is_counted_as_unro
     );
     let text = m.metrics_text();
     assert!(
-        text.lines().any(|l| l.starts_with("mqtt_sessions_dropped_messages_total")
-            && l.contains("reason=\"unrouted\"")
-            && l.ends_with(" 3")),
+        text.lines()
+            .any(|l| l.starts_with("mqtt_sessions_dropped_messages_total")
+                && l.contains("reason=\"unrouted\"")
+                && l.ends_with(" 3")),
         "unrouted drops exported:\n{text}"
     );
 
@@ -200,7 +204,11 @@ async fn a_qos1_message_waits_unacknowledged_for_a_route_then_is_counted_as_unro
         let msg = tokio::time::timeout(T, l.recv()).await.unwrap().unwrap();
         got.push(msg.payload_str().unwrap().to_string());
     }
-    assert_eq!(got, ["0", "1", "2", "3", "4"], "held messages keep their order");
+    assert_eq!(
+        got,
+        ["0", "1", "2", "3", "4"],
+        "held messages keep their order"
+    );
     assert_eq!(late.metrics().dropped_unrouted, 0);
     m.shutdown().await;
 }

@@ -105,7 +105,10 @@ impl ManagerMetrics {
             reconnects: sum(|m| m.reconnects),
             connection_errors: sum(|m| m.connection_errors),
             dropped_messages: sum(|m| {
-                m.dropped_oversized + m.dropped_on_disconnect + m.dropped_consumer_full + m.dropped_unrouted
+                m.dropped_oversized
+                    + m.dropped_on_disconnect
+                    + m.dropped_consumer_full
+                    + m.dropped_unrouted
             }),
             pending_messages: sum(|m| m.pending_messages),
             inflight_messages: sum(|m| m.inflight_messages),

@@ -60,7 +60,11 @@ impl Acker {
         let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
         let waiting = Arc::new(AtomicUsize::new(0));
         let connection = Arc::new(AtomicU64::new(0));
-        let (c, w, conn) = (client.clone(), Arc::clone(&waiting), Arc::clone(&connection));
+        let (c, w, conn) = (
+            client.clone(),
+            Arc::clone(&waiting),
+            Arc::clone(&connection),
+        );
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 if let Some(room) = job.room {
@@ -71,11 +75,14 @@ impl Acker {
                     Some(done) => done.await.unwrap_or(Outcome::Handled),
                     None => Outcome::Handled,
                 };
-                if outcome == Outcome::Handled && job.connection == conn.load(Ordering::Acquire)
-                {
+                if outcome == Outcome::Handled && job.connection == conn.load(Ordering::Acquire) {
                     let _ = c.ack(job.token).await;
                 } else {
-                    tracing::trace!(pkid = job.token.pkid, ?outcome, "message left unacknowledged");
+                    tracing::trace!(
+                        pkid = job.token.pkid,
+                        ?outcome,
+                        "message left unacknowledged"
+                    );
                 }
                 w.fetch_sub(1, Ordering::AcqRel);
             }

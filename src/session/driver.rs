@@ -21,9 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 use rumqttc::Outgoing;
 use tokio::sync::mpsc;
 
+use super::ack::Acker;
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
-use super::ack::Acker;
 use super::incoming::Dispatcher;
 use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
 use crate::delivery::Delivery;

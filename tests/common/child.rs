@@ -84,4 +84,3 @@ impl Drop for ChildProc {
         self.kill9();
     }
 }
-
