@@ -22,7 +22,6 @@ use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession
 use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
-use crate::session::state::SessionState;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
 use crate::store::Store;
 
@@ -177,18 +176,10 @@ impl Supervisor {
         };
         let opts = Arc::new(opts);
         let name: Arc<str> = Arc::from(opts.name.as_str());
-        let (status_tx, status_rx) = watch::channel(SessionStatus {
-            state: SessionState::Disconnected,
-            ready: false,
-            broker: None,
-            client_id: client_id.clone(),
-            broker_limits: Default::default(),
-            connected_since: None,
-            last_error: None,
-            restarts: 0,
-            tls_skip_verify: tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
-            subscriptions: 0,
-        });
+        let (status_tx, status_rx) = watch::channel(SessionStatus::initial(
+            client_id.clone(),
+            tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
+        ));
         let counters = Arc::new(SessionCounters::default());
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {

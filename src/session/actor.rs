@@ -1,0 +1,278 @@
+//! The [`SessionActor`]'s life cycle: construction, status publication, the driver task,
+//! `Actor` and `Supervised`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::commit::GroupCommit;
+use super::driver::Driver;
+use super::link::{BrokerLimits, Link};
+use super::outbox::Outbox;
+use super::state::{SessionState, Transition};
+use super::status::{publish_if_changed, StatusView};
+use super::subscriptions::Subscriptions;
+use super::{backoff, SessionActor, SessionParts, DRIVER_EVENTS};
+use crate::error::Error;
+use crate::event::{ConnectionFailure, Event, EventData};
+use crate::message::{Publish, QoS};
+use crate::store::unix_ms;
+
+impl SessionActor {
+    /// A session actor (not started).
+    pub fn new(mut p: SessionParts) -> Self {
+        let limit = p.opts.performance.max_pending_messages;
+        let mut outbox = Outbox::new(limit);
+        for (seq, sp) in std::mem::take(&mut p.restored_outbox) {
+            let qos = QoS::try_from(sp.qos).unwrap_or(QoS::AtLeastOnce);
+            let publish = Publish::new(sp.topic, sp.payload)
+                .qos(qos)
+                .retain(sp.retain);
+            outbox.push_stored(publish, seq);
+        }
+        if !outbox.is_empty() {
+            tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
+        }
+        let mut meta = p
+            .store
+            .as_ref()
+            .and_then(|s| s.session_meta_get(&p.opts.name).ok().flatten())
+            .unwrap_or_default();
+        if let Some(store) = &p.store {
+            meta.client_id = p.client_id.clone();
+            if let Err(e) = store.session_meta_put(&p.opts.name, &meta) {
+                tracing::warn!(session = %p.opts.name, error = %e, "cannot save session metadata");
+            }
+        }
+        SessionActor {
+            name: Arc::from(p.opts.name.as_str()),
+            p,
+            state: SessionState::Disconnected,
+            ready: false,
+            connected_broker: None,
+            connected_since: None,
+            last_error: None,
+            ever_connected: false,
+            client: None,
+            driver: None,
+            broker_limits: BrokerLimits::default(),
+            stream: None,
+            subscriptions: Subscriptions::default(),
+            outbox,
+            outbox_len: watch::channel(0).0,
+            on_disconnect_written: None,
+            durable: GroupCommit::default(),
+            meta,
+            restarts: 0,
+            closed: false,
+        }
+    }
+
+    pub(super) fn emit(&self, data: EventData) {
+        self.p.bus.emit(Event::new(Arc::clone(&self.name), data));
+    }
+
+    /// Publishes the status (only when it changed: this runs after every actor message,
+    /// publishes included) and the outbox figures.
+    pub(super) fn publish_status(&self) {
+        let view = StatusView {
+            state: self.state,
+            ready: self.ready,
+            broker: self
+                .connected_broker
+                .map(|i| self.p.brokers[i].url.as_str()),
+            client_id: &self.p.client_id,
+            broker_limits: &self.broker_limits,
+            connected_since: self.connected_since,
+            last_error: self.last_error.as_ref(),
+            restarts: self.restarts,
+            tls_skip_verify: self.skips_tls_verification(),
+            subscriptions: self.subscriptions.len(),
+        };
+        publish_if_changed(&self.p.status, &view);
+        let pending = self.outbox.len();
+        self.p.counters.set_outbox(pending, self.outbox.inflight());
+        self.outbox_len.send_if_modified(|n| {
+            let modified = *n != pending;
+            *n = pending;
+            modified
+        });
+    }
+
+    /// Whether `tls.skip_verify` is on and some broker uses TLS.
+    pub(super) fn skips_tls_verification(&self) -> bool {
+        self.p.opts.tls.as_ref().is_some_and(|t| t.skip_verify)
+            && self.p.brokers.iter().any(|b| b.transport.is_tls())
+    }
+
+    pub(super) fn transition(&mut self, t: Transition) {
+        if let Some(new) = self.state.on(t) {
+            let old = self.state;
+            self.state = new;
+            tracing::info!(session = %self.name, from = %old, to = %new, "session state changed");
+            self.emit(EventData::SessionStateChanged { old, new });
+        }
+    }
+
+    pub(super) fn start_driver(
+        &mut self,
+        ctx: &mut Context<Self>,
+        initial_delay: Option<Duration>,
+    ) {
+        let (client, link) = Link::new(
+            &self.p.opts,
+            &self.p.client_id,
+            &self.p.brokers,
+            self.p.tls.as_ref(),
+        );
+        let (tx, rx) = mpsc::channel(DRIVER_EVENTS);
+        let d = Driver {
+            session: Arc::clone(&self.name),
+            opts: Arc::clone(&self.p.opts),
+            brokers: self.p.brokers.clone(),
+            link,
+            client: client.clone(),
+            events: tx,
+            dispatcher: Arc::clone(&self.p.dispatcher),
+            counters: Arc::clone(&self.p.counters),
+            initial_delay,
+            connect_limit: Arc::clone(&self.p.connect_limit),
+        };
+        self.client = Some(client);
+        self.driver = Some(tokio::task::spawn_local(d.run()));
+        self.stream = Some(ctx.add_stream(ReceiverStream::new(rx)));
+    }
+
+    pub(super) fn stop_driver(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.stream.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        self.client = None;
+    }
+
+    pub(super) fn save_meta(&mut self, connected: bool) {
+        let Some(store) = &self.p.store else { return };
+        let now = unix_ms(SystemTime::now());
+        self.meta.client_id = self.p.client_id.clone();
+        if connected {
+            self.meta.last_connected_ms = Some(now);
+        } else {
+            self.meta.last_disconnected_ms = Some(now);
+        }
+        if let Err(e) = store.session_meta_put(&self.name, &self.meta) {
+            tracing::warn!(session = %self.name, error = %e, "cannot save session metadata");
+        }
+    }
+
+    /// Ends the session for good: fails what is pending, stops the driver.
+    pub(super) fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.stop_driver(ctx);
+        self.ready = false;
+        let was_connected = self.connected_broker.take().is_some();
+        self.connected_since = None;
+        for e in self.outbox.drain() {
+            if let Some(r) = e.responder {
+                let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+            }
+        }
+        for r in self.subscriptions.close() {
+            let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+        }
+        if was_connected {
+            self.emit(EventData::SessionDisconnected { error: None });
+        }
+        self.transition(Transition::Close);
+        self.publish_status();
+        // Stop the context (its timers and streams); supervision restarts it idle — a
+        // closed actor starts nothing — and it goes away with the last handle.
+        ctx.stop();
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        let delay = (self.restarts > 0)
+            .then(|| backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts));
+        self.start_driver(ctx, delay);
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.p.counters.sample_rates(Instant::now());
+            let timeout = act.p.opts.performance.write_timeout;
+            for r in act.outbox.take_overdue(Instant::now(), timeout) {
+                let _ = r.send(Err(Error::PublishTimeout {
+                    session: act.name.to_string(),
+                    timeout,
+                }));
+            }
+        });
+        self.publish_status();
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+}
+
+impl Supervised for SessionActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // The context already dropped its streams and timers; cancelling their handles
+        // here would cancel the new ones, which reuse the same handle numbers.
+        self.stream = None;
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+        self.client = None;
+        if self.closed {
+            return;
+        }
+        self.restarts += 1;
+        tracing::warn!(session = %self.name, restarts = self.restarts, "session actor stopped unexpectedly; restarting");
+        // The old request channel is gone with its client: everything handed to it is
+        // treated as dropped (QoS >= 1 goes back to waiting).
+        let drained = self.outbox.len();
+        // Every SUBSCRIBE handed to the old client is gone with it.
+        let sent_subs = usize::MAX;
+        if self.connected_broker.is_some() {
+            self.on_lost(
+                ConnectionFailure {
+                    kind: crate::event::ErrorKind::Io,
+                    broker: self
+                        .connected_broker
+                        .map(|i| self.p.brokers[i].url.clone())
+                        .unwrap_or_default(),
+                    message: "session actor restarted".into(),
+                    reason: None,
+                },
+                drained,
+                drained,
+                sent_subs,
+            );
+        } else {
+            for lost in self.outbox.on_connection_lost(drained, drained) {
+                if let Some(r) = lost.responder {
+                    let _ = r.send(Err(Error::NotConnected {
+                        session: self.name.to_string(),
+                    }));
+                }
+            }
+            self.subscriptions.forget_requests();
+        }
+        self.transition(Transition::GaveUp);
+    }
+}

@@ -1,0 +1,206 @@
+//! The messages a [`SessionActor`] answers, one handler each.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::state::SessionState;
+use super::{SessionActor, SessionStatus, CLOSE_FLUSH};
+use crate::error::Error;
+use crate::message::{Publish, QoS, SubscribeOptions};
+use crate::topic::TopicFilter;
+
+/// Publish a message through this session. Completes when QoS 0 is written to the socket
+/// or QoS >= 1 is acknowledged (PUBACK / PUBCOMP).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct PublishMsg(pub Publish);
+
+impl Handler<PublishMsg> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, PublishMsg(publish): PublishMsg, ctx: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        if self.closed {
+            return Box::pin(async move { Err(Error::SessionClosed(name)) });
+        }
+        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
+            return Box::pin(async move { Err(Error::NotConnected { session: name }) });
+        }
+        let limit = self.p.opts.performance.max_pending_messages;
+        if self.pending_total() >= limit {
+            return Box::pin(async move {
+                Err(Error::QueueFull {
+                    session: name,
+                    limit,
+                })
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
+            // With a store, "accepted" means durable: answered after the group commit.
+            self.durable.push((publish, tx));
+            self.commit_durable(ctx);
+            return Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) });
+        }
+        if self.outbox.push(publish, Some(tx)).is_err() {
+            return Box::pin(async move {
+                Err(Error::QueueFull {
+                    session: name,
+                    limit,
+                })
+            });
+        }
+        self.pump();
+        self.publish_status();
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Subscribe the session to a filter. Completes on SUBACK when connected, at once
+/// otherwise (the subscription is sent at every connect).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Subscribe {
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The maximum QoS asked for.
+    pub qos: QoS,
+    /// MQTT 5 subscribe options (ignored by MQTT 3.1.1 sessions).
+    pub options: SubscribeOptions,
+}
+
+impl Handler<Subscribe> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        if self.closed {
+            return Box::pin(async move { Err(Error::SessionClosed(name)) });
+        }
+        let filter = msg.filter.as_str().to_string();
+        let unchanged = self.subscriptions.insert(&filter, msg.qos, msg.options);
+        self.publish_status();
+        if unchanged || self.state != SessionState::Connected {
+            return Box::pin(async { Ok(()) });
+        }
+        let Some(client) = &self.client else {
+            return Box::pin(async { Ok(()) });
+        };
+        let (tx, rx) = oneshot::channel();
+        match client.subscribe_now(&[(filter.clone(), msg.qos, msg.options)]) {
+            Ok(()) => self.subscriptions.single_sent(filter, Some(tx)),
+            Err(e) => {
+                tracing::warn!(session = %self.name, filter = %filter, error = %e,
+                    "cannot queue SUBSCRIBE now; it is sent at the next connect");
+                return Box::pin(async { Ok(()) });
+            }
+        }
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Unsubscribe the session from a filter (sent at once when connected).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Unsubscribe {
+    /// The filter, as subscribed.
+    pub filter: TopicFilter,
+}
+
+impl Handler<Unsubscribe> for SessionActor {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        if self.closed {
+            return Err(Error::SessionClosed(self.name.to_string()));
+        }
+        let was_sent = self
+            .subscriptions
+            .remove(msg.filter.as_str(), self.state == SessionState::Connected);
+        self.publish_status();
+        if was_sent || !self.p.opts.connect.clean_session {
+            match &self.client {
+                Some(client) if self.state == SessionState::Connected => {
+                    if let Err(e) = client.unsubscribe_now(msg.filter.as_str()) {
+                        tracing::warn!(session = %self.name, filter = %msg.filter, error = %e, "cannot queue UNSUBSCRIBE");
+                    }
+                }
+                // A persistent session's broker keeps its subscriptions while we are away:
+                // unsubscribe at the next connect.
+                _ if !self.p.opts.connect.clean_session => {
+                    self.subscriptions.unsubscribe_later(msg.filter.as_str());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Close the session: wait (briefly) for queued QoS >= 1 publishes, send DISCONNECT (so
+/// the broker discards the will message), stop. The actor then answers `SessionClosed`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for SessionActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
+        let connected = self.state == SessionState::Connected && !self.closed;
+        let mut len = self.outbox_len.subscribe();
+        let (tx, rx) = oneshot::channel();
+        if connected {
+            self.on_disconnect_written = Some(tx);
+        }
+        let client = self.client.clone();
+        let flush = CLOSE_FLUSH.min(self.p.opts.performance.write_timeout);
+        let fut = async move {
+            if !connected {
+                return;
+            }
+            let _ = tokio::time::timeout(flush, len.wait_for(|n| *n == 0)).await;
+            if let Some(c) = client {
+                if c.disconnect_now().is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+                }
+            }
+        };
+        Box::pin(
+            fut.into_actor(self)
+                .map(|_, act, ctx| act.finish_close(ctx)),
+        )
+    }
+}
+
+/// The session's current status.
+#[derive(Debug, Message)]
+#[rtype(result = "SessionStatus")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for SessionActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.p.status.borrow().clone())
+    }
+}
+
+/// Fault injection for tests: stops the actor as if it had failed, so that actix's
+/// supervision restarts it (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InjectFailure;
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectFailure> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectFailure, ctx: &mut Context<Self>) {
+        tracing::warn!(session = %self.name, "fault injected: stopping the session actor");
+        ctx.stop();
+    }
+}

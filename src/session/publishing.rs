@@ -1,0 +1,152 @@
+//! The [`SessionActor`]'s publishing side: feeding the outbox into rumqttc within the
+//! in-flight window, completing publishes on their acknowledgement, and the group commit
+//! of QoS >= 1 publishes to the store.
+
+use actix::prelude::*;
+
+use super::state::SessionState;
+use super::{outbox, Responder, SessionActor};
+use crate::error::Error;
+use crate::message::QoS;
+use crate::store::StoredPublish;
+
+impl SessionActor {
+    /// QoS >= 1 publishes the outbox may have in flight: `performance.inflight`, capped
+    /// below the broker's Receive Maximum (one slot is kept free so that rumqttc, whose
+    /// window is the same, never stops reading the acknowledgements we queue).
+    fn inflight_cap(&self) -> usize {
+        let own = usize::from(self.p.opts.performance.inflight);
+        match self.broker_limits.receive_maximum {
+            Some(r) => own.min(usize::from(r).saturating_sub(1).max(1)),
+            None => own,
+        }
+    }
+
+    /// Hands waiting publishes to rumqttc while connected and within the in-flight limit.
+    pub(super) fn pump(&mut self) {
+        if self.state != SessionState::Connected || self.client.is_none() {
+            return;
+        }
+        let max = self.inflight_cap();
+        let max_packet = self.broker_limits.maximum_packet_size;
+        while let Some((id, p)) = self.outbox.peek_sendable(max) {
+            if let Some(limit) = max_packet {
+                let size = p.packet_len();
+                if size > limit as usize {
+                    // The broker would close the connection over it [MQTT-3.1.2-24].
+                    if let Some(e) = self.outbox.remove_waiting(id) {
+                        tracing::warn!(session = %self.name, topic = %e.publish.topic, size, max = limit,
+                            "publish larger than the broker's maximum packet size refused");
+                        self.fail(
+                            e,
+                            Error::PacketTooLarge {
+                                session: self.name.to_string(),
+                                size,
+                                max: limit,
+                            },
+                        );
+                    }
+                    continue;
+                }
+            }
+            let Some(client) = &self.client else { return };
+            if client.publish_now(p) {
+                self.outbox.mark_handed(id);
+            } else {
+                // Channel full: the next processed request frees a slot and pumps again.
+                break;
+            }
+        }
+    }
+
+    /// Ends an entry with an error the broker (or its limits) gave: it is not retried, so
+    /// it also leaves the store.
+    pub(super) fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
+        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
+            if let Err(e) = store.outbox_remove(&self.name, seq) {
+                tracing::error!(session = %self.name, error = %e, "cannot remove a refused publish from the store");
+            }
+        }
+        if let Some(r) = entry.responder {
+            let _ = r.send(Err(err));
+        }
+    }
+
+    pub(super) fn complete(&mut self, entry: outbox::Entry<Responder>) {
+        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
+            // Not flushed: losing this removal in a crash only means one duplicate later.
+            if let Err(e) = store.outbox_remove(&self.name, seq) {
+                tracing::error!(session = %self.name, error = %e, "cannot remove an acknowledged publish from the store");
+            }
+        }
+        let c = &self.p.counters;
+        if entry.publish.qos != QoS::AtMostOnce {
+            if let Some(written) = entry.written_at {
+                c.ack_latency.observe(written.elapsed());
+            }
+        }
+        c.messages_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.bytes_sent.fetch_add(
+            entry.publish.payload.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Some(r) = entry.responder {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    /// Publishes accepted or being accepted (outbox plus group commit in progress).
+    pub(super) fn pending_total(&self) -> usize {
+        self.outbox.len() + self.durable.len()
+    }
+
+    /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
+    /// (one fsync, on a blocking thread), then queues them and reports them accepted.
+    pub(super) fn commit_durable(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.p.store.clone() else {
+            return;
+        };
+        let Some(batch) = self.durable.start() else {
+            return;
+        };
+        let session = self.name.to_string();
+        let stored: Vec<StoredPublish> = batch
+            .iter()
+            .map(|(p, _)| StoredPublish {
+                topic: p.topic.clone(),
+                payload: p.payload.clone(),
+                qos: p.qos.as_u8(),
+                retain: p.retain,
+            })
+            .collect();
+        let write =
+            actix_rt::task::spawn_blocking(move || store.outbox_push_many(&session, &stored));
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.durable.finish();
+            match res {
+                Ok(Ok(seqs)) => {
+                    for ((publish, tx), seq) in batch.into_iter().zip(seqs) {
+                        act.outbox.push_stored(publish, seq);
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(session = %act.name, error = %e, "cannot write publishes to the store");
+                    let msg = e.to_string();
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(Error::StoreWrite(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(Error::StoreWrite(e.to_string())));
+                    }
+                }
+            }
+            act.pump();
+            act.publish_status();
+            act.commit_durable(ctx);
+        }));
+    }
+}
