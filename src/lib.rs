@@ -84,6 +84,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod topic;
+pub mod workers;
 
 pub use error::{Error, Result};
 pub use event::{

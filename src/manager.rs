@@ -37,11 +37,13 @@ pub struct SessionManagerBuilder {
     metrics_registry: Option<prometheus::Registry>,
     metrics_prefix: String,
     route_stats: Option<Arc<dyn RouteStatsSource>>,
+    workers: usize,
 }
 
 impl Default for SessionManagerBuilder {
     fn default() -> Self {
         SessionManagerBuilder {
+            workers: crate::workers::default_workers(),
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
             store_path: None,
             metrics_registry: None,
@@ -66,6 +68,15 @@ impl SessionManagerBuilder {
     /// it the manager keeps everything in memory. One process at a time may open a store.
     pub fn store(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.store_path = Some(path.into());
+        self
+    }
+
+    /// How many worker threads (actix arbiters) run the sessions (default: one per core,
+    /// `std::thread::available_parallelism`; 1 to 1024). Each session lives on one of
+    /// them, the least loaded when it is added; the thread that builds the manager runs
+    /// no session I/O.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.clamp(1, crate::workers::MAX_WORKERS);
         self
     }
 
@@ -129,6 +140,7 @@ impl SessionManagerBuilder {
             routes,
             self.max_concurrent_connects,
             store.clone(),
+            self.workers,
         )
         .start();
         Ok(SessionManager {

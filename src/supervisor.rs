@@ -24,6 +24,7 @@ use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
 use crate::store::Store;
+use crate::workers::Workers;
 
 /// The registry snapshot: session name → handle.
 pub type Registry = Arc<SessionRegistry>;
@@ -63,6 +64,8 @@ pub struct Supervisor {
     routes: Arc<ArcSwap<RouteTable>>,
     connect_limit: Arc<tokio::sync::Semaphore>,
     store: Option<Store>,
+    /// The worker threads the sessions run on.
+    workers: Arc<Workers>,
     /// Client ids in use, by broker, to refuse duplicates in O(1).
     client_ids: std::collections::HashMap<ClientKey, String>,
     shut_down: bool,
@@ -79,6 +82,7 @@ impl Supervisor {
         routes: Arc<ArcSwap<RouteTable>>,
         max_concurrent_connects: usize,
         store: Option<Store>,
+        workers: usize,
     ) -> Self {
         Supervisor {
             registry,
@@ -87,6 +91,7 @@ impl Supervisor {
             routes,
             connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
             store,
+            workers: Arc::new(Workers::start(workers)),
             client_ids: std::collections::HashMap::new(),
             shut_down: false,
         }
@@ -203,7 +208,8 @@ impl Supervisor {
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
-        let addr = actix::Supervisor::start(move |_| SessionActor::new(parts));
+        let (worker, arbiter) = self.workers.place();
+        let addr = actix::Supervisor::start_in_arbiter(&arbiter, move |_| SessionActor::new(parts));
         let handle = SessionHandle {
             name,
             addr,
@@ -211,6 +217,7 @@ impl Supervisor {
             counters,
             opts,
             sinks,
+            worker,
         };
         self.registry
             .write()
@@ -243,6 +250,9 @@ impl Handler<RemoveSession> for Supervisor {
         _: &mut Context<Self>,
     ) -> Self::Result {
         let removed = self.registry.write().remove(&name);
+        if let Some(h) = &removed {
+            self.workers.release(h.worker);
+        }
         self.client_ids.retain(|_, owner| *owner != name);
         let bus = self.bus.clone();
         let router = self.router.clone();
@@ -282,6 +292,7 @@ impl Handler<Shutdown> for Supervisor {
         self.client_ids.clear();
         let bus = self.bus.clone();
         let router = self.router.clone();
+        let workers = Arc::clone(&self.workers);
         Box::pin(async move {
             let closes = all.values().map(|h| {
                 let bus = bus.clone();
@@ -293,6 +304,7 @@ impl Handler<Shutdown> for Supervisor {
             futures_util::future::join_all(closes).await;
             // Then end every route: consumers see their queues close.
             let _ = router.send(ClearRoutes).await;
+            workers.stop();
             tracing::info!(sessions = all.len(), "all sessions closed");
         })
     }

@@ -40,6 +40,8 @@ pub struct SessionCounters {
     /// Incoming messages that matched no route and no receiver (QoS >= 1: after waiting
     /// `performance.unrouted_hold` for one, or past the hold's bound).
     pub dropped_unrouted: AtomicU64,
+    /// The name of the thread the driver runs on (set when it starts).
+    pub driver_thread: std::sync::OnceLock<String>,
     /// Unix time in milliseconds of the last message received (0 = never).
     pub last_message_ms: AtomicU64,
     /// Outbox entries (set by the actor).
@@ -67,6 +69,7 @@ impl Default for SessionCounters {
             dropped_oversized: AtomicU64::new(0),
             dropped_on_disconnect: AtomicU64::new(0),
             dropped_unrouted: AtomicU64::new(0),
+            driver_thread: std::sync::OnceLock::new(),
             last_message_ms: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             inflight: AtomicU64::new(0),

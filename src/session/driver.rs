@@ -126,6 +126,12 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// Runs until the connection is given up; the actor aborts the task to stop it sooner.
     pub async fn run(mut self) {
+        let thread = std::thread::current();
+        let _ = self.counters.driver_thread.set(
+            thread
+                .name()
+                .map_or_else(|| format!("{:?}", thread.id()), str::to_string),
+        );
         let acker = Acker::spawn(self.client.clone());
         let mut backoff = Backoff::new(&self.opts.reconnect);
         let mut attempt: u32 = 0;

@@ -30,6 +30,8 @@ pub struct SessionHandle {
     pub(crate) counters: Arc<SessionCounters>,
     pub(crate) opts: Arc<SessionOptions>,
     pub(crate) sinks: Arc<SessionSinks>,
+    /// The manager's worker the session runs on.
+    pub(crate) worker: usize,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -42,6 +44,18 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
+    /// The index of the manager's worker thread this session runs on (see
+    /// [`SessionManagerBuilder::workers`](crate::SessionManagerBuilder::workers)).
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The name of the thread that runs the session's connection, once it has started
+    /// (diagnostics: the worker arbiters are named by actix).
+    pub fn driver_thread(&self) -> Option<String> {
+        self.counters.driver_thread.get().cloned()
+    }
+
     /// The session's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,0 +1,111 @@
+//! The manager's worker threads: a pool of actix arbiters that run the sessions.
+//!
+//! Each session's actor, its driver task (the rumqttc event loop) and its acknowledger
+//! live on one worker, chosen when the session is added: the worker running the fewest
+//! sessions (the lowest index on a tie), so sessions spread over every core and a busy
+//! session shares its thread with as few others as possible. The thread that created the
+//! manager runs the supervisor and the router, never a session's I/O.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::{Arbiter, ArbiterHandle};
+
+/// How many workers a manager starts when not told: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Most workers a manager may have.
+pub const MAX_WORKERS: usize = 1024;
+
+struct Worker {
+    arbiter: ArbiterHandle,
+    sessions: AtomicUsize,
+}
+
+/// The pool. See the [module docs](self).
+pub(crate) struct Workers {
+    workers: Vec<Worker>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let load: Vec<usize> = self
+            .workers
+            .iter()
+            .map(|w| w.sessions.load(Ordering::Relaxed))
+            .collect();
+        f.debug_struct("Workers").field("sessions", &load).finish()
+    }
+}
+
+impl Workers {
+    /// Starts `n` arbiters (at least one, at most [`MAX_WORKERS`]) on the current actix
+    /// system.
+    pub(crate) fn start(n: usize) -> Workers {
+        let workers = (0..n.clamp(1, MAX_WORKERS))
+            .map(|_| Worker {
+                arbiter: Arbiter::new().handle(),
+                sessions: AtomicUsize::new(0),
+            })
+            .collect();
+        Workers { workers }
+    }
+
+    /// Chooses the worker for a new session and counts it there.
+    pub(crate) fn place(&self) -> (usize, ArbiterHandle) {
+        let index = least_loaded(
+            self.workers
+                .iter()
+                .map(|w| w.sessions.load(Ordering::Relaxed)),
+        );
+        let w = &self.workers[index];
+        w.sessions.fetch_add(1, Ordering::Relaxed);
+        (index, w.arbiter.clone())
+    }
+
+    /// A session placed on `index` is gone.
+    pub(crate) fn release(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            let _ = w
+                .sessions
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Stops every worker once what it runs now has ended (their sessions are closed
+    /// first).
+    pub(crate) fn stop(&self) {
+        for w in &self.workers {
+            w.arbiter.stop();
+        }
+    }
+}
+
+/// The index of the smallest load (the first one on a tie); 0 for none.
+fn least_loaded(loads: impl Iterator<Item = usize>) -> usize {
+    loads
+        .enumerate()
+        .min_by_key(|&(i, n)| (n, i))
+        .map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_loaded;
+
+    #[test]
+    fn a_session_goes_to_the_least_loaded_worker_first_on_a_tie() {
+        let cases: &[(&[usize], usize)] = &[
+            (&[], 0),
+            (&[0], 0),
+            (&[0, 0, 0], 0),
+            (&[3, 1, 2], 1),
+            (&[2, 5, 2], 0),
+            (&[4, 4, 3], 2),
+        ];
+        for &(loads, want) in cases {
+            assert_eq!(least_loaded(loads.iter().copied()), want, "{loads:?}");
+        }
+    }
+}
