@@ -184,6 +184,7 @@ impl Supervisor {
             client_id: client_id.clone(),
             broker_limits: Default::default(),
             connected_since: None,
+            state_since: std::time::SystemTime::now(),
             last_error: None,
             restarts: 0,
             tls_skip_verify: tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),

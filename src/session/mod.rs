@@ -75,6 +75,8 @@ pub struct SessionStatus {
     pub broker_limits: BrokerLimits,
     /// When the current connection was established.
     pub connected_since: Option<SystemTime>,
+    /// When the session entered its current [`state`](Self::state).
+    pub state_since: SystemTime,
     /// The last connection failure.
     pub last_error: Option<ConnectionFailure>,
     /// Times the supervisor restarted the session's actor.
@@ -143,6 +145,7 @@ pub struct SessionActor {
     ready: bool,
     connected_broker: Option<usize>,
     connected_since: Option<SystemTime>,
+    state_since: SystemTime,
     last_error: Option<ConnectionFailure>,
     ever_connected: bool,
     client: Option<Client>,
@@ -209,6 +212,7 @@ impl SessionActor {
             ready: false,
             connected_broker: None,
             connected_since: None,
+            state_since: SystemTime::now(),
             last_error: None,
             ever_connected: false,
             client: None,
@@ -244,6 +248,7 @@ impl SessionActor {
                 || cur.subscriptions != self.subscriptions.len()
                 || cur.restarts != self.restarts
                 || cur.connected_since != self.connected_since
+                || cur.state_since != self.state_since
                 || cur.client_id != self.p.client_id
                 || cur.broker.as_deref()
                     != self
@@ -260,6 +265,7 @@ impl SessionActor {
                 client_id: self.p.client_id.clone(),
                 broker_limits: self.broker_limits.clone(),
                 connected_since: self.connected_since,
+                state_since: self.state_since,
                 last_error: self.last_error.clone(),
                 restarts: self.restarts,
                 tls_skip_verify: self.skips_tls_verification(),
@@ -286,6 +292,7 @@ impl SessionActor {
         if let Some(new) = self.state.on(t) {
             let old = self.state;
             self.state = new;
+            self.state_since = SystemTime::now();
             tracing::info!(session = %self.name, from = %old, to = %new, "session state changed");
             self.emit(EventData::SessionStateChanged { old, new });
         }
