@@ -50,10 +50,12 @@ impl Auth {
                 user: name.to_string(),
             });
         }
+        // bcrypt's error repeats the value, which may be a password pasted by mistake:
+        // say what is expected instead.
         hash.parse::<bcrypt::HashParts>()
-            .map_err(|e| HttpError::BadHash {
+            .map_err(|_| HttpError::BadHash {
                 user: name.to_string(),
-                reason: e.to_string(),
+                reason: "expected $2a$, $2b$, $2x$ or $2y$, a two-digit cost and 53 characters of salt and hash".to_string(),
             })?;
         self.users.insert(name.to_string(), hash.to_string());
         Ok(())

@@ -32,7 +32,7 @@ pub enum HttpError {
     #[error("tls: {0}")]
     Tls(#[source] rustls::Error),
     /// A `basic_auth_users` entry is not a bcrypt hash.
-    #[error("basic auth user {user:?}: not a bcrypt hash ($2y$...): {reason}")]
+    #[error("basic auth user {user:?}: not a bcrypt hash: {reason}")]
     BadHash {
         /// The user.
         user: String,
