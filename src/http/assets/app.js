@@ -144,12 +144,8 @@ function drawChart() {
     p.setAttribute('points', history.map((h, i) => x(i + offset).toFixed(1) + ',' + y(h[key]).toFixed(1)).join(' '));
     nodes.push(p);
   }
-  const label = document.createElementNS(ns, 'text');
-  label.setAttribute('x', '4'); label.setAttribute('y', '12');
-  label.setAttribute('font-size', '11'); label.setAttribute('fill', '#6b7280');
-  label.textContent = 'max ' + rate(max) + '/s';
-  nodes.push(label);
   svg.replaceChildren(...nodes);
+  $('#chart-max').textContent = 'scale: 0 – ' + rate(max) + '/s';
 }
 
 // Rates of counters between two polls.
@@ -209,7 +205,11 @@ async function refresh() {
     renderSummary(o.body);
     renderRules(rules.body, dt);
     renderRoutes(o.body.routes, dt);
-    history.push({ t: o.body.time, in: o.body.messages_received_per_second, out: o.body.messages_sent_per_second });
+    // One sample per poll period (refreshes caused by events update the last one).
+    const sample = { t: o.body.time, in: o.body.messages_received_per_second, out: o.body.messages_sent_per_second };
+    const last = history[history.length - 1];
+    if (last && sample.t - last.t < (POLL_MS / 1000) * 0.75) history[history.length - 1] = { ...sample, t: last.t };
+    else history.push(sample);
     while (history.length > HISTORY) history.shift();
     drawChart();
     if (eventsOpen) live(true, 'live · ' + new Date().toLocaleTimeString());
