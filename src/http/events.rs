@@ -6,7 +6,8 @@
 //! slower than events come) is cut off: the forwarder drops the queue, ends the response
 //! and counts it in `<prefix>_http_sse_clients_dropped_total`. So one client holds at
 //! most its queue plus the socket buffers, however slow it is; `<prefix>_http_sse_clients`
-//! counts those connected. A `: keep-alive` comment goes out every [`KEEP_ALIVE`].
+//! counts those being served. (The response ends as soon as actix can write to the
+//! connection again; a peer that neither reads nor closes keeps its socket, and no more.) A `: keep-alive` comment goes out every [`KEEP_ALIVE`].
 //!
 //! Each event is one `data:` line of JSON:
 //! `{"kind":"session_connected","session":"edge","time":1700000000.123,"data":{"broker":"mqtt://…","session_present":false}}`

@@ -206,7 +206,9 @@ impl HttpOptions {
         Ok(self.bearer_token(Secret::new(token)))
     }
 
-    /// Leaves `path` (as mounted, e.g. `/healthz`) open to requests without credentials.
+    /// Leaves `path` open to requests without credentials: one of the endpoints' own
+    /// paths (`/healthz`, `/readyz`, `/metrics`, ...), relative to where they are mounted
+    /// (`/healthz` is `/ops/healthz` under `web::scope("/ops")`).
     pub fn open_path(mut self, path: &str) -> Result<Self, HttpError> {
         if !path.starts_with('/') {
             return Err(HttpError::BadOpenPath(path.to_string()));
