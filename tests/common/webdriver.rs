@@ -52,7 +52,7 @@ impl Browser {
         let chromedriver = find_binary(&["chromedriver"]);
         let chromium = find_binary(&["chromium", "chromium-browser"]);
         let port = free_port();
-        let driver = Command::new(&chromedriver)
+        let mut driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -67,7 +67,11 @@ impl Browser {
         let up = poll_until(Duration::from_secs(20), || {
             raw_request(port, "GET", "/status", None).is_some_and(|v| v["value"]["ready"] == true)
         });
-        assert!(up, "chromedriver did not come up on port {port}");
+        if !up {
+            let _ = driver.kill();
+            let _ = driver.wait();
+            panic!("chromedriver did not come up on port {port}");
+        }
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({
             "capabilities": {"alwaysMatch": {
@@ -82,12 +86,16 @@ impl Browser {
                 "goog:loggingPrefs": {"browser": "ALL"},
             }}
         });
-        let r = raw_request(port, "POST", "/session", Some(caps))
-            .unwrap_or_else(|| panic!("chromedriver gave no answer to POST /session"));
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session from chromedriver: {r}"))
-            .to_string();
+        let r = raw_request(port, "POST", "/session", Some(caps));
+        let Some(session) = r
+            .as_ref()
+            .and_then(|r| r["value"]["sessionId"].as_str())
+            .map(str::to_string)
+        else {
+            let _ = driver.kill();
+            let _ = driver.wait();
+            panic!("chromedriver opened no browser session: {r:?}; {INSTALL_HINT}");
+        };
         Browser {
             driver,
             port,
