@@ -1,7 +1,8 @@
 //! Embedding: an actix-web application with its own routes, the mqtt-sessions endpoints
-//! (`/metrics`, `/healthz`, `/readyz`, `/sessions`) mounted on the same `App`, one of the
-//! application's own metrics in the manager's registry, and a session it publishes
-//! through.
+//! (`/metrics`, `/healthz`, `/readyz`, `/sessions`, `/events` and the status page `/`)
+//! mounted on the same `App` (`web::scope("/ops").configure(..)` would put them under
+//! `/ops/`), one of the application's own metrics in the manager's registry, and a
+//! session it publishes through.
 //!
 //! Run against a broker (default `mqtt://127.0.0.1:1883`), then try the endpoints:
 //!
@@ -11,6 +12,8 @@
 //! curl http://127.0.0.1:8080/metrics         # mqtt_sessions_* and app_publishes_total
 //! curl http://127.0.0.1:8080/readyz
 //! curl http://127.0.0.1:8080/sessions
+//! curl -N http://127.0.0.1:8080/events       # the manager's events, live
+//! # and http://127.0.0.1:8080/ in a browser: the status page
 //! ```
 //!
 //! The second argument (or `HTTP_ADDR`) changes the listen address (default

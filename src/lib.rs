@@ -56,8 +56,9 @@
 //!   time (one registry per manager), the [`ManagerMetrics`] snapshot with rates, and the
 //!   [`RouteStatsSource`] extension point for per-route figures.
 //! - `http` (feature `http`, on by default): the actix-web endpoints `/metrics`,
-//!   `/healthz`, `/readyz` and `/sessions`, to mount on an application's `App` or serve
-//!   on their own (loopback by default).
+//!   `/healthz`, `/readyz`, `/sessions` (paged), `/events` (Server-Sent Events) and the
+//!   live status page `/`, to mount on an application's `App` or serve on their own
+//!   (loopback by default; TLS, basic auth with bcrypt hashes, bearer token).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
 //! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
 //!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful

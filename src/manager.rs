@@ -463,6 +463,12 @@ impl SessionManager {
         Readiness::collect(self.metrics.sources(), self.is_running())
     }
 
+    /// What the metrics read (for the HTTP layer's own figures).
+    #[cfg(feature = "http")]
+    pub(crate) fn metrics_sources(&self) -> &crate::metrics::Sources {
+        self.metrics.sources()
+    }
+
     /// Request/response state of the sessions (see [`request`](Self::request)).
     pub(crate) fn request_registry(&self) -> &RequestRegistry {
         &self.requests

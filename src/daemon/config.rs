@@ -5,6 +5,7 @@
 //! (see `validate.rs`); every error is a [`ConfigError`] naming the file,
 //! the line and column, and the reason.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,13 +68,83 @@ pub struct StoreConfig {
     pub path: Option<Spanned<PathBuf>>,
 }
 
-/// `[http]`.
+/// `[http]`: where the endpoints listen, and who may read them (the conventions of the
+/// Prometheus exporter-toolkit's web configuration: TLS from PEM files, basic-auth
+/// passwords stored as bcrypt hashes).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address to listen on. Default `127.0.0.1:9883` (loopback only).
+    /// Address to listen on. Default `127.0.0.1:9883` (loopback only). Listening beyond
+    /// loopback without `basic_auth_users` or `bearer_token_file` logs a warning.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// `[http.tls]`: serve HTTPS with this certificate and key; absent: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.basic_auth_users]`: user name → bcrypt hash of the password
+    /// (`htpasswd -nbBC 10 user password`). Absent or empty: no basic auth.
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, Spanned<String>>,
+    /// A file holding a bearer token (`Authorization: Bearer <token>`); absent: none.
+    #[serde(default)]
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
+    /// Paths served without credentials even when authentication is on (e.g.
+    /// `["/healthz", "/readyz"]` for probes). Default none.
+    #[serde(default)]
+    pub open_paths: Vec<Spanned<String>>,
+}
+
+/// `[http.tls]`: PEM files (relative paths are resolved against the config file's
+/// directory).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The certificate chain (PEM), server certificate first.
+    pub cert_file: Spanned<PathBuf>,
+    /// The private key (PEM: PKCS #8, PKCS #1 or SEC1).
+    pub key_file: Spanned<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The library's [`HttpOptions`](crate::http::HttpOptions) of this section: reads the
+    /// bearer token and checks the hashes and TLS files. Relative paths are resolved
+    /// against `base`. The error comes with the byte range of the setting at fault.
+    pub fn options(
+        &self,
+        base: &Path,
+    ) -> Result<crate::http::HttpOptions, (std::ops::Range<usize>, crate::http::HttpError)> {
+        let mut o = crate::http::HttpOptions::new();
+        for (user, hash) in &self.basic_auth_users {
+            o = o
+                .basic_auth_user(user, hash.get_ref())
+                .map_err(|e| (hash.span(), e))?;
+        }
+        if let Some(file) = &self.bearer_token_file {
+            o = o
+                .bearer_token_file(&base.join(file.get_ref()))
+                .map_err(|e| (file.span(), e))?;
+        }
+        for path in &self.open_paths {
+            o = o.open_path(path.get_ref()).map_err(|e| (path.span(), e))?;
+        }
+        if let Some(tls) = &self.tls {
+            o = o.tls(
+                base.join(tls.cert_file.get_ref()),
+                base.join(tls.key_file.get_ref()),
+            );
+            o.check_tls().map_err(|e| {
+                let span = match &e {
+                    crate::http::HttpError::TlsFile {
+                        what: "certificate",
+                        ..
+                    } => tls.cert_file.span(),
+                    _ => tls.key_file.span(),
+                };
+                (span, e)
+            })?;
+        }
+        Ok(o)
+    }
 }
 
 fn default_http_listen() -> SocketAddr {

@@ -114,6 +114,10 @@ pub enum ConfigErrorKind {
         /// The shared broker.
         broker: String,
     },
+    /// A bad `[http]` section: an unreadable TLS file, a password that is not a bcrypt
+    /// hash, an unreadable token file.
+    #[error("http: {0}")]
+    Http(#[source] crate::http::HttpError),
     /// A bad `[store]` section.
     #[error("store: {0}")]
     Store(String),

@@ -31,10 +31,33 @@ impl Config {
         }
         match &self.http {
             Some(h) => {
+                let scheme = if h.tls.is_some() { "https" } else { "http" };
                 let _ = writeln!(
                     o,
-                    "http: http://{} (/healthz, /readyz, /sessions, /metrics)",
+                    "http: {scheme}://{}/ (status page /, /events, /sessions, /metrics, /healthz, /readyz)",
                     h.listen
+                );
+                let mut auth = Vec::new();
+                if !h.basic_auth_users.is_empty() {
+                    auth.push(format!("basic auth ({} users)", h.basic_auth_users.len()));
+                }
+                if h.bearer_token_file.is_some() {
+                    auth.push("bearer token".to_string());
+                }
+                let open: Vec<&str> = h.open_paths.iter().map(|p| p.get_ref().as_str()).collect();
+                let _ = writeln!(
+                    o,
+                    "  auth: {}{}",
+                    if auth.is_empty() {
+                        "none (anyone who can connect may read)".to_string()
+                    } else {
+                        auth.join(" or ")
+                    },
+                    if open.is_empty() || auth.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; open: {}", open.join(", "))
+                    }
                 );
             }
             None => {

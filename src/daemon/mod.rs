@@ -19,6 +19,7 @@ pub mod forward;
 pub mod logging;
 mod metrics;
 pub mod notify;
+mod rules;
 pub mod running;
 pub mod signals;
 pub mod size;
@@ -65,6 +66,10 @@ pub enum DaemonError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The HTTP endpoint's TLS files or credentials were refused (they changed since the
+    /// configuration was checked).
+    #[error("http endpoint: {0}")]
+    HttpSetup(#[from] crate::http::HttpError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -115,21 +120,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_addr = config.http.as_ref().map(|h| h.listen);
+    let rules = Arc::new(rules::RuleTable::new(Arc::clone(&stats)));
+    let http_options = match &config.http {
+        Some(h) => Some(
+            h.options(&config.base_dir())
+                .map_err(|(_, e)| DaemonError::HttpSetup(e))?
+                .rules_source(Arc::clone(&rules) as Arc<dyn crate::http::RulesSource>),
+        ),
+        None => None,
+    };
     let mut http = std::pin::pin!(async {
-        match http_addr {
-            Some(addr) => {
+        match (http_addr, http_options) {
+            (Some(addr), Some(options)) => {
                 let stop = async {
                     let _ = http_stopped.await;
                 };
-                crate::http::serve(manager.clone(), addr, stop)
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|source| DaemonError::Http { addr, source })?;
+                crate::http::serve_with(manager.clone(), listener, options, stop)
                     .await
-                    .map_err(|source| DaemonError::Http { addr, source })
+                    .map_err(|e| match e {
+                        crate::http::ServeError::Options(e) => DaemonError::HttpSetup(e),
+                        crate::http::ServeError::Io(source) => DaemonError::Http { addr, source },
+                    })
             }
-            None => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     });
     let timeout = config.shutdown_timeout;
     let mut running = Running::new(manager.clone(), Arc::clone(&stats));
+    rules.update(&config);
     let errors = running.apply(config).await;
     if let Some(e) = errors.into_iter().next() {
         manager.shutdown().await;
@@ -143,7 +163,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = hup.recv() => reload(&mut running).await,
+            _ = hup.recv() => {
+                reload(&mut running).await;
+                if let Some(c) = running.config() {
+                    rules.update(c);
+                }
+            }
             r = &mut http => {
                 failure = r.err();
                 break;

@@ -57,7 +57,9 @@ pub fn get(base: &str, path: &str) -> Result<(u16, String), StatusError> {
     let host = url.host_str().ok_or_else(|| url_err("no host"))?;
     let port = url.port().unwrap_or(80);
     let target = format!("{}{path}", url.path().trim_end_matches('/'));
-    let full = format!("{}{path}", base.trim_end_matches('/'));
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let full = format!("{}{path}", shown.as_str().trim_end_matches('/'));
     let io = |source| StatusError::Io {
         url: full.clone(),
         source,
@@ -67,12 +69,23 @@ pub fn get(base: &str, path: &str) -> Result<(u16, String), StatusError> {
         .map_err(io)?
         .next()
         .ok_or_else(|| url_err("host does not resolve"))?;
+    // Basic auth from the URL's user info (`http://user:password@host:port`).
+    let auth = if url.username().is_empty() {
+        String::new()
+    } else {
+        let user = percent_decode(url.username());
+        let password = percent_decode(url.password().unwrap_or(""));
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64_encode(format!("{user}:{password}").as_bytes())
+        )
+    };
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
     write!(
         stream,
-        "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: application/json\r\n\r\n"
+        "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: application/json\r\n{auth}\r\n"
     )
     .map_err(io)?;
     let mut raw = Vec::new();
@@ -93,6 +106,50 @@ pub fn get(base: &str, path: &str) -> Result<(u16, String), StatusError> {
     Ok((code, body.to_string()))
 }
 
+/// `%XX` escapes of a URL's user info decoded (invalid ones are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Standard base64 with padding.
+fn base64_encode(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Fetches `/sessions` as a JSON array.
 pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
     let (code, body) = get(base, "/sessions")?;
@@ -100,6 +157,11 @@ pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
         url: format!("{}/sessions", base.trim_end_matches('/')),
         reason,
     };
+    if code == 401 {
+        return Err(answer(
+            "HTTP 401: the daemon wants credentials (--url http://user:password@host:port)".into(),
+        ));
+    }
     if code != 200 {
         return Err(answer(format!("HTTP {code}")));
     }
@@ -210,6 +272,21 @@ fn uptime(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_of_the_url_are_encoded() {
+        let table = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("user:pass", "dXNlcjpwYXNz"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(base64_encode(raw.as_bytes()), want, "{raw}");
+        }
+        assert_eq!(percent_decode("p%40ss%3Aw%zz"), "p@ss:w%zz");
+    }
 
     #[test]
     fn the_table_tolerates_missing_fields_and_computes_rates() {

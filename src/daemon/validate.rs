@@ -136,6 +136,17 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
             }
         }
     }
+    if let Some(http) = &config.http {
+        let options = http
+            .options(&base)
+            .map_err(|(span, e)| (Some(span), ConfigErrorKind::Http(e)))?;
+        if !http.listen.ip().is_loopback() && !options.requires_auth() {
+            warnings.push(format!(
+                "[http] listens on {} beyond loopback without basic_auth_users or bearer_token_file: anyone who can reach it can read every session's state",
+                http.listen
+            ));
+        }
+    }
     config.warnings = warnings;
     Ok(())
 }

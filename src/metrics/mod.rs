@@ -96,6 +96,11 @@ pub(crate) struct Sources {
     pub(crate) bus: EventBus,
     pub(crate) routes: RwLock<Arc<dyn RouteStatsSource>>,
     pub(crate) started: Instant,
+    /// The metric name prefix.
+    pub(crate) prefix: String,
+    /// State another layer attaches to the manager once and shares between its clones
+    /// (the HTTP layer's own metrics, registered once per manager).
+    pub(crate) extension: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Sources {
@@ -151,6 +156,8 @@ impl Metrics {
             bus,
             routes: RwLock::new(routes),
             started: Instant::now(),
+            prefix: prefix.to_string(),
+            extension: std::sync::OnceLock::new(),
         });
         let err = |source| Error::MetricsRegistration {
             prefix: prefix.to_string(),
@@ -249,6 +256,8 @@ mod tests {
                 ]
             })),
             started: Instant::now(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            extension: std::sync::OnceLock::new(),
         };
         let got = s.route_stats();
         assert_eq!(got.len(), 2);

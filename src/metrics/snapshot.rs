@@ -153,6 +153,9 @@ pub struct SessionInfo {
     pub subscriptions: usize,
     /// Unix time (seconds) the current connection was established.
     pub connected_since_seconds: Option<f64>,
+    /// Unix time (seconds) the session entered its current state (how long it has been
+    /// down, or up).
+    pub state_since_seconds: Option<f64>,
     /// Times the supervisor restarted the session's actor.
     pub restarts: u32,
     /// The last connection failure.
@@ -173,6 +176,7 @@ impl SessionInfo {
             client_id: status.client_id.clone(),
             subscriptions: status.subscriptions,
             connected_since_seconds: status.connected_since.and_then(unix_seconds),
+            state_since_seconds: unix_seconds(status.state_since),
             restarts: status.restarts,
             last_error: status.last_error.map(redact_failure),
             metrics: handle.metrics(),

@@ -54,6 +54,7 @@ impl SessionActor {
             ready: false,
             connected_broker: None,
             connected_since: None,
+            state_since: SystemTime::now(),
             last_error: None,
             ever_connected: false,
             client: None,
@@ -87,6 +88,7 @@ impl SessionActor {
             client_id: &self.p.client_id,
             broker_limits: &self.broker_limits,
             connected_since: self.connected_since,
+            state_since: self.state_since,
             last_error: self.last_error.as_ref(),
             restarts: self.restarts,
             tls_skip_verify: self.skips_tls_verification(),
@@ -112,6 +114,7 @@ impl SessionActor {
         if let Some(new) = self.state.on(t) {
             let old = self.state;
             self.state = new;
+            self.state_since = SystemTime::now();
             tracing::info!(session = %self.name, from = %old, to = %new, "session state changed");
             self.emit(EventData::SessionStateChanged { old, new });
         }

@@ -119,6 +119,7 @@ pub struct SessionActor {
     ready: bool,
     connected_broker: Option<usize>,
     connected_since: Option<SystemTime>,
+    state_since: SystemTime,
     last_error: Option<ConnectionFailure>,
     ever_connected: bool,
     client: Option<Client>,

@@ -28,6 +28,8 @@ pub struct SessionStatus {
     pub broker_limits: BrokerLimits,
     /// When the current connection was established.
     pub connected_since: Option<SystemTime>,
+    /// When the session entered its current [`state`](Self::state).
+    pub state_since: SystemTime,
     /// The last connection failure.
     pub last_error: Option<ConnectionFailure>,
     /// Times the supervisor restarted the session's actor.
@@ -49,6 +51,7 @@ impl SessionStatus {
             client_id,
             broker_limits: BrokerLimits::default(),
             connected_since: None,
+            state_since: SystemTime::now(),
             last_error: None,
             restarts: 0,
             tls_skip_verify,
@@ -67,6 +70,7 @@ pub(crate) struct StatusView<'a> {
     pub(crate) client_id: &'a str,
     pub(crate) broker_limits: &'a BrokerLimits,
     pub(crate) connected_since: Option<SystemTime>,
+    pub(crate) state_since: SystemTime,
     pub(crate) last_error: Option<&'a ConnectionFailure>,
     pub(crate) restarts: u32,
     pub(crate) tls_skip_verify: bool,
@@ -82,6 +86,7 @@ impl StatusView<'_> {
             || published.client_id != self.client_id
             || &published.broker_limits != self.broker_limits
             || published.connected_since != self.connected_since
+            || published.state_since != self.state_since
             || published.last_error.as_ref() != self.last_error
             || published.restarts != self.restarts
             || published.tls_skip_verify != self.tls_skip_verify
@@ -97,6 +102,7 @@ impl StatusView<'_> {
             client_id: self.client_id.to_string(),
             broker_limits: self.broker_limits.clone(),
             connected_since: self.connected_since,
+            state_since: self.state_since,
             last_error: self.last_error.cloned(),
             restarts: self.restarts,
             tls_skip_verify: self.tls_skip_verify,
@@ -123,7 +129,10 @@ mod tests {
     use crate::event::ErrorKind;
 
     fn base() -> SessionStatus {
-        SessionStatus::initial("cid".into(), false)
+        SessionStatus {
+            state_since: SystemTime::UNIX_EPOCH,
+            ..SessionStatus::initial("cid".into(), false)
+        }
     }
 
     fn view(limits: &BrokerLimits) -> StatusView<'_> {
@@ -134,6 +143,7 @@ mod tests {
             client_id: "cid",
             broker_limits: limits,
             connected_since: None,
+            state_since: SystemTime::UNIX_EPOCH,
             last_error: None,
             restarts: 0,
             tls_skip_verify: false,
@@ -167,6 +177,7 @@ mod tests {
         change!("client id", |v| v.client_id = "other");
         change!("since", |v| v.connected_since =
             Some(SystemTime::UNIX_EPOCH));
+        change!("state since", |v| v.state_since = SystemTime::now());
         change!("error", |v| v.last_error = Some(&failure));
         change!("restarts", |v| v.restarts = 1);
         change!("skip verify", |v| v.tls_skip_verify = true);

@@ -22,6 +22,9 @@
 //!   crate's HTTP endpoints on an OS-chosen port, a raw HTTP/1.1 GET, a parser for the
 //!   Prometheus text format and `promtool check metrics`.
 //!
+//! * [`DaemonProcess`]: the `mqtt-sessions` binary on a config in a temp dir.
+//! * [`Browser`]: headless Chromium over W3C WebDriver (`chromedriver`).
+//!
 //! The binaries come from Debian's `mosquitto` and `mosquitto-clients`
 //! packages; `scripts/test` installs them.
 #![allow(dead_code)]
@@ -44,4 +47,10 @@ pub use http::*;
 pub use mosquitto::*;
 pub use poll::*;
 mod events;
+#[allow(unused_imports, reason = "used by the HTTP tests only")]
+pub use daemon::*;
 pub use events::*;
+#[allow(unused_imports, reason = "used by the status page test only")]
+pub use webdriver::*;
+mod daemon;
+mod webdriver;
