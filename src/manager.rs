@@ -23,7 +23,7 @@ use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
-use crate::store::Store;
+use crate::store::{Store, StoreWorker};
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
 
 /// Default bound of connection attempts in flight at once.
@@ -38,12 +38,16 @@ pub struct SessionManagerBuilder {
     metrics_prefix: String,
     route_stats: Option<Arc<dyn RouteStatsSource>>,
     workers: usize,
+    #[cfg(feature = "fault-injection")]
+    flush_delay: Option<std::time::Duration>,
 }
 
 impl Default for SessionManagerBuilder {
     fn default() -> Self {
         SessionManagerBuilder {
             workers: crate::workers::default_workers(),
+            #[cfg(feature = "fault-injection")]
+            flush_delay: None,
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
             store_path: None,
             metrics_registry: None,
@@ -77,6 +81,14 @@ impl SessionManagerBuilder {
     /// no session I/O.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.clamp(1, crate::workers::MAX_WORKERS);
+        self
+    }
+
+    /// Makes every flush of the store take `delay` longer, as a slow disk would (feature
+    /// `fault-injection`, for tests; never in production builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_flush_delay(mut self, delay: std::time::Duration) -> Self {
+        self.flush_delay = Some(delay);
         self
     }
 
@@ -118,6 +130,14 @@ impl SessionManagerBuilder {
             return Err(Error::NoActixSystem);
         }
         let store = self.store_path.as_deref().map(Store::open).transpose()?;
+        #[cfg(feature = "fault-injection")]
+        if let (Some(s), Some(d)) = (&store, self.flush_delay) {
+            s.inject_flush_delay(d);
+        }
+        let store = store
+            .map(StoreWorker::start)
+            .transpose()
+            .map_err(Error::Spawn)?;
         let registry: Registry = Arc::new(crate::supervisor::SessionRegistry::default());
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));

@@ -23,7 +23,7 @@ use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
 use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
-use crate::store::Store;
+use crate::store::{Store, StoreWorker};
 use crate::workers::Workers;
 
 /// The registry snapshot: session name → handle.
@@ -63,7 +63,7 @@ pub struct Supervisor {
     router: Addr<RouterActor>,
     routes: Arc<ArcSwap<RouteTable>>,
     connect_limit: Arc<tokio::sync::Semaphore>,
-    store: Option<Store>,
+    store: Option<StoreWorker>,
     /// The worker threads the sessions run on.
     workers: Arc<Workers>,
     /// Client ids in use, by broker, to refuse duplicates in O(1).
@@ -81,7 +81,7 @@ impl Supervisor {
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
         max_concurrent_connects: usize,
-        store: Option<Store>,
+        store: Option<StoreWorker>,
         workers: usize,
     ) -> Self {
         Supervisor {
@@ -144,41 +144,110 @@ impl Actor for Supervisor {
 pub struct AddSession(pub SessionOptions);
 
 impl Handler<AddSession> for Supervisor {
-    type Result = ResponseFuture<Result<SessionHandle, Error>>;
+    type Result = ResponseActFuture<Self, Result<SessionHandle, Error>>;
 
     fn handle(&mut self, AddSession(opts): AddSession, _: &mut Context<Self>) -> Self::Result {
-        let added = self.add(opts);
-        let router = self.router.clone();
-        Box::pin(async move {
-            let handle = added?;
-            // Subscriptions of global routes reach the actor's mailbox before it first
-            // connects, so its first `session_ready` already includes them.
-            router
-                .send(RegisterSession {
-                    name: Arc::clone(&handle.name),
-                    addr: handle.addr.clone(),
-                    durable: handle.opts.connect.persistent
-                        && handle.opts.connect.resume_subscriptions,
-                })
-                .await?;
-            Ok(handle)
+        // Cheap refusals first; the uniqueness checks run again when the session is
+        // registered below (other adds may have run meanwhile).
+        if let Err(e) = self.precheck(&opts) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let worker = self.store.clone();
+        // Reading TLS files and the store never runs on this thread.
+        let load = async move {
+            let (opts, checked) = actix_rt::task::spawn_blocking(move || {
+                let checked = opts.check();
+                (opts, checked)
+            })
+            .await
+            .map_err(|e| Error::Spawn(std::io::Error::other(e.to_string())))?;
+            let validated = checked?;
+            let stored = match worker {
+                Some(w) => {
+                    let name = opts.name.clone();
+                    let durable = opts.connect.persistent && opts.connect.resume_subscriptions;
+                    w.run(move |store| Stored::load(store, &name, durable))
+                        .await
+                        .map_err(|_| Error::Shutdown)??
+                }
+                None => Stored::default(),
+            };
+            Ok::<_, Error>((opts, validated, stored))
+        };
+        Box::pin(load.into_actor(self).then(|loaded, act, _| {
+            let added =
+                loaded.and_then(|(opts, validated, stored)| act.add(opts, validated, stored));
+            let router = act.router.clone();
+            async move {
+                let (handle, saved) = added?;
+                // Subscriptions of global routes reach the actor's mailbox before it
+                // first connects, so its first `session_ready` already includes them.
+                router
+                    .send(RegisterSession {
+                        name: Arc::clone(&handle.name),
+                        addr: handle.addr.clone(),
+                        durable: handle.opts.connect.persistent
+                            && handle.opts.connect.resume_subscriptions,
+                        saved,
+                    })
+                    .await?;
+                Ok(handle)
+            }
+            .into_actor(act)
+        }))
+    }
+}
+
+/// What the store holds for a session being added (read by the store worker).
+#[derive(Debug, Default)]
+struct Stored {
+    outbox: Vec<(u64, crate::store::StoredPublish)>,
+    subscriptions: Vec<crate::store::StoredSubscription>,
+    meta: crate::store::SessionMeta,
+}
+
+impl Stored {
+    fn load(store: &Store, session: &str, durable: bool) -> Result<Stored, Error> {
+        Ok(Stored {
+            outbox: store.outbox_load(session)?,
+            subscriptions: if durable {
+                store.subscriptions_load(session)?
+            } else {
+                Vec::new()
+            },
+            meta: store.session_meta_get(session)?.unwrap_or_default(),
         })
     }
 }
 
 impl Supervisor {
-    fn add(&mut self, opts: SessionOptions) -> Result<SessionHandle, Error> {
+    /// The refusals that need no I/O: shut down, bad name, duplicate name.
+    fn precheck(&self, opts: &SessionOptions) -> Result<(), Error> {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
-        let crate::options::Validated { brokers, tls } = opts.check()?;
+        if self.registry.load().contains_key(&opts.name) {
+            return Err(Error::DuplicateSession(opts.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Registers and starts a validated session; returns its handle and its saved
+    /// subscriptions (for the router).
+    fn add(
+        &mut self,
+        opts: SessionOptions,
+        validated: crate::options::Validated,
+        stored: Stored,
+    ) -> Result<(SessionHandle, Vec<crate::store::StoredSubscription>), Error> {
+        if self.shut_down {
+            return Err(Error::Shutdown);
+        }
+        let crate::options::Validated { brokers, tls } = validated;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
         let keys = Self::client_keys(&client_id, &brokers);
-        let restored_outbox = match &self.store {
-            Some(store) => store.outbox_load(&opts.name)?,
-            None => Vec::new(),
-        };
+        let restored_outbox = stored.outbox;
         let opts = Arc::new(opts);
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let (status_tx, status_rx) = watch::channel(SessionStatus::initial(
@@ -186,6 +255,8 @@ impl Supervisor {
             tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
         ));
         let counters = Arc::new(SessionCounters::default());
+        // Visible from the moment `add_session` returns (the actor starts on its worker).
+        counters.set_outbox(restored_outbox.len(), 0);
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {
             opts: Arc::clone(&opts),
@@ -205,6 +276,7 @@ impl Supervisor {
             connect_limit: Arc::clone(&self.connect_limit),
             store: self.store.clone(),
             restored_outbox,
+            meta: stored.meta,
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
@@ -225,8 +297,8 @@ impl Supervisor {
         for k in keys {
             self.client_ids.insert(k, handle.name().to_string());
         }
-        tracing::info!(session = %handle.name(), "session added");
-        Ok(handle)
+        tracing::info!(session = %handle.name(), worker, "session added");
+        Ok((handle, stored.subscriptions))
     }
 }
 
@@ -265,8 +337,12 @@ impl Handler<RemoveSession> for Supervisor {
                 })
                 .await;
             let _ = handle.addr.send(Close).await;
-            if let Some(store) = store {
-                store.delete_session_state(&name, true)?;
+            if let Some(worker) = store {
+                let n = name.clone();
+                worker
+                    .run(move |store| store.delete_session_state(&n, true))
+                    .await
+                    .map_err(|_| Error::Shutdown)??;
             }
             tracing::info!(session = %name, "session removed");
             bus.emit(Event::new(
@@ -293,6 +369,7 @@ impl Handler<Shutdown> for Supervisor {
         let bus = self.bus.clone();
         let router = self.router.clone();
         let workers = Arc::clone(&self.workers);
+        let store = self.store.clone();
         Box::pin(async move {
             let closes = all.values().map(|h| {
                 let bus = bus.clone();
@@ -305,6 +382,12 @@ impl Handler<Shutdown> for Supervisor {
             // Then end every route: consumers see their queues close.
             let _ = router.send(ClearRoutes).await;
             workers.stop();
+            // Last: everything written so far reaches the disk.
+            if let Some(worker) = store {
+                if let Ok(Err(e)) = worker.run(|store| store.flush()).await {
+                    tracing::error!(error = %e, "final store flush failed");
+                }
+            }
             tracing::info!(sessions = all.len(), "all sessions closed");
         })
     }

@@ -80,3 +80,136 @@ async fn a_manager_created_inside_an_actix_web_worker_runs_its_sessions_on_its_o
     );
     handle.stop(true).await;
 }
+
+/// One raw rumqttc client (not the crate under test) publishing probes.
+fn probe_client(port: u16) -> rumqttc::AsyncClient {
+    let mut o = rumqttc::MqttOptions::new("stall-probe", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
+    actix_rt::spawn(async move { while el.poll().await.is_ok() {} });
+    client
+}
+
+#[actix_rt::test]
+async fn a_store_taking_two_seconds_per_flush_stalls_neither_keep_alive_nor_delivery_of_other_sessions(
+) {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = SessionManager::builder()
+        .store(dir.path().join("db"))
+        .workers(2)
+        .inject_flush_delay(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // The writer: a persistent session whose route changes (subscription saves) and QoS 1
+    // publishes (durable outbox) each wait for a 2 s flush.
+    let mut w = fast_opts("writer", &broker.url()).client_id("stall-writer".to_string());
+    w.connect.clean_session = false;
+    w.connect.persistent = true;
+    m.add_session(w).await.unwrap();
+    // The others: a 1 s keep-alive (read timeout 1.5 s), each with a QoS 1 route.
+    let mut listeners = Vec::new();
+    for i in 0..3 {
+        let name = format!("other-{i}");
+        let mut o = fast_opts(&name, &broker.url());
+        o.connect.keep_alive = Duration::from_secs(1);
+        m.add_session(o).await.unwrap();
+        listeners.push(m.listen_to(&name, &format!("probe/{i}")).await.unwrap());
+    }
+    m.wait_for_all_sessions(T).await.unwrap();
+    let reconnects_before: Vec<u64> = (0..3)
+        .map(|i| {
+            m.session(&format!("other-{i}"))
+                .unwrap()
+                .metrics()
+                .reconnects
+        })
+        .collect();
+
+    // Stall the store: route churn on the durable session and durable publishes.
+    let stalling = m.clone();
+    let stall = actix_rt::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut publish_times = Vec::new();
+        while started.elapsed() < Duration::from_secs(5) {
+            let r = stalling
+                .route("churn/#")
+                .session("writer")
+                .name("churn")
+                .listen()
+                .await
+                .unwrap();
+            drop(r);
+            let t = std::time::Instant::now();
+            stalling
+                .publish_to("writer", "stall/x", "x", mqtt_sessions::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            publish_times.push(t.elapsed());
+        }
+        publish_times
+    });
+
+    // Meanwhile: QoS 1 round trips from a raw client through each other session's route.
+    let probe = probe_client(broker.port());
+    let mut rtts = Vec::new();
+    let started = std::time::Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(5) {
+        for (i, l) in listeners.iter().enumerate() {
+            n += 1;
+            let t = std::time::Instant::now();
+            probe
+                .publish(
+                    format!("probe/{i}"),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    n.to_string(),
+                )
+                .await
+                .unwrap();
+            let msg = tokio::time::timeout(T, l.recv()).await.unwrap().unwrap();
+            assert_eq!(msg.payload_str().unwrap(), n.to_string());
+            rtts.push(t.elapsed());
+        }
+        // Pacing of the probes (not synchronisation).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publish_times = stall.await.unwrap();
+    let slowest_publish = publish_times.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest_publish >= Duration::from_millis(1900),
+        "the store really stalled: a durable publish took {slowest_publish:?}"
+    );
+    rtts.sort();
+    let p90 = rtts[rtts.len() * 9 / 10];
+    let max = *rtts.last().unwrap();
+    println!(
+        "figure: {} round trips during the stall: p50 {:?}, p90 {p90:?}, max {max:?}; durable publishes took up to {slowest_publish:?}",
+        rtts.len(),
+        rtts[rtts.len() / 2]
+    );
+    assert!(
+        p90 < Duration::from_millis(50),
+        "QoS 1 round trip p90 {p90:?} during the stall"
+    );
+    assert!(
+        max < Duration::from_secs(1),
+        "QoS 1 round trip max {max:?} during the stall"
+    );
+    for (i, before) in reconnects_before.iter().enumerate() {
+        let s = m.session(&format!("other-{i}")).unwrap();
+        assert_eq!(
+            s.metrics().reconnects,
+            *before,
+            "other-{i} lost its connection during the stall"
+        );
+        assert_eq!(
+            s.state(),
+            mqtt_sessions::SessionState::Connected,
+            "other-{i}"
+        );
+    }
+    m.shutdown().await;
+}

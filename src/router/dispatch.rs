@@ -8,13 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
-use super::durable::HoldQueue;
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::counters::SessionCounters;
 use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waits};
-use crate::store::{unix_ms, HeldLimit, HeldPush, StoredMessage};
+use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;
 
 /// One route as the dispatcher sees it.
@@ -55,8 +54,8 @@ pub enum Target {
     /// A durable route restored from the store whose application has not registered it
     /// again yet: QoS >= 1 messages are held in the store until it does.
     Hold {
-        /// The store's hold worker.
-        queue: HoldQueue,
+        /// The manager's store worker.
+        queue: StoreWorker,
         /// The session.
         session: Arc<str>,
     },
@@ -122,7 +121,7 @@ impl RouteEntry {
 
     /// Holds a QoS >= 1 message in the store for a durable route not registered yet; the
     /// message is acknowledged to the broker once it is on disk.
-    fn hold(&self, queue: &HoldQueue, session: &Arc<str>, msg: &Message) -> Option<Pending> {
+    fn hold(&self, queue: &StoreWorker, session: &Arc<str>, msg: &Message) -> Option<Pending> {
         if msg.qos == QoS::AtMostOnce {
             self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
             return None;

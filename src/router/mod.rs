@@ -32,7 +32,7 @@ use self::route::{RouteOptions, RouteScope, RouteStats, SubscribeOptions};
 use crate::error::Error;
 use crate::message::{Message as MqttMessage, QoS};
 use crate::session::{SessionActor, Subscribe, Unsubscribe};
-use crate::store::Store;
+use crate::store::StoreWorker;
 use crate::topic::TopicFilter;
 
 /// The router actor. See the [module docs](self).
@@ -44,7 +44,8 @@ pub struct RouterActor {
     by_filter: HashMap<String, BTreeSet<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
     subscribed: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
-    hold: Option<durable::HoldQueue>,
+    /// The manager's store worker (durable routes, subscription saves).
+    hold: Option<StoreWorker>,
     durable: HashSet<Arc<str>>,
     next_id: u64,
 }
@@ -52,16 +53,10 @@ pub struct RouterActor {
 type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
 
 impl RouterActor {
-    /// A router publishing its table into `table`.
-    /// `store`, when given, keeps the durable routes of persistent sessions.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<Store>) -> Self {
-        let hold = store.and_then(|s| match durable::HoldQueue::new(s) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the hold worker; durable routes are off");
-                None
-            }
-        });
+    /// A router publishing its table into `table`. `store`, when given, keeps the durable
+    /// routes of persistent sessions (every write through this worker).
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<StoreWorker>) -> Self {
+        let hold = store;
         RouterActor {
             hold,
             durable: HashSet::new(),
@@ -330,6 +325,9 @@ pub struct RegisterSession {
     pub addr: Addr<SessionActor>,
     /// Its named routes are durable (persistent session with resumed subscriptions and a store).
     pub durable: bool,
+    /// A durable session's saved subscriptions (read from the store off the actors'
+    /// threads by whoever adds the session).
+    pub saved: Vec<crate::store::StoredSubscription>,
 }
 
 impl Handler<RegisterSession> for RouterActor {
@@ -339,28 +337,35 @@ impl Handler<RegisterSession> for RouterActor {
         self.sessions.insert(Arc::clone(&msg.name), msg.addr);
         if msg.durable && self.hold.is_some() {
             self.durable.insert(Arc::clone(&msg.name));
-            self.restore_placeholders(&msg.name);
+            self.restore_placeholders(&msg.name, msg.saved);
             self.publish();
         }
+        Box::pin(self.subscribe_registered(&msg.name))
+    }
+}
+
+impl RouterActor {
+    /// Subscribes a session that just registered for every route covering it.
+    fn subscribe_registered(&mut self, name: &Arc<str>) -> impl std::future::Future<Output = ()> {
         let filters: Vec<TopicFilter> = self
             .routes
             .values()
-            .filter(|r| r.scope.covers(&msg.name))
+            .filter(|r| r.scope.covers(name))
             .map(|r| (r.filter.as_str().to_string(), r.filter.clone()))
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect();
         let pending: Vec<Pending> = filters
             .iter()
-            .filter_map(|f| self.sync_subscription(&msg.name, f))
+            .filter_map(|f| self.sync_subscription(name, f))
             .collect();
-        Box::pin(async move {
+        async move {
             for r in futures_util::future::join_all(pending).await {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "subscription for a global route failed");
                 }
             }
-        })
+        }
     }
 }
 

@@ -36,18 +36,8 @@ impl SessionActor {
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
-        let mut meta = p
-            .store
-            .as_ref()
-            .and_then(|s| s.session_meta_get(&p.opts.name).ok().flatten())
-            .unwrap_or_default();
-        if let Some(store) = &p.store {
-            meta.client_id = p.client_id.clone();
-            if let Err(e) = store.session_meta_put(&p.opts.name, &meta) {
-                tracing::warn!(session = %p.opts.name, error = %e, "cannot save session metadata");
-            }
-        }
-        SessionActor {
+        let meta = std::mem::take(&mut p.meta);
+        let actor = SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
             state: SessionState::Disconnected,
@@ -69,7 +59,9 @@ impl SessionActor {
             meta,
             restarts: 0,
             closed: false,
-        }
+        };
+        actor.put_meta();
+        actor
     }
 
     pub(super) fn emit(&self, data: EventData) {
@@ -160,17 +152,26 @@ impl SessionActor {
     }
 
     pub(super) fn save_meta(&mut self, connected: bool) {
-        let Some(store) = &self.p.store else { return };
         let now = unix_ms(SystemTime::now());
-        self.meta.client_id = self.p.client_id.clone();
         if connected {
             self.meta.last_connected_ms = Some(now);
         } else {
             self.meta.last_disconnected_ms = Some(now);
         }
-        if let Err(e) = store.session_meta_put(&self.name, &self.meta) {
-            tracing::warn!(session = %self.name, error = %e, "cannot save session metadata");
-        }
+        self.put_meta();
+    }
+
+    /// Writes the session's metadata (with the client id in use) through the store worker.
+    fn put_meta(&self) {
+        let Some(worker) = &self.p.store else { return };
+        let mut meta = self.meta.clone();
+        meta.client_id = self.p.client_id.clone();
+        let name = Arc::clone(&self.name);
+        worker.submit(move |store| {
+            if let Err(e) = store.session_meta_put(&name, &meta) {
+                tracing::warn!(session = %name, error = %e, "cannot save session metadata");
+            }
+        });
     }
 
     /// Ends the session for good: fails what is pending, stops the driver.

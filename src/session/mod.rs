@@ -65,7 +65,7 @@ use crate::error::Error;
 use crate::event::{ConnectionFailure, EventBus};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::store::{SessionMeta, Store, StoredPublish};
+use crate::store::{SessionMeta, StoreWorker, StoredPublish};
 
 /// Capacity of the driver → actor event channel.
 const DRIVER_EVENTS: usize = 1024;
@@ -97,10 +97,12 @@ pub struct SessionParts {
     pub status: watch::Sender<SessionStatus>,
     /// Connection attempts in flight across the manager are bounded by this semaphore.
     pub connect_limit: Arc<tokio::sync::Semaphore>,
-    /// The manager's store, if it has one.
-    pub store: Option<Store>,
+    /// The manager's store worker, if it has a store: every write goes through it.
+    pub store: Option<StoreWorker>,
     /// Publishes found in the store's outbox for this session (replayed first, in order).
     pub restored_outbox: Vec<(u64, StoredPublish)>,
+    /// The session's stored metadata (last connected / disconnected).
+    pub meta: SessionMeta,
 }
 
 impl std::fmt::Debug for SessionParts {

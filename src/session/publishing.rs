@@ -2,6 +2,8 @@
 //! in-flight window, completing publishes on their acknowledgement, and the group commit
 //! of QoS >= 1 publishes to the store.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use super::state::SessionState;
@@ -62,23 +64,14 @@ impl SessionActor {
     /// Ends an entry with an error the broker (or its limits) gave: it is not retried, so
     /// it also leaves the store.
     pub(super) fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
-        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
-            if let Err(e) = store.outbox_remove(&self.name, seq) {
-                tracing::error!(session = %self.name, error = %e, "cannot remove a refused publish from the store");
-            }
-        }
+        self.remove_stored(entry.seq);
         if let Some(r) = entry.responder {
             let _ = r.send(Err(err));
         }
     }
 
     pub(super) fn complete(&mut self, entry: outbox::Entry<Responder>) {
-        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
-            // Not flushed: losing this removal in a crash only means one duplicate later.
-            if let Err(e) = store.outbox_remove(&self.name, seq) {
-                tracing::error!(session = %self.name, error = %e, "cannot remove an acknowledged publish from the store");
-            }
-        }
+        self.remove_stored(entry.seq);
         let c = &self.p.counters;
         if entry.publish.qos != QoS::AtMostOnce {
             if let Some(written) = entry.written_at {
@@ -96,13 +89,28 @@ impl SessionActor {
         }
     }
 
+    /// Takes a publish that was acknowledged (or refused for good) out of the store's
+    /// outbox, through the store worker (after its write). Not flushed: losing this
+    /// removal in a crash only means one duplicate later.
+    fn remove_stored(&self, seq: Option<u64>) {
+        let (Some(worker), Some(seq)) = (&self.p.store, seq) else {
+            return;
+        };
+        let name = Arc::clone(&self.name);
+        worker.submit(move |store| {
+            if let Err(e) = store.outbox_remove(&name, seq) {
+                tracing::error!(session = %name, error = %e, "cannot remove a publish from the store's outbox");
+            }
+        });
+    }
+
     /// Publishes accepted or being accepted (outbox plus group commit in progress).
     pub(super) fn pending_total(&self) -> usize {
         self.outbox.len() + self.durable.len()
     }
 
     /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
-    /// (one fsync, on a blocking thread), then queues them and reports them accepted.
+    /// (one fsync, on the store worker), then queues them and reports them accepted.
     pub(super) fn commit_durable(&mut self, ctx: &mut Context<Self>) {
         let Some(store) = self.p.store.clone() else {
             return;
@@ -120,8 +128,7 @@ impl SessionActor {
                 retain: p.retain,
             })
             .collect();
-        let write =
-            actix_rt::task::spawn_blocking(move || store.outbox_push_many(&session, &stored));
+        let write = store.run(move |store| store.outbox_push_many(&session, &stored));
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.durable.finish();
             match res {
@@ -138,9 +145,9 @@ impl SessionActor {
                         let _ = tx.send(Err(Error::StoreWrite(msg.clone())));
                     }
                 }
-                Err(e) => {
+                Err(_) => {
                     for (_, tx) in batch {
-                        let _ = tx.send(Err(Error::StoreWrite(e.to_string())));
+                        let _ = tx.send(Err(Error::StoreWrite("store worker gone".into())));
                     }
                 }
             }
