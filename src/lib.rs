@@ -90,6 +90,7 @@ pub mod workers;
 pub use error::{Error, Result};
 pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
+    GiveUpReason,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{Message, MessageProperties, Publish, QoS};
@@ -108,5 +109,6 @@ pub use session::handle::SessionHandle;
 pub use session::incoming::SessionMessages;
 pub use session::state::SessionState;
 pub use session::SessionStatus;
+pub use supervisor::SupervisionOptions;
 pub use tls::TlsError;
 pub use topic::{TopicError, TopicFilter};

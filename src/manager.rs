@@ -38,6 +38,7 @@ pub struct SessionManagerBuilder {
     metrics_prefix: String,
     route_stats: Option<Arc<dyn RouteStatsSource>>,
     workers: usize,
+    supervision: crate::supervisor::SupervisionOptions,
     #[cfg(feature = "fault-injection")]
     flush_delay: Option<std::time::Duration>,
 }
@@ -46,6 +47,7 @@ impl Default for SessionManagerBuilder {
     fn default() -> Self {
         SessionManagerBuilder {
             workers: crate::workers::default_workers(),
+            supervision: crate::supervisor::SupervisionOptions::default(),
             #[cfg(feature = "fault-injection")]
             flush_delay: None,
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
@@ -81,6 +83,14 @@ impl SessionManagerBuilder {
     /// no session I/O.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.clamp(1, crate::workers::MAX_WORKERS);
+        self
+    }
+
+    /// How a session whose actor fails is restarted: backoff with jitter, reset after a
+    /// healthy run, and a limit of restarts within a window past which it gives up
+    /// (state `gave_up`, event `session_gave_up`). See [`SupervisionOptions`](crate::SupervisionOptions).
+    pub fn supervision(mut self, options: crate::supervisor::SupervisionOptions) -> Self {
+        self.supervision = options;
         self
     }
 
@@ -158,9 +168,12 @@ impl SessionManagerBuilder {
             bus.clone(),
             router.clone(),
             routes,
-            self.max_concurrent_connects,
-            store.clone(),
-            self.workers,
+            crate::supervisor::SupervisorSettings {
+                max_concurrent_connects: self.max_concurrent_connects,
+                workers: self.workers,
+                supervision: self.supervision,
+                store: store.clone(),
+            },
         )
         .start();
         Ok(SessionManager {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::*;
-use mqtt_sessions::SessionManager;
+use mqtt_sessions::session::InjectFailure;
+use mqtt_sessions::{GiveUpReason, SessionManager, SupervisionOptions};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -210,6 +211,165 @@ async fn a_store_taking_two_seconds_per_flush_stalls_neither_keep_alive_nor_deli
             mqtt_sessions::SessionState::Connected,
             "other-{i}"
         );
+    }
+    m.shutdown().await;
+}
+
+/// Time from now until the next `session_connecting` event of `session` on `events`.
+async fn until_next_attempt(events: &mut mqtt_sessions::EventStream, session: &str) -> Duration {
+    let t = std::time::Instant::now();
+    loop {
+        let ev = tokio::time::timeout(T, events.recv())
+            .await
+            .expect("a connection attempt in time")
+            .expect("event stream open");
+        if &*ev.session == session && ev.kind() == mqtt_sessions::EventKind::SessionConnecting {
+            return t.elapsed();
+        }
+    }
+}
+
+fn supervision(initial_ms: u64, healthy_after: Duration, max_restarts: u32) -> SupervisionOptions {
+    let mut s = SupervisionOptions::default();
+    s.initial_delay = Duration::from_millis(initial_ms);
+    s.max_delay = Duration::from_secs(10);
+    s.factor = 2.0;
+    s.jitter = 0.0;
+    s.healthy_after = healthy_after;
+    s.max_restarts = max_restarts;
+    s.window = Duration::from_secs(600);
+    s
+}
+
+#[actix_rt::test]
+async fn a_session_failing_repeatedly_is_restarted_with_growing_delays_reset_after_a_healthy_run() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::builder()
+        .supervision(supervision(200, Duration::from_secs(2), 10))
+        .build()
+        .unwrap();
+    let h = m.add_session(fast_opts("s", &broker.url())).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let mut events = m.events();
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        h.addr().send(InjectFailure).await.unwrap();
+        delays.push(until_next_attempt(&mut events, "s").await);
+        m.wait_for_session("s", T).await.unwrap();
+    }
+    println!("figure: restart delays {delays:?}");
+    for (d, want_ms) in delays.iter().zip([200u64, 400, 800]) {
+        let want = Duration::from_millis(want_ms);
+        assert!(
+            *d >= want && *d < want + Duration::from_millis(700),
+            "delays {delays:?}: expected about {want:?}"
+        );
+    }
+    // A healthy run (longer than `healthy_after`, 2 s) resets the delay. Waiting for
+    // time to pass is the subject of this step.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    h.addr().send(InjectFailure).await.unwrap();
+    let after_healthy = until_next_attempt(&mut events, "s").await;
+    assert!(
+        after_healthy < Duration::from_millis(200 + 700),
+        "after a healthy run the delay starts over: {after_healthy:?}"
+    );
+    m.wait_for_session("s", T).await.unwrap();
+    assert_eq!(h.status().restarts, 4);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn past_the_restart_limit_a_session_gives_up_with_event_state_metric_and_wait_error() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::builder()
+        .supervision(supervision(50, Duration::from_secs(600), 2))
+        .build()
+        .unwrap();
+    let h = m.add_session(fast_opts("s", &broker.url())).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let gave_up = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&gave_up);
+    let _guard = m.on_event(mqtt_sessions::EventKind::SessionGaveUp, move |ev| {
+        seen.lock().unwrap().push(ev.clone());
+    });
+    for i in 1..=2 {
+        h.addr().send(InjectFailure).await.unwrap();
+        let restarted = poll_until_async(T, || {
+            let n = h.status().restarts;
+            async move { n == i }
+        })
+        .await;
+        assert!(restarted, "restart {i}");
+        m.wait_for_session("s", T).await.unwrap();
+    }
+    // The third failure within the window is one too many.
+    h.addr().send(InjectFailure).await.unwrap();
+    let retired = poll_until_async(T, || {
+        let st = h.state();
+        async move { st == mqtt_sessions::SessionState::GaveUp }
+    })
+    .await;
+    assert!(retired, "state {:?}", h.state());
+    let err = m.wait_for_session("s", T).await.unwrap_err();
+    assert!(
+        matches!(&err, mqtt_sessions::Error::SessionGaveUp { session, .. } if session == "s"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("gave up"), "{err}");
+    assert_eq!(h.state(), mqtt_sessions::SessionState::GaveUp);
+    assert!(matches!(
+        h.status().gave_up,
+        Some(GiveUpReason::TooManyRestarts { restarts: 3, .. })
+    ));
+    assert_eq!(m.status()["s"], mqtt_sessions::SessionState::GaveUp);
+    assert!(
+        poll_until_async(T, || {
+            let n = gave_up.lock().unwrap().len();
+            async move { n == 1 }
+        })
+        .await,
+        "one session_gave_up event"
+    );
+    let text = m.metrics_text();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mqtt_sessions_sessions{")
+                && l.contains("state=\"gave_up\"")
+                && l.ends_with(" 1")),
+        "sessions by state counts it:\n{text}"
+    );
+    let publish = m
+        .publish_to("s", "x", "y", mqtt_sessions::QoS::AtLeastOnce)
+        .await;
+    assert!(
+        matches!(publish, Err(mqtt_sessions::Error::SessionGaveUp { .. })),
+        "{publish:?}"
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_session_out_of_connection_attempts_gives_up_with_the_last_error() {
+    init_tracing();
+    let m = SessionManager::new().unwrap();
+    let mut o = fast_opts("s", &format!("mqtt://127.0.0.1:{}", free_port()));
+    o.reconnect.max_attempts = Some(2);
+    o.reconnect.initial_delay = Duration::from_millis(50);
+    let h = m.add_session(o).await.unwrap();
+    let err = m.wait_for_session("s", T).await.unwrap_err();
+    assert!(
+        matches!(err, mqtt_sessions::Error::SessionGaveUp { .. }),
+        "{err:?}"
+    );
+    match h.status().gave_up {
+        Some(GiveUpReason::AttemptsExhausted {
+            attempts: 2,
+            last_error: Some(e),
+        }) => assert_eq!(e.kind, mqtt_sessions::ErrorKind::Io),
+        other => panic!("{other:?}"),
     }
     m.shutdown().await;
 }

@@ -54,8 +54,14 @@ pub enum DriverEvent {
         /// The backoff delay.
         delay: Duration,
     },
-    /// No more attempts (max attempts reached, or lost without auto-reconnect).
-    GaveUp,
+    /// No more attempts: `attempts` failed in a row (`reconnect.max_attempts`), or the
+    /// connection was lost without auto-reconnect (`lost`).
+    GaveUp {
+        /// Attempts made (0 when `lost`).
+        attempts: u32,
+        /// The connection was lost and auto-reconnect is off.
+        lost: bool,
+    },
     /// CONNACK received.
     Connected {
         /// Index into the broker list.
@@ -181,7 +187,11 @@ impl Driver {
                     let lost = self.run_connected(broker, &acker).await;
                     self.report(lost).await;
                     if !self.opts.connect.auto_reconnect {
-                        self.report(DriverEvent::GaveUp).await;
+                        self.report(DriverEvent::GaveUp {
+                            attempts: 0,
+                            lost: true,
+                        })
+                        .await;
                         return;
                     }
                     if since.elapsed() >= STABLE_AFTER {
@@ -196,7 +206,11 @@ impl Driver {
                         .max_attempts
                         .is_some_and(|m| attempt >= m)
                     {
-                        self.report(DriverEvent::GaveUp).await;
+                        self.report(DriverEvent::GaveUp {
+                            attempts: attempt,
+                            lost: false,
+                        })
+                        .await;
                         return;
                     }
                 }

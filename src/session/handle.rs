@@ -177,11 +177,20 @@ impl SessionHandle {
         let mut rx = self.status.clone();
         let res = tokio::time::timeout(
             timeout,
-            rx.wait_for(|s| s.ready || s.state == SessionState::Closed),
+            rx.wait_for(|s| {
+                s.ready || s.state == SessionState::Closed || s.state == SessionState::GaveUp
+            }),
         )
         .await;
         match res {
             Ok(Ok(s)) if s.ready => Ok(()),
+            Ok(Ok(s)) if s.gave_up.is_some() => Err(Error::SessionGaveUp {
+                session: self.name.to_string(),
+                reason: s
+                    .gave_up
+                    .clone()
+                    .unwrap_or(crate::event::GiveUpReason::ConnectionLost { error: None }),
+            }),
             Ok(_) => Err(Error::SessionClosed(self.name.to_string())),
             Err(_) => Err(Error::WaitTimeout {
                 timeout,

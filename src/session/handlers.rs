@@ -7,7 +7,10 @@ use tokio::sync::oneshot;
 
 use super::state::SessionState;
 use super::{SessionActor, SessionStatus, CLOSE_FLUSH};
+use std::sync::Arc;
+
 use crate::error::Error;
+use crate::event::GiveUpReason;
 use crate::message::{Publish, QoS, SubscribeOptions};
 use crate::topic::TopicFilter;
 
@@ -24,6 +27,15 @@ impl Handler<PublishMsg> for SessionActor {
         let name = self.name.to_string();
         if self.closed {
             return Box::pin(async move { Err(Error::SessionClosed(name)) });
+        }
+        if let Some(reason) = &self.gave_up {
+            let reason = reason.clone();
+            return Box::pin(async move {
+                Err(Error::SessionGaveUp {
+                    session: name,
+                    reason,
+                })
+            });
         }
         if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
             return Box::pin(async move { Err(Error::NotConnected { session: name }) });
@@ -172,6 +184,67 @@ impl Handler<Close> for SessionActor {
             fut.into_actor(self)
                 .map(|_, act, ctx| act.finish_close(ctx)),
         )
+    }
+}
+
+/// Why a session's run ended, as the actor tells its supervisor.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The actor (or its driver task) stopped unexpectedly; it waits for the verdict.
+    Failed(String),
+    /// The session stopped trying on its own terms (attempts exhausted, connection lost
+    /// without auto-reconnect): the supervisor retires it.
+    GaveUp(GiveUpReason),
+}
+
+/// A session's run ended (sent by the [`SessionActor`] to its supervisor, which answers
+/// with [`Resume`] or [`Retire`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    /// The session.
+    pub session: Arc<str>,
+    /// Why.
+    pub reason: EndReason,
+}
+
+/// The supervisor's verdict after a failure: start connecting again after `delay`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    /// How long to wait first (the restart backoff).
+    pub delay: Duration,
+}
+
+impl Handler<Resume> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Resume { delay }: Resume, ctx: &mut Context<Self>) {
+        if self.closed || self.gave_up.is_some() || !self.awaiting_verdict {
+            return;
+        }
+        self.awaiting_verdict = false;
+        self.restarts += 1;
+        tracing::info!(session = %self.name, restarts = self.restarts, ?delay, "restarting the session");
+        self.start_driver(ctx, Some(delay));
+        self.publish_status();
+    }
+}
+
+/// The supervisor's verdict: stop for good (state `gave_up`, event `session_gave_up`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    /// Why.
+    pub reason: GiveUpReason,
+}
+
+impl Handler<Retire> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Retire { reason }: Retire, ctx: &mut Context<Self>) {
+        self.retire(ctx, reason);
     }
 }
 

@@ -51,7 +51,9 @@ use tokio::sync::{oneshot, watch};
 
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
-pub use self::handlers::{Close, GetStatus, PublishMsg, Subscribe, Unsubscribe};
+pub use self::handlers::{
+    Close, EndReason, GetStatus, PublishMsg, Resume, Retire, SessionEnded, Subscribe, Unsubscribe,
+};
 pub use self::status::SessionStatus;
 
 use self::commit::GroupCommit;
@@ -62,7 +64,7 @@ use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;
 use crate::error::Error;
-use crate::event::{ConnectionFailure, EventBus};
+use crate::event::{ConnectionFailure, EventBus, GiveUpReason};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::store::{SessionMeta, StoreWorker, StoredPublish};
@@ -103,6 +105,9 @@ pub struct SessionParts {
     pub restored_outbox: Vec<(u64, StoredPublish)>,
     /// The session's stored metadata (last connected / disconnected).
     pub meta: SessionMeta,
+    /// Where the actor reports why it ended (its supervisor). Without one, a failed actor
+    /// restarts after its reconnect backoff and a session that gives up just stops.
+    pub supervisor: Option<Recipient<SessionEnded>>,
 }
 
 impl std::fmt::Debug for SessionParts {
@@ -137,6 +142,12 @@ pub struct SessionActor {
     meta: SessionMeta,
     restarts: u32,
     closed: bool,
+    /// Restarted after a failure; the supervisor's verdict (`Resume` or `Retire`) is due.
+    awaiting_verdict: bool,
+    /// The driver reported that it stopped trying (its task ends next).
+    driver_gave_up: bool,
+    /// Why the session gave up, once it did.
+    gave_up: Option<GiveUpReason>,
 }
 
 impl std::fmt::Debug for SessionActor {

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -22,9 +23,16 @@ use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession
 use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
-use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
+use crate::session::{
+    Close, EndReason, Resume, Retire, SessionActor, SessionEnded, SessionParts, SessionStatus,
+};
 use crate::store::{Store, StoreWorker};
 use crate::workers::Workers;
+
+pub use self::policy::SupervisionOptions;
+use self::policy::{RestartHistory, Verdict};
+
+mod policy;
 
 /// The registry snapshot: session name → handle.
 pub type Registry = Arc<SessionRegistry>;
@@ -66,32 +74,49 @@ pub struct Supervisor {
     store: Option<StoreWorker>,
     /// The worker threads the sessions run on.
     workers: Arc<Workers>,
+    /// The restart policy and each session's failures.
+    supervision: SupervisionOptions,
+    histories: std::collections::HashMap<String, RestartHistory>,
     /// Client ids in use, by broker, to refuse duplicates in O(1).
     client_ids: std::collections::HashMap<ClientKey, String>,
     shut_down: bool,
 }
 
+/// How a [`Supervisor`] runs its sessions.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// At most this many connection attempts run at once.
+    pub max_concurrent_connects: usize,
+    /// Worker threads the sessions run on.
+    pub workers: usize,
+    /// The restart policy.
+    pub supervision: SupervisionOptions,
+    /// The store worker, with a store.
+    pub store: Option<StoreWorker>,
+}
+
 impl Supervisor {
     /// A supervisor publishing its sessions into `registry`; incoming messages of its
-    /// sessions are dispatched through the route table `routes` kept by `router`; at most
-    /// `max_concurrent_connects` connection attempts run at once.
+    /// sessions are dispatched through the route table `routes` kept by `router`.
     pub fn new(
         registry: Registry,
         bus: EventBus,
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
-        max_concurrent_connects: usize,
-        store: Option<StoreWorker>,
-        workers: usize,
+        settings: SupervisorSettings,
     ) -> Self {
         Supervisor {
             registry,
             bus,
             router,
             routes,
-            connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
-            store,
-            workers: Arc::new(Workers::start(workers)),
+            connect_limit: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_connects.max(1),
+            )),
+            store: settings.store,
+            workers: Arc::new(Workers::start(settings.workers)),
+            supervision: settings.supervision,
+            histories: std::collections::HashMap::new(),
             client_ids: std::collections::HashMap::new(),
             shut_down: false,
         }
@@ -174,9 +199,10 @@ impl Handler<AddSession> for Supervisor {
             };
             Ok::<_, Error>((opts, validated, stored))
         };
-        Box::pin(load.into_actor(self).then(|loaded, act, _| {
+        Box::pin(load.into_actor(self).then(|loaded, act, ctx| {
+            let me = ctx.address().recipient();
             let added =
-                loaded.and_then(|(opts, validated, stored)| act.add(opts, validated, stored));
+                loaded.and_then(|(opts, validated, stored)| act.add(opts, validated, stored, me));
             let router = act.router.clone();
             async move {
                 let (handle, saved) = added?;
@@ -239,6 +265,7 @@ impl Supervisor {
         opts: SessionOptions,
         validated: crate::options::Validated,
         stored: Stored,
+        me: Recipient<SessionEnded>,
     ) -> Result<(SessionHandle, Vec<crate::store::StoredSubscription>), Error> {
         if self.shut_down {
             return Err(Error::Shutdown);
@@ -277,6 +304,7 @@ impl Supervisor {
             store: self.store.clone(),
             restored_outbox,
             meta: stored.meta,
+            supervisor: Some(me),
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
@@ -302,6 +330,33 @@ impl Supervisor {
     }
 }
 
+impl Handler<SessionEnded> for Supervisor {
+    type Result = ();
+
+    /// Applies the restart policy: `Resume` after a backoff delay, or `Retire` when the
+    /// session gave up on its own or failed too often.
+    fn handle(&mut self, SessionEnded { session, reason }: SessionEnded, _: &mut Context<Self>) {
+        let Some(addr) = self.registry.load().get(&*session).map(|h| h.addr.clone()) else {
+            return; // removed meanwhile
+        };
+        let verdict = match reason {
+            EndReason::GaveUp(r) => Verdict::GiveUp(r),
+            EndReason::Failed(what) => self
+                .histories
+                .entry(session.to_string())
+                .or_default()
+                .on_failure(&self.supervision, Instant::now(), &what, fastrand::f64()),
+        };
+        match verdict {
+            Verdict::Restart(delay) => {
+                tracing::warn!(session = %session, ?delay, "session failed; restarting it after a delay");
+                addr.do_send(Resume { delay });
+            }
+            Verdict::GiveUp(reason) => addr.do_send(Retire { reason }),
+        }
+    }
+}
+
 /// Remove a session: graceful DISCONNECT, then forget it. Its stored state (outbox,
 /// subscriptions, held messages) is deleted unless `keep_state`; its metadata is kept.
 #[derive(Debug, Message)]
@@ -322,6 +377,7 @@ impl Handler<RemoveSession> for Supervisor {
         _: &mut Context<Self>,
     ) -> Self::Result {
         let removed = self.registry.write().remove(&name);
+        self.histories.remove(&name);
         if let Some(h) = &removed {
             self.workers.release(h.worker);
         }
