@@ -43,11 +43,13 @@ pub enum EventKind {
     SessionStateChanged,
     /// `session_gave_up`: the session stopped trying for good (state `gave_up`).
     SessionGaveUp,
+    /// `publish_failed`: a publish queued with `enqueue` failed after it was accepted.
+    PublishFailed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::SessionConnecting,
         EventKind::SessionConnected,
         EventKind::SessionReady,
@@ -57,6 +59,7 @@ impl EventKind {
         EventKind::SessionRemoved,
         EventKind::SessionStateChanged,
         EventKind::SessionGaveUp,
+        EventKind::PublishFailed,
     ];
 
     /// The event's name as in the Go original (`session_connected`, ...).
@@ -71,6 +74,7 @@ impl EventKind {
             EventKind::SessionRemoved => "session_removed",
             EventKind::SessionStateChanged => "session_state_changed",
             EventKind::SessionGaveUp => "session_gave_up",
+            EventKind::PublishFailed => "publish_failed",
         }
     }
 }
@@ -218,6 +222,13 @@ pub enum EventData {
         /// Why.
         reason: GiveUpReason,
     },
+    /// A publish queued with `enqueue` failed after it was accepted.
+    PublishFailed {
+        /// Its topic.
+        topic: String,
+        /// Why (the error `publish` would have returned).
+        error: String,
+    },
 }
 
 /// Why a session gave up ([`EventData::SessionGaveUp`], state
@@ -296,6 +307,7 @@ impl EventData {
             EventData::SessionRemoved => EventKind::SessionRemoved,
             EventData::SessionStateChanged { .. } => EventKind::SessionStateChanged,
             EventData::SessionGaveUp { .. } => EventKind::SessionGaveUp,
+            EventData::PublishFailed { .. } => EventKind::PublishFailed,
         }
     }
 }

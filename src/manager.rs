@@ -329,9 +329,16 @@ impl SessionManager {
             .await
     }
 
-    /// Publishes a [`Publish`] (retain, QoS, ...) through one session.
+    /// Publishes a [`Publish`] (retain, QoS, ...) through one session and waits for the
+    /// broker's acknowledgement; see [`SessionHandle::publish`].
     pub async fn publish(&self, session: &str, publish: Publish) -> Result<(), Error> {
         self.session(session)?.publish(publish).await
+    }
+
+    /// Queues a [`Publish`] through one session and returns once it is accepted (durable
+    /// with a store); see [`SessionHandle::enqueue`].
+    pub async fn enqueue(&self, session: &str, publish: Publish) -> Result<(), Error> {
+        self.session(session)?.enqueue(publish).await
     }
 
     /// Publishes through every session at once; one result per session.

@@ -373,3 +373,82 @@ async fn a_session_out_of_connection_attempts_gives_up_with_the_last_error() {
     }
     m.shutdown().await;
 }
+
+/// `publish` waits for the broker and returns its refusal; `enqueue` returns on
+/// acceptance and reports the same refusal later as an event and a counter.
+async fn publish_and_enqueue_report_broker_limits(with_store: bool) {
+    init_tracing();
+    // An MQTT 5 broker that announces a Maximum Packet Size of 300 bytes in its CONNACK.
+    let broker = Mosquitto::start_with(MosquittoConfig::new().extra("max_packet_size 300\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = SessionManager::builder();
+    if with_store {
+        b = b.store(dir.path().join("db"));
+    }
+    let m = b.build().unwrap();
+    let mut o = fast_opts("s", &broker.url());
+    o.protocol = mqtt_sessions::Protocol::V5;
+    let h = m.add_session(o).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let qos1 = mqtt_sessions::QoS::AtLeastOnce;
+
+    // Fits: `publish` returns once the broker acknowledged it.
+    m.publish("s", mqtt_sessions::Publish::new("fits", "small").qos(qos1))
+        .await
+        .unwrap();
+    assert_eq!(h.metrics().messages_sent, 1, "completed on the PUBACK");
+
+    // Too large for the broker (not for the session's own 32 KiB limit).
+    let big = vec![b'x'; 1000];
+    let err = m
+        .publish(
+            "s",
+            mqtt_sessions::Publish::new("big", big.clone()).qos(qos1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mqtt_sessions::Error::PacketTooLarge { max: 300, .. }),
+        "{err:?}"
+    );
+
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&failed);
+    let _guard = m.on_event(mqtt_sessions::EventKind::PublishFailed, move |ev| {
+        seen.lock().unwrap().push(ev.clone());
+    });
+    m.enqueue("s", mqtt_sessions::Publish::new("big", big).qos(qos1))
+        .await
+        .expect("accepted: the broker's limit is met only later");
+    assert!(
+        poll_until_async(T, || {
+            let n = failed.lock().unwrap().len();
+            async move { n == 1 }
+        })
+        .await,
+        "a publish_failed event"
+    );
+    match &failed.lock().unwrap()[0].data {
+        mqtt_sessions::EventData::PublishFailed { topic, error } => {
+            assert_eq!(topic, "big");
+            assert!(error.contains("300"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.metrics().publish_failures, 1);
+    assert!(m
+        .metrics_text()
+        .lines()
+        .any(|l| l.starts_with("mqtt_sessions_publish_failures_total{") && l.ends_with(" 1")));
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn with_a_store_publish_returns_the_brokers_refusal_and_enqueue_reports_it_as_an_event() {
+    publish_and_enqueue_report_broker_limits(true).await;
+}
+
+#[actix_rt::test]
+async fn without_a_store_publish_returns_the_brokers_refusal_and_enqueue_reports_it_as_an_event() {
+    publish_and_enqueue_report_broker_limits(false).await;
+}

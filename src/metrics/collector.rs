@@ -141,6 +141,12 @@ const INFLIGHT: Spec = spec(
     S,
 );
 const DROPPED: Spec = spec("dropped_messages_total", "Messages the session dropped, by reason: oversized (incoming above max_message_size), disconnect (QoS 0 publish not written before the connection ended), consumer_full (QoS 0 message for a full receiver), unrouted (a message that matched no route: QoS 0 at once, QoS >= 1 after waiting unrouted_hold for a route).", COUNTER, &[LABEL_SESSION, "reason"]);
+const PUBLISH_FAILURES: Spec = spec(
+    "publish_failures_total",
+    "Publishes queued with enqueue that failed after they were accepted (refused by the broker, too large for it, timed out).",
+    COUNTER,
+    S,
+);
 const LAST_MESSAGE: Spec = spec(
     "last_message_timestamp_seconds",
     "Unix time of the last message the session received.",
@@ -202,6 +208,7 @@ const SPECS: &[&Spec] = &[
     &PENDING,
     &INFLIGHT,
     &DROPPED,
+    &PUBLISH_FAILURES,
     &LAST_MESSAGE,
     &ACK_LATENCY,
     &HANDLER_PANICS,
@@ -399,6 +406,9 @@ impl Collector for SessionsCollector {
                 }
                 "reconnects_total" => {
                     Self::per_session(&rows, k, |r| Some(load(&r.counters.reconnects)))
+                }
+                "publish_failures_total" => {
+                    Self::per_session(&rows, k, |r| Some(load(&r.counters.publish_failures)))
                 }
                 "connection_errors_total" => rows
                     .iter()

@@ -32,7 +32,7 @@ impl SessionActor {
             let publish = Publish::new(sp.topic, sp.payload)
                 .qos(qos)
                 .retain(sp.retain);
-            outbox.push_stored(publish, seq);
+            outbox.push_stored(publish, seq, None);
         }
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::counters::{SessionCounters, SessionMetrics};
 use super::incoming::{SessionMessages, SessionSinks};
 use super::state::SessionState;
-use super::{PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
+use super::{Enqueue, PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
@@ -98,16 +98,36 @@ impl SessionHandle {
     }
 
     /// Publishes and waits for completion: QoS 0 once written to the connection, QoS 1/2
-    /// once acknowledged. QoS >= 1 publishes made while disconnected wait in the outbox
-    /// (bounded by `max_pending_messages`) and are sent after the next connect.
+    /// once the broker acknowledged it (PUBACK / PUBCOMP), with or without a store — so
+    /// the broker's refusals reach the caller. With a store, a QoS >= 1 publish is
+    /// written to the store's outbox before it is sent (and replayed after a crash).
+    /// QoS >= 1 publishes made while disconnected wait in the outbox (bounded by
+    /// `max_pending_messages`) and are sent after the next connect. To return as soon as
+    /// the message is accepted, use [`enqueue`](Self::enqueue).
     ///
     /// Errors: [`Error::Topic`], [`Error::PayloadTooLarge`], [`Error::NotConnected`]
     /// (QoS 0 while disconnected), [`Error::QueueFull`], [`Error::PublishTimeout`]
-    /// (the message stays queued and is still delivered), [`Error::SessionClosed`].
+    /// (the message stays queued and is still delivered), [`Error::PublishRefused`] and
+    /// [`Error::PacketTooLarge`] (MQTT 5 broker limits and reason codes),
+    /// [`Error::StoreWrite`], [`Error::SessionGaveUp`], [`Error::SessionClosed`].
     pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
         self.addr
             .send(PublishMsg(publish))
+            .await
+            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    }
+
+    /// Queues a publish and returns once it is accepted: for QoS >= 1 with a store, once
+    /// it is written to the store's outbox (it survives a crash); otherwise once it is in
+    /// the session's outbox. The same refusals as [`publish`](Self::publish) that need no
+    /// broker are returned here; a failure after acceptance (refused by the broker, too
+    /// large for it, timed out) is a `publish_failed` event and counts in
+    /// `publish_failures_total`.
+    pub async fn enqueue(&self, publish: Publish) -> Result<(), Error> {
+        self.check_publish(&publish)?;
+        self.addr
+            .send(Enqueue(publish))
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::state::SessionState;
-use super::{SessionActor, SessionStatus, CLOSE_FLUSH};
+use super::{Completion, SessionActor, SessionStatus, CLOSE_FLUSH};
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -25,49 +25,81 @@ impl Handler<PublishMsg> for SessionActor {
 
     fn handle(&mut self, PublishMsg(publish): PublishMsg, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.to_string();
-        if self.closed {
-            return Box::pin(async move { Err(Error::SessionClosed(name)) });
-        }
-        if let Some(reason) = &self.gave_up {
-            let reason = reason.clone();
-            return Box::pin(async move {
-                Err(Error::SessionGaveUp {
-                    session: name,
-                    reason,
-                })
-            });
-        }
-        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
-            return Box::pin(async move { Err(Error::NotConnected { session: name }) });
-        }
-        let limit = self.p.opts.performance.max_pending_messages;
-        if self.pending_total() >= limit {
-            return Box::pin(async move {
-                Err(Error::QueueFull {
-                    session: name,
-                    limit,
-                })
-            });
-        }
         let (tx, rx) = oneshot::channel();
-        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
-            // With a store, "accepted" means durable: answered after the group commit.
-            self.durable.push((publish, tx));
-            self.commit_durable(ctx);
-            return Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) });
-        }
-        if self.outbox.push(publish, Some(tx)).is_err() {
-            return Box::pin(async move {
-                Err(Error::QueueFull {
-                    session: name,
-                    limit,
-                })
-            });
-        }
-        self.pump();
-        self.publish_status();
+        self.accept(
+            ctx,
+            publish,
+            Completion {
+                accepted: None,
+                done: Some(tx),
+            },
+        );
         Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }
+}
+
+/// Queue a message for publishing through this session. Completes once it is accepted:
+/// written to the store's outbox (with a store, for QoS >= 1) or queued (without one).
+/// What happens to it later — acknowledged, refused by the broker, too large for the
+/// broker — is reported as a `publish_failed` event and the `publish_failures_total`
+/// counter when it fails.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Enqueue(pub Publish);
+
+impl Handler<Enqueue> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, Enqueue(publish): Enqueue, ctx: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        let topic = publish.topic.clone();
+        let (accepted, rx) = oneshot::channel();
+        let (done, outcome) = oneshot::channel::<Result<(), Error>>();
+        self.accept(
+            ctx,
+            publish,
+            Completion {
+                accepted: Some(accepted),
+                done: Some(done),
+            },
+        );
+        // Later failures are events and counters; nobody waits for them.
+        let (bus, counters, session) = (
+            self.p.bus.clone(),
+            Arc::clone(&self.p.counters),
+            Arc::clone(&self.name),
+        );
+        ctx.spawn(
+            async move {
+                if let Ok(Err(e)) = outcome.await {
+                    report_failed_publish(&bus, &counters, session, topic, &e);
+                }
+            }
+            .into_actor(self),
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Counts and announces a queued publish that failed after it was accepted.
+fn report_failed_publish(
+    bus: &crate::event::EventBus,
+    counters: &super::counters::SessionCounters,
+    session: Arc<str>,
+    topic: String,
+    e: &Error,
+) {
+    counters
+        .publish_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(session = %session, topic = %topic, error = %e, "queued publish failed");
+    bus.emit(crate::event::Event::new(
+        session,
+        crate::event::EventData::PublishFailed {
+            topic,
+            error: e.to_string(),
+        },
+    ));
 }
 
 /// Subscribe the session to a filter. Completes on SUBACK when connected, at once

@@ -52,7 +52,8 @@ use tokio::sync::{oneshot, watch};
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
 pub use self::handlers::{
-    Close, EndReason, GetStatus, PublishMsg, Resume, Retire, SessionEnded, Subscribe, Unsubscribe,
+    Close, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire, SessionEnded, Subscribe,
+    Unsubscribe,
 };
 pub use self::status::SessionStatus;
 
@@ -76,6 +77,14 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Answers one caller (a publish, a subscribe).
 type Responder = oneshot::Sender<Result<(), Error>>;
+
+/// Who learns what of one publish: `accepted` once it is queued (durable, with a store),
+/// `done` once the broker acknowledged it (or it failed).
+#[derive(Debug, Default)]
+struct Completion {
+    accepted: Option<Responder>,
+    done: Option<Responder>,
+}
 
 /// Everything a [`SessionActor`] is built from (given by the supervisor).
 pub struct SessionParts {
@@ -138,7 +147,7 @@ pub struct SessionActor {
     outbox_len: watch::Sender<usize>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
-    durable: GroupCommit<(Publish, Responder)>,
+    durable: GroupCommit<(Publish, Completion)>,
     meta: SessionMeta,
     restarts: u32,
     closed: bool,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::state::SessionState;
-use super::{outbox, Responder, SessionActor};
+use super::{outbox, Completion, Responder, SessionActor};
 use crate::error::Error;
-use crate::message::QoS;
+use crate::message::{Publish, QoS};
 use crate::store::StoredPublish;
 
 impl SessionActor {
@@ -104,6 +104,77 @@ impl SessionActor {
         });
     }
 
+    /// Takes a publish in: refused when the session is closed or gave up, for QoS 0 while
+    /// disconnected, for a bad topic or size, or past `max_pending_messages`. With a
+    /// store a QoS >= 1 publish is written (group commit) before it is queued. `accepted`
+    /// hears once it is queued (durable), `done` once the broker acknowledged it.
+    pub(super) fn accept(&mut self, ctx: &mut Context<Self>, publish: Publish, c: Completion) {
+        if let Err(e) = self.admit(&publish) {
+            c.refuse(e);
+            return;
+        }
+        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
+            self.durable.push((publish, c));
+            self.commit_durable(ctx);
+            return;
+        }
+        match self.outbox.push(publish, c.done) {
+            Ok(_) => {
+                if let Some(tx) = c.accepted {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Err((_, done)) => {
+                let limit = self.p.opts.performance.max_pending_messages;
+                Completion {
+                    accepted: c.accepted,
+                    done,
+                }
+                .refuse(Error::QueueFull {
+                    session: self.name.to_string(),
+                    limit,
+                });
+            }
+        }
+        self.pump();
+        self.publish_status();
+    }
+
+    /// The checks of [`accept`](Self::accept) that need no queue.
+    fn admit(&self, publish: &Publish) -> Result<(), Error> {
+        let session = || self.name.to_string();
+        if self.closed {
+            return Err(Error::SessionClosed(session()));
+        }
+        if let Some(reason) = &self.gave_up {
+            return Err(Error::SessionGaveUp {
+                session: session(),
+                reason: reason.clone(),
+            });
+        }
+        // Checked by the handle too; an application may send the message directly.
+        crate::topic::validate_topic_name(&publish.topic)?;
+        let max = self.p.opts.performance.max_message_size;
+        if publish.payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                session: session(),
+                size: publish.payload.len(),
+                max,
+            });
+        }
+        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
+            return Err(Error::NotConnected { session: session() });
+        }
+        let limit = self.p.opts.performance.max_pending_messages;
+        if self.pending_total() >= limit {
+            return Err(Error::QueueFull {
+                session: session(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes accepted or being accepted (outbox plus group commit in progress).
     pub(super) fn pending_total(&self) -> usize {
         self.outbox.len() + self.durable.len()
@@ -133,21 +204,23 @@ impl SessionActor {
             act.durable.finish();
             match res {
                 Ok(Ok(seqs)) => {
-                    for ((publish, tx), seq) in batch.into_iter().zip(seqs) {
-                        act.outbox.push_stored(publish, seq);
-                        let _ = tx.send(Ok(()));
+                    for ((publish, c), seq) in batch.into_iter().zip(seqs) {
+                        act.outbox.push_stored(publish, seq, c.done);
+                        if let Some(tx) = c.accepted {
+                            let _ = tx.send(Ok(()));
+                        }
                     }
                 }
                 Ok(Err(e)) => {
                     tracing::error!(session = %act.name, error = %e, "cannot write publishes to the store");
                     let msg = e.to_string();
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(Error::StoreWrite(msg.clone())));
+                    for (_, c) in batch {
+                        c.refuse(Error::StoreWrite(msg.clone()));
                     }
                 }
                 Err(_) => {
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(Error::StoreWrite("store worker gone".into())));
+                    for (_, c) in batch {
+                        c.refuse(Error::StoreWrite("store worker gone".into()));
                     }
                 }
             }
@@ -155,5 +228,15 @@ impl SessionActor {
             act.publish_status();
             act.commit_durable(ctx);
         }));
+    }
+}
+
+impl Completion {
+    /// The publish was not accepted: the caller hears why (whoever waits for acceptance,
+    /// or else for completion; never both, so one refusal is reported once).
+    pub(super) fn refuse(self, err: Error) {
+        if let Some(tx) = self.accepted.or(self.done) {
+            let _ = tx.send(Err(err));
+        }
     }
 }
