@@ -536,6 +536,8 @@ impl RouteStatsSource for TableStats {
                     delivered: c.delivered,
                     dropped_full: c.dropped_full,
                     dropped_panic: c.handler_panics,
+                    dropped_stall: c.dropped_stall,
+                    dropped_closed: c.dropped_closed,
                     last_message_timestamp_seconds: c.last_message_timestamp_seconds,
                 }
             })

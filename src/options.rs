@@ -302,6 +302,12 @@ pub struct PerformanceOptions {
     /// (they go out in order). Zero drops such messages at once. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub unrouted_hold: Duration,
+    /// How long the session may stop reading from its connection while a
+    /// [`Backpressure`](crate::Overflow::Backpressure) route's queue is full (the broker
+    /// holds the messages meanwhile). Absent: half the keep-alive, so the keep-alive never
+    /// lapses; must be below the keep-alive.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_stall: Option<Duration>,
 }
 
 impl Default for PerformanceOptions {
@@ -314,6 +320,7 @@ impl Default for PerformanceOptions {
             write_timeout: Duration::from_secs(30),
             read_timeout: None,
             unrouted_hold: Duration::from_secs(5),
+            max_stall: None,
         }
     }
 }
@@ -654,6 +661,17 @@ impl SessionOptions {
                 "must be above zero".into(),
             ));
         }
+        if let Some(stall) = p.max_stall {
+            if stall >= self.connect.keep_alive && !self.connect.keep_alive.is_zero() {
+                return Err(invalid(
+                    "performance.max_stall",
+                    format!(
+                        "{stall:?} must be below the keep-alive ({:?}), or the connection would lapse",
+                        self.connect.keep_alive
+                    ),
+                ));
+            }
+        }
         if p.unrouted_hold > Duration::from_secs(3600) {
             return Err(invalid(
                 "performance.unrouted_hold",
@@ -696,6 +714,18 @@ impl SessionOptions {
     pub(crate) fn effective_read_timeout(&self) -> Option<Duration> {
         self.performance.read_timeout.or_else(|| {
             (!self.connect.keep_alive.is_zero()).then(|| self.connect.keep_alive.mul_f64(1.5))
+        })
+    }
+
+    /// How long a full `Backpressure` route may stop the session's reading:
+    /// `performance.max_stall`, or half the keep-alive (5 s without a keep-alive).
+    pub(crate) fn effective_max_stall(&self) -> Duration {
+        self.performance.max_stall.unwrap_or_else(|| {
+            if self.connect.keep_alive.is_zero() {
+                Duration::from_secs(5)
+            } else {
+                self.connect.keep_alive / 2
+            }
         })
     }
 }

@@ -240,6 +240,7 @@ async fn a_slow_consumer_keeps_memory_bounded_loses_no_qos1_and_counts_qos0_drop
         .route("soak0/#")
         .qos(QoS::AtMostOnce)
         .capacity(50)
+        .overflow(mqtt_sessions::Overflow::DropNewest)
         .listen()
         .await
         .unwrap();

@@ -452,3 +452,143 @@ async fn with_a_store_publish_returns_the_brokers_refusal_and_enqueue_reports_it
 async fn without_a_store_publish_returns_the_brokers_refusal_and_enqueue_reports_it_as_an_event() {
     publish_and_enqueue_report_broker_limits(false).await;
 }
+
+/// A session with a short keep-alive and a `Backpressure` (default) route of capacity 10
+/// on `bp/#` at `qos`, whose listener is returned.
+async fn backpressure_route(
+    m: &SessionManager,
+    url: &str,
+    keep_alive: Duration,
+    qos: mqtt_sessions::QoS,
+) -> (mqtt_sessions::SessionHandle, mqtt_sessions::Listener) {
+    let mut o = fast_opts("bp", url);
+    o.connect.keep_alive = keep_alive;
+    let h = m.add_session(o).await.unwrap();
+    let l = m
+        .route("bp/#")
+        .session("bp")
+        .qos(qos)
+        .capacity(10)
+        .listen()
+        .await
+        .unwrap();
+    m.wait_for_session("bp", T).await.unwrap();
+    (h, l)
+}
+
+/// Reads `l` until `n` messages arrived or nothing came for 3 s; returns the payloads.
+async fn read_all(l: &mqtt_sessions::Listener, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(3), l.recv()).await {
+            Ok(Some(m)) => got.push(m.payload_str().unwrap().to_string()),
+            _ => break,
+        }
+    }
+    got
+}
+
+#[actix_rt::test]
+async fn a_backpressure_qos0_route_whose_consumer_stops_briefly_loses_and_drops_nothing() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    // max_stall: half of 4 s.
+    let (h, l) = backpressure_route(
+        &m,
+        &broker.url(),
+        Duration::from_secs(4),
+        mqtt_sessions::QoS::AtMostOnce,
+    )
+    .await;
+    // Published at QoS 1, received at the route's QoS 0.
+    publish_many(broker.port(), "bp/x", 100, 1);
+    // The consumer stops for 1 s (less than max_stall; load simulation): the session
+    // stops reading meanwhile, and the broker holds the rest.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = read_all(&l, 100).await;
+    let s = l.route().stats();
+    assert_eq!(got.len(), 100, "{s:?}");
+    assert_eq!(
+        got,
+        (0..100).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert_eq!((s.dropped_full, s.dropped_stall), (0, 0));
+    assert_eq!(h.metrics().reconnects, 0);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_backpressure_qos0_route_stopped_for_three_keep_alives_keeps_the_connection_and_counts_stall_drops(
+) {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let (h, l) = backpressure_route(
+        &m,
+        &broker.url(),
+        Duration::from_secs(2),
+        mqtt_sessions::QoS::AtMostOnce,
+    )
+    .await;
+    publish_many(broker.port(), "bp/x", 100, 1);
+    // The consumer stops for 3 × the keep-alive (load simulation).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let got = read_all(&l, 100).await;
+    let s = l.route().stats();
+    println!(
+        "figure: stopped 6 s: {} delivered, {} dropped (stall)",
+        got.len(),
+        s.dropped_stall
+    );
+    assert!(s.dropped_stall > 0, "the stall ended in drops: {s:?}");
+    assert_eq!(
+        got.len() as u64 + s.dropped_stall,
+        100,
+        "each message delivered or counted: {s:?}"
+    );
+    assert_eq!(s.dropped_full, 0);
+    assert_eq!(h.metrics().reconnects, 0, "no reconnect");
+    assert_eq!(
+        log.count("bp", |d| matches!(
+            d,
+            mqtt_sessions::EventData::SessionDisconnected { .. }
+        )),
+        0,
+        "no disconnect: {:?}",
+        log.of("bp")
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_qos1_route_stopped_for_three_keep_alives_keeps_the_connection_and_delivers_everything() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let (h, l) = backpressure_route(
+        &m,
+        &broker.url(),
+        Duration::from_secs(2),
+        mqtt_sessions::QoS::AtLeastOnce,
+    )
+    .await;
+    publish_many(broker.port(), "bp/x", 100, 1);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let got = read_all(&l, 100).await;
+    assert_eq!(got, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(h.metrics().reconnects, 0, "no reconnect");
+    assert_eq!(
+        log.count("bp", |d| matches!(
+            d,
+            mqtt_sessions::EventData::SessionDisconnected { .. }
+        )),
+        0,
+        "no disconnect: {:?}",
+        log.of("bp")
+    );
+    m.shutdown().await;
+}

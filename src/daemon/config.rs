@@ -246,6 +246,10 @@ pub struct PerformanceConfig {
     /// before it is dropped and counted as `unrouted`. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub unrouted_hold: Duration,
+    /// How long the session may stop reading while a route's queue is full (the broker
+    /// holds the messages meanwhile). Default: half the keep-alive.
+    #[serde(with = "humantime_serde")]
+    pub max_stall: Option<Duration>,
 }
 
 impl Default for PerformanceConfig {
@@ -259,6 +263,7 @@ impl Default for PerformanceConfig {
             write_timeout: d.write_timeout,
             read_timeout: d.read_timeout,
             unrouted_hold: d.unrouted_hold,
+            max_stall: d.max_stall,
         }
     }
 }
@@ -273,6 +278,7 @@ impl From<&PerformanceConfig> for PerformanceOptions {
             write_timeout: p.write_timeout,
             read_timeout: p.read_timeout,
             unrouted_hold: p.unrouted_hold,
+            max_stall: p.max_stall,
         }
     }
 }

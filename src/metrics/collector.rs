@@ -463,7 +463,13 @@ impl Collector for SessionsCollector {
                 "route_dropped_total" => routes
                     .iter()
                     .flat_map(|r| {
-                        [("full", r.dropped_full), ("panic", r.dropped_panic)].map(|(reason, v)| {
+                        [
+                            ("full", r.dropped_full),
+                            ("panic", r.dropped_panic),
+                            ("stall", r.dropped_stall),
+                            ("closed", r.dropped_closed),
+                        ]
+                        .map(|(reason, v)| {
                             value_metric(
                                 k,
                                 labels(&[("route", &r.name), ("reason", reason)]),

@@ -56,6 +56,13 @@ pub struct RouteStatsSnapshot {
     pub dropped_full: u64,
     /// Messages dropped because the route's handler panicked.
     pub dropped_panic: u64,
+    /// QoS 0 messages dropped by a `Backpressure` route whose consumer stayed stopped
+    /// longer than the session may pause (`performance.max_stall`).
+    #[serde(default)]
+    pub dropped_stall: u64,
+    /// Messages that arrived after the route's consumer had gone.
+    #[serde(default)]
+    pub dropped_closed: u64,
     /// Unix time (seconds) of the last message delivered to the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_timestamp_seconds: Option<f64>,
@@ -116,6 +123,8 @@ impl Sources {
             first.delivered += later.delivered;
             first.dropped_full += later.dropped_full;
             first.dropped_panic += later.dropped_panic;
+            first.dropped_stall += later.dropped_stall;
+            first.dropped_closed += later.dropped_closed;
             first.last_message_timestamp_seconds = match (
                 first.last_message_timestamp_seconds,
                 later.last_message_timestamp_seconds,

@@ -61,6 +61,23 @@ pub enum Target {
     },
 }
 
+/// Counts one message waiting for room in a route while it lives (also when its future
+/// is dropped unfinished, e.g. with its session).
+struct Waiting(Arc<RouteStats>);
+
+impl Waiting {
+    fn new(stats: Arc<RouteStats>) -> Waiting {
+        stats.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How many messages are held per durable route at most.
 pub const HELD_MAX_PER_ROUTE: usize = 100_000;
 /// How long a held message is kept at most.
@@ -68,39 +85,92 @@ pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 
 
 impl RouteEntry {
     /// Offers `msg` to this route. Returns `None` when the route's consumer is gone,
-    /// otherwise `Some(wait)`, where `wait` is a future when a QoS >= 1 message must wait
-    /// for room in the queue.
+    /// otherwise `Some(wait)`, where `wait` is a future when the message must wait for
+    /// room in the queue: a QoS >= 1 message (its acknowledgement waits), or a QoS 0
+    /// message of a `Backpressure` route (the session stops reading for at most
+    /// `max_stall`).
     #[inline]
-    fn offer(&self, msg: &Message) -> Option<Option<Pending>> {
+    fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<Pending>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
             Target::Hold { queue, session } => return Some(self.hold(queue, session, msg)),
         };
+        if msg.qos != QoS::AtMostOnce && self.stats.waiting.load(Ordering::Acquire) > 0 {
+            // Earlier messages wait for room: wait behind them.
+            return Some(Some(self.wait_for_room(tx, msg.clone())));
+        }
         match tx.try_send(msg.clone()) {
             Ok(()) => {
                 self.stats.record_delivery(msg.received_at);
+                if self.overflow == Overflow::Backpressure {
+                    self.stats.overrun.store(false, Ordering::Relaxed);
+                }
                 Some(None)
             }
             Err(flume::TrySendError::Full(m)) => {
                 if msg.qos == QoS::AtMostOnce {
+                    if self.overflow == Overflow::Backpressure {
+                        return Some(self.stall(tx, m, max_stall));
+                    }
                     self.overflow_qos0(tx, oldest, m);
                     return Some(None);
                 }
-                let stats = Arc::clone(&self.stats);
-                let at = m.received_at;
-                let fut = tx.clone().into_send_async(m).map(move |r| match r {
-                    Ok(()) => stats.record_delivery(at),
-                    Err(_) => {
-                        stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                Some(Some(Box::pin(fut)))
+                Some(Some(self.wait_for_room(tx, m)))
             }
             Err(flume::TrySendError::Disconnected(_)) => {
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
+    }
+
+    /// A QoS >= 1 message that waits for room (the session's acknowledger drives the
+    /// returned future, in arrival order).
+    fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> Pending {
+        let stats = Arc::clone(&self.stats);
+        let waiting = Waiting::new(Arc::clone(&stats));
+        let at = m.received_at;
+        Box::pin(tx.clone().into_send_async(m).map(move |r| {
+            drop(waiting);
+            match r {
+                Ok(()) => stats.record_delivery(at),
+                Err(_) => {
+                    stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }))
+    }
+
+    /// A QoS 0 message for a full `Backpressure` route: a future the session's driver
+    /// awaits before it reads on, done when the message fits or after `max_stall` (then
+    /// the message is dropped, counted as `stall`, and the route drops QoS 0 overflow at
+    /// once until it has room again).
+    fn stall(
+        &self,
+        tx: &flume::Sender<Message>,
+        m: Message,
+        max_stall: Duration,
+    ) -> Option<Pending> {
+        if max_stall.is_zero() || self.stats.overrun.load(Ordering::Relaxed) {
+            self.stats.dropped_stall.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let stats = Arc::clone(&self.stats);
+        let at = m.received_at;
+        let send = tx.clone().into_send_async(m);
+        Some(Box::pin(async move {
+            match tokio::time::timeout(max_stall, send).await {
+                Ok(Ok(())) => stats.record_delivery(at),
+                Ok(Err(_)) => {
+                    stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.dropped_stall.fetch_add(1, Ordering::Relaxed);
+                    stats.overrun.store(true, Ordering::Relaxed);
+                    tracing::debug!("route consumer stopped longer than max_stall; dropping QoS 0 overflow until it has room");
+                }
+            }
+        }))
     }
 
     fn overflow_qos0(
@@ -178,17 +248,23 @@ impl RouteTable {
     /// Offers `msg`, received by `session`, to every matching route.
     pub fn dispatch(&self, session: &str, msg: &Message) -> Option<Pending> {
         let mut waits = Waits::default();
-        self.offer(session, msg, &mut waits);
+        self.offer(session, msg, Duration::ZERO, &mut waits);
         waits.finish()
     }
 
     /// Offers `msg` to every matching route; waits for room go into `waits`. Returns
     /// true when at least one route took it (or will, once it has room).
-    pub fn offer(&self, session: &str, msg: &Message, waits: &mut Waits) -> bool {
+    pub fn offer(
+        &self,
+        session: &str,
+        msg: &Message,
+        max_stall: Duration,
+        waits: &mut Waits,
+    ) -> bool {
         let mut taken = false;
         self.trie.for_each_match(&msg.topic, |e| {
             if e.scope.covers(session) {
-                if let Some(wait) = e.offer(msg) {
+                if let Some(wait) = e.offer(msg, max_stall) {
                     taken = true;
                     if let Some(w) = wait {
                         waits.push(w);
@@ -230,6 +306,8 @@ pub struct RouterDispatch {
     pub unrouted_hold: Duration,
     /// Unrouted messages waiting now.
     pub unrouted: Arc<AtomicUsize>,
+    /// How long the session may stop reading for a full `Backpressure` route.
+    pub max_stall: Duration,
 }
 
 impl RouterDispatch {
@@ -240,6 +318,7 @@ impl RouterDispatch {
         sinks: Arc<SessionSinks>,
         counters: Arc<SessionCounters>,
         unrouted_hold: Duration,
+        max_stall: Duration,
     ) -> RouterDispatch {
         RouterDispatch {
             session,
@@ -248,6 +327,7 @@ impl RouterDispatch {
             counters,
             unrouted_hold,
             unrouted: Arc::new(AtomicUsize::new(0)),
+            max_stall,
         }
     }
 
@@ -278,6 +358,7 @@ impl RouterDispatch {
             Arc::clone(&self.sinks),
         );
         let (counters, unrouted) = (Arc::clone(&self.counters), Arc::clone(&self.unrouted));
+        let max_stall = self.max_stall;
         let msg = msg.clone();
         // `seen`: the snapshot this message was just offered to; it is offered again once
         // the table has changed (the future may first run much later, after older ones).
@@ -296,7 +377,8 @@ impl RouterDispatch {
                 }
                 seen = current;
                 let mut waits = Waits::default();
-                let taken = seen.offer(&session, &msg, &mut waits) | sinks.offer(&msg, &mut waits);
+                let taken = seen.offer(&session, &msg, max_stall, &mut waits)
+                    | sinks.offer(&msg, &mut waits);
                 if taken {
                     drop(msg);
                     unrouted.fetch_sub(1, Ordering::AcqRel);
@@ -316,7 +398,8 @@ impl Dispatcher for RouterDispatch {
     fn dispatch(&self, msg: &Message) -> Option<Pending> {
         let mut waits = Waits::default();
         let table = self.table.load();
-        let taken = table.offer(&self.session, msg, &mut waits) | self.sinks.offer(msg, &mut waits);
+        let taken = table.offer(&self.session, msg, self.max_stall, &mut waits)
+            | self.sinks.offer(msg, &mut waits);
         if taken {
             return waits.finish();
         }

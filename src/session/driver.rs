@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::ack::Acker;
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
-use super::incoming::Dispatcher;
+use super::incoming::{Dispatcher, Pending};
 use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
@@ -297,7 +297,14 @@ impl Driver {
 
     async fn on_incoming(&mut self, ev: LinkEvent, acker: &Acker) {
         match ev {
-            LinkEvent::Publish(p) => self.on_publish(p, acker),
+            LinkEvent::Publish(p) => {
+                if let Some(stall) = self.on_publish(p, acker) {
+                    // A full `Backpressure` route: stop reading (the broker holds the
+                    // messages) until it has room, for at most `max_stall` — the future
+                    // ends by itself then, well before the keep-alive lapses.
+                    stall.await;
+                }
+            }
             LinkEvent::PubAck { pkid, refused } => {
                 self.report(DriverEvent::PubAck { pkid, refused }).await
             }
@@ -310,7 +317,9 @@ impl Driver {
         }
     }
 
-    fn on_publish(&mut self, p: Inbound, acker: &Acker) {
+    /// Hands a received PUBLISH to its consumers. Returns the pause a full
+    /// `Backpressure` route asks for (QoS 0), to await before reading on.
+    fn on_publish(&mut self, p: Inbound, acker: &Acker) -> Option<Pending> {
         let c = &self.counters;
         let qos = p.qos;
         let token = AckToken { qos, pkid: p.pkid };
@@ -334,7 +343,7 @@ impl Driver {
             if qos != QoS::AtMostOnce {
                 acker.ack(None, None, token);
             }
-            return;
+            return None;
         }
         // One clock read per message: the receive time stamps the message, the session's
         // last-message time and each route's (benches/matching.rs, docs/BENCHMARKS.md).
@@ -365,6 +374,9 @@ impl Driver {
         drop(msg);
         if done.is_some() {
             acker.ack(room, done, token);
+            None
+        } else {
+            room
         }
     }
 }
