@@ -634,10 +634,14 @@ async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothin
             distinct_and_duplicates(&sub).0.len()
         );
         daemon = Daemon::start(&config);
+        // Each restarted daemon comes up (or the test shows why not).
+        daemon.wait_ready().await;
     }
     publisher.join().unwrap();
     // The verdict is the missing list below; the wait only gives the last daemon time.
-    let _ = wait_distinct(&sub, N, Duration::from_secs(120)).await;
+    if !wait_distinct(&sub, N, Duration::from_secs(120)).await {
+        println!("last daemon's log:\n{}", daemon.stderr());
+    }
     assert_none_missing("10 SIGKILLs with a store", &sub, N);
     drop(daemon);
 }
