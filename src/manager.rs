@@ -38,6 +38,7 @@ pub struct SessionManagerBuilder {
     metrics_prefix: String,
     route_stats: Option<Arc<dyn RouteStatsSource>>,
     workers: usize,
+    per_session: crate::metrics::PerSessionMetrics,
 }
 
 impl Default for SessionManagerBuilder {
@@ -49,6 +50,7 @@ impl Default for SessionManagerBuilder {
             metrics_registry: None,
             metrics_prefix: DEFAULT_PREFIX.to_string(),
             route_stats: None,
+            per_session: crate::metrics::PerSessionMetrics::default(),
         }
     }
 }
@@ -103,6 +105,14 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Which per-session series the metrics export (default
+    /// [`Full`](crate::metrics::PerSessionMetrics::Full)); see
+    /// [`PerSessionMetrics`](crate::metrics::PerSessionMetrics).
+    pub fn metrics_per_session(mut self, mode: crate::metrics::PerSessionMetrics) -> Self {
+        self.per_session = mode;
+        self
+    }
+
     /// Where per-route metrics come from (default: no routes); see
     /// [`RouteStatsSource`].
     pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
@@ -131,7 +141,9 @@ impl SessionManagerBuilder {
             Arc::clone(&registry),
             bus.clone(),
             route_stats,
+            self.per_session,
         )?;
+        let workers = Arc::new(crate::workers::Workers::start(self.workers));
         let router = RouterActor::new(Arc::clone(&routes), store.clone()).start();
         let sup = Supervisor::new(
             Arc::clone(&registry),
@@ -140,7 +152,7 @@ impl SessionManagerBuilder {
             routes,
             self.max_concurrent_connects,
             store.clone(),
-            self.workers,
+            Arc::clone(&workers),
         )
         .start();
         Ok(SessionManager {
@@ -151,6 +163,7 @@ impl SessionManagerBuilder {
             metrics,
             running: Arc::new(AtomicBool::new(true)),
             requests: Arc::default(),
+            workers,
         })
     }
 }
@@ -184,6 +197,7 @@ pub struct SessionManager {
     metrics: Metrics,
     running: Arc<AtomicBool>,
     requests: Arc<RequestRegistry>,
+    workers: Arc<crate::workers::Workers>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -461,6 +475,19 @@ impl SessionManager {
     /// Whether the manager runs and every session is ready, as `GET /readyz` reports it.
     pub fn readiness(&self) -> Readiness {
         Readiness::collect(self.metrics.sources(), self.is_running())
+    }
+
+    /// Readiness counting only the sessions for which `required` is true (the others are
+    /// neither waited for nor listed); [`readiness`](Self::readiness) requires them all.
+    pub fn readiness_of(&self, required: impl Fn(&str) -> bool) -> Readiness {
+        Readiness::collect_of(self.metrics.sources(), self.is_running(), required)
+    }
+
+    /// Does every worker thread answer a liveness ping within `timeout`? (A session's
+    /// actor that blocks its thread makes this false; the daemon's systemd watchdog
+    /// stops on it.)
+    pub async fn workers_alive(&self, timeout: Duration) -> bool {
+        self.workers.ping_all(timeout).await
     }
 
     /// What the metrics read (for the HTTP layer's own figures).

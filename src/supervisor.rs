@@ -74,15 +74,15 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor publishing its sessions into `registry`; incoming messages of its
     /// sessions are dispatched through the route table `routes` kept by `router`; at most
-    /// `max_concurrent_connects` connection attempts run at once.
-    pub fn new(
+    /// `max_concurrent_connects` connection attempts run at once, its sessions on `workers`.
+    pub(crate) fn new(
         registry: Registry,
         bus: EventBus,
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
         max_concurrent_connects: usize,
         store: Option<Store>,
-        workers: usize,
+        workers: Arc<Workers>,
     ) -> Self {
         Supervisor {
             registry,
@@ -91,7 +91,7 @@ impl Supervisor {
             routes,
             connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
             store,
-            workers: Arc::new(Workers::start(workers)),
+            workers,
             client_ids: std::collections::HashMap::new(),
             shut_down: false,
         }

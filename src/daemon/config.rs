@@ -32,6 +32,13 @@ pub struct Config {
     /// anyway. Default 10 s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Worker threads running the sessions (each session lives on one). Default: one per
+    /// core. 1 to 1024.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `[metrics]`: what `/metrics` exports.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The sled store; absent: state is kept in memory only.
     #[serde(default)]
     pub store: Option<StoreConfig>,
@@ -57,6 +64,17 @@ pub struct Config {
 
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-session series: `"full"` (default: every series, with the publish→ack latency
+    /// histogram), `"counters"` (no per-session histogram) or `"off"` (totals and the
+    /// count of sessions by state only). See the README for the series count of each.
+    #[serde(default)]
+    pub per_session: crate::metrics::PerSessionMetrics,
 }
 
 /// `[store]`.
@@ -219,6 +237,10 @@ pub struct SessionConfig {
     /// that logs at debug level and counts).
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Does `/readyz` wait for this session? Default true. A session whose broker may be
+    /// away (a backup link) can say false: it is then neither waited for nor listed.
+    #[serde(default = "default_true")]
+    pub required_for_ready: bool,
     /// The password, once read from wherever it comes from (set by validation).
     #[serde(skip)]
     pub(crate) resolved_password: Option<Secret>,
@@ -286,6 +308,23 @@ pub struct SubscriptionConfig {
     /// Subscription QoS. Default 1.
     #[serde(default = "default_qos")]
     pub qos: QoS,
+    /// The route's name (the `route` label of the route metrics). Default
+    /// `"<session>:<filter>"`, so it stays the same across restarts and reloads.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl SubscriptionConfig {
+    /// The route name of this subscription of `session`.
+    pub fn route_name(&self, session: &str) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{session}:{}", self.filter.get_ref()))
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_qos() -> QoS {
