@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub use super::error::{ConfigError, ConfigErrorKind};
@@ -25,7 +25,7 @@ use crate::options::{
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/gateway.toml");
 
 /// A daemon configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How long a graceful shutdown (SIGINT/SIGTERM) may take before the daemon exits
@@ -67,7 +67,7 @@ fn default_shutdown_timeout() -> Duration {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Per-session series: `"full"` (default: every series, with the publish→ack latency
@@ -78,7 +78,7 @@ pub struct MetricsConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Directory of the sled database (created when missing); absent: in memory.
@@ -89,7 +89,7 @@ pub struct StoreConfig {
 /// `[http]`: where the endpoints listen, and who may read them (the conventions of the
 /// Prometheus exporter-toolkit's web configuration: TLS from PEM files, basic-auth
 /// passwords stored as bcrypt hashes).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:9883` (loopback only). Listening beyond
@@ -114,7 +114,7 @@ pub struct HttpConfig {
 
 /// `[http.tls]`: PEM files (relative paths are resolved against the config file's
 /// directory).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTlsConfig {
     /// The certificate chain (PEM), server certificate first.
@@ -170,7 +170,7 @@ fn default_http_listen() -> SocketAddr {
 }
 
 /// `[embedded_broker]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBrokerConfig {
     /// Address of its MQTT 3.1.1 listener. Default `127.0.0.1:1883`.
@@ -196,7 +196,7 @@ fn default_broker_max_connections() -> usize {
 
 /// `[[sessions]]`: the library's [`SessionOptions`], plus where the password comes from
 /// and the session's subscriptions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// Unique session name (`[A-Za-z0-9_.-]`, 1 to 128 characters).
@@ -247,7 +247,7 @@ pub struct SessionConfig {
 }
 
 /// [`PerformanceOptions`] as written in a config file (`max_message_size` takes units).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerformanceConfig {
     /// Capacity of each message channel. Default 100.
@@ -300,7 +300,7 @@ impl From<&PerformanceConfig> for PerformanceOptions {
 }
 
 /// `[[sessions.subscriptions]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     /// Topic filter (`sensors/#`, `$share/group/jobs/+`).
@@ -336,7 +336,7 @@ fn default_template() -> Spanned<String> {
 }
 
 /// `[[forward]]`: copy what matches `filter` on session `from` to session `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
     /// Unique rule name (`[A-Za-z0-9_.-]`).
@@ -373,18 +373,88 @@ impl Config {
     /// Parses and validates configuration text; `path` names it in errors and is
     /// remembered for reloads (relative `password_file`s are resolved against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let substituted =
+            substitute_env(text, |name| std::env::var(name).ok()).map_err(|(offset, name)| {
+                ConfigError {
+                    file: path.to_path_buf(),
+                    location: Some(line_col(text, offset)),
+                    reason: Box::new(ConfigErrorKind::EnvVar(name)),
+                }
+            })?;
+        let text = substituted.as_str();
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             location: e.span().map(|s| line_col(text, s.start)),
             reason: Box::new(ConfigErrorKind::Syntax(e.message().trim_end().to_string())),
         })?;
         config.path = Some(path.to_path_buf());
+        config.resolve_paths();
         super::validate::validate(&mut config).map_err(|(span, reason)| ConfigError {
             file: path.to_path_buf(),
             location: span.map(|s| line_col(text, s.start)),
             reason: Box::new(reason),
         })?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML: what the file says, every default filled in,
+    /// relative paths resolved, `${ENV}` substituted (inline passwords print as `***`).
+    /// `check-config` accepts it.
+    pub fn effective(&self) -> Result<String, ConfigError> {
+        let body = toml::to_string_pretty(self).map_err(|e| ConfigError {
+            file: self.path.clone().unwrap_or_default(),
+            location: None,
+            reason: Box::new(ConfigErrorKind::Print(e.to_string())),
+        })?;
+        let from = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" of {}", p.display()));
+        Ok(format!(
+            "# The effective configuration{from}: every default filled in,\n\
+             # relative paths resolved against the file's directory.\n\n{body}"
+        ))
+    }
+
+    /// Makes every relative path of the file (store, password files, TLS files, the
+    /// bearer token file) relative to the file's directory instead of the working
+    /// directory: one rule for every path.
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir();
+        let abs = |p: &Path| -> PathBuf {
+            if p.is_absolute() || base.as_os_str().is_empty() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let spanned = |p: &mut Spanned<PathBuf>| {
+            *p = Spanned::new(p.span(), abs(p.get_ref()));
+        };
+        if let Some(p) = self.store.as_mut().and_then(|s| s.path.as_mut()) {
+            spanned(p);
+        }
+        if let Some(h) = self.http.as_mut() {
+            if let Some(p) = h.bearer_token_file.as_mut() {
+                spanned(p);
+            }
+            if let Some(t) = h.tls.as_mut() {
+                spanned(&mut t.cert_file);
+                spanned(&mut t.key_file);
+            }
+        }
+        for s in &mut self.sessions {
+            if let Some(p) = s.password_file.as_mut() {
+                spanned(p);
+            }
+            if let Some(t) = s.tls.as_mut() {
+                for f in [&mut t.ca_file, &mut t.client_cert, &mut t.client_key] {
+                    if let Some(p) = f.as_mut() {
+                        *p = abs(p);
+                    }
+                }
+            }
+        }
     }
 
     /// The directory relative paths in the file are resolved against.
@@ -419,6 +489,44 @@ impl SessionConfig {
     }
 }
 
+/// Replaces every `${NAME}` in `text` by `lookup(NAME)`; `$${` stands for a literal
+/// `${`. An unset variable is an error: its byte offset and name.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if after.starts_with("$${") {
+            out.push_str("${");
+            rest = &after[3..];
+            offset += i + 3;
+            continue;
+        }
+        if let Some(body) = after.strip_prefix("${") {
+            if let Some(end) = body.find('}') {
+                let name = &body[..end];
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    let value = lookup(name).ok_or((offset + i, name.to_string()))?;
+                    out.push_str(&value);
+                    rest = &body[end + 1..];
+                    offset += i + 2 + end + 1;
+                    continue;
+                }
+            }
+        }
+        out.push('$');
+        rest = &after[1..];
+        offset += i + 1;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Line and column (from 1; the column counts characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -443,6 +551,31 @@ mod tests {
         assert_eq!(line_col(text, 0), (1, 1));
         assert_eq!(line_col(text, 6), (2, 1));
         assert_eq!(line_col(text, 9), (2, 4));
+    }
+
+    #[test]
+    fn environment_variables_are_substituted_and_dollars_escaped() {
+        let env = |n: &str| (n == "HOST").then(|| "broker.local".to_string());
+        let cases = [
+            (
+                "a = \"mqtt://${HOST}:1883\"",
+                Ok("a = \"mqtt://broker.local:1883\""),
+            ),
+            ("a = \"$${HOST}\"", Ok("a = \"${HOST}\"")),
+            ("a = \"$2y$10$abc\"", Ok("a = \"$2y$10$abc\"")),
+            ("a = \"${not-a-name}\"", Ok("a = \"${not-a-name}\"")),
+            (
+                "a = 1\nb = \"${MISSING}\"",
+                Err((11, "MISSING".to_string())),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                substitute_env(text, env),
+                want.map(str::to_string),
+                "{text}"
+            );
+        }
     }
 
     #[test]

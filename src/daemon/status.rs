@@ -150,6 +150,22 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
+/// The base URL of the daemon configured in `config` (its `[http]` address, `https`
+/// with `[http.tls]`), or `http://127.0.0.1:9883` when the file cannot be read or has no
+/// `[http]`.
+pub fn default_url(config: &std::path::Path) -> String {
+    match super::Config::load(config) {
+        Ok(c) => match c.http {
+            Some(h) => {
+                let scheme = if h.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", h.listen)
+            }
+            None => "http://127.0.0.1:9883".into(),
+        },
+        Err(_) => "http://127.0.0.1:9883".into(),
+    }
+}
+
 /// Fetches `/sessions` as a JSON array.
 pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
     let (code, body) = get(base, "/sessions")?;
