@@ -418,8 +418,86 @@ fn check_config_names_the_line_and_the_reason_of_broken_files_and_exits_78() {
 }
 
 #[test]
-fn print_config_output_passes_check_config() {
-    let out = run_with_timeout(Command::new(BIN).arg("print-config"), None, T);
+fn print_config_of_a_file_fills_in_every_default_and_round_trips_through_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("conf/source.toml");
+    fs::create_dir_all(source.parent().unwrap()).unwrap();
+    fs::write(
+        &source,
+        "# ${NOT_SET} in a comment is left alone\n[store]\npath = \"state\"\n\n\
+         [[sessions]]\nname = \"a\"\nbrokers = [\"mqtt://${PC_TEST_HOST}:1883\"]\n\
+         [[sessions.subscriptions]]\nfilter = \"x/#\"\n\n\
+         [[sessions]]\nname = \"b\"\nbrokers = [\"mqtt://127.0.0.1:1884\"]\n\
+         required_for_ready = false\n\n\
+         [[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"x/#\"\nto = \"b\"\n",
+    )
+    .unwrap();
+    let printed = run_with_timeout(
+        Command::new(BIN)
+            .args(["print-config", "-c"])
+            .arg(&source)
+            .env("PC_TEST_HOST", "127.0.0.9"),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    // Defaults filled in, the variable substituted, the relative path resolved.
+    for want in [
+        "shutdown_timeout = \"10s\"",
+        "keep_alive = \"1m\"",
+        "max_message_size = \"32KiB\"",
+        "per_session = \"full\"",
+        "required_for_ready = false",
+        "mqtt://127.0.0.9:1883",
+        &format!("path = \"{}\"", dir.path().join("conf/state").display()),
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // Printed elsewhere, it is accepted and explains the same thing.
+    let path = dir.path().join("printed.toml");
+    fs::write(&path, &text).unwrap();
+    let (code, explained, err) = check_config(&path);
+    assert_eq!(code, Some(0), "{err}\n{text}");
+    let (_, original, _) = {
+        let out = run_with_timeout(
+            Command::new(BIN)
+                .args(["check-config", "--config"])
+                .arg(&source)
+                .env("PC_TEST_HOST", "127.0.0.9"),
+            None,
+            T,
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            (),
+        )
+    };
+    assert_eq!(
+        explained.lines().skip(1).collect::<Vec<_>>(),
+        original.lines().skip(1).collect::<Vec<_>>()
+    );
+    let again = run_with_timeout(Command::new(BIN).arg("print-config").arg(&path), None, T);
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert_eq!(
+        again.lines().skip(2).collect::<Vec<_>>(),
+        text.lines().skip(2).collect::<Vec<_>>(),
+        "print-config is a fixed point"
+    );
+}
+
+#[test]
+fn print_config_example_output_passes_check_config() {
+    let out = run_with_timeout(
+        Command::new(BIN).args(["print-config", "--example"]),
+        None,
+        T,
+    );
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("printed.toml");
@@ -451,7 +529,7 @@ async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifi
     d.wait_ready().await;
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1");
+    assert_eq!(&buf[..n], b"READY=1\n");
 
     let sub = Sub::spawn(mqtt, "plant-1/#", 1);
     publish(mqtt, "sensors/t1", "21.5", 1, false);
@@ -462,8 +540,13 @@ async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifi
     );
 
     d.signal("TERM");
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    // STATUS= lines may come first.
+    let stopping = poll_until(T, || {
+        notify
+            .recv(&mut buf)
+            .is_ok_and(|n| &buf[..n] == b"STOPPING=1\n")
+    });
+    assert!(stopping, "no STOPPING=1");
     let status = d.wait_exit(Duration::from_secs(15));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }

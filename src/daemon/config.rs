@@ -489,41 +489,75 @@ impl SessionConfig {
     }
 }
 
-/// Replaces every `${NAME}` in `text` by `lookup(NAME)`; `$${` stands for a literal
-/// `${`. An unset variable is an error: its byte offset and name.
+/// Replaces every `${NAME}` inside a TOML string of `text` (not in comments, keys or
+/// numbers) by `lookup(NAME)`; `$${` stands for a literal `${`. An unset variable is an
+/// error: its byte offset and name.
 pub fn substitute_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, (usize, String)> {
+    /// Where the scanner is.
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Code,
+        Comment,
+        /// In a string closed by this delimiter.
+        Str(&'static str),
+    }
+    const DELIMITERS: [&str; 4] = ["\"\"\"", "'''", "\"", "'"];
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut offset = 0;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i..];
-        if after.starts_with("$${") {
-            out.push_str("${");
-            rest = &after[3..];
-            offset += i + 3;
-            continue;
-        }
-        if let Some(body) = after.strip_prefix("${") {
-            if let Some(end) = body.find('}') {
-                let name = &body[..end];
-                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    let value = lookup(name).ok_or((offset + i, name.to_string()))?;
-                    out.push_str(&value);
-                    rest = &body[end + 1..];
-                    offset += i + 2 + end + 1;
+    let mut at = At::Code;
+    let mut i = 0;
+    while let Some(c) = text[i..].chars().next() {
+        let rest = &text[i..];
+        match at {
+            At::Code if c == '#' => at = At::Comment,
+            At::Code => {
+                if let Some(d) = DELIMITERS.into_iter().find(|d| rest.starts_with(d)) {
+                    out.push_str(d);
+                    i += d.len();
+                    at = At::Str(d);
                     continue;
                 }
             }
+            At::Comment if c == '\n' => at = At::Code,
+            At::Comment => {}
+            At::Str(d) => {
+                if rest.starts_with(d) {
+                    out.push_str(d);
+                    i += d.len();
+                    at = At::Code;
+                    continue;
+                }
+                if c == '\\' && d.starts_with('"') {
+                    // An escape: the escaped character is copied as it is.
+                    let n = rest[1..].chars().next().map_or(0, char::len_utf8);
+                    out.push_str(&rest[..1 + n]);
+                    i += 1 + n;
+                    continue;
+                }
+                if rest.starts_with("$${") {
+                    out.push_str("${");
+                    i += 3;
+                    continue;
+                }
+                if let Some(body) = rest.strip_prefix("${") {
+                    if let Some(end) = body.find('}') {
+                        let name = &body[..end];
+                        if !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            out.push_str(&lookup(name).ok_or((i, name.to_string()))?);
+                            i += 2 + end + 1;
+                            continue;
+                        }
+                    }
+                }
+            }
         }
-        out.push('$');
-        rest = &after[1..];
-        offset += i + 1;
+        out.push(c);
+        i += c.len_utf8();
     }
-    out.push_str(rest);
     Ok(out)
 }
 
