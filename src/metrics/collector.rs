@@ -236,10 +236,13 @@ fn labelled(
     kind: MetricType,
     mode: PerSessionMetrics,
     label: &str,
+    all: &[&'static str],
     values: Vec<(&str, &str, f64)>,
 ) -> Vec<Metric> {
     if mode == PerSessionMetrics::Off {
-        let mut totals: std::collections::BTreeMap<&str, f64> = Default::default();
+        // Every label value, even with no session: a stable set of series.
+        let mut totals: std::collections::BTreeMap<&str, f64> =
+            all.iter().map(|v| (*v, 0.0)).collect();
         for (_, v, n) in &values {
             *totals.entry(v).or_default() += n;
         }
@@ -459,6 +462,7 @@ impl Collector for SessionsCollector {
                     k,
                     mode,
                     "kind",
+                    &ErrorKind::ALL.map(ErrorKind::as_str),
                     rows.iter()
                         .flat_map(|r| {
                             ErrorKind::ALL.iter().map(move |kind| {
@@ -481,6 +485,7 @@ impl Collector for SessionsCollector {
                     k,
                     mode,
                     "reason",
+                    &["oversized", "disconnect", "unrouted", "consumer_full"],
                     rows.iter()
                         .flat_map(|r| {
                             [

@@ -41,10 +41,11 @@ use crate::supervisor::Registry;
 pub const DEFAULT_PREFIX: &str = "mqtt_sessions";
 
 /// Which per-session series a manager exports (`metrics.per_session` in the daemon's
-/// configuration). Each session costs, in series: `Full` about 42 (the counters, gauges,
-/// errors by kind, drops by reason, and the 14-series publish→ack latency histogram),
-/// `Counters` the same without the histogram, `Off` none — only totals and the count of
-/// sessions by state remain. The `README` gives the figures at 10,000 sessions.
+/// configuration). Each session costs, in series: `Full` 43 (the counters, gauges,
+/// errors by kind, drops by reason, and the 20-series publish→ack latency histogram),
+/// `Counters` 23 (the same without the histogram), `Off` none — manager-wide totals
+/// (errors by kind and drops by reason added up) and the count of sessions by state
+/// remain. The `README` gives the figures at 10,000 sessions (`tests/series.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PerSessionMetrics {
