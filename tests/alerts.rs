@@ -31,10 +31,9 @@ fn the_alert_rules_pass_promtool_check_rules() {
 
 #[test]
 fn a_session_down_for_five_minutes_fires_its_alert_in_promtool_test_rules() {
-    let tests = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-test.yml"),
-    )
-    .unwrap();
+    let tests =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-test.yml"))
+            .unwrap();
     assert!(tests.contains("alertname: MqttSessionDown"), "{tests}");
     let out = promtool(&["test", "rules", "alerts-test.yml"]);
     assert!(out.contains("SUCCESS"), "{out}");

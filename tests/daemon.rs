@@ -762,3 +762,142 @@ async fn two_daemons_sharing_a_subscription_lose_nothing_when_one_is_sigkilled_a
     assert_none_missing("$share group, one daemon SIGKILLed", &sub, N);
     drop(one);
 }
+
+/// Metric names (`prefix…`) in a PromQL expression or alert rule text.
+fn metric_names_in(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.char_indices() {
+        let rest = &text[i..];
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        if prefixes.iter().any(|p| rest.starts_with(p)) {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.insert(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_exposition() {
+    let broker = Mosquitto::start();
+    let d = Daemon::start(&format!(
+        "{HTTP}{}[[sessions.subscriptions]]\nfilter = \"status/#\"\n{}{}",
+        session("a", "dash-a", broker.port()),
+        session("b", "dash-b", broker.port()),
+        rule("copy", "a", "in/#", "b", "out/{topic}")
+    ));
+    d.wait_ready().await;
+    publish(broker.port(), "in/x", "1", 1, false);
+    let received = poll_until_async(T, || async {
+        d.get("/metrics").is_some_and(|(_, t)| {
+            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\"} 1")
+        })
+    })
+    .await;
+    assert!(received, "{}", d.stderr());
+    let (_, text) = d.get("/metrics").unwrap();
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let prefixes = ["mqtt_sessions_", "process_"];
+    let mut used = metric_names_in(
+        &fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),
+        &prefixes,
+    );
+    used.extend(metric_names_in(
+        &fs::read_to_string(format!("{root}/docs/alerts.yml")).unwrap(),
+        &prefixes,
+    ));
+    for want in [
+        "mqtt_sessions_forward_messages_total",
+        "mqtt_sessions_config_last_reload_successful",
+        "process_open_fds",
+    ] {
+        assert!(used.contains(want), "{want} is not used: {used:?}");
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(missing.is_empty(), "not exposed: {missing:?}\n{text}");
+    // Route labels are named after the rule and the subscription, never `kind-N`.
+    assert!(text.contains("route=\"forward.copy\""), "{text}");
+    assert!(text.contains("route=\"a:status/#\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_session_named_in_chinese_goes_through_config_sessions_metrics_and_the_store_across_a_restart(
+) {
+    const NAME: &str = "生产设备";
+    let broker = Mosquitto::start();
+    let store = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{HTTP}[store]\npath = \"{}\"\n{}[[sessions.subscriptions]]\nfilter = \"设备/#\"\n{}{}",
+        store.path().join("db").display(),
+        session(NAME, "device-cn", broker.port()).replace(
+            "[sessions.connect]\n",
+            "[sessions.connect]\nclean_session = false\npersistent = true\n"
+        ),
+        session("云端", "cloud-cn", broker.port()),
+        rule("转发", NAME, "设备/#", "云端", "工厂/{session}/{topic}")
+    );
+    for round in 0..2 {
+        let mut d = Daemon::start(&config);
+        d.wait_ready().await;
+        let (_, body) = d.get("/sessions").unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == NAME && r["state"] == "connected"),
+            "round {round}: {body}"
+        );
+        let (_, metrics) = d.get("/metrics").unwrap();
+        assert!(
+            metrics.contains(&format!("mqtt_sessions_session_up{{session=\"{NAME}\"}} 1")),
+            "round {round}: {metrics}"
+        );
+        assert!(metrics.contains("rule=\"转发\""), "{metrics}");
+        let sub = Sub::spawn(broker.port(), "工厂/#", 1);
+        publish(broker.port(), "设备/温度", "21", 1, false);
+        assert!(
+            sub.wait_for_line_async(&format!("工厂/{NAME}/设备/温度 21"), T)
+                .await,
+            "round {round}: {:?}\n{}",
+            sub.lines(),
+            d.stderr()
+        );
+        let status = run_with_timeout(
+            Command::new(BIN).args([
+                "status",
+                "--interval",
+                "0",
+                "--url",
+                &format!("http://127.0.0.1:{}", d.http),
+            ]),
+            None,
+            T,
+        );
+        let table = String::from_utf8_lossy(&status.stdout);
+        assert!(table.contains(NAME), "{table}");
+        d.signal("TERM");
+        assert_eq!(
+            d.wait_exit(T).and_then(|s| s.code()),
+            Some(0),
+            "{}",
+            d.stderr()
+        );
+        // The store, keyed by the name, holds the session and its subscription.
+        let s = mqtt_sessions::store::Store::open(&store.path().join("db")).unwrap();
+        assert!(s.session_meta_get(NAME).unwrap().is_some(), "round {round}");
+        let subs = s.subscriptions_load(NAME).unwrap();
+        assert!(subs.iter().any(|s| s.filter == "设备/#"), "{subs:?}");
+    }
+}

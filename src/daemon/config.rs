@@ -199,7 +199,8 @@ fn default_broker_max_connections() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
-    /// Unique session name (`[A-Za-z0-9_.-]`, 1 to 128 characters).
+    /// Unique session name: 1 to 128 characters of any text without control characters
+    /// (`"edge"`, `"生产设备"`).
     pub name: Spanned<String>,
     /// Broker URLs, tried in order on every connection attempt.
     pub brokers: Vec<String>,
@@ -339,7 +340,7 @@ fn default_template() -> Spanned<String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
-    /// Unique rule name (`[A-Za-z0-9_.-]`).
+    /// Unique rule name (1 to 128 characters, no control characters).
     pub name: Spanned<String>,
     /// The session the messages come from.
     pub from: Spanned<String>,
