@@ -901,3 +901,136 @@ async fn a_session_named_in_chinese_goes_through_config_sessions_metrics_and_the
         assert!(subs.iter().any(|s| s.filter == "设备/#"), "{subs:?}");
     }
 }
+
+/// One message read by a fresh `mosquitto_sub` (MQTT 5) on `filter`, formatted with
+/// `format` (`%r` retain, `%q` QoS, `%t` topic, `%p` payload, `%C` content type, `%R`
+/// response topic, `%D` correlation data, `%P` user properties); `None` if none came.
+fn sub_once(port: u16, filter: &str, format: &str, wait_secs: u32) -> Option<String> {
+    let out = run_with_timeout(
+        Command::new(require_binary("mosquitto_sub")).args([
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv5",
+            "-t",
+            filter,
+            "-q",
+            "2",
+            "-C",
+            "1",
+            "-W",
+            &wait_secs.to_string(),
+            "-F",
+            format,
+        ]),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[tokio::test]
+async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_levels() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    // Retained before the daemon subscribes: it arrives retained on subscribe.
+    publish(port, "in/a/b/c", "old-retained", 1, true);
+    publish(port, "r/x", "old-retained", 1, true);
+    let v5 = |s: String| {
+        s.replace(
+            "[sessions.connect]\n",
+            "protocol = \"5\"\n[sessions.connect]\n",
+        )
+    };
+    let d = Daemon::start(&format!(
+        "{HTTP}{}{}\
+         [[forward]]\nname = \"keep\"\nfrom = \"src\"\nfilter = \"in/+/#\"\nto = \"dst\"\n\
+         topic = \"out/{{1}}/{{2}}\"\nqos = \"keep\"\nretain = \"keep\"\nforward_retained = true\n\
+         [[forward]]\nname = \"fresh\"\nfrom = \"src\"\nfilter = \"r/#\"\nto = \"dst\"\n\
+         topic = \"copy/{{topic}}\"\n",
+        v5(session("src", "fwd-src", port)),
+        v5(session("dst", "fwd-dst", port)),
+    ));
+    d.wait_ready().await;
+
+    // retain = "keep": the retained source message is forwarded retained, captures filled.
+    let retained = poll_until_async(T, || async {
+        sub_once(port, "out/#", "%r %t %p", 1).as_deref() == Some("1 out/a/b/c old-retained")
+    })
+    .await;
+    assert!(
+        retained,
+        "{:?}\n{}",
+        sub_once(port, "out/#", "%r %t %p", 1),
+        d.stderr()
+    );
+
+    // qos = "keep" and MQTT 5 properties: a live QoS 0 message with properties.
+    let live = std::thread::spawn(move || sub_once(port, "out/p/#", "%q %r %t %p|%C|%R|%D|%P", 20));
+    let pub_v5 = || {
+        let out = run_with_timeout(
+            Command::new(require_binary("mosquitto_pub")).args([
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv5",
+                "-t",
+                "in/p/q",
+                "-q",
+                "0",
+                "-m",
+                "live",
+                "-D",
+                "publish",
+                "content-type",
+                "text/x",
+                "-D",
+                "publish",
+                "response-topic",
+                "resp/1",
+                "-D",
+                "publish",
+                "correlation-data",
+                "abc",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v",
+            ]),
+            None,
+            T,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The subscriber gets ready at its own pace: publish until it has one.
+    let got = poll_until_async(T, || async {
+        pub_v5();
+        live.is_finished()
+    })
+    .await;
+    assert!(got, "{}", d.stderr());
+    assert_eq!(
+        live.join().unwrap().as_deref(),
+        Some("0 0 out/p/q live|text/x|resp/1|abc|k:v"),
+        "{}",
+        d.stderr()
+    );
+
+    // forward_retained = false (default): the old retained message is not forwarded
+    // again; a live one is, not retained (retain "keep" of a live message).
+    publish(port, "r/x", "live", 1, false);
+    let copied = poll_until_async(T, || async {
+        sub_once(port, "copy/#", "%r %t %p", 1).is_none()
+            && d.get("/metrics").is_some_and(|(_, t)| {
+                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\"} 1")
+            })
+    })
+    .await;
+    assert!(copied, "{:?}\n{}", d.get("/metrics"), d.stderr());
+}

@@ -352,12 +352,75 @@ pub struct ForwardConfig {
     /// Default `"{topic}"`.
     #[serde(default = "default_template")]
     pub topic: Spanned<String>,
-    /// QoS of the forwarded publish. Default 1 (at least once).
-    #[serde(default = "default_qos")]
-    pub qos: QoS,
-    /// Retain flag of the forwarded publish. Default false.
+    /// QoS of the forwarded publish: 0, 1, 2 or `"keep"` (the incoming message's). Default
+    /// 1 (at least once).
+    #[serde(default = "default_forward_qos")]
+    pub qos: Keep<QoS>,
+    /// Retain flag of the forwarded publish: `true`, `false` or `"keep"` (the incoming
+    /// message's). Default `"keep"`.
     #[serde(default)]
-    pub retain: bool,
+    pub retain: Keep<bool>,
+    /// Forward retained messages the source broker sends when the rule (re)subscribes?
+    /// Default false: they are old news, already forwarded when they were published; a
+    /// restart or a reconnect would forward them again as new.
+    #[serde(default)]
+    pub forward_retained: bool,
+}
+
+fn default_forward_qos() -> Keep<QoS> {
+    Keep::Set(QoS::AtLeastOnce)
+}
+
+/// A setting that is either `"keep"` (take the incoming message's value) or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep<T> {
+    /// The incoming message's value.
+    #[default]
+    Keep,
+    /// This value.
+    Set(T),
+}
+
+impl<T: Copy> Keep<T> {
+    /// The value for a message whose own value is `incoming`.
+    pub fn apply(self, incoming: T) -> T {
+        match self {
+            Keep::Keep => incoming,
+            Keep::Set(v) => v,
+        }
+    }
+}
+
+/// `"keep"`, as written in a file.
+#[derive(Serialize, Deserialize)]
+enum KeepWord {
+    #[serde(rename = "keep")]
+    Keep,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum KeepRepr<T> {
+    Word(KeepWord),
+    Value(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Keep<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match KeepRepr::deserialize(d)? {
+            KeepRepr::Word(KeepWord::Keep) => Keep::Keep,
+            KeepRepr::Value(v) => Keep::Set(v),
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Keep<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Keep::Keep => KeepWord::Keep.serialize(s),
+            Keep::Set(v) => v.serialize(s),
+        }
+    }
 }
 
 impl Config {

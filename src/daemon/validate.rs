@@ -103,6 +103,25 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
                 },
             )
         })?;
+        let wildcards = filter
+            .match_filter()
+            .split('/')
+            .filter(|l| *l == "+" || *l == "#")
+            .count();
+        if template.max_capture() > wildcards {
+            return Err((
+                template_span.clone().or(Some(r.name.span())),
+                ConfigErrorKind::Template {
+                    rule: rule.clone(),
+                    template: r.topic.get_ref().clone(),
+                    reason: format!(
+                        "{{{}}} but the filter {:?} has {wildcards} wildcard(s) to capture",
+                        template.max_capture(),
+                        r.filter.get_ref()
+                    ),
+                },
+            ));
+        }
         let (from, to) = (r.from.get_ref(), r.to.get_ref());
         let shared = brokers[from].iter().find(|b| brokers[to].contains(b));
         if let Some(broker) = shared {
