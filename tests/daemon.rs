@@ -1034,3 +1034,25 @@ async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_
     .await;
     assert!(copied, "{:?}\n{}", d.get("/metrics"), d.stderr());
 }
+
+#[test]
+fn check_config_warns_when_a_rule_could_receive_what_its_target_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sizes.toml");
+    fs::write(
+        &path,
+        "[[sessions]]\nname = \"big\"\nbrokers = [\"mqtt://127.0.0.1:1\"]\n\
+         [sessions.performance]\nmax_message_size = \"1MiB\"\n\
+         [[sessions]]\nname = \"small\"\nbrokers = [\"mqtt://127.0.0.1:2\"]\n\
+         [[forward]]\nname = \"r\"\nfrom = \"big\"\nfilter = \"a/#\"\nto = \"small\"\n\
+         [[forward]]\nname = \"back\"\nfrom = \"small\"\nfilter = \"b/#\"\nto = \"big\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = check_config(&path);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("forward rule \"r\": session \"big\" accepts payloads up to 1MiB but \"small\" sends at most 32KiB"),
+        "{out}"
+    );
+    assert!(!out.contains("forward rule \"back\""), "{out}");
+}

@@ -232,7 +232,7 @@ fn the_readme_install_steps_work_in_a_scratch_root_and_the_unit_verifies() {
     );
     let unit_path = r.join("mqtt-sessions.service");
     fs::write(&unit_path, local).unwrap();
-    let out = Command::new(&analyze)
+    let out = Command::new(analyze)
         .arg("verify")
         .arg(&unit_path)
         .output()
