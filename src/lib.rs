@@ -94,7 +94,7 @@ pub use event::{
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{Message, MessageProperties, Publish, QoS};
-pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
+pub use metrics::{ManagerMetrics, PerSessionMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,

@@ -41,6 +41,7 @@ pub struct SessionManagerBuilder {
     supervision: crate::supervisor::SupervisionOptions,
     #[cfg(feature = "fault-injection")]
     flush_delay: Option<std::time::Duration>,
+    per_session: crate::metrics::PerSessionMetrics,
 }
 
 impl Default for SessionManagerBuilder {
@@ -55,6 +56,7 @@ impl Default for SessionManagerBuilder {
             metrics_registry: None,
             metrics_prefix: DEFAULT_PREFIX.to_string(),
             route_stats: None,
+            per_session: crate::metrics::PerSessionMetrics::default(),
         }
     }
 }
@@ -125,6 +127,14 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Which per-session series the metrics export (default
+    /// [`Full`](crate::metrics::PerSessionMetrics::Full)); see
+    /// [`PerSessionMetrics`](crate::metrics::PerSessionMetrics).
+    pub fn metrics_per_session(mut self, mode: crate::metrics::PerSessionMetrics) -> Self {
+        self.per_session = mode;
+        self
+    }
+
     /// Where per-route metrics come from (default: no routes); see
     /// [`RouteStatsSource`].
     pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
@@ -161,7 +171,9 @@ impl SessionManagerBuilder {
             Arc::clone(&registry),
             bus.clone(),
             route_stats,
+            self.per_session,
         )?;
+        let workers = Arc::new(crate::workers::Workers::start(self.workers));
         let router = RouterActor::new(Arc::clone(&routes), store.clone()).start();
         let sup = Supervisor::new(
             Arc::clone(&registry),
@@ -170,7 +182,7 @@ impl SessionManagerBuilder {
             routes,
             crate::supervisor::SupervisorSettings {
                 max_concurrent_connects: self.max_concurrent_connects,
-                workers: self.workers,
+                workers: Arc::clone(&workers),
                 supervision: self.supervision,
                 store: store.clone(),
             },
@@ -184,6 +196,7 @@ impl SessionManagerBuilder {
             metrics,
             running: Arc::new(AtomicBool::new(true)),
             requests: Arc::default(),
+            workers,
         })
     }
 }
@@ -217,6 +230,7 @@ pub struct SessionManager {
     metrics: Metrics,
     running: Arc<AtomicBool>,
     requests: Arc<RequestRegistry>,
+    workers: Arc<crate::workers::Workers>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -501,6 +515,19 @@ impl SessionManager {
     /// Whether the manager runs and every session is ready, as `GET /readyz` reports it.
     pub fn readiness(&self) -> Readiness {
         Readiness::collect(self.metrics.sources(), self.is_running())
+    }
+
+    /// Readiness counting only the sessions for which `required` is true (the others are
+    /// neither waited for nor listed); [`readiness`](Self::readiness) requires them all.
+    pub fn readiness_of(&self, required: impl Fn(&str) -> bool) -> Readiness {
+        Readiness::collect_of(self.metrics.sources(), self.is_running(), required)
+    }
+
+    /// Does every worker thread answer a liveness ping within `timeout`? (A session's
+    /// actor that blocks its thread makes this false; the daemon's systemd watchdog
+    /// stops on it.)
+    pub async fn workers_alive(&self, timeout: Duration) -> bool {
+        self.workers.ping_all(timeout).await
     }
 
     /// What the metrics read (for the HTTP layer's own figures).

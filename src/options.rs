@@ -19,7 +19,7 @@ use crate::topic::{validate_topic_name, TopicError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OptionsError {
-    /// The session name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
+    /// The session name is empty, longer than 128 characters or has a control character.
     #[error("invalid session name {name:?}: {reason}")]
     InvalidName {
         /// The refused name.
@@ -133,8 +133,8 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionOptions {
-    /// Unique session name: 1 to 128 characters of `[A-Za-z0-9_.-]`. Used in events,
-    /// metrics labels and the store, so it is deliberately restricted.
+    /// Unique session name: 1 to 128 characters of any text (`"生产设备"`) without control
+    /// characters (it is a store key, a metric label value and a log field).
     pub name: String,
     /// Broker URLs, tried in order on every connection attempt
     /// (`mqtt://host:1883`, `tcp://host`, `mqtts://host:8883`, `ws://host:8080/mqtt`, ...).
@@ -730,7 +730,10 @@ impl SessionOptions {
     }
 }
 
-/// Checks a session name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with `.`.
+/// Checks a session name (also a route or rule name): 1 to 128 characters of any UTF-8
+/// text (`"plant-1"`, `"生产设备"`, `"line 3/press"`) without control characters. Control
+/// characters are refused because a name is a store key (NUL separates key parts), a
+/// metric label value and a log field.
 pub fn validate_name(name: &str) -> Result<(), OptionsError> {
     let bad = |reason| OptionsError::InvalidName {
         name: name.chars().take(140).collect(),
@@ -739,19 +742,11 @@ pub fn validate_name(name: &str) -> Result<(), OptionsError> {
     if name.is_empty() {
         return Err(bad("empty"));
     }
-    if name.len() > 128 {
+    if name.chars().count() > 128 {
         return Err(bad("longer than 128 characters"));
     }
-    if name.starts_with('.') {
-        return Err(bad("starts with '.'"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(bad(
-            "only ASCII letters, digits, '_', '-' and '.' are allowed",
-        ));
+    if name.chars().any(char::is_control) {
+        return Err(bad("control characters are not allowed"));
     }
     Ok(())
 }
@@ -840,8 +835,8 @@ mod tests {
         let cases: Vec<(&str, Edit, &str)> = vec![
             ("empty name", |o| o.name.clear(), "invalid session name"),
             (
-                "slash in name",
-                |o| o.name = "a/b".into(),
+                "control character in name",
+                |o| o.name = "a\nb".into(),
                 "invalid session name",
             ),
             ("no brokers", |o| o.brokers.clear(), "no broker URL"),
@@ -1000,5 +995,27 @@ mod tests {
         assert_ne!(o.effective_client_id(), o.effective_client_id());
         o.connect.clean_session = false;
         assert_eq!(o.effective_client_id(), "mqtt-sessions-s1");
+    }
+
+    #[test]
+    fn names_are_any_text_of_1_to_128_characters_without_control_characters() {
+        let cases: &[(&str, bool)] = &[
+            ("plant-1", true),
+            ("生产设备", true),
+            ("line 3/press #2", true),
+            (".hidden", true),
+            ("a:status/#", true),
+            ("", false),
+            ("a\nb", false),
+            ("a\0b", false),
+            ("tab\there", false),
+            ("\u{7f}", false),
+        ];
+        for &(name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+        }
+        // 128 characters (384 bytes) is fine; 129 is not.
+        assert!(validate_name(&"设".repeat(128)).is_ok());
+        assert!(validate_name(&"设".repeat(129)).is_err());
     }
 }

@@ -73,6 +73,22 @@ impl Workers {
         }
     }
 
+    /// Do all workers answer? Spawns a no-op task on each arbiter and waits up to
+    /// `timeout` for every one of them to run it (the daemon's systemd watchdog: a wedged
+    /// worker thread fails this).
+    pub(crate) async fn ping_all(&self, timeout: std::time::Duration) -> bool {
+        let pings = self.workers.iter().map(|w| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let sent = w.arbiter.spawn(async move {
+                let _ = tx.send(());
+            });
+            async move { sent && rx.await.is_ok() }
+        });
+        tokio::time::timeout(timeout, futures_util::future::join_all(pings))
+            .await
+            .is_ok_and(|answers| answers.into_iter().all(|ok| ok))
+    }
+
     /// Stops every worker once what it runs now has ended (their sessions are closed
     /// first).
     pub(crate) fn stop(&self) {

@@ -264,8 +264,8 @@ async fn every_bad_input_gives_its_typed_error() {
             Box::new(|o| matches!(o, OptionsError::InvalidName { .. })),
         ),
         (
-            "name with '/'",
-            opts("a/b"),
+            "name with a control character",
+            opts("a\nb"),
             Box::new(|o| matches!(o, OptionsError::InvalidName { .. })),
         ),
         (

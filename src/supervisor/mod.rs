@@ -84,21 +84,21 @@ pub struct Supervisor {
 
 /// How a [`Supervisor`] runs its sessions.
 #[derive(Debug, Clone)]
-pub struct SupervisorSettings {
+pub(crate) struct SupervisorSettings {
     /// At most this many connection attempts run at once.
-    pub max_concurrent_connects: usize,
-    /// Worker threads the sessions run on.
-    pub workers: usize,
+    pub(crate) max_concurrent_connects: usize,
+    /// The worker threads the sessions run on (the manager's pool).
+    pub(crate) workers: Arc<Workers>,
     /// The restart policy.
-    pub supervision: SupervisionOptions,
+    pub(crate) supervision: SupervisionOptions,
     /// The store worker, with a store.
-    pub store: Option<StoreWorker>,
+    pub(crate) store: Option<StoreWorker>,
 }
 
 impl Supervisor {
     /// A supervisor publishing its sessions into `registry`; incoming messages of its
     /// sessions are dispatched through the route table `routes` kept by `router`.
-    pub fn new(
+    pub(crate) fn new(
         registry: Registry,
         bus: EventBus,
         router: Addr<RouterActor>,
@@ -114,7 +114,7 @@ impl Supervisor {
                 settings.max_concurrent_connects.max(1),
             )),
             store: settings.store,
-            workers: Arc::new(Workers::start(settings.workers)),
+            workers: settings.workers,
             supervision: settings.supervision,
             histories: std::collections::HashMap::new(),
             client_ids: std::collections::HashMap::new(),
