@@ -592,3 +592,50 @@ async fn a_qos1_route_stopped_for_three_keep_alives_keeps_the_connection_and_del
     );
     m.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn direct_subscriptions_and_routes_share_one_reference_counted_subscription() {
+    use mqtt_sessions::QoS;
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let h = m.add_session(fast_opts("s", &broker.url())).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let route = m
+        .route("shared/#")
+        .session("s")
+        .qos(QoS::AtLeastOnce)
+        .listen()
+        .await
+        .unwrap();
+
+    // A direct QoS 0 subscription does not lower the route's QoS 1.
+    h.subscribe("shared/#", QoS::AtMostOnce).await.unwrap();
+    publish_many(broker.port(), "shared/a", 1, 1);
+    let a = recv_one(&route).await;
+    assert_eq!(a.qos, QoS::AtLeastOnce, "still subscribed at QoS 1");
+
+    // A direct unsubscribe does not end the route's subscription.
+    h.unsubscribe("shared/#").await.unwrap();
+    publish_many(broker.port(), "shared/b", 1, 1);
+    assert_eq!(recv_one(&route).await.topic.as_ref(), "shared/b");
+
+    // Removing the route keeps a direct subscription.
+    h.subscribe("shared/#", QoS::AtLeastOnce).await.unwrap();
+    let mut direct = h.messages();
+    drop(route);
+    // A round trip through the router, after the route's removal.
+    let _other = m.listen_to("s", "other/#").await.unwrap();
+    publish_many(broker.port(), "shared/c", 1, 1);
+    let c = tokio::time::timeout(T, direct.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.topic.as_ref(), "shared/c");
+    assert_eq!(h.status().subscriptions, 2, "shared/# and other/#");
+    m.shutdown().await;
+}
+
+async fn recv_one(l: &mqtt_sessions::Listener) -> mqtt_sessions::Message {
+    tokio::time::timeout(T, l.recv()).await.unwrap().unwrap()
+}

@@ -465,9 +465,9 @@ impl Collector for SessionsCollector {
                 "reconnects_total" => {
                     Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.reconnects)))
                 }
-                "publish_failures_total" => Self::per_session(&rows, k, mode, |r| {
-                    Some(load(&r.counters.publish_failures))
-                }),
+                "publish_failures_total" => {
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.publish_failures)))
+                }
                 "connection_errors_total" => labelled(
                     k,
                     mode,

@@ -47,6 +47,8 @@ pub struct RouterActor {
     /// The manager's store worker (durable routes, subscription saves).
     hold: Option<StoreWorker>,
     durable: HashSet<Arc<str>>,
+    /// Subscriptions the application made directly, per session and filter.
+    direct: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
     next_id: u64,
 }
 
@@ -66,6 +68,7 @@ impl RouterActor {
             by_filter: HashMap::new(),
             sessions: HashMap::new(),
             subscribed: HashMap::new(),
+            direct: HashMap::new(),
             next_id: 0,
         }
     }
@@ -85,6 +88,12 @@ impl RouterActor {
             .filter_map(|id| self.routes.get(id))
             .filter(|r| r.scope.covers(session))
             .map(|r| (r.qos, r.subscribe))
+            .chain(
+                self.direct
+                    .get(session)
+                    .and_then(|d| d.get(filter.as_str()))
+                    .copied(),
+            )
             .reduce(|(q1, o1), (q2, o2)| (q1.max(q2), o1.union(o2)));
         let subs = self.subscribed.entry(Arc::clone(session)).or_default();
         let have = subs.get(filter.as_str()).copied();
@@ -369,6 +378,47 @@ impl RouterActor {
     }
 }
 
+impl Handler<crate::session::DirectSubscription> for RouterActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(
+        &mut self,
+        msg: crate::session::DirectSubscription,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let crate::session::DirectSubscription {
+            session,
+            filter,
+            want,
+        } = msg;
+        let Some((session, _)) = self
+            .sessions
+            .get_key_value(&session)
+            .map(|(k, v)| (Arc::clone(k), v.clone()))
+        else {
+            let e = Error::SessionClosed(session.to_string());
+            return Box::pin(async move { Err(e) });
+        };
+        let claims = self.direct.entry(Arc::clone(&session)).or_default();
+        match want {
+            Some(w) => {
+                claims.insert(filter.as_str().to_string(), w);
+            }
+            None => {
+                claims.remove(filter.as_str());
+            }
+        }
+        let pending = self.sync_subscription(&session, &filter);
+        self.save_subscriptions(&session);
+        Box::pin(async move {
+            match pending {
+                Some(p) => p.await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
 /// A session left: its own routes end, its subscription bookkeeping is dropped.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -383,6 +433,7 @@ impl Handler<UnregisterSession> for RouterActor {
     fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
         self.sessions.remove(&msg.name);
         self.subscribed.remove(&msg.name);
+        self.direct.remove(&msg.name);
         self.durable.remove(&msg.name);
         let own: Vec<u64> = self
             .routes
@@ -409,6 +460,7 @@ impl Handler<ClearRoutes> for RouterActor {
         self.routes.clear();
         self.by_filter.clear();
         self.subscribed.clear();
+        self.direct.clear();
         self.sessions.clear();
         self.durable.clear();
         self.master = RouteTable::default();

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::counters::{SessionCounters, SessionMetrics};
 use super::incoming::{SessionMessages, SessionSinks};
 use super::state::SessionState;
-use super::{Enqueue, PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
+use super::{DirectSubscription, Enqueue, PublishMsg, SessionActor, SessionStatus};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
@@ -32,6 +32,8 @@ pub struct SessionHandle {
     pub(crate) sinks: Arc<SessionSinks>,
     /// The manager's worker the session runs on.
     pub(crate) worker: usize,
+    /// The router, owner of the session's subscriptions.
+    pub(crate) router: Recipient<DirectSubscription>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -158,22 +160,28 @@ impl SessionHandle {
     /// Subscribes the session to `filter` at `qos`. The subscription is kept and re-sent
     /// after reconnects; while connected this waits for the SUBACK.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
-        let filter = TopicFilter::new(filter)?;
-        self.addr
-            .send(Subscribe {
-                filter,
-                qos,
-                options: SubscribeOptions::default(),
-            })
+        self.direct(filter, Some((qos, SubscribeOptions::default())))
             .await
-            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
 
-    /// Removes the subscription to `filter`.
+    /// Withdraws the subscription made with [`subscribe`](Self::subscribe). The session
+    /// stays subscribed while a route still needs the filter.
     pub async fn unsubscribe(&self, filter: &str) -> Result<(), Error> {
+        self.direct(filter, None).await
+    }
+
+    async fn direct(
+        &self,
+        filter: &str,
+        want: Option<(QoS, SubscribeOptions)>,
+    ) -> Result<(), Error> {
         let filter = TopicFilter::new(filter)?;
-        self.addr
-            .send(Unsubscribe { filter })
+        self.router
+            .send(DirectSubscription {
+                session: Arc::clone(&self.name),
+                filter,
+                want,
+            })
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }

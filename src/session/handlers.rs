@@ -145,6 +145,22 @@ impl Handler<Subscribe> for SessionActor {
     }
 }
 
+/// A subscription the application asks for directly
+/// ([`SessionHandle::subscribe`](crate::SessionHandle::subscribe)), handled by the router:
+/// it counts next to the routes' needs for the same filter, so a direct unsubscribe never
+/// ends a route's subscription, a direct QoS 0 never lowers a route's QoS 1, and removing
+/// a route never removes a direct subscription. `want: None` withdraws it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct DirectSubscription {
+    /// The session.
+    pub session: Arc<str>,
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The QoS and options asked for, or `None` to withdraw.
+    pub want: Option<(QoS, SubscribeOptions)>,
+}
+
 /// Unsubscribe the session from a filter (sent at once when connected).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]

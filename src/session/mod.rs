@@ -52,8 +52,8 @@ use tokio::sync::{oneshot, watch};
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
 pub use self::handlers::{
-    Close, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire, SessionEnded, Subscribe,
-    Unsubscribe,
+    Close, DirectSubscription, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire,
+    SessionEnded, Subscribe, Unsubscribe,
 };
 pub use self::status::SessionStatus;
 

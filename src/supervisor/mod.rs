@@ -319,6 +319,7 @@ impl Supervisor {
             opts,
             sinks,
             worker,
+            router: self.router.clone().recipient(),
         };
         self.registry
             .write()
