@@ -306,8 +306,6 @@ pub struct RouterDispatch {
     pub unrouted_hold: Duration,
     /// Unrouted messages waiting now.
     pub unrouted: Arc<AtomicUsize>,
-    /// How long the session may stop reading for a full `Backpressure` route.
-    pub max_stall: Duration,
 }
 
 impl RouterDispatch {
@@ -318,7 +316,6 @@ impl RouterDispatch {
         sinks: Arc<SessionSinks>,
         counters: Arc<SessionCounters>,
         unrouted_hold: Duration,
-        max_stall: Duration,
     ) -> RouterDispatch {
         RouterDispatch {
             session,
@@ -327,7 +324,6 @@ impl RouterDispatch {
             counters,
             unrouted_hold,
             unrouted: Arc::new(AtomicUsize::new(0)),
-            max_stall,
         }
     }
 
@@ -358,7 +354,6 @@ impl RouterDispatch {
             Arc::clone(&self.sinks),
         );
         let (counters, unrouted) = (Arc::clone(&self.counters), Arc::clone(&self.unrouted));
-        let max_stall = self.max_stall;
         let msg = msg.clone();
         // `seen`: the snapshot this message was just offered to; it is offered again once
         // the table has changed (the future may first run much later, after older ones).
@@ -377,7 +372,8 @@ impl RouterDispatch {
                 }
                 seen = current;
                 let mut waits = Waits::default();
-                let taken = seen.offer(&session, &msg, max_stall, &mut waits)
+                // QoS >= 1 only: no pause to bound.
+                let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
                     | sinks.offer(&msg, &mut waits);
                 if taken {
                     drop(msg);
@@ -395,10 +391,10 @@ impl RouterDispatch {
 
 impl Dispatcher for RouterDispatch {
     #[inline]
-    fn dispatch(&self, msg: &Message) -> Option<Pending> {
+    fn dispatch(&self, msg: &Message, max_stall: Duration) -> Option<Pending> {
         let mut waits = Waits::default();
         let table = self.table.load();
-        let taken = table.offer(&self.session, msg, self.max_stall, &mut waits)
+        let taken = table.offer(&self.session, msg, max_stall, &mut waits)
             | self.sinks.offer(msg, &mut waits);
         if taken {
             return waits.finish();

@@ -140,6 +140,7 @@ impl SessionActor {
             counters: Arc::clone(&self.p.counters),
             initial_delay,
             connect_limit: Arc::clone(&self.p.connect_limit),
+            last_out: Instant::now(),
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));

@@ -119,6 +119,8 @@ pub struct Driver {
     /// Bounds the connection attempts in flight across the manager (a broker's accept
     /// queue is finite: mosquitto's listen backlog is 100).
     pub(super) connect_limit: Arc<tokio::sync::Semaphore>,
+    /// When the last packet went out on this connection (the broker's keep-alive clock).
+    pub(super) last_out: Instant,
 }
 
 impl std::fmt::Debug for Driver {
@@ -245,6 +247,7 @@ impl Driver {
         let far = Duration::from_secs(86_400 * 365);
         let rt = read_timeout.unwrap_or(far);
         let mut last_in = Instant::now();
+        self.last_out = last_in;
         let sleep = tokio::time::sleep(rt);
         tokio::pin!(sleep);
         let failure = loop {
@@ -260,7 +263,10 @@ impl Driver {
                 _ = &mut sleep, if read_timeout.is_some() => None,
             };
             match polled {
-                Some(Ok(LinkEvent::Outgoing(out))) => self.report(DriverEvent::Outgoing(out)).await,
+                Some(Ok(LinkEvent::Outgoing(out))) => {
+                    self.last_out = Instant::now();
+                    self.report(DriverEvent::Outgoing(out)).await
+                }
                 Some(Ok(ev)) => {
                     last_in = Instant::now();
                     self.on_incoming(ev, acker).await;
@@ -312,9 +318,24 @@ impl Driver {
             LinkEvent::SubAck { pkid, codes } => {
                 self.report(DriverEvent::SubAck { pkid, codes }).await
             }
-            LinkEvent::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+            LinkEvent::Outgoing(out) => {
+                self.last_out = Instant::now();
+                self.report(DriverEvent::Outgoing(out)).await
+            }
             LinkEvent::Other => {}
         }
+    }
+
+    /// How long a full `Backpressure` route may stop this connection's reading now:
+    /// `max_stall`, and never past one keep-alive after the last packet we sent, so that
+    /// the ping rumqttc owes is sent well within the broker's 1.5 × keep-alive.
+    fn stall_budget(&self) -> Duration {
+        let max = self.opts.effective_max_stall();
+        let ka = self.opts.connect.keep_alive;
+        if ka.is_zero() {
+            return max;
+        }
+        max.min(ka.saturating_sub(self.last_out.elapsed()))
     }
 
     /// Hands a received PUBLISH to its consumers. Returns the pause a full
@@ -370,7 +391,7 @@ impl Driver {
             delivery,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");
-        let room = self.dispatcher.dispatch(&msg);
+        let room = self.dispatcher.dispatch(&msg, self.stall_budget());
         drop(msg);
         if done.is_some() {
             acker.ack(room, done, token);

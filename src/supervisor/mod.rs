@@ -297,7 +297,6 @@ impl Supervisor {
                 Arc::clone(&sinks),
                 Arc::clone(&counters),
                 opts.performance.unrouted_hold,
-                opts.effective_max_stall(),
             )),
             counters: Arc::clone(&counters),
             status: status_tx,
