@@ -105,7 +105,7 @@ pub enum DriverEvent {
 }
 
 /// Everything the driver task needs.
-pub struct Driver {
+pub(crate) struct Driver {
     pub(super) session: Arc<str>,
     pub(super) opts: Arc<SessionOptions>,
     pub(super) brokers: Vec<BrokerUrl>,
@@ -133,7 +133,7 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// Runs until the connection is given up; the actor aborts the task to stop it sooner.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let thread = std::thread::current();
         let _ = self.counters.driver_thread.set(
             thread

@@ -46,7 +46,7 @@ pub struct BrokerLimits {
 
 /// A successful CONNACK.
 #[derive(Debug, Clone, Default)]
-pub struct ConnAckInfo {
+pub(crate) struct ConnAckInfo {
     /// The broker kept a session for this client id.
     pub session_present: bool,
     /// The client id the broker assigned (MQTT 5, when the client id was empty).
@@ -57,7 +57,7 @@ pub struct ConnAckInfo {
 
 /// An incoming PUBLISH, protocol-neutral.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// Topic name.
     pub topic: Arc<str>,
     /// Payload.
@@ -76,7 +76,7 @@ pub struct Inbound {
 
 /// What one poll of the event loop yielded, protocol-neutral.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub(crate) enum LinkEvent {
     /// A PUBLISH from the broker.
     Publish(Inbound),
     /// PUBACK, or a failed PUBREC (which ends a QoS 2 publish): `refused` holds a failure
@@ -104,7 +104,7 @@ pub enum LinkEvent {
 
 /// A connection attempt or an established connection failed.
 #[derive(Debug)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// From the MQTT 3.1.1 client.
     V4(rumqttc::ConnectionError),
     /// From the MQTT 5 client.
@@ -115,7 +115,7 @@ pub enum LinkError {
 
 impl LinkError {
     /// The failure as reported in events and status.
-    pub fn classify(&self, broker: &BrokerUrl) -> ConnectionFailure {
+    pub(crate) fn classify(&self, broker: &BrokerUrl) -> ConnectionFailure {
         match self {
             LinkError::V4(e) => classify_v4(e, broker),
             LinkError::V5(e) => classify_v5(e, broker),
@@ -131,7 +131,7 @@ impl LinkError {
 
 /// What rumqttc dropped from its queues after a connection ended.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Our QoS >= 1 publish requests not yet processed.
     pub qos1: usize,
     /// Our QoS 0 publish requests not yet processed.
@@ -142,7 +142,7 @@ pub struct Drained {
 
 /// The QoS and packet id of a received message: all an acknowledgement needs.
 #[derive(Debug, Clone, Copy)]
-pub struct AckToken {
+pub(crate) struct AckToken {
     /// QoS of the message (1 or 2).
     pub qos: QoS,
     /// Its packet id.
@@ -151,7 +151,7 @@ pub struct AckToken {
 
 /// The request side of a connection: a cheap clone of rumqttc's client.
 #[derive(Debug, Clone)]
-pub enum Client {
+pub(crate) enum Client {
     /// MQTT 3.1.1.
     V4(rumqttc::AsyncClient),
     /// MQTT 5.
@@ -161,17 +161,17 @@ pub enum Client {
 /// A request rumqttc's channel did not take (full or closed).
 #[derive(Debug, thiserror::Error)]
 #[error("the connection's request channel is full or closed")]
-pub struct NotQueued;
+pub(crate) struct NotQueued;
 
 impl Client {
     /// Hands a publish to rumqttc without waiting; false when its channel is full.
-    pub fn publish_now(&self, p: &Publish) -> bool {
+    pub(crate) fn publish_now(&self, p: &Publish) -> bool {
         let sent = match self {
             Client::V4(c) => {
                 if p.properties.is_some() {
                     tracing::debug!(topic = %p.topic, "MQTT 5 properties ignored on an MQTT 3.1.1 session");
                 }
-                c.publish_bytes(p.topic.clone(), p.qos.into(), p.retain, p.payload.clone())
+                c.publish_bytes(p.topic.clone(), qos_v4(p.qos), p.retain, p.payload.clone())
                     .now_or_never()
                     .map(|r| r.is_ok())
             }
@@ -196,12 +196,15 @@ impl Client {
     }
 
     /// Queues one SUBSCRIBE for these filters (subscribe options apply to MQTT 5 only).
-    pub fn subscribe_now(&self, subs: &[(String, QoS, SubscribeOptions)]) -> Result<(), NotQueued> {
+    pub(crate) fn subscribe_now(
+        &self,
+        subs: &[(String, QoS, SubscribeOptions)],
+    ) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c
                 .try_subscribe_many(
                     subs.iter()
-                        .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), (*q).into())),
+                        .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), qos_v4(*q))),
                 )
                 .map_err(|_| NotQueued),
             Client::V5(c) => c
@@ -221,7 +224,7 @@ impl Client {
     }
 
     /// Queues an UNSUBSCRIBE.
-    pub fn unsubscribe_now(&self, filter: &str) -> Result<(), NotQueued> {
+    pub(crate) fn unsubscribe_now(&self, filter: &str) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
             Client::V5(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
@@ -229,7 +232,7 @@ impl Client {
     }
 
     /// Queues a DISCONNECT (normal disconnection: the broker drops the will message).
-    pub fn disconnect_now(&self) -> Result<(), NotQueued> {
+    pub(crate) fn disconnect_now(&self) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_disconnect().map_err(|_| NotQueued),
             Client::V5(c) => c.try_disconnect().map_err(|_| NotQueued),
@@ -237,7 +240,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message without waiting.
-    pub fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_ack(&ack_publish_v4(t)).map_err(|_| NotQueued),
             Client::V5(c) => c.try_ack(&ack_publish_v5(t)).map_err(|_| NotQueued),
@@ -245,7 +248,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message, waiting for room.
-    pub async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.ack(&ack_publish_v4(t)).await.map_err(|_| NotQueued),
             Client::V5(c) => c.ack(&ack_publish_v5(t)).await.map_err(|_| NotQueued),
@@ -255,7 +258,7 @@ impl Client {
 
 /// rumqttc builds an acknowledgement from a publish's QoS and packet id only.
 fn ack_publish_v4(t: AckToken) -> rumqttc::Publish {
-    let mut p = rumqttc::Publish::new(String::new(), t.qos.into(), Vec::<u8>::new());
+    let mut p = rumqttc::Publish::new(String::new(), qos_v4(t.qos), Vec::<u8>::new());
     p.pkid = t.pkid;
     p
 }
@@ -268,7 +271,7 @@ fn ack_publish_v5(t: AckToken) -> p5::Publish {
 
 /// The event-loop side of a connection, owned by the driver task. The event loops are
 /// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
-pub enum Link {
+pub(crate) enum Link {
     /// MQTT 3.1.1: rumqttc's event loop and one options value per broker.
     V4 {
         /// The event loop.
@@ -302,7 +305,7 @@ pub(super) fn request_capacity(opts: &SessionOptions) -> usize {
 impl Link {
     /// A client and its event loop for the session's protocol; the options of every
     /// broker are built once here.
-    pub fn new(
+    pub(crate) fn new(
         opts: &SessionOptions,
         client_id: &str,
         brokers: &[BrokerUrl],
@@ -346,7 +349,7 @@ impl Link {
     }
 
     /// Uses `id` from now on (the broker assigned it; MQTT 5).
-    pub fn set_client_id(&mut self, id: &str) {
+    pub(crate) fn set_client_id(&mut self, id: &str) {
         if let Link::V5 { options, .. } = self {
             for o in options {
                 o.set_client_id(id.to_string());
@@ -355,7 +358,7 @@ impl Link {
     }
 
     /// Connects to broker number `broker`: returns at CONNACK.
-    pub async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
+    pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
         match self {
             Link::V4 { el, options } => {
                 el.mqtt_options = options[broker].clone();
@@ -417,7 +420,7 @@ impl Link {
     }
 
     /// Polls an established connection once.
-    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+    pub(crate) async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match self {
             Link::V4 { el, .. } => el.poll().await.map(from_v4).map_err(LinkError::V4),
             Link::V5 { el, .. } => el.poll().await.map(from_v5).map_err(LinkError::V5),
@@ -425,7 +428,7 @@ impl Link {
     }
 
     /// The connection is declared dead while a poll was in progress (read timeout).
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         match self {
             Link::V4 { el, .. } => el.clean(),
             Link::V5 { el, .. } => el.clean(),
@@ -433,7 +436,7 @@ impl Link {
     }
 
     /// The next event rumqttc had already buffered, after a failure.
-    pub fn buffered(&mut self) -> Option<LinkEvent> {
+    pub(crate) fn buffered(&mut self) -> Option<LinkEvent> {
         match self {
             Link::V4 { el, .. } => el.state.events.pop_front().map(from_v4),
             Link::V5 { el, .. } => el.state.events.pop_front().map(from_v5),
@@ -442,7 +445,7 @@ impl Link {
 
     /// Empties rumqttc's queued requests and retransmission state after a connection
     /// ended (the outbox re-sends what matters); returns what was dropped.
-    pub fn reset(&mut self, inflight: u16) -> Drained {
+    pub(crate) fn reset(&mut self, inflight: u16) -> Drained {
         let mut d = Drained::default();
         match self {
             Link::V4 { el, .. } => {
@@ -485,7 +488,7 @@ fn from_v4(ev: rumqttc::Event) -> LinkEvent {
         Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(Inbound {
             topic: Arc::from(p.topic.as_str()),
             payload: p.payload,
-            qos: p.qos.into(),
+            qos: qos_from_v4(p.qos),
             retain: p.retain,
             dup: p.dup,
             pkid: p.pkid,
@@ -502,7 +505,7 @@ fn from_v4(ev: rumqttc::Event) -> LinkEvent {
                 .return_codes
                 .iter()
                 .map(|c| match c {
-                    rumqttc::SubscribeReasonCode::Success(q) => Ok((*q).into()),
+                    rumqttc::SubscribeReasonCode::Success(q) => Ok(qos_from_v4(*q)),
                     rumqttc::SubscribeReasonCode::Failure => Err(ReasonCode::UNSPECIFIED_ERROR),
                 })
                 .collect(),
@@ -743,7 +746,7 @@ pub(super) fn options_v4(
         mo.set_last_will(rumqttc::LastWill::new(
             will.topic.clone(),
             will.payload.clone().into_bytes(),
-            will.qos.into(),
+            qos_v4(will.qos),
             will.retain,
         ));
     }
@@ -808,4 +811,23 @@ pub(super) fn options_v5(
         mo.set_transport(transport(broker, tls));
     }
     mo
+}
+
+/// Our QoS as rumqttc's (MQTT 3.1.1 client); a function, not a `From` impl, so that no
+/// rumqttc type appears in the crate's public API.
+pub(crate) fn qos_v4(q: QoS) -> rumqttc::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// rumqttc's QoS (MQTT 3.1.1 client) as ours.
+pub(crate) fn qos_from_v4(q: rumqttc::QoS) -> QoS {
+    match q {
+        rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }

@@ -29,13 +29,13 @@ pub mod backoff;
 mod commit;
 mod connection;
 pub mod counters;
-pub mod driver;
+pub(crate) mod driver;
 pub(crate) mod failure;
 pub mod handle;
 mod handlers;
 pub mod incoming;
 pub mod latency;
-pub mod link;
+pub(crate) mod link;
 pub mod outbox;
 mod publishing;
 pub mod rates;
@@ -55,12 +55,13 @@ pub use self::handlers::{
     Close, DirectSubscription, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire,
     SessionEnded, Subscribe, Unsubscribe,
 };
+pub use self::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
 use self::commit::GroupCommit;
 use self::counters::SessionCounters;
 use self::incoming::Dispatcher;
-use self::link::{BrokerLimits, Client};
+use self::link::Client;
 use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;
