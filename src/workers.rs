@@ -42,11 +42,22 @@ impl std::fmt::Debug for Workers {
 impl Workers {
     /// Starts `n` arbiters (at least one, at most [`MAX_WORKERS`]) on the current actix
     /// system.
+    /// Each worker logs through the `tracing` subscriber in force on the calling thread
+    /// (a scoped one included), as the sessions did before they moved to workers.
     pub(crate) fn start(n: usize) -> Workers {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let workers = (0..n.clamp(1, MAX_WORKERS))
-            .map(|_| Worker {
-                arbiter: Arbiter::new().handle(),
-                sessions: AtomicUsize::new(0),
+            .map(|_| {
+                let arbiter = Arbiter::new().handle();
+                let d = dispatch.clone();
+                arbiter.spawn(async move {
+                    // For the thread's whole life: the guard is never dropped.
+                    std::mem::forget(tracing::dispatcher::set_default(&d));
+                });
+                Worker {
+                    arbiter,
+                    sessions: AtomicUsize::new(0),
+                }
             })
             .collect();
         Workers { workers }

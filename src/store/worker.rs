@@ -45,9 +45,12 @@ impl StoreWorker {
         let (jobs, rx) = flume::unbounded::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let (s, q) = (store.clone(), Arc::clone(&queued));
+        // Logs through the subscriber of the thread that starts it.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         std::thread::Builder::new()
             .name("mqtt-sessions-store".into())
             .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
                 while let Ok(job) = rx.recv() {
                     q.fetch_sub(1, Ordering::Relaxed);
                     job(&s);
