@@ -283,7 +283,8 @@ pub(crate) fn spawn_subscribers_multi_thread(
                     let _ = t.await;
                 }
                 shared.set_diag(format!(
-                    "{n} clients, connection errors {}",
+                    "{n} clients on a multi-thread runtime ({} workers), connection errors {}",
+                    tokio::runtime::Handle::current().metrics().num_workers(),
                     errors.load(Ordering::Relaxed)
                 ));
             });
