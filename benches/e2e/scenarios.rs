@@ -77,6 +77,7 @@ pub(crate) enum Variant {
     /// mqtt-sessions with a sled store: a publish completes once it is on disk.
     LibraryStore,
     /// mqtt-sessions, every session on one worker thread (`workers(1)`).
+    #[serde(rename = "library-workers-1")]
     LibraryWorkers1,
     /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
     LibraryWorkersN,
