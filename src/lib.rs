@@ -37,7 +37,7 @@
 //!   in arrival order, once every consumer of a message has dropped it: see
 //!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
-//!   MQTT 5 (`protocol = "5"`) share all of it: [`session::link`] is the one place that
+//!   MQTT 5 (`protocol = "5"`) share all of it: `session::link` (crate-private) is the one place that
 //!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
 //! - [`request`]: MQTT 5 request/response ([`SessionManager::request`],
 //!   [`SessionManager::respond`]) on a per-session response route.

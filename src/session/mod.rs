@@ -2,7 +2,7 @@
 //! plain types they are built from.
 //!
 //! The actor owns a rumqttc client whose event loop runs in a separate task, the
-//! [`driver`]. The driver reports connection events ([`driver::DriverEvent`]) through a
+//! `driver`. The driver reports connection events (`driver::DriverEvent`) through a
 //! bounded channel attached with `add_stream`; the actor turns them into state
 //! transitions, [`crate::Event`]s and counters, restores subscriptions after a
 //! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
