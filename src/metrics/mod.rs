@@ -133,13 +133,19 @@ pub(crate) struct Sources {
     pub(crate) routes: RwLock<Arc<dyn RouteStatsSource>>,
     pub(crate) started: Instant,
     /// The metric name prefix.
-    #[cfg_attr(not(feature = "http"), allow(dead_code, reason = "read by the HTTP layer"))]
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "read by the HTTP layer")
+    )]
     pub(crate) prefix: String,
     /// Which per-session series are exported.
     pub(crate) per_session: PerSessionMetrics,
     /// State another layer attaches to the manager once and shares between its clones
     /// (the HTTP layer's own metrics, registered once per manager).
-    #[cfg_attr(not(feature = "http"), allow(dead_code, reason = "read by the HTTP layer"))]
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "read by the HTTP layer")
+    )]
     pub(crate) extension: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 

@@ -56,6 +56,9 @@ pub enum Target {
     Hold {
         /// The manager's store worker.
         queue: StoreWorker,
+        /// Closed (holding the queue of the route that replaced the placeholder) when the
+        /// application registers the route again; see [`HoldGate`].
+        gate: HoldGate,
         /// The session.
         session: Arc<str>,
     },
@@ -93,7 +96,11 @@ impl RouteEntry {
     fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<Pending>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
-            Target::Hold { queue, session } => return Some(self.hold(queue, session, msg)),
+            Target::Hold {
+                queue,
+                session,
+                gate,
+            } => return self.hold(queue, session, gate, msg),
         };
         if msg.qos != QoS::AtMostOnce && self.stats.waiting.load(Ordering::Acquire) > 0 {
             // Earlier messages wait for room: wait behind them.
@@ -190,11 +197,35 @@ impl RouteEntry {
     }
 
     /// Holds a QoS >= 1 message in the store for a durable route not registered yet; the
-    /// message is acknowledged to the broker once it is on disk.
-    fn hold(&self, queue: &StoreWorker, session: &Arc<str>, msg: &Message) -> Option<Pending> {
+    /// message is acknowledged to the broker once it is on disk. Once the route is
+    /// registered again (the gate is closed), the message goes to its queue instead.
+    fn hold(
+        &self,
+        queue: &StoreWorker,
+        session: &Arc<str>,
+        gate: &HoldGate,
+        msg: &Message,
+    ) -> Option<Option<Pending>> {
         if msg.qos == QoS::AtMostOnce {
             self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Some(None);
+        }
+        // Under the gate's lock: either the hold is submitted before the new route loads
+        // the held messages (so the load sees it), or it goes to the new route's queue.
+        let gate = gate
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = gate.as_ref() {
+            let m = msg.clone();
+            return match tx.try_send(m) {
+                Ok(()) => {
+                    self.stats.record_delivery(msg.received_at);
+                    Some(None)
+                }
+                Err(flume::TrySendError::Full(m)) => Some(Some(self.wait_for_room(tx, m))),
+                Err(flume::TrySendError::Disconnected(_)) => None,
+            };
         }
         let (session, route) = (Arc::clone(session), Arc::clone(&self.name));
         let route_name = Arc::clone(&route);
@@ -220,7 +251,8 @@ impl RouteEntry {
                 unix_ms(std::time::SystemTime::now()),
             )
         });
-        Some(Box::pin(async move {
+        drop(gate);
+        Some(Some(Box::pin(async move {
             match write.await {
                 Ok(Ok(HeldPush::Stored(_))) => stats.record_delivery(received_at),
                 Ok(Ok(HeldPush::Full)) => {
@@ -233,7 +265,24 @@ impl RouteEntry {
                 }
                 Err(e) => tracing::error!(route = %route, error = %e, "holding task failed"),
             }
-        }))
+        })))
+    }
+}
+
+/// The gate of a placeholder route: open while it holds messages in the store; closed by
+/// the router, with the queue of the route that replaces it, before that route loads what
+/// was held. Holding and closing take the same lock, so no message is held after the load
+/// was submitted (it would stay in the store until the next registration).
+#[derive(Debug, Clone, Default)]
+pub struct HoldGate(Arc<std::sync::Mutex<Option<flume::Sender<Message>>>>);
+
+impl HoldGate {
+    /// Closes the gate: from now on, messages go to `tx`.
+    pub(crate) fn close(&self, tx: flume::Sender<Message>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
     }
 }
 

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::dispatch::{RouteEntry, Target, HELD_MAX_AGE};
+use super::dispatch::{HoldGate, RouteEntry, Target, HELD_MAX_AGE};
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::RouterActor;
 use crate::delivery::{Delivery, Outcome};
@@ -72,6 +72,7 @@ impl RouterActor {
                     target: Target::Hold {
                         queue: hold.clone(),
                         session: Arc::clone(session),
+                        gate: HoldGate::default(),
                     },
                     named: true,
                     stats: Arc::new(RouteStats::default()),
@@ -82,14 +83,21 @@ impl RouterActor {
         }
     }
 
-    /// Removes the placeholders named `name` covered by `scope`; returns their sessions.
-    pub(super) fn take_placeholders(&mut self, name: &str, scope: &RouteScope) -> Vec<Arc<str>> {
+    /// Removes the placeholders named `name` covered by `scope`, closing their gates onto
+    /// `tx` (the new route's queue) first; returns their sessions.
+    pub(super) fn take_placeholders(
+        &mut self,
+        name: &str,
+        scope: &RouteScope,
+        tx: &flume::Sender<Message>,
+    ) -> Vec<Arc<str>> {
         let ids: Vec<(u64, Arc<str>)> = self
             .routes
             .values()
             .filter(|r| &*r.name == name)
             .filter_map(|r| match (&r.target, &r.scope) {
-                (Target::Hold { .. }, RouteScope::Session(s)) if scope.covers(s) => {
+                (Target::Hold { gate, .. }, RouteScope::Session(s)) if scope.covers(s) => {
+                    gate.close(tx.clone());
                     Some((r.id, Arc::clone(s)))
                 }
                 _ => None,
@@ -127,6 +135,7 @@ impl RouterActor {
                 target: Target::Hold {
                     queue: hold.clone(),
                     session: s,
+                    gate: HoldGate::default(),
                 },
                 named: true,
                 stats: Arc::clone(&gone.stats),

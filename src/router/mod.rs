@@ -237,7 +237,7 @@ impl Handler<AddRoute> for RouterActor {
             Some(n) => Arc::from(n.as_str()),
             None => Arc::from(format!("{}-{id}", msg.kind)),
         };
-        let held_for = self.take_placeholders(&name, &msg.scope);
+        let held_for = self.take_placeholders(&name, &msg.scope, &msg.tx);
         if self.routes.values().any(|r| r.name == name) {
             let e = Error::DuplicateRoute(name.to_string());
             return Box::pin(async move { Err(e) }.into_actor(self));
