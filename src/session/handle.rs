@@ -114,10 +114,7 @@ impl SessionHandle {
     /// [`Error::StoreWrite`], [`Error::SessionGaveUp`], [`Error::SessionClosed`].
     pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
-        self.addr
-            .send(PublishMsg(publish))
-            .await
-            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+        self.ask(PublishMsg(publish)).await
     }
 
     /// Queues a publish and returns once it is accepted: for QoS >= 1 with a store, once
@@ -128,8 +125,17 @@ impl SessionHandle {
     /// `publish_failures_total`.
     pub async fn enqueue(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
+        self.ask(Enqueue(publish)).await
+    }
+
+    /// Sends `msg` to the session's actor; a gone actor is [`Error::SessionClosed`].
+    async fn ask<M>(&self, msg: M) -> Result<(), Error>
+    where
+        M: actix::Message<Result = Result<(), Error>> + Send + 'static,
+        SessionActor: actix::Handler<M>,
+    {
         self.addr
-            .send(Enqueue(publish))
+            .send(msg)
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
