@@ -724,6 +724,8 @@ async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothin
     // The verdict is the missing list below; the wait only gives the last daemon time.
     if !wait_distinct(&sub, N, Duration::from_secs(120)).await {
         println!("last daemon's log:\n{}", daemon.stderr());
+        println!("last daemon's /sessions:\n{:?}", daemon.get("/sessions"));
+        println!("last daemon's /metrics:\n{:?}", daemon.get("/metrics"));
     }
     assert_none_missing("10 SIGKILLs with a store", &sub, N);
     drop(daemon);
