@@ -710,6 +710,13 @@ async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothin
             "no progress before kill {kill}:\n{}",
             daemon.stderr()
         );
+        if !moved {
+            println!(
+                "daemon before kill {kill} made no progress in {T:?}; its /sessions: {:?}\nits log:\n{}",
+                daemon.get("/sessions"),
+                daemon.stderr()
+            );
+        }
         daemon.signal("KILL");
         let _ = daemon.wait_exit(Duration::from_secs(10));
         println!(
