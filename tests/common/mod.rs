@@ -47,9 +47,11 @@ pub use http::*;
 pub use mosquitto::*;
 pub use poll::*;
 mod events;
+mod figures;
 #[allow(unused_imports, reason = "used by the HTTP tests only")]
 pub use daemon::*;
 pub use events::*;
+pub use figures::*;
 #[allow(unused_imports, reason = "used by the status page test only")]
 pub use webdriver::*;
 mod daemon;
