@@ -346,44 +346,6 @@ async fn connects_in_flight_stay_within_max_concurrent_connects_for_1000_session
     m.shutdown().await;
 }
 
-/// Publishes `n` messages with QoS 1 at `rate` per second to each of `topics` through a
-/// raw rumqttc client (independent of the crate), payload = the index; returns once every
-/// PUBACK came back.
-fn paced_publisher(port: u16, topics: &[&str], n: usize, rate: u32) {
-    let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut o = rumqttc::MqttOptions::new("paced-publisher", "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30));
-        o.set_inflight(100);
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 1000);
-        let want = n * topics.len();
-        let acks = tokio::spawn(async move {
-            let mut acks = 0;
-            while acks < want {
-                match el.poll().await.unwrap() {
-                    rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => acks += 1,
-                    _ => {}
-                }
-            }
-        });
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-        for i in 0..n {
-            tick.tick().await;
-            for t in &topics {
-                client
-                    .publish(t.as_str(), rumqttc::QoS::AtLeastOnce, false, i.to_string())
-                    .await
-                    .unwrap();
-            }
-        }
-        tokio::time::timeout(T, acks).await.unwrap().unwrap();
-    });
-}
-
 /// A producer publishes at a fixed rate (500 msg/s per topic, QoS 1, a raw rumqttc
 /// client) for 4 s (60 s long) into two routes of capacity 50, one per session. Each
 /// route's consumer really reads, at a tenth of that rate while the producer runs, then
@@ -444,9 +406,11 @@ async fn a_consumer_ten_times_slower_than_the_producer_loses_no_qos1_and_drops_e
     let c1 = consumer(q1, Arc::clone(&producing));
     let c0 = consumer(q0, Arc::clone(&producing));
     let started = Instant::now();
-    actix_rt::task::spawn_blocking(move || paced_publisher(port, &["soak/1", "soak/0"], n, rate))
-        .await
-        .unwrap();
+    actix_rt::task::spawn_blocking(move || {
+        paced_publisher(port, &["soak/1", "soak/0"], Some(n), rate, Arc::default())
+    })
+    .await
+    .unwrap();
     let publish_time = started.elapsed();
     producing.store(false, std::sync::atomic::Ordering::Relaxed);
     let (seen1, during1, peak1, _q1) = actix_rt::task::spawn_blocking(move || c1.join().unwrap())

@@ -52,6 +52,8 @@ mod figures;
 pub use daemon::*;
 pub use events::*;
 pub use figures::*;
+mod paced;
+pub use paced::*;
 #[allow(unused_imports, reason = "used by the status page test only")]
 pub use webdriver::*;
 mod daemon;
