@@ -54,6 +54,9 @@ pub use events::*;
 pub use figures::*;
 mod paced;
 pub use paced::*;
+mod netstat;
+#[allow(unused_imports, reason = "used by the option tests only")]
+pub use netstat::*;
 #[allow(unused_imports, reason = "used by the status page test only")]
 pub use webdriver::*;
 mod daemon;
