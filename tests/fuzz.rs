@@ -55,10 +55,23 @@ where
             break;
         }
     }
-    common::figure(
-        &format!("fuzz-{name}"),
-        serde_json::json!({"cases": cases.get(), "seconds": started.elapsed().as_secs_f64()}),
-    );
+    let mut figures =
+        serde_json::json!({"cases": cases.get(), "seconds": started.elapsed().as_secs_f64()});
+    for (k, v) in TALLY.with(|t| t.take()) {
+        figures[k] = v.into();
+    }
+    common::figure(&format!("fuzz-{name}"), figures);
+}
+
+thread_local! {
+    /// Outcomes counted by a harness (how often each typed error was reached), reported
+    /// with its case count: evidence that the mutations reach the code under test.
+    static TALLY: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
+        std::cell::RefCell::default();
+}
+
+fn tally(what: &str) {
+    TALLY.with(|t| *t.borrow_mut().entry(what.to_string()).or_default() += 1);
 }
 
 // ---- topics and filters ----
@@ -290,14 +303,29 @@ fn store_open(dir: &Path) -> Result<Store, mqtt_sessions::store::StoreError> {
 /// Reads everything back through the public API: each call may fail with a typed
 /// error, none may panic.
 fn read_back(dir: &Path) -> Result<(), String> {
-    let store = store_open(dir).map_err(|e| e.to_string())?;
-    let _ = store.schema_version();
-    let _ = store.outbox_load("s");
+    let store = match store_open(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tally("open_err");
+            return Err(e.to_string());
+        }
+    };
+    let count = |what: &str, ok: bool| tally(&format!("{what}_{}", if ok { "ok" } else { "err" }));
+    count("schema_version", store.schema_version().is_ok());
+    match store.outbox_load("s") {
+        Ok(v) => count("outbox_load", v.len() == 3),
+        Err(_) => count("outbox_load", false),
+    }
     let _ = store.outbox_len("s");
-    let _ = store.subscriptions_load("s");
-    let _ = store.session_meta_get("s");
+    count("subscriptions_load", store.subscriptions_load("s").is_ok());
+    count("session_meta_get", store.session_meta_get("s").is_ok());
     let _ = store.session_meta_list();
-    let _ = store.held_load("s", "orders", 10, Duration::from_secs(3600));
+    count(
+        "held_load",
+        store
+            .held_load("s", "orders", 10, Duration::from_secs(3600))
+            .is_ok(),
+    );
     // Writing after reading garbage works or fails cleanly too.
     let _ = store.outbox_push(
         "s",
@@ -451,7 +479,9 @@ fn fuzz_daemon_config_text_parses_or_fails_with_a_located_error_never_panics() {
                     }
                 }
             }
-            match Config::parse(&text, Path::new("fuzz.toml")) {
+            let parsed = Config::parse(&text, Path::new("fuzz.toml"));
+            tally(if parsed.is_ok() { "parsed" } else { "refused" });
+            match parsed {
                 Ok(c) => {
                     // What parses also turns into session options without panicking.
                     for s in &c.sessions {
