@@ -12,9 +12,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -306,54 +305,37 @@ async fn expired_server_certificate_fails_with_kind_tls() {
     m.shutdown().await;
 }
 
-/// Collects what a `tracing_subscriber` writes.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
-}
-
-/// A subscriber at `trace` writing into a buffer, for this thread only (the session's
-/// actor and driver run on the test's thread).
-fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let buf = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(buf.clone())
-        .finish();
-    (buf, tracing::subscriber::set_default(subscriber))
-}
-
+/// `skip_verify` connects to a broker whose certificate is self-signed for another name,
+/// says so in the status, and logs a warning. The session runs on a worker arbiter, so the
+/// warning is looked for in a child process whose global subscriber sees every thread.
 #[actix_rt::test]
 async fn skip_verify_connects_to_a_self_signed_broker_warns_and_shows_in_status() {
-    let (logs, _guard) = capture_logs();
     let pki = TestPki::new("selfsigned");
     let server = pki.self_signed_server("server", &["somewhere.else"]);
     let (_broker, tls_port) = tls_broker(&pki, &server, false);
     let url = format!("mqtts://127.0.0.1:{tls_port}");
-    let m = SessionManager::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildProc::spawn(CHILD, "skipverify", dir.path(), &url);
+    assert!(
+        child.wait_line("ready ", 1).await,
+        "{:?}",
+        child.lines.lock().unwrap()
+    );
+    assert_eq!(
+        child.lines_with("ready ")[0].trim(),
+        "true",
+        "status tls_skip_verify"
+    );
+    let logs = std::fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    assert!(
+        logs.contains("TLS certificate verification is disabled") && logs.contains("WARN"),
+        "no warning logged:\n{logs}"
+    );
+    drop(child);
 
+    // In this process: the status JSON says so, and the same broker is refused when
+    // verification is on (its certificate is self-signed).
+    let m = SessionManager::new().unwrap();
     let h = m
         .add_session(tls_opts(
             "skip",
@@ -368,17 +350,8 @@ async fn skip_verify_connects_to_a_self_signed_broker_warns_and_shows_in_status(
     h.wait_ready(T)
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", h.status().last_error));
-    assert!(h.status().tls_skip_verify);
     let json = serde_json::to_value(h.status()).unwrap();
     assert_eq!(json["tls_skip_verify"], serde_json::Value::Bool(true));
-    assert!(
-        logs.text()
-            .contains("TLS certificate verification is disabled"),
-        "no warning logged:\n{}",
-        logs.text()
-    );
-
-    // The same broker is refused when verification is on (its certificate is self-signed).
     let log = EventLog::start(&m);
     let mut o = tls_opts("verify", &url, trusting(&pki.ca_file));
     deterministic_backoff(&mut o);
@@ -634,12 +607,7 @@ async fn child_process() {
         return;
     };
     let parts: Vec<&str> = spec.split_whitespace().collect();
-    let (dir, plain_url, tls_url, ca) = (
-        std::path::PathBuf::from(parts[1]),
-        parts[2],
-        parts[3],
-        parts[4],
-    );
+    let dir = std::path::PathBuf::from(parts[1]);
     let file = std::fs::File::create(dir.join("log.txt")).unwrap();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -648,6 +616,24 @@ async fn child_process() {
         .with_writer(Mutex::new(file))
         .try_init()
         .unwrap();
+    if parts[0] == "skipverify" {
+        let m = SessionManager::new().unwrap();
+        let o = tls_opts(
+            "skip",
+            parts[2],
+            TlsOptions {
+                skip_verify: true,
+                ..TlsOptions::default()
+            },
+        );
+        let h = m.add_session(o).await.unwrap();
+        h.wait_ready(T)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {:?}", h.status().last_error));
+        println!("ready {}", h.status().tls_skip_verify);
+        std::future::pending::<()>().await;
+    }
+    let (plain_url, tls_url, ca) = (parts[2], parts[3], parts[4]);
     let m = SessionManager::new().unwrap();
     let log = EventLog::start(&m);
     let plain_opts = fast_opts("plain", plain_url).credentials("user", GOOD);
