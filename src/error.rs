@@ -178,6 +178,15 @@ pub enum Error {
     #[error("session {0:?} is closed")]
     SessionClosed(String),
 
+    /// The session stopped trying for good (state `gave_up`): remove it, or add it again.
+    #[error("session {session:?} gave up: {reason}")]
+    SessionGaveUp {
+        /// The session.
+        session: String,
+        /// Why.
+        reason: crate::event::GiveUpReason,
+    },
+
     /// The manager has been shut down.
     #[error("the session manager is shut down")]
     Shutdown,

@@ -41,9 +41,27 @@ pub enum EventKind {
     SessionRemoved,
     /// `session_state_changed`: every state transition.
     SessionStateChanged,
+    /// `session_gave_up`: the session stopped trying for good (state `gave_up`).
+    SessionGaveUp,
+    /// `publish_failed`: a publish queued with `enqueue` failed after it was accepted.
+    PublishFailed,
 }
 
 impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::SessionConnecting,
+        EventKind::SessionConnected,
+        EventKind::SessionReady,
+        EventKind::SessionDisconnected,
+        EventKind::SessionReconnecting,
+        EventKind::SessionAdded,
+        EventKind::SessionRemoved,
+        EventKind::SessionStateChanged,
+        EventKind::SessionGaveUp,
+        EventKind::PublishFailed,
+    ];
+
     /// The event's name as in the Go original (`session_connected`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +73,8 @@ impl EventKind {
             EventKind::SessionAdded => "session_added",
             EventKind::SessionRemoved => "session_removed",
             EventKind::SessionStateChanged => "session_state_changed",
+            EventKind::SessionGaveUp => "session_gave_up",
+            EventKind::PublishFailed => "publish_failed",
         }
     }
 }
@@ -197,6 +217,81 @@ pub enum EventData {
         /// After.
         new: SessionState,
     },
+    /// The session stopped trying for good.
+    SessionGaveUp {
+        /// Why.
+        reason: GiveUpReason,
+    },
+    /// A publish queued with `enqueue` failed after it was accepted.
+    PublishFailed {
+        /// Its topic.
+        topic: String,
+        /// Why (the error `publish` would have returned).
+        error: String,
+    },
+}
+
+/// Why a session gave up ([`EventData::SessionGaveUp`], state
+/// [`SessionState::GaveUp`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// `reconnect.max_attempts` connection attempts failed in a row.
+    AttemptsExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last_error: Option<ConnectionFailure>,
+    },
+    /// The connection was lost and `connect.auto_reconnect` is off.
+    ConnectionLost {
+        /// Why it was lost.
+        error: Option<ConnectionFailure>,
+    },
+    /// The session's actor failed more often than the supervision policy allows.
+    TooManyRestarts {
+        /// Failures counted within `window`.
+        restarts: u32,
+        /// The policy's window.
+        #[serde(with = "humantime_serde")]
+        window: Duration,
+        /// The last failure.
+        last_failure: String,
+    },
+}
+
+impl std::fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let last = |e: &Option<ConnectionFailure>| {
+            e.as_ref()
+                .map(|e| format!(" (last error: {}: {})", e.kind.as_str(), e.message))
+                .unwrap_or_default()
+        };
+        match self {
+            GiveUpReason::AttemptsExhausted {
+                attempts,
+                last_error,
+            } => write!(
+                f,
+                "{attempts} connection attempts failed{}",
+                last(last_error)
+            ),
+            GiveUpReason::ConnectionLost { error } => write!(
+                f,
+                "connection lost and auto_reconnect is off{}",
+                last(error)
+            ),
+            GiveUpReason::TooManyRestarts {
+                restarts,
+                window,
+                last_failure,
+            } => write!(
+                f,
+                "its actor failed {restarts} times within {window:?} (last: {last_failure})"
+            ),
+        }
+    }
 }
 
 impl EventData {
@@ -211,6 +306,8 @@ impl EventData {
             EventData::SessionAdded => EventKind::SessionAdded,
             EventData::SessionRemoved => EventKind::SessionRemoved,
             EventData::SessionStateChanged { .. } => EventKind::SessionStateChanged,
+            EventData::SessionGaveUp { .. } => EventKind::SessionGaveUp,
+            EventData::PublishFailed { .. } => EventKind::PublishFailed,
         }
     }
 }

@@ -37,7 +37,7 @@
 //!   in arrival order, once every consumer of a message has dropped it: see
 //!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
-//!   MQTT 5 (`protocol = "5"`) share all of it: [`session::link`] is the one place that
+//!   MQTT 5 (`protocol = "5"`) share all of it: `session::link` (crate-private) is the one place that
 //!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
 //! - [`request`]: MQTT 5 request/response ([`SessionManager::request`],
 //!   [`SessionManager::respond`]) on a per-session response route.
@@ -90,10 +90,11 @@ pub mod workers;
 pub use error::{Error, Result};
 pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
+    GiveUpReason,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{Message, MessageProperties, Publish, QoS};
-pub use metrics::{ManagerMetrics, RouteStatsSnapshot, RouteStatsSource};
+pub use metrics::{ManagerMetrics, PerSessionMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
     SessionOptions, TlsOptions, WillOptions,
@@ -108,5 +109,6 @@ pub use session::handle::SessionHandle;
 pub use session::incoming::SessionMessages;
 pub use session::state::SessionState;
 pub use session::SessionStatus;
+pub use supervisor::SupervisionOptions;
 pub use tls::TlsError;
 pub use topic::{TopicError, TopicFilter};

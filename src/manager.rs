@@ -23,7 +23,7 @@ use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
-use crate::store::Store;
+use crate::store::{Store, StoreWorker};
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
 
 /// Default bound of connection attempts in flight at once.
@@ -38,17 +38,25 @@ pub struct SessionManagerBuilder {
     metrics_prefix: String,
     route_stats: Option<Arc<dyn RouteStatsSource>>,
     workers: usize,
+    supervision: crate::supervisor::SupervisionOptions,
+    #[cfg(feature = "fault-injection")]
+    flush_delay: Option<std::time::Duration>,
+    per_session: crate::metrics::PerSessionMetrics,
 }
 
 impl Default for SessionManagerBuilder {
     fn default() -> Self {
         SessionManagerBuilder {
             workers: crate::workers::default_workers(),
+            supervision: crate::supervisor::SupervisionOptions::default(),
+            #[cfg(feature = "fault-injection")]
+            flush_delay: None,
             max_concurrent_connects: DEFAULT_MAX_CONCURRENT_CONNECTS,
             store_path: None,
             metrics_registry: None,
             metrics_prefix: DEFAULT_PREFIX.to_string(),
             route_stats: None,
+            per_session: crate::metrics::PerSessionMetrics::default(),
         }
     }
 }
@@ -80,6 +88,22 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// How a session whose actor fails is restarted: backoff with jitter, reset after a
+    /// healthy run, and a limit of restarts within a window past which it gives up
+    /// (state `gave_up`, event `session_gave_up`). See [`SupervisionOptions`](crate::SupervisionOptions).
+    pub fn supervision(mut self, options: crate::supervisor::SupervisionOptions) -> Self {
+        self.supervision = options;
+        self
+    }
+
+    /// Makes every flush of the store take `delay` longer, as a slow disk would (feature
+    /// `fault-injection`, for tests; never in production builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_flush_delay(mut self, delay: std::time::Duration) -> Self {
+        self.flush_delay = Some(delay);
+        self
+    }
+
     /// How many connection attempts may be in flight at once across all sessions
     /// (default 64): thousands of sessions starting together must not overrun a broker's
     /// accept queue (mosquitto's listen backlog is 100).
@@ -103,6 +127,14 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Which per-session series the metrics export (default
+    /// [`Full`](crate::metrics::PerSessionMetrics::Full)); see
+    /// [`PerSessionMetrics`](crate::metrics::PerSessionMetrics).
+    pub fn metrics_per_session(mut self, mode: crate::metrics::PerSessionMetrics) -> Self {
+        self.per_session = mode;
+        self
+    }
+
     /// Where per-route metrics come from (default: no routes); see
     /// [`RouteStatsSource`].
     pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
@@ -118,6 +150,14 @@ impl SessionManagerBuilder {
             return Err(Error::NoActixSystem);
         }
         let store = self.store_path.as_deref().map(Store::open).transpose()?;
+        #[cfg(feature = "fault-injection")]
+        if let (Some(s), Some(d)) = (&store, self.flush_delay) {
+            s.inject_flush_delay(d);
+        }
+        let store = store
+            .map(StoreWorker::start)
+            .transpose()
+            .map_err(Error::Spawn)?;
         let registry: Registry = Arc::new(crate::supervisor::SessionRegistry::default());
         let bus = EventBus::new();
         let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
@@ -131,16 +171,21 @@ impl SessionManagerBuilder {
             Arc::clone(&registry),
             bus.clone(),
             route_stats,
+            self.per_session,
         )?;
+        let workers = Arc::new(crate::workers::Workers::start(self.workers));
         let router = RouterActor::new(Arc::clone(&routes), store.clone()).start();
         let sup = Supervisor::new(
             Arc::clone(&registry),
             bus.clone(),
             router.clone(),
             routes,
-            self.max_concurrent_connects,
-            store.clone(),
-            self.workers,
+            crate::supervisor::SupervisorSettings {
+                max_concurrent_connects: self.max_concurrent_connects,
+                workers: Arc::clone(&workers),
+                supervision: self.supervision,
+                store: store.clone(),
+            },
         )
         .start();
         Ok(SessionManager {
@@ -151,6 +196,7 @@ impl SessionManagerBuilder {
             metrics,
             running: Arc::new(AtomicBool::new(true)),
             requests: Arc::default(),
+            workers,
         })
     }
 }
@@ -184,6 +230,7 @@ pub struct SessionManager {
     metrics: Metrics,
     running: Arc<AtomicBool>,
     requests: Arc<RequestRegistry>,
+    workers: Arc<crate::workers::Workers>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -296,9 +343,16 @@ impl SessionManager {
             .await
     }
 
-    /// Publishes a [`Publish`] (retain, QoS, ...) through one session.
+    /// Publishes a [`Publish`] (retain, QoS, ...) through one session and waits for the
+    /// broker's acknowledgement; see [`SessionHandle::publish`].
     pub async fn publish(&self, session: &str, publish: Publish) -> Result<(), Error> {
         self.session(session)?.publish(publish).await
+    }
+
+    /// Queues a [`Publish`] through one session and returns once it is accepted (durable
+    /// with a store); see [`SessionHandle::enqueue`].
+    pub async fn enqueue(&self, session: &str, publish: Publish) -> Result<(), Error> {
+        self.session(session)?.enqueue(publish).await
     }
 
     /// Publishes through every session at once; one result per session.
@@ -463,6 +517,19 @@ impl SessionManager {
         Readiness::collect(self.metrics.sources(), self.is_running())
     }
 
+    /// Readiness counting only the sessions for which `required` is true (the others are
+    /// neither waited for nor listed); [`readiness`](Self::readiness) requires them all.
+    pub fn readiness_of(&self, required: impl Fn(&str) -> bool) -> Readiness {
+        Readiness::collect_of(self.metrics.sources(), self.is_running(), required)
+    }
+
+    /// Does every worker thread answer a liveness ping within `timeout`? (A session's
+    /// actor that blocks its thread makes this false; the daemon's systemd watchdog
+    /// stops on it.)
+    pub async fn workers_alive(&self, timeout: Duration) -> bool {
+        self.workers.ping_all(timeout).await
+    }
+
     /// What the metrics read (for the HTTP layer's own figures).
     #[cfg(feature = "http")]
     pub(crate) fn metrics_sources(&self) -> &crate::metrics::Sources {
@@ -496,6 +563,8 @@ impl RouteStatsSource for TableStats {
                     delivered: c.delivered,
                     dropped_full: c.dropped_full,
                     dropped_panic: c.handler_panics,
+                    dropped_stall: c.dropped_stall,
+                    dropped_closed: c.dropped_closed,
                     last_message_timestamp_seconds: c.last_message_timestamp_seconds,
                 }
             })

@@ -55,26 +55,6 @@ impl std::fmt::Display for QoS {
     }
 }
 
-impl From<QoS> for rumqttc::QoS {
-    fn from(q: QoS) -> Self {
-        match q {
-            QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-            QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-            QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
-        }
-    }
-}
-
-impl From<rumqttc::QoS> for QoS {
-    fn from(q: rumqttc::QoS) -> Self {
-        match q {
-            rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
-            rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
-            rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
-        }
-    }
-}
-
 /// MQTT 5 subscription options (MQTT 5 section 3.8.3.1), set per route
 /// ([`RouteBuilder::no_local`](crate::RouteBuilder::no_local) and friends).
 ///

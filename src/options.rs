@@ -19,7 +19,7 @@ use crate::topic::{validate_topic_name, TopicError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OptionsError {
-    /// The session name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
+    /// The session name is empty, longer than 128 characters or has a control character.
     #[error("invalid session name {name:?}: {reason}")]
     InvalidName {
         /// The refused name.
@@ -133,8 +133,8 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionOptions {
-    /// Unique session name: 1 to 128 characters of `[A-Za-z0-9_.-]`. Used in events,
-    /// metrics labels and the store, so it is deliberately restricted.
+    /// Unique session name: 1 to 128 characters of any text (`"生产设备"`) without control
+    /// characters (it is a store key, a metric label value and a log field).
     pub name: String,
     /// Broker URLs, tried in order on every connection attempt
     /// (`mqtt://host:1883`, `tcp://host`, `mqtts://host:8883`, `ws://host:8080/mqtt`, ...).
@@ -302,6 +302,12 @@ pub struct PerformanceOptions {
     /// (they go out in order). Zero drops such messages at once. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub unrouted_hold: Duration,
+    /// How long the session may stop reading from its connection while a
+    /// [`Backpressure`](crate::Overflow::Backpressure) route's queue is full (the broker
+    /// holds the messages meanwhile). Absent: half the keep-alive, so the keep-alive never
+    /// lapses; must be below the keep-alive.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_stall: Option<Duration>,
 }
 
 impl Default for PerformanceOptions {
@@ -314,6 +320,7 @@ impl Default for PerformanceOptions {
             write_timeout: Duration::from_secs(30),
             read_timeout: None,
             unrouted_hold: Duration::from_secs(5),
+            max_stall: None,
         }
     }
 }
@@ -654,6 +661,17 @@ impl SessionOptions {
                 "must be above zero".into(),
             ));
         }
+        if let Some(stall) = p.max_stall {
+            if stall >= self.connect.keep_alive && !self.connect.keep_alive.is_zero() {
+                return Err(invalid(
+                    "performance.max_stall",
+                    format!(
+                        "{stall:?} must be below the keep-alive ({:?}), or the connection would lapse",
+                        self.connect.keep_alive
+                    ),
+                ));
+            }
+        }
         if p.unrouted_hold > Duration::from_secs(3600) {
             return Err(invalid(
                 "performance.unrouted_hold",
@@ -698,9 +716,24 @@ impl SessionOptions {
             (!self.connect.keep_alive.is_zero()).then(|| self.connect.keep_alive.mul_f64(1.5))
         })
     }
+
+    /// How long a full `Backpressure` route may stop the session's reading:
+    /// `performance.max_stall`, or half the keep-alive (5 s without a keep-alive).
+    pub(crate) fn effective_max_stall(&self) -> Duration {
+        self.performance.max_stall.unwrap_or_else(|| {
+            if self.connect.keep_alive.is_zero() {
+                Duration::from_secs(5)
+            } else {
+                self.connect.keep_alive / 2
+            }
+        })
+    }
 }
 
-/// Checks a session name: 1 to 128 characters of `[A-Za-z0-9_.-]`, not starting with `.`.
+/// Checks a session name (also a route or rule name): 1 to 128 characters of any UTF-8
+/// text (`"plant-1"`, `"生产设备"`, `"line 3/press"`) without control characters. Control
+/// characters are refused because a name is a store key (NUL separates key parts), a
+/// metric label value and a log field.
 pub fn validate_name(name: &str) -> Result<(), OptionsError> {
     let bad = |reason| OptionsError::InvalidName {
         name: name.chars().take(140).collect(),
@@ -709,19 +742,11 @@ pub fn validate_name(name: &str) -> Result<(), OptionsError> {
     if name.is_empty() {
         return Err(bad("empty"));
     }
-    if name.len() > 128 {
+    if name.chars().count() > 128 {
         return Err(bad("longer than 128 characters"));
     }
-    if name.starts_with('.') {
-        return Err(bad("starts with '.'"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        return Err(bad(
-            "only ASCII letters, digits, '_', '-' and '.' are allowed",
-        ));
+    if name.chars().any(char::is_control) {
+        return Err(bad("control characters are not allowed"));
     }
     Ok(())
 }
@@ -810,8 +835,8 @@ mod tests {
         let cases: Vec<(&str, Edit, &str)> = vec![
             ("empty name", |o| o.name.clear(), "invalid session name"),
             (
-                "slash in name",
-                |o| o.name = "a/b".into(),
+                "control character in name",
+                |o| o.name = "a\nb".into(),
                 "invalid session name",
             ),
             ("no brokers", |o| o.brokers.clear(), "no broker URL"),
@@ -970,5 +995,27 @@ mod tests {
         assert_ne!(o.effective_client_id(), o.effective_client_id());
         o.connect.clean_session = false;
         assert_eq!(o.effective_client_id(), "mqtt-sessions-s1");
+    }
+
+    #[test]
+    fn names_are_any_text_of_1_to_128_characters_without_control_characters() {
+        let cases: &[(&str, bool)] = &[
+            ("plant-1", true),
+            ("生产设备", true),
+            ("line 3/press #2", true),
+            (".hidden", true),
+            ("a:status/#", true),
+            ("", false),
+            ("a\nb", false),
+            ("a\0b", false),
+            ("tab\there", false),
+            ("\u{7f}", false),
+        ];
+        for &(name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "{name:?}");
+        }
+        // 128 characters (384 bytes) is fine; 129 is not.
+        assert!(validate_name(&"设".repeat(128)).is_ok());
+        assert!(validate_name(&"设".repeat(129)).is_err());
     }
 }

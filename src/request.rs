@@ -50,7 +50,7 @@ impl Requests {
     fn new(addr: Addr<SessionActor>) -> Self {
         Requests {
             addr,
-            topic: format!("{RESPONSE_TOPIC_PREFIX}{:032x}", fastrand::u128(..)),
+            topic: format!("{RESPONSE_TOPIC_PREFIX}{:032x}", random_u128()),
             waiting: Mutex::new(HashMap::new()),
             route: tokio::sync::OnceCell::new(),
         }
@@ -170,7 +170,7 @@ impl SessionManager {
                         .await
                 })
                 .await?;
-            let corr = Bytes::copy_from_slice(&fastrand::u128(..).to_be_bytes());
+            let corr = Bytes::copy_from_slice(&random_u128().to_be_bytes());
             let (tx, rx) = oneshot::channel();
             requests.waiting().insert(corr.clone(), tx);
             let guard = Forget(&requests, corr.clone());
@@ -227,5 +227,19 @@ struct Forget<'a>(&'a Requests, Bytes);
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.0.waiting().remove(&self.1);
+    }
+}
+
+/// 128 bits from the operating system's cryptographic RNG (response topics and
+/// correlation data must not be guessable by another client of the broker). Should the
+/// OS refuse (it does not on supported systems), falls back to `fastrand`, logged.
+fn random_u128() -> u128 {
+    let mut bytes = [0u8; 16];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u128::from_be_bytes(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "the OS random number generator failed; using fastrand");
+            fastrand::u128(..)
+        }
     }
 }

@@ -42,11 +42,22 @@ impl std::fmt::Debug for Workers {
 impl Workers {
     /// Starts `n` arbiters (at least one, at most [`MAX_WORKERS`]) on the current actix
     /// system.
+    /// Each worker logs through the `tracing` subscriber in force on the calling thread
+    /// (a scoped one included), as the sessions did before they moved to workers.
     pub(crate) fn start(n: usize) -> Workers {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let workers = (0..n.clamp(1, MAX_WORKERS))
-            .map(|_| Worker {
-                arbiter: Arbiter::new().handle(),
-                sessions: AtomicUsize::new(0),
+            .map(|_| {
+                let arbiter = Arbiter::new().handle();
+                let d = dispatch.clone();
+                arbiter.spawn(async move {
+                    // For the thread's whole life: the guard is never dropped.
+                    std::mem::forget(tracing::dispatcher::set_default(&d));
+                });
+                Worker {
+                    arbiter,
+                    sessions: AtomicUsize::new(0),
+                }
             })
             .collect();
         Workers { workers }
@@ -71,6 +82,22 @@ impl Workers {
                 .sessions
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
+    }
+
+    /// Do all workers answer? Spawns a no-op task on each arbiter and waits up to
+    /// `timeout` for every one of them to run it (the daemon's systemd watchdog: a wedged
+    /// worker thread fails this).
+    pub(crate) async fn ping_all(&self, timeout: std::time::Duration) -> bool {
+        let pings = self.workers.iter().map(|w| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let sent = w.arbiter.spawn(async move {
+                let _ = tx.send(());
+            });
+            async move { sent && rx.await.is_ok() }
+        });
+        tokio::time::timeout(timeout, futures_util::future::join_all(pings))
+            .await
+            .is_ok_and(|answers| answers.into_iter().all(|ok| ok))
     }
 
     /// Stops every worker once what it runs now has ended (their sessions are closed

@@ -418,8 +418,86 @@ fn check_config_names_the_line_and_the_reason_of_broken_files_and_exits_78() {
 }
 
 #[test]
-fn print_config_output_passes_check_config() {
-    let out = run_with_timeout(Command::new(BIN).arg("print-config"), None, T);
+fn print_config_of_a_file_fills_in_every_default_and_round_trips_through_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("conf/source.toml");
+    fs::create_dir_all(source.parent().unwrap()).unwrap();
+    fs::write(
+        &source,
+        "# ${NOT_SET} in a comment is left alone\n[store]\npath = \"state\"\n\n\
+         [[sessions]]\nname = \"a\"\nbrokers = [\"mqtt://${PC_TEST_HOST}:1883\"]\n\
+         [[sessions.subscriptions]]\nfilter = \"x/#\"\n\n\
+         [[sessions]]\nname = \"b\"\nbrokers = [\"mqtt://127.0.0.1:1884\"]\n\
+         required_for_ready = false\n\n\
+         [[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"x/#\"\nto = \"b\"\n",
+    )
+    .unwrap();
+    let printed = run_with_timeout(
+        Command::new(BIN)
+            .args(["print-config", "-c"])
+            .arg(&source)
+            .env("PC_TEST_HOST", "127.0.0.9"),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    // Defaults filled in, the variable substituted, the relative path resolved.
+    for want in [
+        "shutdown_timeout = \"10s\"",
+        "keep_alive = \"1m\"",
+        "max_message_size = \"32KiB\"",
+        "per_session = \"full\"",
+        "required_for_ready = false",
+        "mqtt://127.0.0.9:1883",
+        &format!("path = \"{}\"", dir.path().join("conf/state").display()),
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // Printed elsewhere, it is accepted and explains the same thing.
+    let path = dir.path().join("printed.toml");
+    fs::write(&path, &text).unwrap();
+    let (code, explained, err) = check_config(&path);
+    assert_eq!(code, Some(0), "{err}\n{text}");
+    let (_, original, _) = {
+        let out = run_with_timeout(
+            Command::new(BIN)
+                .args(["check-config", "--config"])
+                .arg(&source)
+                .env("PC_TEST_HOST", "127.0.0.9"),
+            None,
+            T,
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            (),
+        )
+    };
+    assert_eq!(
+        explained.lines().skip(1).collect::<Vec<_>>(),
+        original.lines().skip(1).collect::<Vec<_>>()
+    );
+    let again = run_with_timeout(Command::new(BIN).arg("print-config").arg(&path), None, T);
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert_eq!(
+        again.lines().skip(2).collect::<Vec<_>>(),
+        text.lines().skip(2).collect::<Vec<_>>(),
+        "print-config is a fixed point"
+    );
+}
+
+#[test]
+fn print_config_example_output_passes_check_config() {
+    let out = run_with_timeout(
+        Command::new(BIN).args(["print-config", "--example"]),
+        None,
+        T,
+    );
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("printed.toml");
@@ -451,7 +529,7 @@ async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifi
     d.wait_ready().await;
     let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1");
+    assert_eq!(&buf[..n], b"READY=1\n");
 
     let sub = Sub::spawn(mqtt, "plant-1/#", 1);
     publish(mqtt, "sensors/t1", "21.5", 1, false);
@@ -462,8 +540,13 @@ async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifi
     );
 
     d.signal("TERM");
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    // STATUS= lines may come first.
+    let stopping = poll_until(T, || {
+        notify
+            .recv(&mut buf)
+            .is_ok_and(|n| &buf[..n] == b"STOPPING=1\n")
+    });
+    assert!(stopping, "no STOPPING=1");
     let status = d.wait_exit(Duration::from_secs(15));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d.stderr());
 }
@@ -634,10 +717,14 @@ async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothin
             distinct_and_duplicates(&sub).0.len()
         );
         daemon = Daemon::start(&config);
+        // Each restarted daemon comes up (or the test shows why not).
+        daemon.wait_ready().await;
     }
     publisher.join().unwrap();
     // The verdict is the missing list below; the wait only gives the last daemon time.
-    let _ = wait_distinct(&sub, N, Duration::from_secs(120)).await;
+    if !wait_distinct(&sub, N, Duration::from_secs(120)).await {
+        println!("last daemon's log:\n{}", daemon.stderr());
+    }
     assert_none_missing("10 SIGKILLs with a store", &sub, N);
     drop(daemon);
 }
@@ -678,4 +765,298 @@ async fn two_daemons_sharing_a_subscription_lose_nothing_when_one_is_sigkilled_a
     let _ = wait_distinct(&sub, N, Duration::from_secs(60)).await;
     assert_none_missing("$share group, one daemon SIGKILLed", &sub, N);
     drop(one);
+}
+
+/// Metric names (`prefix…`) in a PromQL expression or alert rule text.
+fn metric_names_in(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.char_indices() {
+        let rest = &text[i..];
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        if prefixes.iter().any(|p| rest.starts_with(p)) {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.insert(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_exposition() {
+    let broker = Mosquitto::start();
+    let d = Daemon::start(&format!(
+        "{HTTP}{}[[sessions.subscriptions]]\nfilter = \"status/#\"\n{}{}",
+        session("a", "dash-a", broker.port()),
+        session("b", "dash-b", broker.port()),
+        rule("copy", "a", "in/#", "b", "out/{topic}")
+    ));
+    d.wait_ready().await;
+    publish(broker.port(), "in/x", "1", 1, false);
+    let received = poll_until_async(T, || async {
+        d.get("/metrics").is_some_and(|(_, t)| {
+            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\"} 1")
+        })
+    })
+    .await;
+    assert!(received, "{}", d.stderr());
+    let (_, text) = d.get("/metrics").unwrap();
+    let exposed: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let prefixes = ["mqtt_sessions_", "process_"];
+    let mut used = metric_names_in(
+        &fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),
+        &prefixes,
+    );
+    used.extend(metric_names_in(
+        &fs::read_to_string(format!("{root}/docs/alerts.yml")).unwrap(),
+        &prefixes,
+    ));
+    for want in [
+        "mqtt_sessions_forward_messages_total",
+        "mqtt_sessions_config_last_reload_successful",
+        "process_open_fds",
+    ] {
+        assert!(used.contains(want), "{want} is not used: {used:?}");
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(missing.is_empty(), "not exposed: {missing:?}\n{text}");
+    // Route labels are named after the rule and the subscription, never `kind-N`.
+    assert!(text.contains("route=\"forward.copy\""), "{text}");
+    assert!(text.contains("route=\"a:status/#\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_session_named_in_chinese_goes_through_config_sessions_metrics_and_the_store_across_a_restart(
+) {
+    const NAME: &str = "生产设备";
+    let broker = Mosquitto::start();
+    let store = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{HTTP}[store]\npath = \"{}\"\n{}[[sessions.subscriptions]]\nfilter = \"设备/#\"\n{}{}",
+        store.path().join("db").display(),
+        session(NAME, "device-cn", broker.port()).replace(
+            "[sessions.connect]\n",
+            "[sessions.connect]\nclean_session = false\npersistent = true\n"
+        ),
+        session("云端", "cloud-cn", broker.port()),
+        rule("转发", NAME, "设备/#", "云端", "工厂/{session}/{topic}")
+    );
+    for round in 0..2 {
+        let mut d = Daemon::start(&config);
+        d.wait_ready().await;
+        let (_, body) = d.get("/sessions").unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            rows.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == NAME && r["state"] == "connected"),
+            "round {round}: {body}"
+        );
+        let (_, metrics) = d.get("/metrics").unwrap();
+        assert!(
+            metrics.contains(&format!("mqtt_sessions_session_up{{session=\"{NAME}\"}} 1")),
+            "round {round}: {metrics}"
+        );
+        assert!(metrics.contains("rule=\"转发\""), "{metrics}");
+        let sub = Sub::spawn(broker.port(), "工厂/#", 1);
+        publish(broker.port(), "设备/温度", "21", 1, false);
+        assert!(
+            sub.wait_for_line_async(&format!("工厂/{NAME}/设备/温度 21"), T)
+                .await,
+            "round {round}: {:?}\n{}",
+            sub.lines(),
+            d.stderr()
+        );
+        let status = run_with_timeout(
+            Command::new(BIN).args([
+                "status",
+                "--interval",
+                "0",
+                "--url",
+                &format!("http://127.0.0.1:{}", d.http),
+            ]),
+            None,
+            T,
+        );
+        let table = String::from_utf8_lossy(&status.stdout);
+        assert!(table.contains(NAME), "{table}");
+        d.signal("TERM");
+        assert_eq!(
+            d.wait_exit(T).and_then(|s| s.code()),
+            Some(0),
+            "{}",
+            d.stderr()
+        );
+        // The store, keyed by the name, holds the session and its subscription.
+        let s = mqtt_sessions::store::Store::open(&store.path().join("db")).unwrap();
+        assert!(s.session_meta_get(NAME).unwrap().is_some(), "round {round}");
+        let subs = s.subscriptions_load(NAME).unwrap();
+        assert!(subs.iter().any(|s| s.filter == "设备/#"), "{subs:?}");
+    }
+}
+
+/// One message read by a fresh `mosquitto_sub` (MQTT 5) on `filter`, formatted with
+/// `format` (`%r` retain, `%q` QoS, `%t` topic, `%p` payload, `%C` content type, `%R`
+/// response topic, `%D` correlation data, `%P` user properties); `None` if none came.
+fn sub_once(port: u16, filter: &str, format: &str, wait_secs: u32) -> Option<String> {
+    let out = run_with_timeout(
+        Command::new(require_binary("mosquitto_sub")).args([
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv5",
+            "-t",
+            filter,
+            "-q",
+            "2",
+            "-C",
+            "1",
+            "-W",
+            &wait_secs.to_string(),
+            "-F",
+            format,
+        ]),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+#[tokio::test]
+async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_levels() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    // Retained before the daemon subscribes: it arrives retained on subscribe.
+    publish(port, "in/a/b/c", "old-retained", 1, true);
+    publish(port, "r/x", "old-retained", 1, true);
+    let v5 = |s: String| {
+        s.replace(
+            "[sessions.connect]\n",
+            "protocol = \"5\"\n[sessions.connect]\n",
+        )
+    };
+    let d = Daemon::start(&format!(
+        "{HTTP}{}{}\
+         [[forward]]\nname = \"keep\"\nfrom = \"src\"\nfilter = \"in/+/#\"\nto = \"dst\"\n\
+         topic = \"out/{{1}}/{{2}}\"\nqos = \"keep\"\nretain = \"keep\"\nforward_retained = true\n\
+         [[forward]]\nname = \"fresh\"\nfrom = \"src\"\nfilter = \"r/#\"\nto = \"dst\"\n\
+         topic = \"copy/{{topic}}\"\n",
+        v5(session("src", "fwd-src", port)),
+        v5(session("dst", "fwd-dst", port)),
+    ));
+    d.wait_ready().await;
+
+    // retain = "keep": the retained source message is forwarded retained, captures filled.
+    let retained = poll_until_async(T, || async {
+        sub_once(port, "out/#", "%r %t %p", 1).as_deref() == Some("1 out/a/b/c old-retained")
+    })
+    .await;
+    assert!(
+        retained,
+        "{:?}\n{}",
+        sub_once(port, "out/#", "%r %t %p", 1),
+        d.stderr()
+    );
+
+    // qos = "keep" and MQTT 5 properties: a live QoS 0 message with properties.
+    let live = std::thread::spawn(move || sub_once(port, "out/p/#", "%q %r %t %p|%C|%R|%D|%P", 20));
+    let pub_v5 = || {
+        let out = run_with_timeout(
+            Command::new(require_binary("mosquitto_pub")).args([
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv5",
+                "-t",
+                "in/p/q",
+                "-q",
+                "0",
+                "-m",
+                "live",
+                "-D",
+                "publish",
+                "content-type",
+                "text/x",
+                "-D",
+                "publish",
+                "response-topic",
+                "resp/1",
+                "-D",
+                "publish",
+                "correlation-data",
+                "abc",
+                "-D",
+                "publish",
+                "user-property",
+                "k",
+                "v",
+            ]),
+            None,
+            T,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The subscriber gets ready at its own pace: publish until it has one.
+    let got = poll_until_async(T, || async {
+        pub_v5();
+        live.is_finished()
+    })
+    .await;
+    assert!(got, "{}", d.stderr());
+    assert_eq!(
+        live.join().unwrap().as_deref(),
+        Some("0 0 out/p/q live|text/x|resp/1|abc|k:v"),
+        "{}",
+        d.stderr()
+    );
+
+    // forward_retained = false (default): the old retained message is not forwarded
+    // again; a live one is, not retained (retain "keep" of a live message).
+    publish(port, "r/x", "live", 1, false);
+    let copied = poll_until_async(T, || async {
+        sub_once(port, "copy/#", "%r %t %p", 1).is_none()
+            && d.get("/metrics").is_some_and(|(_, t)| {
+                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\"} 1")
+            })
+    })
+    .await;
+    assert!(copied, "{:?}\n{}", d.get("/metrics"), d.stderr());
+}
+
+#[test]
+fn check_config_warns_when_a_rule_could_receive_what_its_target_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sizes.toml");
+    fs::write(
+        &path,
+        "[[sessions]]\nname = \"big\"\nbrokers = [\"mqtt://127.0.0.1:1\"]\n\
+         [sessions.performance]\nmax_message_size = \"1MiB\"\n\
+         [[sessions]]\nname = \"small\"\nbrokers = [\"mqtt://127.0.0.1:2\"]\n\
+         [[forward]]\nname = \"r\"\nfrom = \"big\"\nfilter = \"a/#\"\nto = \"small\"\n\
+         [[forward]]\nname = \"back\"\nfrom = \"small\"\nfilter = \"b/#\"\nto = \"big\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = check_config(&path);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("forward rule \"r\": session \"big\" accepts payloads up to 1MiB but \"small\" sends at most 32KiB"),
+        "{out}"
+    );
+    assert!(!out.contains("forward rule \"back\""), "{out}");
 }

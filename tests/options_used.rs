@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mqtt_sessions::{Error, ErrorKind, EventData, QoS, SessionManager, SessionState};
+use mqtt_sessions::{Error, ErrorKind, EventData, GiveUpReason, QoS, SessionManager, SessionState};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -203,9 +203,9 @@ async fn inflight_bounds_the_publishes_the_broker_sees_unacknowledged() {
 }
 
 /// `reconnect.max_attempts`: against a port nobody listens on, with 3 attempts allowed,
-/// the session makes exactly 3 connection attempts, then gives up: the state becomes
-/// `Disconnected` (a `session_state_changed` event says so, the metric's state is 0) and
-/// no further attempt is made.
+/// the session makes exactly 3 connection attempts, then gives up: a `session_gave_up`
+/// event says why (attempts exhausted, the last error), the state becomes `GaveUp` (so does
+/// the metric's state code) and no further attempt is made.
 #[actix_rt::test]
 async fn max_attempts_gives_up_with_an_event_a_state_and_no_further_attempt() {
     init_tracing();
@@ -217,22 +217,28 @@ async fn max_attempts_gives_up_with_an_event_a_state_and_no_further_attempt() {
     o.reconnect.initial_delay = Duration::from_millis(50);
     o.reconnect.jitter = 0.0;
     let h = m.add_session(o).await.unwrap();
-    let gave_up = |d: &EventData| {
-        matches!(
-            d,
-            EventData::SessionStateChanged {
-                new: SessionState::Disconnected,
-                ..
-            }
-        )
-    };
+    let gave_up = |d: &EventData| matches!(d, EventData::SessionGaveUp { .. });
     assert!(
         log.wait_count("giveup", 1, T, gave_up).await,
         "{:?}",
         log.of("giveup")
     );
-    assert_eq!(h.state(), SessionState::Disconnected);
-    assert_eq!(h.metrics().state, 0);
+    assert_eq!(h.state(), SessionState::GaveUp);
+    assert_eq!(h.metrics().state, SessionState::GaveUp.code());
+    let reason = log.of("giveup").into_iter().find_map(|d| match d {
+        EventData::SessionGaveUp { reason } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        matches!(
+            reason,
+            Some(GiveUpReason::AttemptsExhausted {
+                attempts: 3,
+                last_error: Some(_)
+            })
+        ),
+        "{reason:?}"
+    );
     // An observation window of several backoff delays in which nothing may happen.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let events = log.of("giveup");
@@ -243,7 +249,7 @@ async fn max_attempts_gives_up_with_an_event_a_state_and_no_further_attempt() {
     let failures = events.iter().filter(|d| failure_kind(d).is_some()).count();
     assert_eq!(h.metrics().connection_attempts, 3);
     assert_eq!((attempts, failures), (3, 3), "{events:?}");
-    assert_eq!(h.state(), SessionState::Disconnected);
+    assert_eq!(h.state(), SessionState::GaveUp);
     m.shutdown().await;
 }
 
@@ -366,15 +372,7 @@ async fn reconnect_delays_follow_initial_delay_factor_max_delay_and_jitter() {
         o.reconnect.max_attempts = Some(5);
         m.add_session(o).await.unwrap();
     }
-    let gave_up = |d: &EventData| {
-        matches!(
-            d,
-            EventData::SessionStateChanged {
-                new: SessionState::Disconnected,
-                ..
-            }
-        )
-    };
+    let gave_up = |d: &EventData| matches!(d, EventData::SessionGaveUp { .. });
     for name in ["exact", "jittered"] {
         assert!(
             log.wait_count(name, 1, T, gave_up).await,

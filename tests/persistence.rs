@@ -41,9 +41,13 @@ async fn child_process() {
         "publish" => {
             let h = m.add_session(child_opts("pub", url)).await.unwrap();
             for i in 0.. {
-                h.publish_to(&format!("out/{i}"), format!("{i}"), QoS::AtLeastOnce)
-                    .await
-                    .unwrap();
+                // `enqueue`: accepted once durable in the store (the broker is down).
+                h.enqueue(
+                    mqtt_sessions::Publish::new(format!("out/{i}"), format!("{i}"))
+                        .qos(QoS::AtLeastOnce),
+                )
+                .await
+                .unwrap();
                 println!("accepted {i}");
             }
         }
@@ -217,8 +221,10 @@ async fn with_a_store_a_qos1_publish_is_accepted_while_the_broker_is_down_and_de
         .await
     );
     for i in 0..10 {
-        // Returns once written to the store, not after a PUBACK that cannot come yet.
-        tokio::time::timeout(T, h.publish_to("st/x", format!("{i}"), QoS::AtLeastOnce))
+        // `enqueue` returns once written to the store, not after a PUBACK that cannot
+        // come yet.
+        let p = mqtt_sessions::Publish::new("st/x", format!("{i}")).qos(QoS::AtLeastOnce);
+        tokio::time::timeout(T, h.enqueue(p))
             .await
             .unwrap()
             .unwrap();
@@ -248,7 +254,8 @@ async fn removing_a_session_deletes_its_stored_state_and_keeps_its_metadata() {
         let h = m.add_session(fast_opts("gone", &dead)).await.unwrap();
         let keep = m.add_session(fast_opts("kept", &dead)).await.unwrap();
         for h in [&h, &keep] {
-            h.publish_to("x/y", "queued", QoS::AtLeastOnce)
+            // Accepted (in the store's outbox): the broker is unreachable.
+            h.enqueue(mqtt_sessions::Publish::new("x/y", "queued").qos(QoS::AtLeastOnce))
                 .await
                 .unwrap();
         }

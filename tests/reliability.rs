@@ -378,6 +378,7 @@ async fn a_consumer_ten_times_slower_than_the_producer_loses_no_qos1_and_drops_e
         .session("soak0")
         .qos(QoS::AtMostOnce)
         .capacity(50)
+        .overflow(mqtt_sessions::Overflow::DropNewest)
         .listen()
         .await
         .unwrap();

@@ -234,6 +234,7 @@ async fn qos0_overflow_is_dropped_and_counted_in_the_route_stats() {
         .route("ovf/#")
         .qos(QoS::AtMostOnce)
         .capacity(5)
+        .overflow(Overflow::DropNewest)
         .listen()
         .await
         .unwrap();
@@ -464,6 +465,7 @@ async fn route_figures_appear_in_the_metrics_and_vanish_when_the_route_stops() {
         .name("meter")
         .qos(QoS::AtMostOnce)
         .capacity(2)
+        .overflow(Overflow::DropNewest)
         .listen()
         .await
         .unwrap();

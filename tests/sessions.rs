@@ -475,7 +475,7 @@ async fn bad_inputs_give_typed_errors() {
         "{e}"
     );
     let e = m
-        .add_session(fast_opts("bad name!", &broker.url()))
+        .add_session(fast_opts("bad\nname", &broker.url()))
         .await
         .unwrap_err();
     assert!(

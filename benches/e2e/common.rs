@@ -243,3 +243,53 @@ pub(crate) fn run_tag() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Clock ticks per second of the CPU times in `/proc/*/stat` (`getconf CLK_TCK`; 100, the
+/// Linux `USER_HZ` of every mainstream architecture, when `getconf` is missing).
+pub(crate) fn clock_ticks_per_s() -> u64 {
+    static TCK: OnceLock<u64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// `utime + stime` (clock ticks) of a `/proc/.../stat` file: fields 14 and 15, counted
+/// after the command name in parentheses (which may hold spaces).
+fn stat_cpu_ticks(path: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let Some((_, rest)) = s.rsplit_once(')') else {
+        return 0;
+    };
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut next = || {
+        fields
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    next() + next()
+}
+
+/// User + system CPU time of this whole process so far (every thread, including the
+/// threads that have ended), clock ticks.
+pub(crate) fn process_cpu_ticks() -> u64 {
+    stat_cpu_ticks("/proc/self/stat")
+}
+
+/// User + system CPU time of the calling thread so far, clock ticks.
+pub(crate) fn thread_cpu_ticks() -> u64 {
+    stat_cpu_ticks("/proc/thread-self/stat")
+}
+
+/// Topic of session `i` in the many-sessions fan-in (`bench/{i}`); each session
+/// subscribes to its own, exactly.
+pub(crate) fn session_topic(i: u32) -> String {
+    format!("bench/{i}")
+}

@@ -2,6 +2,7 @@
 //! (one thread), messages taken with `listen` or `handle`, publishes through
 //! `SessionHandle::publish`.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use mqtt_sessions::{Publish, QoS, SessionManager, SessionOptions};
 
-use crate::common::{payload, rss_kb, Shared, FILTER};
+use crate::common::{payload, rss_kb, session_topic, Shared, FILTER};
 use crate::raw::SessionsResult;
 use crate::SubscriberThread;
 
@@ -87,6 +88,84 @@ pub(crate) fn spawn_subscriber(
                     mt.connection_errors
                 ));
             }
+            m.shutdown().await;
+        });
+    })
+}
+
+/// `n` sessions on a manager with `workers` worker threads, session `s{i}` subscribed
+/// through its own route, `manager.route(`[`session_topic`]`(i)).session("s{i}")
+/// .qos(..).capacity(..).listen()`; each listener is received by its own task on the
+/// manager's actix system (the application's thread; the sessions' I/O runs on the
+/// workers).
+pub(crate) fn spawn_session_subscribers(
+    url: String,
+    qos: QoS,
+    n: u32,
+    workers: usize,
+    tag: String,
+    shared: Shared,
+) -> SubscriberThread {
+    SubscriberThread::spawn(move |ready, stop| {
+        actix_rt::System::new().block_on(async move {
+            let m = SessionManager::builder()
+                .workers(workers)
+                .build()
+                .expect("manager");
+            for i in 0..n {
+                m.add_session(options(&format!("s{i}"), &url, &tag))
+                    .await
+                    .expect("add_session");
+            }
+            m.wait_for_all_sessions(Duration::from_secs(60))
+                .await
+                .expect("subscribers ready");
+            let mut listeners = Vec::new();
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let listener = m
+                    .route(&session_topic(i))
+                    .session(&format!("s{i}"))
+                    .qos(qos)
+                    .capacity(ROUTE_CAPACITY)
+                    .listen()
+                    .await
+                    .expect("listen");
+                let listener = Rc::new(listener);
+                let (l, s) = (Rc::clone(&listener), shared.clone());
+                tasks.push(actix_rt::spawn(async move {
+                    while let Some(msg) = l.recv().await {
+                        s.record(&msg.payload);
+                    }
+                }));
+                listeners.push(listener);
+            }
+            let _ = ready.send(());
+            let _ = stop.await;
+            for t in &tasks {
+                t.abort();
+            }
+            shared.set_dropped(
+                listeners
+                    .iter()
+                    .map(|l| l.route().stats().dropped_full)
+                    .sum(),
+            );
+            let (mut received, mut reconnects) = (0, 0);
+            for i in 0..n {
+                if let Ok(h) = m.session(&format!("s{i}")) {
+                    let mt = h.metrics();
+                    received += mt.messages_received;
+                    reconnects += mt.reconnects;
+                }
+            }
+            shared.set_diag(format!(
+                "{n} sessions on {workers} worker(s): sessions received {received}, reconnects {reconnects}"
+            ));
+            for t in tasks {
+                let _ = t.await;
+            }
+            drop(listeners);
             m.shutdown().await;
         });
     })

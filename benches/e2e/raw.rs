@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 
-use crate::common::{now_ns, payload, rss_kb, Shared, FILTER};
+use crate::common::{now_ns, payload, rss_kb, session_topic, thread_cpu_ticks, Shared, FILTER};
 use crate::SubscriberThread;
 
 /// Options of every raw client: the settings mqtt-sessions uses by default (keep-alive
@@ -42,6 +42,10 @@ pub(crate) struct PubPlan {
     pub(crate) rate: Option<u32>,
     /// Client-id prefix.
     pub(crate) tag: String,
+    /// `None`: publisher `i` publishes on `bench/{i}/data`; `Some(n)`: message `seq` of
+    /// publisher `i` goes to `bench/{(i + seq) % n}` (see [`session_topic`]), spreading
+    /// every publisher over `n` topics.
+    pub(crate) topics: Option<u32>,
 }
 
 /// What the publishers did.
@@ -51,18 +55,28 @@ pub(crate) struct PubResult {
     pub(crate) published: u64,
     /// When publishing started (see [`now_ns`]).
     pub(crate) start_ns: u64,
+    /// User + system CPU time of the publishers' thread, from its start to its end
+    /// (clock ticks): the publishers run in this process, and the CPU figure of a
+    /// variant leaves them out.
+    pub(crate) cpu_ticks: u64,
 }
 
 /// Connects the publishers, publishes for `plan.duration`, waits until every QoS 1
 /// publish is acknowledged (QoS 0: written). Blocks; runs on its own thread and
-/// current-thread runtime.
+/// current-thread runtime, which starts no other thread (no blocking pool: the broker's
+/// address is an IP literal, so connecting resolves nothing), so that thread's CPU time
+/// is all the publishers' CPU time.
 pub(crate) fn run_publishers(plan: PubPlan) -> PubResult {
     std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
+        let before = thread_cpu_ticks();
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("publisher runtime")
-            .block_on(publishers(plan))
+            .expect("publisher runtime");
+        let mut r = rt.block_on(publishers(plan));
+        drop(rt);
+        r.cpu_ticks = thread_cpu_ticks().saturating_sub(before);
+        r
     })
     .join()
     .expect("publisher thread")
@@ -109,7 +123,10 @@ async fn publishers(plan: PubPlan) -> PubResult {
     let mut loops = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let c = c.clone();
-        let topic = format!("bench/{i}/data");
+        let topics: Vec<String> = match plan.topics {
+            None => vec![format!("bench/{i}/data")],
+            Some(n) => (0..n.max(1)).map(session_topic).collect(),
+        };
         let (qos, rate) = (plan.qos, plan.rate);
         loops.push(tokio::spawn(async move {
             let mut tick = rate.map(|r| {
@@ -123,6 +140,7 @@ async fn publishers(plan: PubPlan) -> PubResult {
                     t.tick().await;
                 }
                 let p = payload(i as u32, seq);
+                let topic = &topics[(i + seq as usize) % topics.len()];
                 if c.publish(topic.as_str(), qos, false, p).await.is_err() {
                     break;
                 }
@@ -153,6 +171,7 @@ async fn publishers(plan: PubPlan) -> PubResult {
     PubResult {
         published: done.load(Ordering::Relaxed),
         start_ns,
+        cpu_ticks: 0,
     }
 }
 
@@ -196,6 +215,78 @@ pub(crate) fn spawn_subscriber(
                 }
                 shared.set_diag(format!("connection errors {errors}"));
                 let _ = c.try_disconnect();
+            });
+    })
+}
+
+/// `n` raw subscribers, client `i` subscribed to [`session_topic`]`(i)` at `qos`, as a
+/// user would write many clients: a multi-thread tokio runtime (one worker per core, what
+/// `#[tokio::main]` gives), each client's `EventLoop` polled in its own task, recording
+/// every PUBLISH in its poll loop. Ready once every client has its SUBACK.
+pub(crate) fn spawn_subscribers_multi_thread(
+    port: u16,
+    qos: QoS,
+    n: u32,
+    tag: String,
+    shared: Shared,
+) -> SubscriberThread {
+    SubscriberThread::spawn(move |ready, stop| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("subscriber runtime")
+            .block_on(async move {
+                let subacked = Arc::new(AtomicU64::new(0));
+                let errors = Arc::new(AtomicU64::new(0));
+                let (stop_all, stopped) = tokio::sync::watch::channel(false);
+                let mut tasks = Vec::new();
+                for i in 0..n {
+                    let (c, mut el) = client(&format!("{tag}-sub{i}"), port, 100);
+                    c.subscribe(session_topic(i), qos).await.expect("subscribe");
+                    let (shared, subacked, errors) =
+                        (shared.clone(), Arc::clone(&subacked), Arc::clone(&errors));
+                    let mut stopped = stopped.clone();
+                    tasks.push(tokio::spawn(async move {
+                        loop {
+                            let ev = tokio::select! {
+                                ev = el.poll() => ev,
+                                _ = stopped.changed() => break,
+                            };
+                            match ev {
+                                Ok(Event::Incoming(Packet::Publish(p))) => {
+                                    shared.record(&p.payload);
+                                }
+                                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                                    subacked.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(error = %e, "raw subscriber connection failed");
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                            }
+                        }
+                        let _ = c.try_disconnect();
+                    }));
+                }
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while subacked.load(Ordering::Relaxed) < u64::from(n) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if subacked.load(Ordering::Relaxed) >= u64::from(n) {
+                    let _ = ready.send(());
+                }
+                let _ = stop.await;
+                let _ = stop_all.send(true);
+                for t in tasks {
+                    let _ = t.await;
+                }
+                shared.set_diag(format!(
+                    "{n} clients on a multi-thread runtime ({} workers), connection errors {}",
+                    tokio::runtime::Handle::current().metrics().num_workers(),
+                    errors.load(Ordering::Relaxed)
+                ));
             });
     })
 }

@@ -17,6 +17,9 @@ pub(crate) struct VariantResult {
     pub(crate) label: &'static str,
     /// Per-field medians (`lost`: the worst run; `ready`: the worst run).
     pub(crate) median: Sample,
+    /// Median `cpu_us_per_msg` over raw rumqttc's median `cpu_us_per_msg` (fan-in only;
+    /// 1 for raw itself).
+    pub(crate) cpu_x_raw: Option<f64>,
     /// Every run.
     pub(crate) runs: Vec<Sample>,
 }
@@ -33,15 +36,24 @@ pub(crate) struct ScenarioResult {
 impl ScenarioResult {
     /// Aggregates the runs of `sc`.
     pub(crate) fn new(sc: &Scenario, runs: Vec<(Variant, Vec<Sample>)>) -> Self {
-        let variants = runs
+        let mut variants: Vec<VariantResult> = runs
             .into_iter()
             .map(|(variant, runs)| VariantResult {
                 variant,
                 label: variant.as_str(),
                 median: aggregate(&runs),
+                cpu_x_raw: None,
                 runs,
             })
             .collect();
+        let raw_cpu = variants
+            .iter()
+            .find(|v| v.variant == Variant::Raw)
+            .and_then(|v| v.median.cpu_us_per_msg)
+            .filter(|&c| c > 0.0);
+        for v in &mut variants {
+            v.cpu_x_raw = raw_cpu.and_then(|r| Some(v.median.cpu_us_per_msg? / r));
+        }
         ScenarioResult {
             name: sc.name.clone(),
             variants,
@@ -76,6 +88,7 @@ fn aggregate(runs: &[Sample]) -> Sample {
         ready_s: f(|s| s.ready_s),
         ready: runs.iter().filter_map(|s| s.ready).min(),
         kb_per_session: f(|s| s.kb_per_session),
+        cpu_us_per_msg: f(|s| s.cpu_us_per_msg),
         note: runs.iter().find_map(|s| s.note.clone()),
     }
 }
@@ -88,8 +101,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub(crate) fn table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | variant | msgs/s | x raw | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | variant | msgs/s | x raw | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for sc in results {
         let raw = sc.raw().cloned().unwrap_or_default();
@@ -115,13 +128,18 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
                 (Some(s), Some(n)) => format!("{s:.2} ({n} ready)"),
                 (s, _) => opt(s, 2),
             };
+            let cpu = match (m.cpu_us_per_msg, v.cpu_x_raw) {
+                (Some(c), Some(r)) if !is_raw => format!("{c:.2} (x{r:.2})"),
+                (c, _) => opt(c, 2),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 sc.name,
                 v.label,
                 opt(m.msgs_per_s, 0),
                 ratio,
+                cpu,
                 match (m.lost, m.dropped) {
                     (Some(l), Some(d)) if d > 0 => format!("{l} ({d})"),
                     (Some(l), _) => l.to_string(),
@@ -155,6 +173,8 @@ fn color(v: Variant) -> &'static str {
         Variant::Library => "#2ca02c",
         Variant::LibraryBounded => "#9467bd",
         Variant::LibraryStore => "#8c564b",
+        Variant::LibraryWorkers1 => "#17becf",
+        Variant::LibraryWorkersN => "#bcbd22",
     }
 }
 
@@ -286,7 +306,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
     for sc in results {
         let raw = sc.raw().cloned().unwrap_or_default();
         match kind(&sc.name) {
-            Some(Kind::FanIn { .. } | Kind::PublishQos1) => {
+            Some(Kind::FanIn { .. } | Kind::FanInSessions { .. } | Kind::PublishQos1) => {
                 let bars = sc
                     .variants
                     .iter()
@@ -340,6 +360,8 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
         Variant::Listen,
         Variant::Handle,
         Variant::Library,
+        Variant::LibraryWorkers1,
+        Variant::LibraryWorkersN,
     ] {
         let _ = writeln!(
             svg,
@@ -350,7 +372,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
             h - 28.0,
             v.as_str()
         );
-        lx += 140.0;
+        lx += 40.0 + 6.0 * v.as_str().len() as f64;
     }
     let _ = writeln!(
         svg,

@@ -10,7 +10,7 @@ use rumqttc::QoS as RawQoS;
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::common::{quantile, run_tag, Shared};
+use crate::common::{clock_ticks_per_s, process_cpu_ticks, quantile, run_tag, Shared};
 use crate::library::{self, Consumer};
 use crate::raw::{self, PubPlan, SessionsResult};
 
@@ -76,6 +76,11 @@ pub(crate) enum Variant {
     LibraryBounded,
     /// mqtt-sessions with a sled store: a publish completes once it is on disk.
     LibraryStore,
+    /// mqtt-sessions, every session on one worker thread (`workers(1)`).
+    #[serde(rename = "library-workers-1")]
+    LibraryWorkers1,
+    /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
+    LibraryWorkersN,
 }
 
 impl Variant {
@@ -88,6 +93,8 @@ impl Variant {
             Variant::Library => "mqtt-sessions",
             Variant::LibraryBounded => "mqtt-sessions (64 at once)",
             Variant::LibraryStore => "mqtt-sessions + store",
+            Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
+            Variant::LibraryWorkersN => "mqtt-sessions, workers nproc",
         }
     }
 
@@ -100,6 +107,8 @@ impl Variant {
             Variant::Library => "library",
             Variant::LibraryBounded => "library-bounded",
             Variant::LibraryStore => "library-store",
+            Variant::LibraryWorkers1 => "library-workers-1",
+            Variant::LibraryWorkersN => "library-workers-n",
         }
     }
 
@@ -112,6 +121,8 @@ impl Variant {
             Variant::Library,
             Variant::LibraryBounded,
             Variant::LibraryStore,
+            Variant::LibraryWorkers1,
+            Variant::LibraryWorkersN,
         ]
         .into_iter()
         .find(|v| v.arg() == s)
@@ -126,6 +137,17 @@ pub(crate) enum Kind {
         /// Publishing clients.
         publishers: u32,
         /// QoS of the publishes and the subscription.
+        qos: RawQoS,
+    },
+    /// `publishers` raw publishers flat out at `qos`, spreading their messages over
+    /// `sessions` topics; `sessions` subscribers, each on its own topic, counting (raw: as
+    /// many rumqttc clients on a multi-thread runtime; library: as many sessions).
+    FanInSessions {
+        /// Subscribing sessions (and topics).
+        sessions: u32,
+        /// Publishing clients.
+        publishers: u32,
+        /// QoS of the publishes and the subscriptions.
         qos: RawQoS,
     },
     /// One raw publisher at `rate` msg/s; publish→route latency at the subscriber.
@@ -158,6 +180,9 @@ pub(crate) struct Scenario {
     pub(crate) variants: Vec<Variant>,
 }
 
+/// Subscribing sessions of the many-sessions fan-in.
+const FAN_IN_SESSIONS: u32 = 100;
+
 /// Every scenario, in table order.
 pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
     let sub = vec![Variant::Raw, Variant::Listen, Variant::Handle];
@@ -170,6 +195,21 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
                 variants: sub.clone(),
             });
         }
+    }
+    for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
+        v.push(Scenario {
+            name: format!("fan-in qos{q} x{FAN_IN_SESSIONS} sessions"),
+            kind: Kind::FanInSessions {
+                sessions: FAN_IN_SESSIONS,
+                publishers: 8,
+                qos,
+            },
+            variants: vec![
+                Variant::Raw,
+                Variant::LibraryWorkers1,
+                Variant::LibraryWorkersN,
+            ],
+        });
     }
     for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
         v.push(Scenario {
@@ -214,6 +254,10 @@ pub(crate) struct Sample {
     pub(crate) ready: Option<usize>,
     /// Resident memory per session, kB.
     pub(crate) kb_per_session: Option<f64>,
+    /// Fan-in only: user + system CPU time of this bench process per message received,
+    /// µs, over the measured window (subscriber ready → every message in), less the
+    /// publishers' thread; see [`through_subscriber`].
+    pub(crate) cpu_us_per_msg: Option<f64>,
     /// Free text.
     pub(crate) note: Option<String>,
 }
@@ -222,13 +266,27 @@ pub(crate) struct Sample {
 pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config) -> Sample {
     match &sc.kind {
         Kind::FanIn { publishers, qos } => {
-            through_subscriber(variant, broker, *publishers, *qos, cfg.fanin, None)
+            through_subscriber(variant, broker, *publishers, *qos, None, cfg.fanin, None)
         }
+        Kind::FanInSessions {
+            sessions,
+            publishers,
+            qos,
+        } => through_subscriber(
+            variant,
+            broker,
+            *publishers,
+            *qos,
+            Some(*sessions),
+            cfg.fanin,
+            None,
+        ),
         Kind::Latency { qos, rate } => through_subscriber(
             variant,
             broker,
             1,
             *qos,
+            None,
             cfg.warmup + cfg.measure,
             Some((*rate, cfg.warmup)),
         ),
@@ -254,11 +312,29 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
     }
 }
 
+/// One run through subscribers: one subscribing session on [`FILTER`](crate::common::FILTER)
+/// (`sessions: None`) or `sessions` subscribers each on its own topic, and `publishers`
+/// raw publishers for `duration` (flat out, or at a rate with `latency`).
+///
+/// The CPU figure (fan-in only) is the growth of this process's `utime + stime`
+/// (`/proc/self/stat`: every thread, ended ones included) from the moment the
+/// subscribers are ready to the moment every message is in (QoS 1) or nothing arrived
+/// for 1 s (QoS 0), less the publishers' thread's own `utime + stime`, divided by the
+/// messages received (duplicates included). It so counts the subscribing side of the
+/// variant (its runtime or the manager's threads, routes, consumers and the recording
+/// of every message, which all variants share) and the bench's control thread (a poll
+/// every 20 ms); not mosquitto (another process) and not the publishers. Resolution:
+/// one clock tick (10 ms) in a window of seconds.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private helper, called three ways"
+)]
 fn through_subscriber(
     variant: Variant,
     broker: &Broker,
     publishers: u32,
     qos: RawQoS,
+    sessions: Option<u32>,
     duration: Duration,
     latency: Option<(u32, Duration)>,
 ) -> Sample {
@@ -269,16 +345,33 @@ fn through_subscriber(
         RawQoS::AtLeastOnce => mqtt_sessions::QoS::AtLeastOnce,
         RawQoS::ExactlyOnce => mqtt_sessions::QoS::ExactlyOnce,
     };
-    let sub = match variant {
-        Variant::Raw => raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone()),
-        Variant::Handle => library::spawn_subscriber(
+    let workers = match variant {
+        Variant::LibraryWorkers1 => 1,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let sub = match (variant, sessions) {
+        (Variant::Raw, Some(n)) => {
+            raw::spawn_subscribers_multi_thread(broker.port(), qos, n, tag.clone(), shared.clone())
+        }
+        (_, Some(n)) => library::spawn_session_subscribers(
+            broker.url(),
+            lib_qos,
+            n,
+            workers,
+            tag.clone(),
+            shared.clone(),
+        ),
+        (Variant::Raw, None) => {
+            raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone())
+        }
+        (Variant::Handle, None) => library::spawn_subscriber(
             broker.url(),
             lib_qos,
             Consumer::Handle,
             tag.clone(),
             shared.clone(),
         ),
-        _ => library::spawn_subscriber(
+        (_, None) => library::spawn_subscriber(
             broker.url(),
             lib_qos,
             Consumer::Listen,
@@ -291,6 +384,7 @@ fn through_subscriber(
         "{} subscriber not ready",
         variant.as_str()
     );
+    let cpu_before = process_cpu_ticks();
     let pubs = raw::run_publishers(PubPlan {
         port: broker.port(),
         publishers,
@@ -298,11 +392,15 @@ fn through_subscriber(
         duration,
         rate: latency.map(|(r, _)| r),
         tag,
+        topics: sessions,
     });
     let expected = (qos != RawQoS::AtMostOnce).then_some(pubs.published);
     // QoS 1 waits longer for stragglers: a loss must not be a late arrival.
     let idle = Duration::from_secs(if expected.is_some() { 5 } else { 1 });
     shared.wait_drained(expected, idle, Duration::from_secs(60));
+    let cpu_ticks = process_cpu_ticks()
+        .saturating_sub(cpu_before)
+        .saturating_sub(pubs.cpu_ticks);
     sub.stop();
     let rec = shared.lock();
     let secs = (shared.last_ns().saturating_sub(pubs.start_ns)) as f64 / 1e9;
@@ -311,6 +409,8 @@ fn through_subscriber(
         published: Some(pubs.published),
         received: Some(rec.distinct),
         lost: Some(pubs.published.saturating_sub(rec.distinct)),
+        cpu_us_per_msg: (latency.is_none() && rec.received > 0)
+            .then(|| cpu_ticks as f64 * 1e6 / clock_ticks_per_s() as f64 / rec.received as f64),
         ..Sample::default()
     };
     if variant != Variant::Raw {
@@ -318,6 +418,9 @@ fn through_subscriber(
     }
     if qos != RawQoS::AtMostOnce && s.lost.is_some_and(|l| l > 0) {
         s.note = Some(format!("lost at QoS 1! {}", shared.diag()));
+    }
+    if sessions.is_some() && s.note.is_none() {
+        s.note = Some(shared.diag());
     }
     if let Some((_, warmup)) = latency {
         let from = pubs.start_ns + u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);

@@ -23,26 +23,49 @@ struct Cli {
     command: Command,
 }
 
+/// Where the config file is unless `-c/--config` says otherwise.
+const DEFAULT_CONFIG_PATH: &str = "/etc/mqtt-sessions/config.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the sessions and rules of a config file until SIGINT/SIGTERM (SIGHUP reloads).
     Run {
         /// The TOML config file.
-        #[arg(short, long)]
+        #[arg(short, long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
     /// Validates a config file and explains what it would run (exit 78 if invalid).
     CheckConfig {
+        /// The TOML config file (also accepted as `-c/--config`).
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// The TOML config file.
-        file: PathBuf,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
-    /// Prints an annotated example config (accepted by check-config).
-    PrintConfig,
+    /// Prints the effective configuration of a file, every default filled in
+    /// (`--example`: the annotated example instead). Accepted by check-config.
+    PrintConfig {
+        /// The TOML config file (also accepted as `-c/--config`).
+        #[arg(conflicts_with_all = ["config", "example"])]
+        file: Option<PathBuf>,
+        /// The TOML config file.
+        #[arg(short, long, conflicts_with = "example")]
+        config: Option<PathBuf>,
+        /// Print the annotated example configuration (examples/gateway.toml).
+        #[arg(long)]
+        example: bool,
+    },
     /// Asks a running daemon for its sessions and prints a table.
     Status {
-        /// Base URL of the daemon's HTTP endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:9883")]
-        url: String,
+        /// The daemon's config file: its `[http] listen` address is asked when `--url`
+        /// is not given (a missing file means the default address).
+        #[arg(short, long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Base URL of the daemon's HTTP endpoint (default: from the config file, else
+        /// `http://127.0.0.1:9883`).
+        #[arg(long)]
+        url: Option<String>,
         /// Seconds between the two samples the rates are computed from (0: no rates).
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
@@ -54,12 +77,37 @@ fn main() -> ExitCode {
     logging::init(cli.verbose, cli.log_format);
     match cli.command {
         Command::Run { config } => run(config),
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(c) => out(&c.explain()),
-            Err(e) => fail(EX_CONFIG, &e),
-        },
-        Command::PrintConfig => out(daemon::DEFAULT_CONFIG),
-        Command::Status { url, interval } => {
+        Command::CheckConfig { file, config } => {
+            let file = file
+                .or(config)
+                .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            match Config::load(&file) {
+                Ok(c) => out(&c.explain()),
+                Err(e) => fail(EX_CONFIG, &e),
+            }
+        }
+        Command::PrintConfig {
+            file,
+            config,
+            example,
+        } => {
+            if example {
+                return out(daemon::DEFAULT_CONFIG);
+            }
+            let file = file
+                .or(config)
+                .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            match Config::load(&file).and_then(|c| c.effective()) {
+                Ok(text) => out(&text),
+                Err(e) => fail(EX_CONFIG, &e),
+            }
+        }
+        Command::Status {
+            config,
+            url,
+            interval,
+        } => {
+            let url = url.unwrap_or_else(|| status::default_url(&config));
             let wait = Duration::try_from_secs_f64(interval).unwrap_or_default();
             let before = if wait.is_zero() {
                 None

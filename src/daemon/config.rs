@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub use super::error::{ConfigError, ConfigErrorKind};
@@ -25,13 +25,20 @@ use crate::options::{
 pub const DEFAULT_CONFIG: &str = include_str!("../../examples/gateway.toml");
 
 /// A daemon configuration file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// How long a graceful shutdown (SIGINT/SIGTERM) may take before the daemon exits
     /// anyway. Default 10 s.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Worker threads running the sessions (each session lives on one). Default: one per
+    /// core. 1 to 1024.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `[metrics]`: what `/metrics` exports.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The sled store; absent: state is kept in memory only.
     #[serde(default)]
     pub store: Option<StoreConfig>,
@@ -59,8 +66,19 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-session series: `"full"` (default: every series, with the publish→ack latency
+    /// histogram), `"counters"` (no per-session histogram) or `"off"` (totals and the
+    /// count of sessions by state only). See the README for the series count of each.
+    #[serde(default)]
+    pub per_session: crate::metrics::PerSessionMetrics,
+}
+
 /// `[store]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Directory of the sled database (created when missing); absent: in memory.
@@ -71,7 +89,7 @@ pub struct StoreConfig {
 /// `[http]`: where the endpoints listen, and who may read them (the conventions of the
 /// Prometheus exporter-toolkit's web configuration: TLS from PEM files, basic-auth
 /// passwords stored as bcrypt hashes).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:9883` (loopback only). Listening beyond
@@ -96,7 +114,7 @@ pub struct HttpConfig {
 
 /// `[http.tls]`: PEM files (relative paths are resolved against the config file's
 /// directory).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpTlsConfig {
     /// The certificate chain (PEM), server certificate first.
@@ -152,7 +170,7 @@ fn default_http_listen() -> SocketAddr {
 }
 
 /// `[embedded_broker]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBrokerConfig {
     /// Address of its MQTT 3.1.1 listener. Default `127.0.0.1:1883`.
@@ -178,10 +196,11 @@ fn default_broker_max_connections() -> usize {
 
 /// `[[sessions]]`: the library's [`SessionOptions`], plus where the password comes from
 /// and the session's subscriptions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
-    /// Unique session name (`[A-Za-z0-9_.-]`, 1 to 128 characters).
+    /// Unique session name: 1 to 128 characters of any text without control characters
+    /// (`"edge"`, `"生产设备"`).
     pub name: Spanned<String>,
     /// Broker URLs, tried in order on every connection attempt.
     pub brokers: Vec<String>,
@@ -219,13 +238,17 @@ pub struct SessionConfig {
     /// that logs at debug level and counts).
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Does `/readyz` wait for this session? Default true. A session whose broker may be
+    /// away (a backup link) can say false: it is then neither waited for nor listed.
+    #[serde(default = "default_true")]
+    pub required_for_ready: bool,
     /// The password, once read from wherever it comes from (set by validation).
     #[serde(skip)]
     pub(crate) resolved_password: Option<Secret>,
 }
 
 /// [`PerformanceOptions`] as written in a config file (`max_message_size` takes units).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PerformanceConfig {
     /// Capacity of each message channel. Default 100.
@@ -246,6 +269,10 @@ pub struct PerformanceConfig {
     /// before it is dropped and counted as `unrouted`. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub unrouted_hold: Duration,
+    /// How long the session may stop reading while a route's queue is full (the broker
+    /// holds the messages meanwhile). Default: half the keep-alive.
+    #[serde(with = "humantime_serde")]
+    pub max_stall: Option<Duration>,
 }
 
 impl Default for PerformanceConfig {
@@ -259,6 +286,7 @@ impl Default for PerformanceConfig {
             write_timeout: d.write_timeout,
             read_timeout: d.read_timeout,
             unrouted_hold: d.unrouted_hold,
+            max_stall: d.max_stall,
         }
     }
 }
@@ -273,12 +301,13 @@ impl From<&PerformanceConfig> for PerformanceOptions {
             write_timeout: p.write_timeout,
             read_timeout: p.read_timeout,
             unrouted_hold: p.unrouted_hold,
+            max_stall: p.max_stall,
         }
     }
 }
 
 /// `[[sessions.subscriptions]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
     /// Topic filter (`sensors/#`, `$share/group/jobs/+`).
@@ -286,6 +315,23 @@ pub struct SubscriptionConfig {
     /// Subscription QoS. Default 1.
     #[serde(default = "default_qos")]
     pub qos: QoS,
+    /// The route's name (the `route` label of the route metrics). Default
+    /// `"<session>:<filter>"`, so it stays the same across restarts and reloads.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl SubscriptionConfig {
+    /// The route name of this subscription of `session`.
+    pub fn route_name(&self, session: &str) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{session}:{}", self.filter.get_ref()))
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_qos() -> QoS {
@@ -297,10 +343,10 @@ fn default_template() -> Spanned<String> {
 }
 
 /// `[[forward]]`: copy what matches `filter` on session `from` to session `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
-    /// Unique rule name (`[A-Za-z0-9_.-]`).
+    /// Unique rule name (1 to 128 characters, no control characters).
     pub name: Spanned<String>,
     /// The session the messages come from.
     pub from: Spanned<String>,
@@ -312,12 +358,75 @@ pub struct ForwardConfig {
     /// Default `"{topic}"`.
     #[serde(default = "default_template")]
     pub topic: Spanned<String>,
-    /// QoS of the forwarded publish. Default 1 (at least once).
-    #[serde(default = "default_qos")]
-    pub qos: QoS,
-    /// Retain flag of the forwarded publish. Default false.
+    /// QoS of the forwarded publish: 0, 1, 2 or `"keep"` (the incoming message's). Default
+    /// 1 (at least once).
+    #[serde(default = "default_forward_qos")]
+    pub qos: Keep<QoS>,
+    /// Retain flag of the forwarded publish: `true`, `false` or `"keep"` (the incoming
+    /// message's). Default `"keep"`.
     #[serde(default)]
-    pub retain: bool,
+    pub retain: Keep<bool>,
+    /// Forward retained messages the source broker sends when the rule (re)subscribes?
+    /// Default false: they are old news, already forwarded when they were published; a
+    /// restart or a reconnect would forward them again as new.
+    #[serde(default)]
+    pub forward_retained: bool,
+}
+
+fn default_forward_qos() -> Keep<QoS> {
+    Keep::Set(QoS::AtLeastOnce)
+}
+
+/// A setting that is either `"keep"` (take the incoming message's value) or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep<T> {
+    /// The incoming message's value.
+    #[default]
+    Keep,
+    /// This value.
+    Set(T),
+}
+
+impl<T: Copy> Keep<T> {
+    /// The value for a message whose own value is `incoming`.
+    pub fn apply(self, incoming: T) -> T {
+        match self {
+            Keep::Keep => incoming,
+            Keep::Set(v) => v,
+        }
+    }
+}
+
+/// `"keep"`, as written in a file.
+#[derive(Serialize, Deserialize)]
+enum KeepWord {
+    #[serde(rename = "keep")]
+    Keep,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum KeepRepr<T> {
+    Word(KeepWord),
+    Value(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Keep<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match KeepRepr::deserialize(d)? {
+            KeepRepr::Word(KeepWord::Keep) => Keep::Keep,
+            KeepRepr::Value(v) => Keep::Set(v),
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Keep<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Keep::Keep => KeepWord::Keep.serialize(s),
+            Keep::Set(v) => v.serialize(s),
+        }
+    }
 }
 
 impl Config {
@@ -334,18 +443,88 @@ impl Config {
     /// Parses and validates configuration text; `path` names it in errors and is
     /// remembered for reloads (relative `password_file`s are resolved against its directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let substituted =
+            substitute_env(text, |name| std::env::var(name).ok()).map_err(|(offset, name)| {
+                ConfigError {
+                    file: path.to_path_buf(),
+                    location: Some(line_col(text, offset)),
+                    reason: Box::new(ConfigErrorKind::EnvVar(name)),
+                }
+            })?;
+        let text = substituted.as_str();
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             location: e.span().map(|s| line_col(text, s.start)),
             reason: Box::new(ConfigErrorKind::Syntax(e.message().trim_end().to_string())),
         })?;
         config.path = Some(path.to_path_buf());
+        config.resolve_paths();
         super::validate::validate(&mut config).map_err(|(span, reason)| ConfigError {
             file: path.to_path_buf(),
             location: span.map(|s| line_col(text, s.start)),
             reason: Box::new(reason),
         })?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML: what the file says, every default filled in,
+    /// relative paths resolved, `${ENV}` substituted (inline passwords print as `***`).
+    /// `check-config` accepts it.
+    pub fn effective(&self) -> Result<String, ConfigError> {
+        let body = toml::to_string_pretty(self).map_err(|e| ConfigError {
+            file: self.path.clone().unwrap_or_default(),
+            location: None,
+            reason: Box::new(ConfigErrorKind::Print(e.to_string())),
+        })?;
+        let from = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" of {}", p.display()));
+        Ok(format!(
+            "# The effective configuration{from}: every default filled in,\n\
+             # relative paths resolved against the file's directory.\n\n{body}"
+        ))
+    }
+
+    /// Makes every relative path of the file (store, password files, TLS files, the
+    /// bearer token file) relative to the file's directory instead of the working
+    /// directory: one rule for every path.
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir();
+        let abs = |p: &Path| -> PathBuf {
+            if p.is_absolute() || base.as_os_str().is_empty() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let spanned = |p: &mut Spanned<PathBuf>| {
+            *p = Spanned::new(p.span(), abs(p.get_ref()));
+        };
+        if let Some(p) = self.store.as_mut().and_then(|s| s.path.as_mut()) {
+            spanned(p);
+        }
+        if let Some(h) = self.http.as_mut() {
+            if let Some(p) = h.bearer_token_file.as_mut() {
+                spanned(p);
+            }
+            if let Some(t) = h.tls.as_mut() {
+                spanned(&mut t.cert_file);
+                spanned(&mut t.key_file);
+            }
+        }
+        for s in &mut self.sessions {
+            if let Some(p) = s.password_file.as_mut() {
+                spanned(p);
+            }
+            if let Some(t) = s.tls.as_mut() {
+                for f in [&mut t.ca_file, &mut t.client_cert, &mut t.client_key] {
+                    if let Some(p) = f.as_mut() {
+                        *p = abs(p);
+                    }
+                }
+            }
+        }
     }
 
     /// The directory relative paths in the file are resolved against.
@@ -380,6 +559,78 @@ impl SessionConfig {
     }
 }
 
+/// Replaces every `${NAME}` inside a TOML string of `text` (not in comments, keys or
+/// numbers) by `lookup(NAME)`; `$${` stands for a literal `${`. An unset variable is an
+/// error: its byte offset and name.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, (usize, String)> {
+    /// Where the scanner is.
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Code,
+        Comment,
+        /// In a string closed by this delimiter.
+        Str(&'static str),
+    }
+    const DELIMITERS: [&str; 4] = ["\"\"\"", "'''", "\"", "'"];
+    let mut out = String::with_capacity(text.len());
+    let mut at = At::Code;
+    let mut i = 0;
+    while let Some(c) = text[i..].chars().next() {
+        let rest = &text[i..];
+        match at {
+            At::Code if c == '#' => at = At::Comment,
+            At::Code => {
+                if let Some(d) = DELIMITERS.into_iter().find(|d| rest.starts_with(d)) {
+                    out.push_str(d);
+                    i += d.len();
+                    at = At::Str(d);
+                    continue;
+                }
+            }
+            At::Comment if c == '\n' => at = At::Code,
+            At::Comment => {}
+            At::Str(d) => {
+                if rest.starts_with(d) {
+                    out.push_str(d);
+                    i += d.len();
+                    at = At::Code;
+                    continue;
+                }
+                if c == '\\' && d.starts_with('"') {
+                    // An escape: the escaped character is copied as it is.
+                    let n = rest[1..].chars().next().map_or(0, char::len_utf8);
+                    out.push_str(&rest[..1 + n]);
+                    i += 1 + n;
+                    continue;
+                }
+                if rest.starts_with("$${") {
+                    out.push_str("${");
+                    i += 3;
+                    continue;
+                }
+                if let Some(body) = rest.strip_prefix("${") {
+                    if let Some(end) = body.find('}') {
+                        let name = &body[..end];
+                        if !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        {
+                            out.push_str(&lookup(name).ok_or((i, name.to_string()))?);
+                            i += 2 + end + 1;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        out.push(c);
+        i += c.len_utf8();
+    }
+    Ok(out)
+}
+
 /// Line and column (from 1; the column counts characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -404,6 +655,31 @@ mod tests {
         assert_eq!(line_col(text, 0), (1, 1));
         assert_eq!(line_col(text, 6), (2, 1));
         assert_eq!(line_col(text, 9), (2, 4));
+    }
+
+    #[test]
+    fn environment_variables_are_substituted_and_dollars_escaped() {
+        let env = |n: &str| (n == "HOST").then(|| "broker.local".to_string());
+        let cases = [
+            (
+                "a = \"mqtt://${HOST}:1883\"",
+                Ok("a = \"mqtt://broker.local:1883\""),
+            ),
+            ("a = \"$${HOST}\"", Ok("a = \"${HOST}\"")),
+            ("a = \"$2y$10$abc\"", Ok("a = \"$2y$10$abc\"")),
+            ("a = \"${not-a-name}\"", Ok("a = \"${not-a-name}\"")),
+            (
+                "a = 1\nb = \"${MISSING}\"",
+                Err((11, "MISSING".to_string())),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                substitute_env(text, env),
+                want.map(str::to_string),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -121,4 +121,12 @@ pub enum ConfigErrorKind {
     /// A bad `[store]` section.
     #[error("store: {0}")]
     Store(String),
+    /// A `${NAME}` in the file names an environment variable that is not set.
+    #[error(
+        "environment variable ${{{0}}} is not set (write $${{...}} for a literal \"${{...}}\")"
+    )]
+    EnvVar(String),
+    /// The effective configuration could not be written out.
+    #[error("cannot print the effective configuration: {0}")]
+    Print(String),
 }

@@ -87,8 +87,15 @@ impl Config {
                 r.filter.get_ref(),
                 r.to.get_ref(),
                 r.topic.get_ref(),
-                r.qos,
-                if r.retain { ", retained" } else { "" }
+                match r.qos {
+                    super::config::Keep::Keep => "kept".to_string(),
+                    super::config::Keep::Set(q) => q.to_string(),
+                },
+                match r.retain {
+                    super::config::Keep::Keep => ", retain flag kept",
+                    super::config::Keep::Set(true) => ", retained",
+                    super::config::Keep::Set(false) => "",
+                }
             );
         }
         o

@@ -28,7 +28,7 @@ use super::config::ForwardConfig;
 use super::template::Template;
 use crate::error::Error;
 use crate::manager::SessionManager;
-use crate::message::{Message, Publish, QoS};
+use crate::message::{Message, MessageProperties, Publish, QoS};
 use crate::router::route::Route;
 
 /// First delay before retrying a failed forward.
@@ -85,8 +85,10 @@ struct Forwarder {
     manager: SessionManager,
     to: String,
     template: Template,
-    qos: QoS,
-    retain: bool,
+    filter: crate::topic::TopicFilter,
+    qos: super::config::Keep<QoS>,
+    retain: super::config::Keep<bool>,
+    forward_retained: bool,
     stats: Arc<ForwardStats>,
     cancel: watch::Receiver<bool>,
     /// Dropped with the handler: tells [`RunningRule::drain`] the queue is empty.
@@ -110,8 +112,11 @@ impl RunningRule {
             manager: manager.clone(),
             to: config.to.get_ref().clone(),
             template,
+            filter: crate::topic::TopicFilter::new(config.filter.get_ref().as_str())
+                .map_err(Error::Topic)?,
             qos: config.qos,
             retain: config.retain,
+            forward_retained: config.forward_retained,
             stats: Arc::clone(&stats),
             cancel: cancel_rx,
             _done: done_tx,
@@ -167,12 +172,32 @@ impl RunningRule {
 
 impl Forwarder {
     async fn forward(&self, msg: Message) {
-        let publish = Publish::new(
-            self.template.render(&msg.topic, &msg.session),
+        if msg.retain && !self.forward_retained {
+            // A retained message sent on (re)subscribe: forwarded when it was published.
+            tracing::debug!(rule = %self.rule, topic = %msg.topic,
+                "retained message from the subscription not forwarded (forward_retained = false)");
+            return;
+        }
+        let mut publish = Publish::new(
+            self.template.render(&msg.topic, &msg.session, &self.filter),
             msg.payload.clone(),
         )
-        .qos(self.qos)
-        .retain(self.retain);
+        .qos(self.qos.apply(msg.qos))
+        .retain(self.retain.apply(msg.retain));
+        // MQTT 5 properties pass through when the target speaks MQTT 5 too (the source
+        // does, or the message would have none).
+        if let Some(props) = &msg.properties {
+            let v5 = self
+                .manager
+                .session(&self.to)
+                .is_ok_and(|t| t.options().protocol == crate::options::Protocol::V5);
+            if v5 {
+                let mut props = MessageProperties::clone(props);
+                // Subscription identifiers belong to the source's subscription.
+                props.subscription_identifiers.clear();
+                publish = publish.properties(props);
+            }
+        }
         let mut delay = RETRY_INITIAL;
         let mut attempt = 0u32;
         loop {

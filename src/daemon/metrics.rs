@@ -12,12 +12,22 @@ use super::running::DaemonStats;
 use crate::metrics::collector::{labels, value_metric};
 
 /// (name suffix, help, kind) of every family.
-const SPECS: [(&str, &str, MetricType); 5] = [
+const SPECS: [(&str, &str, MetricType); 7] = [
     ("config_reloads_total", "Configuration reloads applied (SIGHUP).", MetricType::COUNTER),
     (
         "config_reload_failures_total",
         "Configuration reloads refused because the new file was invalid; the previous configuration kept running.",
         MetricType::COUNTER,
+    ),
+    (
+        "config_last_reload_successful",
+        "1 if the last configuration reload (or the start) applied the file without error, else 0.",
+        MetricType::GAUGE,
+    ),
+    (
+        "config_last_reload_timestamp_seconds",
+        "Unix time of the last configuration reload attempt (the start time before any).",
+        MetricType::GAUGE,
     ),
     ("forward_messages_total", "Messages a forwarding rule published to its target (acknowledged for QoS >= 1).", MetricType::COUNTER),
     ("forward_retries_total", "Target publishes of a forwarding rule that failed and were retried.", MetricType::COUNTER),
@@ -30,6 +40,8 @@ pub(crate) struct DaemonCollector {
     stats: Arc<DaemonStats>,
     names: Vec<String>,
     descs: Vec<Desc>,
+    /// Unix time the collector was made (the daemon's start).
+    started: f64,
 }
 
 impl DaemonCollector {
@@ -51,10 +63,14 @@ impl DaemonCollector {
                 Desc::new(name.clone(), help.to_string(), vars, Default::default())
             })
             .collect::<prometheus::Result<Vec<_>>>()?;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         Ok(DaemonCollector {
             stats,
             names,
             descs,
+            started,
         })
     }
 }
@@ -66,6 +82,7 @@ impl Collector for DaemonCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let rules = self.stats.forward();
+        let last = self.stats.last_reload();
         SPECS
             .iter()
             .zip(&self.names)
@@ -82,6 +99,16 @@ impl Collector for DaemonCollector {
                         *kind,
                         vec![],
                         self.stats.config_reload_failures.load(Ordering::Relaxed) as f64,
+                    )],
+                    "config_last_reload_successful" => vec![value_metric(
+                        *kind,
+                        vec![],
+                        f64::from(u8::from(last.as_ref().is_none_or(|r| r.ok))),
+                    )],
+                    "config_last_reload_timestamp_seconds" => vec![value_metric(
+                        *kind,
+                        vec![],
+                        last.as_ref().map_or(self.started, |r| r.timestamp_seconds),
                     )],
                     _ => rules
                         .iter()

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 mod explain;
 pub mod forward;
+pub mod limits;
 pub mod logging;
 mod metrics;
 pub mod notify;
@@ -27,8 +28,9 @@ pub mod status;
 pub mod template;
 mod validate;
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub use self::config::{Config, ConfigError, ConfigErrorKind, DEFAULT_CONFIG};
@@ -90,6 +92,7 @@ impl DaemonError {
 /// inside an actix system. SIGHUP reloads the file the configuration came from.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let notifier = Notifier::from_env();
+    limits::raise_nofile();
     let stats = Arc::new(DaemonStats::default());
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -104,7 +107,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     let mut hup = signals::hangup().map_err(DaemonError::Signals)?;
-    let mut builder = SessionManager::builder();
+    let mut builder = SessionManager::builder().metrics_per_session(config.metrics.per_session);
+    if let Some(n) = config.workers {
+        builder = builder.workers(n);
+    }
     if let Some(store) = config.store.as_ref().and_then(|s| s.path.as_ref()) {
         tracing::info!(path = %store.get_ref().display(), "opening the store");
         builder = builder.store(store.get_ref());
@@ -118,25 +124,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         Err(e) => tracing::warn!(error = %e, "cannot build the daemon's metrics"),
     }
+    register_process_metrics(&manager);
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_addr = config.http.as_ref().map(|h| h.listen);
     let rules = Arc::new(rules::RuleTable::new(Arc::clone(&stats)));
+    // Sessions `/readyz` does not wait for (`required_for_ready = false`).
+    let optional: Arc<RwLock<BTreeSet<String>>> = Arc::new(RwLock::new(optional_sessions(&config)));
     let http_options = match &config.http {
-        Some(h) => Some(
-            h.options(&config.base_dir())
-                .map_err(|(_, e)| DaemonError::HttpSetup(e))?
-                .rules_source(Arc::clone(&rules) as Arc<dyn crate::http::RulesSource>),
+        Some(h) => {
+            let optional = Arc::clone(&optional);
+            Some(
+                h.options(&config.base_dir())
+                    .map_err(|(_, e)| DaemonError::HttpSetup(e))?
+                    .rules_source(Arc::clone(&rules) as Arc<dyn crate::http::RulesSource>)
+                    .required_for_ready(Arc::new(move |name: &str| {
+                        !optional
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains(name)
+                    })),
+            )
+        }
+        None => None,
+    };
+    // Bound now, so that READY=1 (below) means the endpoints accept connections.
+    let listener = match http_addr {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| DaemonError::Http { addr, source })?,
         ),
         None => None,
     };
     let mut http = std::pin::pin!(async {
-        match (http_addr, http_options) {
-            (Some(addr), Some(options)) => {
+        match (http_addr, http_options, listener) {
+            (Some(addr), Some(options), Some(listener)) => {
                 let stop = async {
                     let _ = http_stopped.await;
                 };
-                let listener = std::net::TcpListener::bind(addr)
-                    .map_err(|source| DaemonError::Http { addr, source })?;
                 crate::http::serve_with(manager.clone(), listener, options, stop)
                     .await
                     .map_err(|e| match e {
@@ -156,7 +180,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         return Err(e.into());
     }
     tracing::info!(sessions = manager.list_sessions().len(), http = ?http_addr, "daemon started");
-    let ready = actix::spawn(notify_when_ready(manager.clone(), notifier.clone()));
+    notifier.ready();
+    let reporter = actix::spawn(report(
+        manager.clone(),
+        notifier.clone(),
+        Arc::clone(&stats),
+    ));
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut failure = None;
@@ -164,10 +193,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::select! {
             () = &mut shutdown => break,
             _ = hup.recv() => {
+                notifier.reloading();
                 reload(&mut running).await;
                 if let Some(c) = running.config() {
                     rules.update(c);
+                    *optional.write().unwrap_or_else(|e| e.into_inner()) = optional_sessions(c);
                 }
+                notifier.ready();
+                notifier.status(&status(&manager, &stats));
             }
             r = &mut http => {
                 failure = r.err();
@@ -176,8 +209,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
-    notifier.notify("STOPPING=1");
-    ready.abort();
+    notifier.stopping();
+    reporter.abort();
     let deadline = Instant::now() + timeout;
     tracing::info!(?timeout, "stopping: draining forwarding rules");
     // Half the budget for the rules' queues, the rest for the sessions' outboxes.
@@ -213,7 +246,8 @@ async fn reload(running: &mut Running) {
     let new = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            let failures = running.note_reload(false);
+            let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
+            let failures = running.note_reload(false, format!("failed: {first_line}"));
             tracing::error!(error = %e, config_reload_failures = failures,
                 "configuration reload refused; the previous configuration keeps running");
             return;
@@ -245,26 +279,86 @@ async fn reload(running: &mut Running) {
         }
     }
     let errors = running.apply(new).await;
-    running.note_reload(errors.is_empty());
+    let summary = match errors.first() {
+        None => "ok".to_string(),
+        Some(e) => format!("applied with {} error(s): {e}", errors.len()),
+    };
+    running.note_reload(errors.is_empty(), summary);
     for e in &errors {
         tracing::error!(error = %e, "configuration reload: could not start");
     }
     tracing::info!(errors = errors.len(), "configuration reloaded");
 }
 
-/// Sends `READY=1` once every session is ready.
-async fn notify_when_ready(manager: SessionManager, notifier: Notifier) {
-    loop {
-        if manager
-            .wait_for_all_sessions(Duration::from_secs(5))
-            .await
-            .is_ok()
-        {
-            tracing::info!("all sessions ready");
-            notifier.notify("READY=1");
-            return;
-        }
-        // A closed session fails the wait at once: do not spin.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+/// The sessions of `config` that `/readyz` does not wait for.
+fn optional_sessions(config: &Config) -> BTreeSet<String> {
+    config
+        .sessions
+        .iter()
+        .filter(|s| !s.required_for_ready)
+        .map(|s| s.name().to_string())
+        .collect()
+}
+
+/// The `STATUS=` line now.
+fn status(manager: &SessionManager, stats: &DaemonStats) -> String {
+    let r = manager.readiness();
+    let last = stats.last_reload().map(|r| r.summary);
+    notify::status_line(r.sessions - r.not_ready.len(), r.sessions, last.as_deref())
+}
+
+/// How often the `STATUS=` line is recomputed (sent only when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells the service manager, for the life of the daemon: the `STATUS=` line whenever it
+/// changes, and `WATCHDOG=1` every half `WATCHDOG_USEC` while every worker thread
+/// answers a ping within that half (a missed ping is logged; systemd restarts the
+/// daemon when they stop).
+async fn report(manager: SessionManager, notifier: Notifier, stats: Arc<DaemonStats>) {
+    if !notifier.enabled() {
+        return;
     }
+    let watchdog = notify::watchdog_interval();
+    if let Some(every) = watchdog {
+        tracing::info!(?every, "systemd watchdog enabled");
+    }
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::MAX / 4));
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = status_tick.tick() => {
+                let line = status(&manager, &stats);
+                if line != last {
+                    notifier.status(&line);
+                    last = line;
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let every = watchdog.unwrap_or_default();
+                if manager.workers_alive(every).await {
+                    notifier.watchdog();
+                } else {
+                    tracing::error!(timeout = ?every,
+                        "a worker thread did not answer; withholding the systemd watchdog ping");
+                }
+            }
+        }
+    }
+}
+
+/// The process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, ...) in the manager's registry, on Linux.
+fn register_process_metrics(manager: &SessionManager) {
+    #[cfg(target_os = "linux")]
+    {
+        let c = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = manager.registry().register(Box::new(c)) {
+            tracing::warn!(error = %e, "cannot register the process metrics");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = manager;
 }

@@ -1,60 +1,109 @@
-//! systemd's readiness protocol (`sd_notify`): when `NOTIFY_SOCKET` is set, the daemon
-//! sends `READY=1` once every session is ready and `STOPPING=1` when it shuts down, as
-//! datagrams on that unix socket (a path, or an abstract name starting with `@`).
+//! systemd's service protocol (`sd_notify(3)`), through the `sd-notify` crate: when
+//! `NOTIFY_SOCKET` is set the daemon sends, as datagrams on that unix socket,
+//!
+//! - `READY=1` once the configuration is applied and the HTTP endpoints listen (not when
+//!   every session is ready: an unreachable broker must not keep the unit "activating"
+//!   until systemd kills it; `/readyz` tells who is ready);
+//! - `STATUS=…` whenever the summary changes: `3/4 sessions ready; last reload: ok`;
+//! - `RELOADING=1` with `MONOTONIC_USEC=…` when a SIGHUP reload starts and `READY=1` when
+//!   it is done (what `Type=notify-reload` expects);
+//! - `WATCHDOG=1` every half `WATCHDOG_USEC`, only while every worker arbiter answers a
+//!   liveness ping (a wedged worker thread stops the pings and systemd restarts the unit);
+//! - `STOPPING=1` when it shuts down.
+//!
+//! `sd-notify` 0.5 has every state used here (including `MONOTONIC_USEC` and
+//! `watchdog_enabled`, which honours `WATCHDOG_PID`), and reads `NOTIFY_SOCKET` (a path
+//! or an abstract `@name`) on each call; it depends on `libc` only.
 
-use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
 
 /// Sends state lines to the service manager, if there is one.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
-    socket: Option<String>,
+    enabled: bool,
 }
 
 impl Notifier {
     /// A notifier for `$NOTIFY_SOCKET`; does nothing when it is not set.
     pub fn from_env() -> Self {
         Notifier {
-            socket: std::env::var("NOTIFY_SOCKET")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         }
     }
 
-    /// Sends `state` (e.g. `"READY=1"`); failures are logged, never fatal.
-    pub fn notify(&self, state: &str) {
-        let Some(socket) = &self.socket else {
-            return;
-        };
-        match send(socket, state) {
-            Ok(()) => tracing::debug!(socket = %socket, state, "service manager notified"),
+    /// Is there a service manager to notify?
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// `READY=1` (start-up done, or a reload done).
+    pub fn ready(&self) {
+        self.send(&[NotifyState::Ready]);
+    }
+
+    /// `RELOADING=1` and `MONOTONIC_USEC=` now: a reload starts.
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
             Err(e) => {
-                tracing::warn!(socket = %socket, state, error = %e, "cannot notify the service manager")
+                tracing::warn!(error = %e, "cannot read the monotonic clock");
+                self.send(&[NotifyState::Reloading]);
+            }
+        }
+    }
+
+    /// `STATUS=` a one-line summary.
+    pub fn status(&self, line: &str) {
+        self.send(&[NotifyState::Status(line)]);
+    }
+
+    /// `WATCHDOG=1`.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// `STOPPING=1`.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+
+    /// Sends `states`; failures are logged, never fatal.
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if !self.enabled {
+            return;
+        }
+        let text = || {
+            states
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match sd_notify::notify(states) {
+            Ok(()) => tracing::debug!(state = %text(), "service manager notified"),
+            Err(e) => {
+                tracing::warn!(state = %text(), error = %e, "cannot notify the service manager")
             }
         }
     }
 }
 
-fn send(socket: &str, state: &str) -> std::io::Result<()> {
-    let sock = UnixDatagram::unbound()?;
-    if let Some(name) = socket.strip_prefix('@') {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-            return Ok(());
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = name;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "abstract sockets need Linux",
-            ));
-        }
+/// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC` (when it is set and meant for
+/// this process), as `sd_watchdog_enabled(3)` recommends.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| d / 2)
+}
+
+/// The `STATUS=` line: how many sessions are ready, and how the last reload went.
+pub fn status_line(ready: usize, total: usize, last_reload: Option<&str>) -> String {
+    match last_reload {
+        Some(r) => format!("{ready}/{total} sessions ready; last reload: {r}"),
+        None => format!("{ready}/{total} sessions ready"),
     }
-    sock.send_to(state.as_bytes(), socket)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -62,24 +111,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notifications_reach_a_path_socket_and_an_abstract_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let rx = UnixDatagram::bind(&path).unwrap();
-        send(path.to_str().unwrap(), "READY=1").unwrap();
-        let mut buf = [0u8; 64];
-        let n = rx.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"READY=1");
-
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::linux::net::SocketAddrExt;
-            let name = format!("mqtt-sessions-test-{}", std::process::id());
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-            let rx = UnixDatagram::bind_addr(&addr).unwrap();
-            send(&format!("@{name}"), "STOPPING=1").unwrap();
-            let n = rx.recv(&mut buf).unwrap();
-            assert_eq!(&buf[..n], b"STOPPING=1");
-        }
+    fn status_lines_count_ready_sessions_and_tell_the_last_reload() {
+        assert_eq!(status_line(3, 4, None), "3/4 sessions ready");
+        assert_eq!(
+            status_line(0, 1, Some("failed")),
+            "0/1 sessions ready; last reload: failed"
+        );
     }
 }

@@ -25,6 +25,18 @@ pub struct DaemonStats {
     /// Reloads refused because the new file was invalid (the old configuration kept running).
     pub config_reload_failures: AtomicU64,
     rules: Mutex<BTreeMap<String, Arc<ForwardStats>>>,
+    last_reload: Mutex<Option<ReloadOutcome>>,
+}
+
+/// How the last reload went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadOutcome {
+    /// Was the new configuration applied without error?
+    pub ok: bool,
+    /// When (Unix time, seconds).
+    pub timestamp_seconds: f64,
+    /// `ok`, or why not (one line).
+    pub summary: String,
 }
 
 impl DaemonStats {
@@ -38,14 +50,22 @@ impl DaemonStats {
             .collect()
     }
 
+    /// How the last reload went; `None` before the first one.
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn rule(&self, name: &str) -> Arc<ForwardStats> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(rules.entry(name.to_string()).or_default())
     }
 }
 
-/// Key of a subscription route: session, filter, QoS.
-type SubKey = (String, String, QoS);
+/// Key of a subscription route: session, filter, QoS, route name.
+type SubKey = (String, String, QoS, String);
 
 /// The sessions, subscriptions and rules of the configuration in force.
 #[derive(Debug)]
@@ -126,9 +146,14 @@ impl Running {
             .sessions
             .iter()
             .flat_map(|s| {
-                s.subscriptions
-                    .iter()
-                    .map(|sub| (s.name().to_string(), sub.filter.get_ref().clone(), sub.qos))
+                s.subscriptions.iter().map(|sub| {
+                    (
+                        s.name().to_string(),
+                        sub.filter.get_ref().clone(),
+                        sub.qos,
+                        sub.route_name(s.name()),
+                    )
+                })
             })
             .collect();
         self.subscriptions
@@ -160,6 +185,7 @@ impl Running {
                 .route(&key.1)
                 .session(&key.0)
                 .qos(key.2)
+                .name(key.3.clone())
                 .handle_async(move |m| {
                     let session = session.clone();
                     async move {
@@ -198,8 +224,21 @@ impl Running {
         futures_util::future::join_all(rules.into_values().map(|r| r.stop(grace))).await;
     }
 
-    /// Counts a reload; returns the new count of its kind.
-    pub(crate) fn note_reload(&self, ok: bool) -> u64 {
+    /// Counts a reload and remembers how it went (`summary`: `ok` or the reason); returns
+    /// the new count of its kind.
+    pub(crate) fn note_reload(&self, ok: bool, summary: String) -> u64 {
+        let timestamp_seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        *self
+            .stats
+            .last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(ReloadOutcome {
+            ok,
+            timestamp_seconds,
+            summary,
+        });
         let counter = if ok {
             &self.stats.config_reloads
         } else {

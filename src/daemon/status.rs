@@ -150,6 +150,22 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
+/// The base URL of the daemon configured in `config` (its `[http]` address, `https`
+/// with `[http.tls]`), or `http://127.0.0.1:9883` when the file cannot be read or has no
+/// `[http]`.
+pub fn default_url(config: &std::path::Path) -> String {
+    match super::Config::load(config) {
+        Ok(c) => match c.http {
+            Some(h) => {
+                let scheme = if h.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", h.listen)
+            }
+            None => "http://127.0.0.1:9883".into(),
+        },
+        Err(_) => "http://127.0.0.1:9883".into(),
+    }
+}
+
 /// Fetches `/sessions` as a JSON array.
 pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
     let (code, body) = get(base, "/sessions")?;
@@ -221,7 +237,7 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
         .map(|i| {
             lines
                 .iter()
-                .map(|l| l[i].chars().count())
+                .map(|l| display_width(&l[i]))
                 .max()
                 .unwrap_or(0)
         })
@@ -231,12 +247,32 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
         let cells: Vec<String> = l
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - display_width(c))))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out
+}
+
+/// Columns a terminal gives `s`: two for East Asian wide and fullwidth characters (CJK,
+/// Hangul, fullwidth forms), one for the others. (Enough to align the table for session
+/// names such as "生产设备" without a dependency; combining marks count one.)
+fn display_width(s: &str) -> usize {
+    s.chars()
+        .map(|c| {
+            let wide = matches!(u32::from(c),
+                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
+                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6
+                | 0x1F300..=0x1F64F | 0x1F900..=0x1F9FF | 0x20000..=0x3FFFD);
+            if wide {
+                2
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// A field of a `/sessions` row: at its top level or among its `metrics`.
@@ -308,5 +344,23 @@ mod tests {
         );
         assert!(lines[1].contains("10.0") && lines[1].contains("2.5"), "{t}");
         assert!(lines[2].starts_with("bare"), "{t}");
+    }
+
+    #[test]
+    fn wide_session_names_keep_the_columns_aligned() {
+        assert_eq!(display_width("生产设备"), 8);
+        assert_eq!(display_width("edge"), 4);
+        let rows: Vec<Value> = serde_json::from_str(
+            r#"[{"name":"生产设备","state":"connected","broker":"b"},
+                {"name":"edge","state":"connected","broker":"b"}]"#,
+        )
+        .unwrap();
+        let t = table(&rows, None);
+        let col = |line: &str| {
+            let at = line.find("connected").unwrap();
+            display_width(&line[..at])
+        };
+        let lines: Vec<&str> = t.lines().skip(1).collect();
+        assert_eq!(col(lines[0]), col(lines[1]), "{t}");
     }
 }

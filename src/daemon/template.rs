@@ -13,9 +13,13 @@ enum Part {
     Topic,
     /// `{session}`: the name of the session that received it.
     Session,
+    /// `{1}`, `{2}`, …: what the n-th wildcard of the rule's filter matched (a `+` one
+    /// level, a `#` the rest of the topic).
+    Capture(usize),
 }
 
-/// An output topic template: literal text with `{topic}` and `{session}` placeholders.
+/// An output topic template: literal text with `{topic}`, `{session}` and `{1}`, `{2}`, …
+/// (the levels the filter's wildcards matched) placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     raw: String,
@@ -46,9 +50,12 @@ impl Template {
                     parts.push(match name {
                         "topic" => Part::Topic,
                         "session" => Part::Session,
+                        n if n.parse::<usize>().is_ok_and(|n| n >= 1) => {
+                            Part::Capture(n.parse().unwrap_or(1))
+                        }
                         other => {
                             return Err(format!(
-                                "unknown placeholder {{{other}}} (use {{topic}} or {{session}})"
+                                "unknown placeholder {{{other}}} (use {{topic}}, {{session}} or {{1}}, {{2}}, …)"
                             ))
                         }
                     });
@@ -66,19 +73,38 @@ impl Template {
             raw: raw.to_string(),
             parts,
         };
-        validate_topic_name(&t.render("a/b", "s"))
+        validate_topic_name(&t.fill("a/b", "s", &[], "x"))
             .map_err(|e| format!("does not give a valid topic name: {e}"))?;
         Ok(t)
     }
 
-    /// Fills the template in.
-    pub fn render(&self, topic: &str, session: &str) -> String {
+    /// Fills the template in for a message on `topic`, received by `session`, through a
+    /// rule whose filter is `filter` (its wildcards give `{1}`, `{2}`, …).
+    pub fn render(&self, topic: &str, session: &str, filter: &TopicFilter) -> String {
+        let caught = captures(filter.match_filter(), topic);
+        self.fill(topic, session, &caught, "")
+    }
+
+    /// The highest `{n}` used (0: none).
+    pub fn max_capture(&self) -> usize {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Capture(n) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn fill(&self, topic: &str, session: &str, caught: &[&str], missing: &str) -> String {
         let mut out = String::with_capacity(self.raw.len() + topic.len());
         for p in &self.parts {
             match p {
                 Part::Literal(l) => out.push_str(l),
                 Part::Topic => out.push_str(topic),
                 Part::Session => out.push_str(session),
+                Part::Capture(n) => out.push_str(caught.get(n - 1).copied().unwrap_or(missing)),
             }
         }
         out
@@ -89,7 +115,8 @@ impl Template {
     /// level around `{topic}`.)
     pub fn output_may_match(&self, filter: &TopicFilter, session: &str) -> bool {
         let input = filter.match_filter();
-        let pattern = self.render(input, session);
+        // A capture may be anything: a wildcard level (conservative).
+        let pattern = self.fill(input, session, &[], "#");
         let normalise = |level: &str| -> String {
             if level.contains('#') {
                 "#".into()
@@ -113,6 +140,29 @@ impl fmt::Display for Template {
     }
 }
 
+/// What the wildcards of `filter` matched in `topic`, in order: a `+` gives its level, a
+/// `#` the rest of the topic (levels joined with `/`; empty when it matched nothing).
+pub fn captures<'a>(filter: &str, topic: &'a str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut rest = topic;
+    for level in filter.split('/') {
+        match level {
+            "#" => {
+                out.push(rest);
+                break;
+            }
+            _ => {
+                let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
+                if level == "+" {
+                    out.push(head);
+                }
+                rest = tail;
+            }
+        }
+    }
+    out
+}
+
 /// Is there a topic name matched by both level patterns (`+`: one level, `#`: zero or
 /// more levels, anywhere)?
 fn overlap(a: &[&str], b: &[&str]) -> bool {
@@ -131,9 +181,39 @@ mod tests {
 
     #[test]
     fn templates_fill_in_topic_and_session() {
+        let any = TopicFilter::new("#").unwrap();
         let t = Template::parse("plant-1/{session}/{topic}").unwrap();
-        assert_eq!(t.render("sensors/t1", "edge"), "plant-1/edge/sensors/t1");
-        assert_eq!(Template::parse("fixed").unwrap().render("x", "y"), "fixed");
+        assert_eq!(
+            t.render("sensors/t1", "edge", &any),
+            "plant-1/edge/sensors/t1"
+        );
+        assert_eq!(
+            Template::parse("fixed").unwrap().render("x", "y", &any),
+            "fixed"
+        );
+    }
+
+    #[test]
+    fn templates_fill_in_the_levels_the_wildcards_captured() {
+        let cases = [
+            ("sensors/+/temp", "sensors/t1/temp", "out/{1}", "out/t1"),
+            ("site/+/+/#", "site/a/b/c/d", "{3}/{2}/{1}", "c/d/b/a"),
+            ("a/#", "a/b", "x/{1}/{session}", "x/b/edge"),
+            (
+                "$share/g/dev/+/up",
+                "dev/42/up",
+                "devices/{1}",
+                "devices/42",
+            ),
+            ("生产/+", "生产/设备", "工厂/{1}", "工厂/设备"),
+        ];
+        for (filter, topic, template, want) in cases {
+            let f = TopicFilter::new(filter).unwrap();
+            let t = Template::parse(template).unwrap();
+            assert_eq!(t.render(topic, "edge", &f), want, "{filter} {template}");
+        }
+        assert_eq!(Template::parse("{2}/{1}").unwrap().max_capture(), 2);
+        assert!(Template::parse("{0}").is_err());
     }
 
     #[test]

@@ -103,6 +103,25 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
                 },
             )
         })?;
+        let wildcards = filter
+            .match_filter()
+            .split('/')
+            .filter(|l| *l == "+" || *l == "#")
+            .count();
+        if template.max_capture() > wildcards {
+            return Err((
+                template_span.clone().or(Some(r.name.span())),
+                ConfigErrorKind::Template {
+                    rule: rule.clone(),
+                    template: r.topic.get_ref().clone(),
+                    reason: format!(
+                        "{{{}}} but the filter {:?} has {wildcards} wildcard(s) to capture",
+                        template.max_capture(),
+                        r.filter.get_ref()
+                    ),
+                },
+            ));
+        }
         let (from, to) = (r.from.get_ref(), r.to.get_ref());
         let shared = brokers[from].iter().find(|b| brokers[to].contains(b));
         if let Some(broker) = shared {
@@ -147,8 +166,50 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
             ));
         }
     }
+    warnings.extend(size_warnings(config));
     config.warnings = warnings;
     Ok(())
+}
+
+/// Rules that could receive what their target refuses: a source session (or the
+/// embedded broker feeding it) accepting larger payloads than the target session sends.
+/// Such messages would be dropped (and counted) by the rule.
+fn size_warnings(config: &Config) -> Vec<String> {
+    let max = |name: &str| {
+        config
+            .sessions
+            .iter()
+            .find(|s| s.name() == name)
+            .map(|s| s.performance.max_message_size)
+    };
+    let mut out = Vec::new();
+    for r in &config.forward {
+        let (from, to) = (r.from.get_ref(), r.to.get_ref());
+        let (Some(src), Some(dst)) = (max(from), max(to)) else {
+            continue;
+        };
+        if src > dst {
+            out.push(format!(
+                "forward rule {:?}: session {from:?} accepts payloads up to {src} but {to:?} sends at most {dst}: larger messages will be dropped (raise {to:?}'s performance.max_message_size)",
+                r.name.get_ref()
+            ));
+        }
+    }
+    if let Some(b) = &config.embedded_broker {
+        let addr = b.listen.to_string();
+        for sess in &config.sessions {
+            let on_it = sess.brokers.iter().any(|u| u.contains(&addr));
+            let max = sess.performance.max_message_size;
+            if on_it && b.max_message_size > max {
+                out.push(format!(
+                    "session {:?}: the embedded broker accepts payloads up to {} but the session drops those above {max} (make [embedded_broker] max_message_size and performance.max_message_size agree)",
+                    sess.name(),
+                    b.max_message_size
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Reads the session's password from wherever the file says it comes from.

@@ -31,17 +31,8 @@ use crate::event::{Event, EventKind, EventStream};
 /// How often an idle stream sends a `: keep-alive` comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The eight kinds, by name.
-const KINDS: [EventKind; 8] = [
-    EventKind::SessionConnecting,
-    EventKind::SessionConnected,
-    EventKind::SessionReady,
-    EventKind::SessionDisconnected,
-    EventKind::SessionReconnecting,
-    EventKind::SessionAdded,
-    EventKind::SessionRemoved,
-    EventKind::SessionStateChanged,
-];
+/// Every kind, by name.
+const KINDS: [EventKind; EventKind::ALL.len()] = EventKind::ALL;
 
 /// Which events a client wants: `?session=` and `?kind=`, each repeatable or
 /// comma-separated; absent means all.

@@ -52,7 +52,9 @@ mod sessions;
 mod stats;
 
 use self::auth::{Authorized, Open};
-pub use self::options::{HttpError, HttpOptions, RuleInfo, RulesSource, DEFAULT_SSE_BUFFER};
+pub use self::options::{
+    HttpError, HttpOptions, RequiredForReady, RuleInfo, RulesSource, DEFAULT_SSE_BUFFER,
+};
 pub use self::sessions::{Overview, MAX_PAGE, TOTAL_COUNT_HEADER};
 use self::stats::HttpStats;
 use crate::manager::SessionManager;
@@ -70,6 +72,7 @@ pub(crate) struct State {
     auth: auth::Auth,
     stats: Arc<HttpStats>,
     rules: Option<Arc<dyn RulesSource>>,
+    required: Option<options::RequiredForReady>,
     sse_buffer: usize,
     /// Turns true when the server stops: event streams end then.
     closing: Option<tokio::sync::watch::Receiver<bool>>,
@@ -93,6 +96,7 @@ pub fn configure_with(
             manager,
             auth: options.auth,
             rules: options.rules,
+            required: options.required.clone(),
             sse_buffer: options.sse_buffer,
             closing: options.closing.clone(),
         };
@@ -139,7 +143,10 @@ async fn healthz(_: Authorized, s: web::Data<State>) -> HttpResponse {
 }
 
 async fn readyz(_: Authorized, s: web::Data<State>) -> HttpResponse {
-    let r = s.manager.readiness();
+    let r = match &s.required {
+        Some(required) => s.manager.readiness_of(|name| required(name)),
+        None => s.manager.readiness(),
+    };
     if r.ready {
         HttpResponse::Ok().json(r)
     } else {

@@ -136,6 +136,7 @@ pub struct HttpOptions {
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     pub(crate) open_paths: BTreeSet<String>,
     pub(crate) rules: Option<Arc<dyn RulesSource>>,
+    pub(crate) required: Option<RequiredForReady>,
     pub(crate) sse_buffer: usize,
     /// Set by [`serve_with`](super::serve_with): turns true when the server stops.
     pub(crate) closing: Option<tokio::sync::watch::Receiver<bool>>,
@@ -148,11 +149,15 @@ impl Default for HttpOptions {
             tls: None,
             open_paths: BTreeSet::new(),
             rules: None,
+            required: None,
             sse_buffer: DEFAULT_SSE_BUFFER,
             closing: None,
         }
     }
 }
+
+/// Which sessions `/readyz` waits for: true for a session name that must be ready.
+pub type RequiredForReady = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for HttpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +225,13 @@ impl HttpOptions {
     /// Where `GET /rules` reads forwarding rules from.
     pub fn rules_source(mut self, source: Arc<dyn RulesSource>) -> Self {
         self.rules = Some(source);
+        self
+    }
+
+    /// Which sessions `GET /readyz` waits for (default: all): the others are neither
+    /// waited for nor listed. Asked on every request, so it may change at run time.
+    pub fn required_for_ready(mut self, required: RequiredForReady) -> Self {
+        self.required = Some(required);
         self
     }
 

@@ -7,7 +7,7 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-use super::Sources;
+use super::{PerSessionMetrics, Sources};
 use crate::event::ErrorKind;
 use crate::session::latency::LATENCY_BUCKETS;
 use crate::session::state::SessionState;
@@ -141,6 +141,12 @@ const INFLIGHT: Spec = spec(
     S,
 );
 const DROPPED: Spec = spec("dropped_messages_total", "Messages the session dropped, by reason: oversized (incoming above max_message_size), disconnect (QoS 0 publish not written before the connection ended), consumer_full (QoS 0 message for a full receiver), unrouted (a message that matched no route: QoS 0 at once, QoS >= 1 after waiting unrouted_hold for a route).", COUNTER, &[LABEL_SESSION, "reason"]);
+const PUBLISH_FAILURES: Spec = spec(
+    "publish_failures_total",
+    "Publishes queued with enqueue that failed after they were accepted (refused by the broker, too large for it, timed out).",
+    COUNTER,
+    S,
+);
 const LAST_MESSAGE: Spec = spec(
     "last_message_timestamp_seconds",
     "Unix time of the last message the session received.",
@@ -202,6 +208,7 @@ const SPECS: &[&Spec] = &[
     &PENDING,
     &INFLIGHT,
     &DROPPED,
+    &PUBLISH_FAILURES,
     &LAST_MESSAGE,
     &ACK_LATENCY,
     &HANDLER_PANICS,
@@ -217,6 +224,45 @@ pub fn metric_names(prefix: &str) -> Vec<String> {
     SPECS
         .iter()
         .map(|s| format!("{prefix}_{}", s.name))
+        .collect()
+}
+
+/// Families that only make sense per session (no total): left out when per-session
+/// metrics are off.
+const NOT_SUMMED: &[&str] = &[
+    "session_up",
+    "session_state",
+    "session_ready",
+    "session_uptime_seconds",
+    "last_message_timestamp_seconds",
+];
+
+/// Series of `pairs` (label name and value, then the value) with the session label,
+/// or, with per-session metrics off, added up over the sessions by their other label.
+fn labelled(
+    kind: MetricType,
+    mode: PerSessionMetrics,
+    label: &str,
+    all: &[&'static str],
+    values: Vec<(&str, &str, f64)>,
+) -> Vec<Metric> {
+    if mode == PerSessionMetrics::Off {
+        // Every label value, even with no session: a stable set of series.
+        let mut totals: std::collections::BTreeMap<&str, f64> =
+            all.iter().map(|v| (*v, 0.0)).collect();
+        for (_, v, n) in &values {
+            *totals.entry(v).or_default() += n;
+        }
+        return totals
+            .into_iter()
+            .map(|(v, n)| value_metric(kind, labels(&[(label, v)]), n))
+            .collect();
+    }
+    values
+        .into_iter()
+        .map(|(session, v, n)| {
+            value_metric(kind, labels(&[(LABEL_SESSION, session), (label, v)]), n)
+        })
         .collect()
 }
 
@@ -299,8 +345,18 @@ impl SessionsCollector {
         mf
     }
 
-    /// One value per session, labelled with the session only.
-    fn per_session(rows: &[Row], kind: MetricType, f: impl Fn(&Row) -> Option<f64>) -> Vec<Metric> {
+    /// One value per session, labelled with the session only; with per-session metrics
+    /// off, one unlabelled total.
+    fn per_session(
+        rows: &[Row],
+        kind: MetricType,
+        mode: PerSessionMetrics,
+        f: impl Fn(&Row) -> Option<f64>,
+    ) -> Vec<Metric> {
+        if mode == PerSessionMetrics::Off {
+            let total = rows.iter().filter_map(&f).sum();
+            return vec![value_metric(kind, Vec::new(), total)];
+        }
         rows.iter()
             .filter_map(|r| {
                 f(r).map(|v| value_metric(kind, labels(&[(LABEL_SESSION, &r.name)]), v))
@@ -351,9 +407,18 @@ impl Collector for SessionsCollector {
             })
             .collect();
         let routes = src.route_stats();
+        let mode = src.per_session;
         let mut out = Vec::with_capacity(self.names.len());
         for (i, s) in SPECS.iter().enumerate() {
             let k = s.kind;
+            let skipped = match mode {
+                PerSessionMetrics::Full => false,
+                PerSessionMetrics::Counters => s.kind == HISTOGRAM,
+                PerSessionMetrics::Off => s.kind == HISTOGRAM || NOT_SUMMED.contains(&s.name),
+            };
+            if skipped {
+                continue;
+            }
             let metrics = match s.name {
                 "build_info" => vec![value_metric(
                     k,
@@ -367,78 +432,85 @@ impl Collector for SessionsCollector {
                         value_metric(k, labels(&[("state", st.as_str())]), n as f64)
                     })
                     .collect(),
-                "session_up" => Self::per_session(&rows, k, |r| {
+                "session_up" => Self::per_session(&rows, k, mode, |r| {
                     Some(f64::from(u8::from(r.status.broker.is_some())))
                 }),
                 "session_state" => {
-                    Self::per_session(&rows, k, |r| Some(f64::from(r.status.state.code())))
+                    Self::per_session(&rows, k, mode, |r| Some(f64::from(r.status.state.code())))
                 }
-                "session_ready" => {
-                    Self::per_session(&rows, k, |r| Some(f64::from(u8::from(r.status.ready))))
-                }
-                "session_uptime_seconds" => Self::per_session(&rows, k, |r| {
+                "session_ready" => Self::per_session(&rows, k, mode, |r| {
+                    Some(f64::from(u8::from(r.status.ready)))
+                }),
+                "session_uptime_seconds" => Self::per_session(&rows, k, mode, |r| {
                     Some(crate::session::counters::uptime_seconds(&r.status))
                 }),
                 "session_restarts_total" => {
-                    Self::per_session(&rows, k, |r| Some(f64::from(r.status.restarts)))
+                    Self::per_session(&rows, k, mode, |r| Some(f64::from(r.status.restarts)))
                 }
-                "messages_received_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.messages_received)))
-                }
+                "messages_received_total" => Self::per_session(&rows, k, mode, |r| {
+                    Some(load(&r.counters.messages_received))
+                }),
                 "received_bytes_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.bytes_received)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.bytes_received)))
                 }
                 "messages_sent_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.messages_sent)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.messages_sent)))
                 }
                 "sent_bytes_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.bytes_sent)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.bytes_sent)))
                 }
-                "connection_attempts_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.connection_attempts)))
-                }
+                "connection_attempts_total" => Self::per_session(&rows, k, mode, |r| {
+                    Some(load(&r.counters.connection_attempts))
+                }),
                 "reconnects_total" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.reconnects)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.reconnects)))
                 }
-                "connection_errors_total" => rows
-                    .iter()
-                    .flat_map(|r| {
-                        ErrorKind::ALL.iter().map(move |kind| {
-                            value_metric(
-                                k,
-                                labels(&[(LABEL_SESSION, &r.name), ("kind", kind.as_str())]),
-                                r.counters.errors_of(*kind) as f64,
-                            )
+                "publish_failures_total" => {
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.publish_failures)))
+                }
+                "connection_errors_total" => labelled(
+                    k,
+                    mode,
+                    "kind",
+                    &ErrorKind::ALL.map(ErrorKind::as_str),
+                    rows.iter()
+                        .flat_map(|r| {
+                            ErrorKind::ALL.iter().map(move |kind| {
+                                (
+                                    r.name.as_str(),
+                                    kind.as_str(),
+                                    r.counters.errors_of(*kind) as f64,
+                                )
+                            })
                         })
-                    })
-                    .collect(),
+                        .collect(),
+                ),
                 "pending_messages" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.pending)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.pending)))
                 }
                 "inflight_messages" => {
-                    Self::per_session(&rows, k, |r| Some(load(&r.counters.inflight)))
+                    Self::per_session(&rows, k, mode, |r| Some(load(&r.counters.inflight)))
                 }
-                "dropped_messages_total" => rows
-                    .iter()
-                    .flat_map(|r| {
-                        [
-                            ("oversized", load(&r.counters.dropped_oversized)),
-                            ("disconnect", load(&r.counters.dropped_on_disconnect)),
-                            ("unrouted", load(&r.counters.dropped_unrouted)),
-                            ("consumer_full", r.consumer_dropped as f64),
-                        ]
-                        .map(|(reason, v)| {
-                            value_metric(
-                                k,
-                                labels(&[(LABEL_SESSION, &r.name), ("reason", reason)]),
-                                v,
-                            )
+                "dropped_messages_total" => labelled(
+                    k,
+                    mode,
+                    "reason",
+                    &["oversized", "disconnect", "unrouted", "consumer_full"],
+                    rows.iter()
+                        .flat_map(|r| {
+                            [
+                                ("oversized", load(&r.counters.dropped_oversized)),
+                                ("disconnect", load(&r.counters.dropped_on_disconnect)),
+                                ("unrouted", load(&r.counters.dropped_unrouted)),
+                                ("consumer_full", r.consumer_dropped as f64),
+                            ]
+                            .map(|(reason, v)| (r.name.as_str(), reason, v))
                         })
-                    })
-                    .collect(),
-                "last_message_timestamp_seconds" => {
-                    Self::per_session(&rows, k, |r| r.counters.last_message_timestamp_seconds())
-                }
+                        .collect(),
+                ),
+                "last_message_timestamp_seconds" => Self::per_session(&rows, k, mode, |r| {
+                    r.counters.last_message_timestamp_seconds()
+                }),
                 "publish_ack_latency_seconds" => rows.iter().map(Self::histogram).collect(),
                 "event_handler_panics_total" => {
                     vec![value_metric(k, Vec::new(), src.bus.handler_panics() as f64)]
@@ -453,7 +525,13 @@ impl Collector for SessionsCollector {
                 "route_dropped_total" => routes
                     .iter()
                     .flat_map(|r| {
-                        [("full", r.dropped_full), ("panic", r.dropped_panic)].map(|(reason, v)| {
+                        [
+                            ("full", r.dropped_full),
+                            ("panic", r.dropped_panic),
+                            ("stall", r.dropped_stall),
+                            ("closed", r.dropped_closed),
+                        ]
+                        .map(|(reason, v)| {
                             value_metric(
                                 k,
                                 labels(&[("route", &r.name), ("reason", reason)]),

@@ -40,6 +40,35 @@ use crate::supervisor::Registry;
 /// The metric name prefix used unless the builder sets another.
 pub const DEFAULT_PREFIX: &str = "mqtt_sessions";
 
+/// Which per-session series a manager exports (`metrics.per_session` in the daemon's
+/// configuration). Each session costs, in series: `Full` 43 (the counters, gauges,
+/// errors by kind, drops by reason, and the 20-series publish→ack latency histogram),
+/// `Counters` 23 (the same without the histogram), `Off` none — manager-wide totals
+/// (errors by kind and drops by reason added up) and the count of sessions by state
+/// remain. The `README` gives the figures at 10,000 sessions (`tests/series.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerSessionMetrics {
+    /// Every per-session series, including the publish→ack latency histogram.
+    #[default]
+    Full,
+    /// Per-session counters and gauges, no per-session histogram.
+    Counters,
+    /// No per-session series: the count of sessions by state and the manager-wide totals.
+    Off,
+}
+
+impl PerSessionMetrics {
+    /// The setting's name as written in a configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PerSessionMetrics::Full => "full",
+            PerSessionMetrics::Counters => "counters",
+            PerSessionMetrics::Off => "off",
+        }
+    }
+}
+
 /// The figures of one route, as the route table reports them.
 ///
 /// Route names must be unique within a manager (they become the `route` label); figures
@@ -56,6 +85,13 @@ pub struct RouteStatsSnapshot {
     pub dropped_full: u64,
     /// Messages dropped because the route's handler panicked.
     pub dropped_panic: u64,
+    /// QoS 0 messages dropped by a `Backpressure` route whose consumer stayed stopped
+    /// longer than the session may pause (`performance.max_stall`).
+    #[serde(default)]
+    pub dropped_stall: u64,
+    /// Messages that arrived after the route's consumer had gone.
+    #[serde(default)]
+    pub dropped_closed: u64,
     /// Unix time (seconds) of the last message delivered to the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_timestamp_seconds: Option<f64>,
@@ -97,9 +133,19 @@ pub(crate) struct Sources {
     pub(crate) routes: RwLock<Arc<dyn RouteStatsSource>>,
     pub(crate) started: Instant,
     /// The metric name prefix.
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "read by the HTTP layer")
+    )]
     pub(crate) prefix: String,
+    /// Which per-session series are exported.
+    pub(crate) per_session: PerSessionMetrics,
     /// State another layer attaches to the manager once and shares between its clones
     /// (the HTTP layer's own metrics, registered once per manager).
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "read by the HTTP layer")
+    )]
     pub(crate) extension: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
@@ -116,6 +162,8 @@ impl Sources {
             first.delivered += later.delivered;
             first.dropped_full += later.dropped_full;
             first.dropped_panic += later.dropped_panic;
+            first.dropped_stall += later.dropped_stall;
+            first.dropped_closed += later.dropped_closed;
             first.last_message_timestamp_seconds = match (
                 first.last_message_timestamp_seconds,
                 later.last_message_timestamp_seconds,
@@ -150,6 +198,7 @@ impl Metrics {
         sessions: Registry,
         bus: EventBus,
         routes: Arc<dyn RouteStatsSource>,
+        per_session: PerSessionMetrics,
     ) -> Result<Self, Error> {
         let sources = Arc::new(Sources {
             sessions,
@@ -157,6 +206,7 @@ impl Metrics {
             routes: RwLock::new(routes),
             started: Instant::now(),
             prefix: prefix.to_string(),
+            per_session,
             extension: std::sync::OnceLock::new(),
         });
         let err = |source| Error::MetricsRegistration {
@@ -257,6 +307,7 @@ mod tests {
             })),
             started: Instant::now(),
             prefix: DEFAULT_PREFIX.to_string(),
+            per_session: PerSessionMetrics::Full,
             extension: std::sync::OnceLock::new(),
         };
         let got = s.route_stats();

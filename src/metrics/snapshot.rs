@@ -198,22 +198,31 @@ pub struct NotReadySession {
 /// Whether every required session is ready (`GET /readyz`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Readiness {
-    /// The manager runs and every session is ready.
+    /// The manager runs and every (required) session is ready.
     pub ready: bool,
     /// The manager runs (it was not shut down).
     pub running: bool,
     /// Sessions of the manager.
     pub sessions: usize,
-    /// The sessions that are not ready.
+    /// The (required) sessions that are not ready.
     pub not_ready: Vec<NotReadySession>,
 }
 
 impl Readiness {
     pub(crate) fn collect(src: &Sources, running: bool) -> Self {
+        Self::collect_of(src, running, |_| true)
+    }
+
+    /// Readiness of the sessions for which `required` is true.
+    pub(crate) fn collect_of(
+        src: &Sources,
+        running: bool,
+        required: impl Fn(&str) -> bool,
+    ) -> Self {
         let sessions = src.sessions.load();
         let not_ready: Vec<NotReadySession> = sessions
             .values()
-            .filter(|h| !h.is_ready())
+            .filter(|h| !h.is_ready() && required(h.name()))
             .map(|h| {
                 let st = h.status();
                 NotReadySession {

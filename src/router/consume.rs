@@ -25,9 +25,12 @@ where
     F: Fn(&Message) + Send + 'static,
 {
     let route = name.to_string();
+    // The callback's thread logs through the subscriber of the thread registering it.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
     std::thread::Builder::new()
         .name(format!("mqtt-route-{name}"))
         .spawn(move || {
+            let _log = tracing::dispatcher::set_default(&dispatch);
             while let Ok(m) = rx.recv() {
                 if catch_unwind(AssertUnwindSafe(|| f(&m))).is_err() {
                     stats.panics.fetch_add(1, Ordering::Relaxed);

@@ -8,13 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
-use super::durable::HoldQueue;
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::counters::SessionCounters;
 use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waits};
-use crate::store::{unix_ms, HeldLimit, HeldPush, StoredMessage};
+use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;
 
 /// One route as the dispatcher sees it.
@@ -55,11 +54,31 @@ pub enum Target {
     /// A durable route restored from the store whose application has not registered it
     /// again yet: QoS >= 1 messages are held in the store until it does.
     Hold {
-        /// The store's hold worker.
-        queue: HoldQueue,
+        /// The manager's store worker.
+        queue: StoreWorker,
+        /// Closed (holding the queue of the route that replaced the placeholder) when the
+        /// application registers the route again; see [`HoldGate`].
+        gate: HoldGate,
         /// The session.
         session: Arc<str>,
     },
+}
+
+/// Counts one message waiting for room in a route while it lives (also when its future
+/// is dropped unfinished, e.g. with its session).
+struct Waiting(Arc<RouteStats>);
+
+impl Waiting {
+    fn new(stats: Arc<RouteStats>) -> Waiting {
+        stats.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How many messages are held per durable route at most.
@@ -69,39 +88,96 @@ pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 
 
 impl RouteEntry {
     /// Offers `msg` to this route. Returns `None` when the route's consumer is gone,
-    /// otherwise `Some(wait)`, where `wait` is a future when a QoS >= 1 message must wait
-    /// for room in the queue.
+    /// otherwise `Some(wait)`, where `wait` is a future when the message must wait for
+    /// room in the queue: a QoS >= 1 message (its acknowledgement waits), or a QoS 0
+    /// message of a `Backpressure` route (the session stops reading for at most
+    /// `max_stall`).
     #[inline]
-    fn offer(&self, msg: &Message) -> Option<Option<Pending>> {
+    fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<Pending>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
-            Target::Hold { queue, session } => return Some(self.hold(queue, session, msg)),
+            Target::Hold {
+                queue,
+                session,
+                gate,
+            } => return self.hold(queue, session, gate, msg),
         };
+        if msg.qos != QoS::AtMostOnce && self.stats.waiting.load(Ordering::Acquire) > 0 {
+            // Earlier messages wait for room: wait behind them.
+            return Some(Some(self.wait_for_room(tx, msg.clone())));
+        }
         match tx.try_send(msg.clone()) {
             Ok(()) => {
                 self.stats.record_delivery(msg.received_at);
+                if self.overflow == Overflow::Backpressure {
+                    self.stats.overrun.store(false, Ordering::Relaxed);
+                }
                 Some(None)
             }
             Err(flume::TrySendError::Full(m)) => {
                 if msg.qos == QoS::AtMostOnce {
+                    if self.overflow == Overflow::Backpressure {
+                        return Some(self.stall(tx, m, max_stall));
+                    }
                     self.overflow_qos0(tx, oldest, m);
                     return Some(None);
                 }
-                let stats = Arc::clone(&self.stats);
-                let at = m.received_at;
-                let fut = tx.clone().into_send_async(m).map(move |r| match r {
-                    Ok(()) => stats.record_delivery(at),
-                    Err(_) => {
-                        stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                Some(Some(Box::pin(fut)))
+                Some(Some(self.wait_for_room(tx, m)))
             }
             Err(flume::TrySendError::Disconnected(_)) => {
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
+    }
+
+    /// A QoS >= 1 message that waits for room (the session's acknowledger drives the
+    /// returned future, in arrival order).
+    fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> Pending {
+        let stats = Arc::clone(&self.stats);
+        let waiting = Waiting::new(Arc::clone(&stats));
+        let at = m.received_at;
+        Box::pin(tx.clone().into_send_async(m).map(move |r| {
+            drop(waiting);
+            match r {
+                Ok(()) => stats.record_delivery(at),
+                Err(_) => {
+                    stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }))
+    }
+
+    /// A QoS 0 message for a full `Backpressure` route: a future the session's driver
+    /// awaits before it reads on, done when the message fits or after `max_stall` (then
+    /// the message is dropped, counted as `stall`, and the route drops QoS 0 overflow at
+    /// once until it has room again).
+    fn stall(
+        &self,
+        tx: &flume::Sender<Message>,
+        m: Message,
+        max_stall: Duration,
+    ) -> Option<Pending> {
+        if max_stall.is_zero() || self.stats.overrun.load(Ordering::Relaxed) {
+            self.stats.dropped_stall.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let stats = Arc::clone(&self.stats);
+        let at = m.received_at;
+        let send = tx.clone().into_send_async(m);
+        Some(Box::pin(async move {
+            match tokio::time::timeout(max_stall, send).await {
+                Ok(Ok(())) => stats.record_delivery(at),
+                Ok(Err(_)) => {
+                    stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    stats.dropped_stall.fetch_add(1, Ordering::Relaxed);
+                    stats.overrun.store(true, Ordering::Relaxed);
+                    tracing::debug!("route consumer stopped longer than max_stall; dropping QoS 0 overflow until it has room");
+                }
+            }
+        }))
     }
 
     fn overflow_qos0(
@@ -121,11 +197,35 @@ impl RouteEntry {
     }
 
     /// Holds a QoS >= 1 message in the store for a durable route not registered yet; the
-    /// message is acknowledged to the broker once it is on disk.
-    fn hold(&self, queue: &HoldQueue, session: &Arc<str>, msg: &Message) -> Option<Pending> {
+    /// message is acknowledged to the broker once it is on disk. Once the route is
+    /// registered again (the gate is closed), the message goes to its queue instead.
+    fn hold(
+        &self,
+        queue: &StoreWorker,
+        session: &Arc<str>,
+        gate: &HoldGate,
+        msg: &Message,
+    ) -> Option<Option<Pending>> {
         if msg.qos == QoS::AtMostOnce {
             self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Some(None);
+        }
+        // Under the gate's lock: either the hold is submitted before the new route loads
+        // the held messages (so the load sees it), or it goes to the new route's queue.
+        let gate = gate
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = gate.as_ref() {
+            let m = msg.clone();
+            return match tx.try_send(m) {
+                Ok(()) => {
+                    self.stats.record_delivery(msg.received_at);
+                    Some(None)
+                }
+                Err(flume::TrySendError::Full(m)) => Some(Some(self.wait_for_room(tx, m))),
+                Err(flume::TrySendError::Disconnected(_)) => None,
+            };
         }
         let (session, route) = (Arc::clone(session), Arc::clone(&self.name));
         let route_name = Arc::clone(&route);
@@ -151,7 +251,8 @@ impl RouteEntry {
                 unix_ms(std::time::SystemTime::now()),
             )
         });
-        Some(Box::pin(async move {
+        drop(gate);
+        Some(Some(Box::pin(async move {
             match write.await {
                 Ok(Ok(HeldPush::Stored(_))) => stats.record_delivery(received_at),
                 Ok(Ok(HeldPush::Full)) => {
@@ -164,7 +265,24 @@ impl RouteEntry {
                 }
                 Err(e) => tracing::error!(route = %route, error = %e, "holding task failed"),
             }
-        }))
+        })))
+    }
+}
+
+/// The gate of a placeholder route: open while it holds messages in the store; closed by
+/// the router, with the queue of the route that replaces it, before that route loads what
+/// was held. Holding and closing take the same lock, so no message is held after the load
+/// was submitted (it would stay in the store until the next registration).
+#[derive(Debug, Clone, Default)]
+pub struct HoldGate(Arc<std::sync::Mutex<Option<flume::Sender<Message>>>>);
+
+impl HoldGate {
+    /// Closes the gate: from now on, messages go to `tx`.
+    pub(crate) fn close(&self, tx: flume::Sender<Message>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
     }
 }
 
@@ -179,17 +297,23 @@ impl RouteTable {
     /// Offers `msg`, received by `session`, to every matching route.
     pub fn dispatch(&self, session: &str, msg: &Message) -> Option<Pending> {
         let mut waits = Waits::default();
-        self.offer(session, msg, &mut waits);
+        self.offer(session, msg, Duration::ZERO, &mut waits);
         waits.finish()
     }
 
     /// Offers `msg` to every matching route; waits for room go into `waits`. Returns
     /// true when at least one route took it (or will, once it has room).
-    pub fn offer(&self, session: &str, msg: &Message, waits: &mut Waits) -> bool {
+    pub fn offer(
+        &self,
+        session: &str,
+        msg: &Message,
+        max_stall: Duration,
+        waits: &mut Waits,
+    ) -> bool {
         let mut taken = false;
         self.trie.for_each_match(&msg.topic, |e| {
             if e.scope.covers(session) {
-                if let Some(wait) = e.offer(msg) {
+                if let Some(wait) = e.offer(msg, max_stall) {
                     taken = true;
                     if let Some(w) = wait {
                         waits.push(w);
@@ -297,7 +421,9 @@ impl RouterDispatch {
                 }
                 seen = current;
                 let mut waits = Waits::default();
-                let taken = seen.offer(&session, &msg, &mut waits) | sinks.offer(&msg, &mut waits);
+                // QoS >= 1 only: no pause to bound.
+                let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
+                    | sinks.offer(&msg, &mut waits);
                 if taken {
                     drop(msg);
                     unrouted.fetch_sub(1, Ordering::AcqRel);
@@ -314,10 +440,11 @@ impl RouterDispatch {
 
 impl Dispatcher for RouterDispatch {
     #[inline]
-    fn dispatch(&self, msg: &Message) -> Option<Pending> {
+    fn dispatch(&self, msg: &Message, max_stall: Duration) -> Option<Pending> {
         let mut waits = Waits::default();
         let table = self.table.load();
-        let taken = table.offer(&self.session, msg, &mut waits) | self.sinks.offer(msg, &mut waits);
+        let taken = table.offer(&self.session, msg, max_stall, &mut waits)
+            | self.sinks.offer(msg, &mut waits);
         if taken {
             return waits.finish();
         }

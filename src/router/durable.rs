@@ -16,77 +16,25 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::dispatch::{RouteEntry, Target, HELD_MAX_AGE};
+use super::dispatch::{HoldGate, RouteEntry, Target, HELD_MAX_AGE};
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::RouterActor;
 use crate::delivery::{Delivery, Outcome};
 use crate::message::{Message, QoS};
-use crate::store::Store;
+
 use crate::store::{unix_ms, StoredSubscription};
 use crate::topic::TopicFilter;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// One thread that runs the held-message store operations (fsyncs) in submission order, so
-/// that taking a route's held messages sees every hold submitted before it, and no fsync
-/// runs on the actix thread.
-#[derive(Debug, Clone)]
-pub struct HoldQueue {
-    store: Store,
-    jobs: flume::Sender<Job>,
-}
-
-impl HoldQueue {
-    /// Starts the worker thread (it ends when the last clone is dropped).
-    pub fn new(store: Store) -> std::io::Result<HoldQueue> {
-        // Unbounded on purpose, and bounded in effect: a hold job is one QoS >= 1 message
-        // the session has not acknowledged yet (its PUBACK waits for the job), so the broker's
-        // in-flight window per session bounds them; a take is one per route registration.
-        // A bounded channel would need an await at submission, which would lose the
-        // submission order that makes a take see every earlier hold.
-        let (jobs, rx) = flume::unbounded::<Job>();
-        std::thread::Builder::new()
-            .name("mqtt-sessions-hold".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            })?;
-        Ok(HoldQueue { store, jobs })
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Runs `f` on the worker after every job submitted before; its result arrives on the
-    /// returned receiver.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> T + Send + 'static,
-    ) -> tokio::sync::oneshot::Receiver<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let store = self.store.clone();
-        let _ = self.jobs.send(Box::new(move || {
-            let _ = tx.send(f(&store));
-        }));
-        rx
-    }
-}
-
 impl RouterActor {
-    /// Adds placeholders for the saved named routes of a durable session.
-    pub(super) fn restore_placeholders(&mut self, session: &Arc<str>) {
+    /// Adds placeholders for the saved named routes of a durable session (`saved`: its
+    /// subscriptions, read from the store by the store worker).
+    pub(super) fn restore_placeholders(
+        &mut self,
+        session: &Arc<str>,
+        saved: Vec<StoredSubscription>,
+    ) {
         let Some(hold) = self.hold.clone() else {
             return;
-        };
-        let saved = match hold.store().subscriptions_load(session) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(session = %session, error = %e, "cannot load saved subscriptions");
-                return;
-            }
         };
         let addr = self.sessions.get(session).cloned();
         for sub in saved {
@@ -124,6 +72,7 @@ impl RouterActor {
                     target: Target::Hold {
                         queue: hold.clone(),
                         session: Arc::clone(session),
+                        gate: HoldGate::default(),
                     },
                     named: true,
                     stats: Arc::new(RouteStats::default()),
@@ -134,14 +83,21 @@ impl RouterActor {
         }
     }
 
-    /// Removes the placeholders named `name` covered by `scope`; returns their sessions.
-    pub(super) fn take_placeholders(&mut self, name: &str, scope: &RouteScope) -> Vec<Arc<str>> {
+    /// Removes the placeholders named `name` covered by `scope`, closing their gates onto
+    /// `tx` (the new route's queue) first; returns their sessions.
+    pub(super) fn take_placeholders(
+        &mut self,
+        name: &str,
+        scope: &RouteScope,
+        tx: &flume::Sender<Message>,
+    ) -> Vec<Arc<str>> {
         let ids: Vec<(u64, Arc<str>)> = self
             .routes
             .values()
             .filter(|r| &*r.name == name)
             .filter_map(|r| match (&r.target, &r.scope) {
-                (Target::Hold { .. }, RouteScope::Session(s)) if scope.covers(s) => {
+                (Target::Hold { gate, .. }, RouteScope::Session(s)) if scope.covers(s) => {
+                    gate.close(tx.clone());
                     Some((r.id, Arc::clone(s)))
                 }
                 _ => None,
@@ -179,6 +135,7 @@ impl RouterActor {
                 target: Target::Hold {
                     queue: hold.clone(),
                     session: s,
+                    gate: HoldGate::default(),
                 },
                 named: true,
                 stats: Arc::clone(&gone.stats),
@@ -192,7 +149,6 @@ impl RouterActor {
         let (Some(hold), true) = (&self.hold, self.durable.contains(session)) else {
             return;
         };
-        let store = hold.store();
         let mut subs: Vec<StoredSubscription> = Vec::new();
         for (filter, ids) in &self.by_filter {
             let routes: Vec<&RouteEntry> = ids
@@ -221,13 +177,18 @@ impl RouterActor {
             });
         }
         subs.sort_by(|a, b| a.filter.cmp(&b.filter));
-        if let Err(e) = store.subscriptions_save(session, &subs) {
-            tracing::error!(session = %session, error = %e, "cannot save durable subscriptions");
-        }
+        let session = Arc::clone(session);
+        // On the store worker: an fsync never runs on the router's thread, and saves of
+        // one session are written in the order they were made.
+        hold.submit(move |store| {
+            if let Err(e) = store.subscriptions_save(&session, &subs) {
+                tracing::error!(session = %session, error = %e, "cannot save durable subscriptions");
+            }
+        });
     }
 
     /// Delivers the messages held for route `name` of `session` into `tx`, oldest first,
-    /// after every hold submitted before (see [`HoldQueue`]). Each stays in the store until
+    /// after every hold submitted before (see [`StoreWorker`](crate::store::StoreWorker)). Each stays in the store until
     /// the route has handled it: its [`Delivery`] guard deletes it on release (through the
     /// hold worker), and leaves it for the next registration when abandoned.
     pub(super) fn deliver_held(
@@ -272,11 +233,11 @@ impl RouterActor {
                 let delivery = Delivery::then(move |outcome| {
                     if outcome == Outcome::Handled {
                         // Ordered after the load on the hold worker; no fsync on this thread.
-                        drop(q.run(move |store| {
+                        q.submit(move |store| {
                             if let Err(e) = store.held_remove(&s, &r, seq) {
                                 tracing::error!(session = %s, route = %r, error = %e, "cannot delete a handled held message");
                             }
-                        }));
+                        });
                     }
                 });
                 let msg = Message {

@@ -32,7 +32,7 @@ use self::route::{RouteOptions, RouteScope, RouteStats, SubscribeOptions};
 use crate::error::Error;
 use crate::message::{Message as MqttMessage, QoS};
 use crate::session::{SessionActor, Subscribe, Unsubscribe};
-use crate::store::Store;
+use crate::store::StoreWorker;
 use crate::topic::TopicFilter;
 
 /// The router actor. See the [module docs](self).
@@ -44,24 +44,21 @@ pub struct RouterActor {
     by_filter: HashMap<String, BTreeSet<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
     subscribed: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
-    hold: Option<durable::HoldQueue>,
+    /// The manager's store worker (durable routes, subscription saves).
+    hold: Option<StoreWorker>,
     durable: HashSet<Arc<str>>,
+    /// Subscriptions the application made directly, per session and filter.
+    direct: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
     next_id: u64,
 }
 
 type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
 
 impl RouterActor {
-    /// A router publishing its table into `table`.
-    /// `store`, when given, keeps the durable routes of persistent sessions.
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<Store>) -> Self {
-        let hold = store.and_then(|s| match durable::HoldQueue::new(s) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the hold worker; durable routes are off");
-                None
-            }
-        });
+    /// A router publishing its table into `table`. `store`, when given, keeps the durable
+    /// routes of persistent sessions (every write through this worker).
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<StoreWorker>) -> Self {
+        let hold = store;
         RouterActor {
             hold,
             durable: HashSet::new(),
@@ -71,6 +68,7 @@ impl RouterActor {
             by_filter: HashMap::new(),
             sessions: HashMap::new(),
             subscribed: HashMap::new(),
+            direct: HashMap::new(),
             next_id: 0,
         }
     }
@@ -90,6 +88,12 @@ impl RouterActor {
             .filter_map(|id| self.routes.get(id))
             .filter(|r| r.scope.covers(session))
             .map(|r| (r.qos, r.subscribe))
+            .chain(
+                self.direct
+                    .get(session)
+                    .and_then(|d| d.get(filter.as_str()))
+                    .copied(),
+            )
             .reduce(|(q1, o1), (q2, o2)| (q1.max(q2), o1.union(o2)));
         let subs = self.subscribed.entry(Arc::clone(session)).or_default();
         let have = subs.get(filter.as_str()).copied();
@@ -233,7 +237,7 @@ impl Handler<AddRoute> for RouterActor {
             Some(n) => Arc::from(n.as_str()),
             None => Arc::from(format!("{}-{id}", msg.kind)),
         };
-        let held_for = self.take_placeholders(&name, &msg.scope);
+        let held_for = self.take_placeholders(&name, &msg.scope, &msg.tx);
         if self.routes.values().any(|r| r.name == name) {
             let e = Error::DuplicateRoute(name.to_string());
             return Box::pin(async move { Err(e) }.into_actor(self));
@@ -330,6 +334,9 @@ pub struct RegisterSession {
     pub addr: Addr<SessionActor>,
     /// Its named routes are durable (persistent session with resumed subscriptions and a store).
     pub durable: bool,
+    /// A durable session's saved subscriptions (read from the store off the actors'
+    /// threads by whoever adds the session).
+    pub saved: Vec<crate::store::StoredSubscription>,
 }
 
 impl Handler<RegisterSession> for RouterActor {
@@ -339,26 +346,74 @@ impl Handler<RegisterSession> for RouterActor {
         self.sessions.insert(Arc::clone(&msg.name), msg.addr);
         if msg.durable && self.hold.is_some() {
             self.durable.insert(Arc::clone(&msg.name));
-            self.restore_placeholders(&msg.name);
+            self.restore_placeholders(&msg.name, msg.saved);
             self.publish();
         }
+        Box::pin(self.subscribe_registered(&msg.name))
+    }
+}
+
+impl RouterActor {
+    /// Subscribes a session that just registered for every route covering it.
+    fn subscribe_registered(&mut self, name: &Arc<str>) -> impl std::future::Future<Output = ()> {
         let filters: Vec<TopicFilter> = self
             .routes
             .values()
-            .filter(|r| r.scope.covers(&msg.name))
+            .filter(|r| r.scope.covers(name))
             .map(|r| (r.filter.as_str().to_string(), r.filter.clone()))
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect();
         let pending: Vec<Pending> = filters
             .iter()
-            .filter_map(|f| self.sync_subscription(&msg.name, f))
+            .filter_map(|f| self.sync_subscription(name, f))
             .collect();
-        Box::pin(async move {
+        async move {
             for r in futures_util::future::join_all(pending).await {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "subscription for a global route failed");
                 }
+            }
+        }
+    }
+}
+
+impl Handler<crate::session::DirectSubscription> for RouterActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(
+        &mut self,
+        msg: crate::session::DirectSubscription,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let crate::session::DirectSubscription {
+            session,
+            filter,
+            want,
+        } = msg;
+        let Some((session, _)) = self
+            .sessions
+            .get_key_value(&session)
+            .map(|(k, v)| (Arc::clone(k), v.clone()))
+        else {
+            let e = Error::SessionClosed(session.to_string());
+            return Box::pin(async move { Err(e) });
+        };
+        let claims = self.direct.entry(Arc::clone(&session)).or_default();
+        match want {
+            Some(w) => {
+                claims.insert(filter.as_str().to_string(), w);
+            }
+            None => {
+                claims.remove(filter.as_str());
+            }
+        }
+        let pending = self.sync_subscription(&session, &filter);
+        self.save_subscriptions(&session);
+        Box::pin(async move {
+            match pending {
+                Some(p) => p.await,
+                None => Ok(()),
             }
         })
     }
@@ -378,6 +433,7 @@ impl Handler<UnregisterSession> for RouterActor {
     fn handle(&mut self, msg: UnregisterSession, _: &mut Context<Self>) {
         self.sessions.remove(&msg.name);
         self.subscribed.remove(&msg.name);
+        self.direct.remove(&msg.name);
         self.durable.remove(&msg.name);
         let own: Vec<u64> = self
             .routes
@@ -404,6 +460,7 @@ impl Handler<ClearRoutes> for RouterActor {
         self.routes.clear();
         self.by_filter.clear();
         self.subscribed.clear();
+        self.direct.clear();
         self.sessions.clear();
         self.durable.clear();
         self.master = RouteTable::default();

@@ -17,12 +17,20 @@ use crate::topic::TopicFilter;
 pub const DEFAULT_ROUTE_CAPACITY: usize = 100;
 
 /// What a full route does with a QoS 0 message (QoS >= 1 messages are never dropped:
-/// the session waits for room before acknowledging them).
+/// the session waits for room before acknowledging them, and the broker's in-flight
+/// window stops the flow meanwhile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Overflow {
-    /// Drop the message that does not fit (the default).
+    /// Stop reading from the session's connection until the queue has room, so that the
+    /// broker holds the messages (as a plain MQTT client that is slow to read would). The
+    /// pause is bounded by the session's `performance.max_stall` (half the keep-alive by
+    /// default), so the keep-alive never lapses; a consumer still stopped then makes the
+    /// route drop QoS 0 messages, counted as `stall`, until it has room again. The default.
     #[default]
+    Backpressure,
+    /// Drop the message that does not fit.
     DropNewest,
     /// Drop the oldest queued message to make room.
     DropOldest,
@@ -39,7 +47,7 @@ pub struct RouteOptions {
     pub qos: QoS,
     /// Capacity of the route's queue. Default [`DEFAULT_ROUTE_CAPACITY`].
     pub capacity: usize,
-    /// QoS 0 overflow policy. Default [`Overflow::DropNewest`].
+    /// QoS 0 overflow policy. Default [`Overflow::Backpressure`].
     pub overflow: Overflow,
     /// MQTT 5 subscribe options (no local, retain as published, retain handling);
     /// ignored by MQTT 3.1.1 sessions. Default: the MQTT defaults.
@@ -52,7 +60,7 @@ impl Default for RouteOptions {
             name: None,
             qos: QoS::AtLeastOnce,
             capacity: DEFAULT_ROUTE_CAPACITY,
-            overflow: Overflow::DropNewest,
+            overflow: Overflow::Backpressure,
             subscribe: SubscribeOptions::default(),
         }
     }
@@ -84,6 +92,13 @@ pub struct RouteStats {
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped_full: AtomicU64,
     pub(crate) dropped_closed: AtomicU64,
+    pub(crate) dropped_stall: AtomicU64,
+    /// A `Backpressure` route whose consumer outlasted a session's pause: it drops QoS 0
+    /// overflow until its queue has room again.
+    pub(crate) overrun: std::sync::atomic::AtomicBool,
+    /// QoS >= 1 messages waiting for room: later messages queue behind them, so that the
+    /// route sees the session's messages in the order they arrived.
+    pub(crate) waiting: std::sync::atomic::AtomicUsize,
     pub(crate) panics: AtomicU64,
     pub(crate) last_message_ms: AtomicU64,
 }
@@ -106,6 +121,7 @@ impl RouteStats {
             delivered: get(&self.delivered),
             dropped_full: get(&self.dropped_full),
             dropped_closed: get(&self.dropped_closed),
+            dropped_stall: get(&self.dropped_stall),
             handler_panics: get(&self.panics),
             last_message_timestamp_seconds: (last > 0).then(|| last as f64 / 1000.0),
         }
@@ -121,6 +137,9 @@ pub struct RouteCounts {
     pub dropped_full: u64,
     /// Messages that arrived after the route's consumer had gone.
     pub dropped_closed: u64,
+    /// QoS 0 messages a `Backpressure` route dropped after the session had paused for
+    /// `max_stall` without the consumer making room.
+    pub dropped_stall: u64,
     /// Calls of the route's handler that panicked.
     pub handler_panics: u64,
     /// Unix time (seconds) of the last delivery.

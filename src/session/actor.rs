@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::commit::GroupCommit;
 use super::driver::Driver;
+use super::handlers::{EndReason, SessionEnded};
 use super::link::{BrokerLimits, Link};
 use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
@@ -17,7 +18,7 @@ use super::status::{publish_if_changed, StatusView};
 use super::subscriptions::Subscriptions;
 use super::{backoff, SessionActor, SessionParts, DRIVER_EVENTS};
 use crate::error::Error;
-use crate::event::{ConnectionFailure, Event, EventData};
+use crate::event::{ConnectionFailure, Event, EventData, GiveUpReason};
 use crate::message::{Publish, QoS};
 use crate::store::unix_ms;
 
@@ -31,23 +32,13 @@ impl SessionActor {
             let publish = Publish::new(sp.topic, sp.payload)
                 .qos(qos)
                 .retain(sp.retain);
-            outbox.push_stored(publish, seq);
+            outbox.push_stored(publish, seq, None);
         }
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
-        let mut meta = p
-            .store
-            .as_ref()
-            .and_then(|s| s.session_meta_get(&p.opts.name).ok().flatten())
-            .unwrap_or_default();
-        if let Some(store) = &p.store {
-            meta.client_id = p.client_id.clone();
-            if let Err(e) = store.session_meta_put(&p.opts.name, &meta) {
-                tracing::warn!(session = %p.opts.name, error = %e, "cannot save session metadata");
-            }
-        }
-        SessionActor {
+        let meta = std::mem::take(&mut p.meta);
+        let actor = SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
             state: SessionState::Disconnected,
@@ -69,7 +60,12 @@ impl SessionActor {
             meta,
             restarts: 0,
             closed: false,
-        }
+            awaiting_verdict: false,
+            driver_gave_up: false,
+            gave_up: None,
+        };
+        actor.put_meta();
+        actor
     }
 
     pub(super) fn emit(&self, data: EventData) {
@@ -93,6 +89,7 @@ impl SessionActor {
             restarts: self.restarts,
             tls_skip_verify: self.skips_tls_verification(),
             subscriptions: self.subscriptions.len(),
+            gave_up: self.gave_up.as_ref(),
         };
         publish_if_changed(&self.p.status, &view);
         let pending = self.outbox.len();
@@ -143,6 +140,7 @@ impl SessionActor {
             counters: Arc::clone(&self.p.counters),
             initial_delay,
             connect_limit: Arc::clone(&self.p.connect_limit),
+            last_out: Instant::now(),
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
@@ -160,17 +158,26 @@ impl SessionActor {
     }
 
     pub(super) fn save_meta(&mut self, connected: bool) {
-        let Some(store) = &self.p.store else { return };
         let now = unix_ms(SystemTime::now());
-        self.meta.client_id = self.p.client_id.clone();
         if connected {
             self.meta.last_connected_ms = Some(now);
         } else {
             self.meta.last_disconnected_ms = Some(now);
         }
-        if let Err(e) = store.session_meta_put(&self.name, &self.meta) {
-            tracing::warn!(session = %self.name, error = %e, "cannot save session metadata");
-        }
+        self.put_meta();
+    }
+
+    /// Writes the session's metadata (with the client id in use) through the store worker.
+    fn put_meta(&self) {
+        let Some(worker) = &self.p.store else { return };
+        let mut meta = self.meta.clone();
+        meta.client_id = self.p.client_id.clone();
+        let name = Arc::clone(&self.name);
+        worker.submit(move |store| {
+            if let Err(e) = store.session_meta_put(&name, &meta) {
+                tracing::warn!(session = %name, error = %e, "cannot save session metadata");
+            }
+        });
     }
 
     /// Ends the session for good: fails what is pending, stops the driver.
@@ -209,9 +216,15 @@ impl Actor for SessionActor {
         if self.closed {
             return;
         }
-        let delay = (self.restarts > 0)
-            .then(|| backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts));
-        self.start_driver(ctx, delay);
+        if self.awaiting_verdict && self.p.supervisor.is_none() {
+            // Nobody to decide: restart after the reconnect backoff.
+            self.awaiting_verdict = false;
+            self.restarts += 1;
+            let delay = backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts);
+            self.start_driver(ctx, Some(delay));
+        } else if !self.awaiting_verdict {
+            self.start_driver(ctx, None);
+        }
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.p.counters.sample_rates(Instant::now());
             let timeout = act.p.opts.performance.write_timeout;
@@ -241,11 +254,17 @@ impl Supervised for SessionActor {
             d.abort();
         }
         self.client = None;
-        if self.closed {
+        if self.closed || self.gave_up.is_some() {
             return;
         }
-        self.restarts += 1;
-        tracing::warn!(session = %self.name, restarts = self.restarts, "session actor stopped unexpectedly; restarting");
+        tracing::warn!(session = %self.name, restarts = self.restarts, "session actor stopped unexpectedly");
+        // Restarted in place by actix (same outbox, same subscriptions), it starts no
+        // driver until the supervisor, told why, answers `Resume` or `Retire`.
+        self.awaiting_verdict = true;
+        self.driver_gave_up = false;
+        self.report_end(EndReason::Failed(
+            "the session actor stopped unexpectedly".into(),
+        ));
         // The old request channel is gone with its client: everything handed to it is
         // treated as dropped (QoS >= 1 goes back to waiting).
         let drained = self.outbox.len();
@@ -276,6 +295,45 @@ impl Supervised for SessionActor {
             }
             self.subscriptions.forget_requests();
         }
+        self.transition(Transition::Stopped);
+    }
+}
+
+impl SessionActor {
+    /// Tells the supervisor why this session's run ended.
+    pub(super) fn report_end(&self, reason: EndReason) {
+        if let Some(sup) = &self.p.supervisor {
+            // A control message, one per failure: `do_send` is fine (it cannot wait here).
+            sup.do_send(SessionEnded {
+                session: Arc::clone(&self.name),
+                reason,
+            });
+        }
+    }
+
+    /// Stops for good (the supervisor's `Retire`): no driver, state `gave_up`, the event;
+    /// publishes waiting for a connection fail (a store keeps its copies for a restart).
+    pub(super) fn retire(&mut self, ctx: &mut Context<Self>, reason: GiveUpReason) {
+        if self.closed || self.gave_up.is_some() {
+            return;
+        }
+        self.awaiting_verdict = false;
+        self.stop_driver(ctx);
+        self.ready = false;
+        self.connected_broker = None;
+        self.connected_since = None;
+        tracing::error!(session = %self.name, reason = %reason, "session gave up");
+        for e in self.outbox.drain() {
+            if let Some(r) = e.responder {
+                let _ = r.send(Err(Error::SessionGaveUp {
+                    session: self.name.to_string(),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        self.gave_up = Some(reason.clone());
         self.transition(Transition::GaveUp);
+        self.emit(EventData::SessionGaveUp { reason });
+        self.publish_status();
     }
 }

@@ -7,16 +7,17 @@ use actix::prelude::*;
 use rumqttc::Outgoing;
 
 use super::driver::DriverEvent;
+use super::handlers::EndReason;
 use super::state::{SessionState, Transition};
 use super::subscriptions::SubAckOutcome;
 use super::SessionActor;
 use crate::error::Error;
-use crate::event::{ConnectionFailure, EventData};
+use crate::event::{ConnectionFailure, EventData, GiveUpReason};
 use crate::message::QoS;
 use crate::reason::ReasonCode;
 
 impl StreamHandler<DriverEvent> for SessionActor {
-    fn handle(&mut self, ev: DriverEvent, _: &mut Context<Self>) {
+    fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
         match ev {
             DriverEvent::Outgoing(out) => self.on_outgoing(out),
             DriverEvent::PubAck { pkid, refused } => {
@@ -68,9 +69,24 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 tracing::info!(session = %self.name, attempt, delay = ?delay, "reconnecting after delay");
                 self.emit(EventData::SessionReconnecting { attempt, delay });
             }
-            DriverEvent::GaveUp => {
-                tracing::warn!(session = %self.name, "giving up connecting");
-                self.transition(Transition::GaveUp);
+            DriverEvent::GaveUp { attempts, lost } => {
+                self.driver_gave_up = true;
+                let reason = if lost {
+                    GiveUpReason::ConnectionLost {
+                        error: self.last_error.clone(),
+                    }
+                } else {
+                    GiveUpReason::AttemptsExhausted {
+                        attempts,
+                        last_error: self.last_error.clone(),
+                    }
+                };
+                tracing::warn!(session = %self.name, reason = %reason, "giving up connecting");
+                if self.p.supervisor.is_some() {
+                    self.report_end(EndReason::GaveUp(reason));
+                } else {
+                    self.retire(ctx, reason);
+                }
             }
             DriverEvent::Connected {
                 broker,
@@ -115,7 +131,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // The driver only ends by giving up (reported before) or by dying.
-        if !self.closed && self.state != SessionState::Disconnected {
+        if !self.closed && !self.driver_gave_up && self.gave_up.is_none() {
             tracing::error!(session = %self.name, "session driver ended unexpectedly; restarting the actor");
             ctx.stop();
         }
@@ -256,7 +272,8 @@ impl SessionActor {
         if self.p.opts.connect.auto_reconnect {
             self.transition(Transition::Lost);
         } else {
-            self.transition(Transition::GaveUp);
+            // The driver gives up next; the supervisor retires the session.
+            self.transition(Transition::Stopped);
         }
     }
 }

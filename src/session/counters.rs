@@ -40,6 +40,8 @@ pub struct SessionCounters {
     /// Incoming messages that matched no route and no receiver (QoS >= 1: after waiting
     /// `performance.unrouted_hold` for one, or past the hold's bound).
     pub dropped_unrouted: AtomicU64,
+    /// Publishes queued with `enqueue` that failed after they were accepted.
+    pub publish_failures: AtomicU64,
     /// The name of the thread the driver runs on (set when it starts).
     pub driver_thread: std::sync::OnceLock<String>,
     /// Unix time in milliseconds of the last message received (0 = never).
@@ -69,6 +71,7 @@ impl Default for SessionCounters {
             dropped_oversized: AtomicU64::new(0),
             dropped_on_disconnect: AtomicU64::new(0),
             dropped_unrouted: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
             driver_thread: std::sync::OnceLock::new(),
             last_message_ms: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -170,6 +173,7 @@ impl SessionCounters {
             dropped_oversized: get(&self.dropped_oversized),
             dropped_on_disconnect: get(&self.dropped_on_disconnect),
             dropped_unrouted: get(&self.dropped_unrouted),
+            publish_failures: get(&self.publish_failures),
             dropped_consumer_full: 0,
             pending_messages: get(&self.pending),
             inflight_messages: get(&self.inflight),
@@ -254,6 +258,8 @@ pub struct SessionMetrics {
     /// Incoming messages that matched no route and no receiver (see
     /// [`PerformanceOptions::unrouted_hold`](crate::PerformanceOptions::unrouted_hold)).
     pub dropped_unrouted: u64,
+    /// Publishes queued with `enqueue` that failed after they were accepted.
+    pub publish_failures: u64,
     /// QoS 0 messages dropped because a session message receiver was full.
     pub dropped_consumer_full: u64,
     /// QoS >= 1 publishes waiting to be sent or acknowledged.

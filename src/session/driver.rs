@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::ack::Acker;
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
-use super::incoming::Dispatcher;
+use super::incoming::{Dispatcher, Pending};
 use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
@@ -54,8 +54,14 @@ pub enum DriverEvent {
         /// The backoff delay.
         delay: Duration,
     },
-    /// No more attempts (max attempts reached, or lost without auto-reconnect).
-    GaveUp,
+    /// No more attempts: `attempts` failed in a row (`reconnect.max_attempts`), or the
+    /// connection was lost without auto-reconnect (`lost`).
+    GaveUp {
+        /// Attempts made (0 when `lost`).
+        attempts: u32,
+        /// The connection was lost and auto-reconnect is off.
+        lost: bool,
+    },
     /// CONNACK received.
     Connected {
         /// Index into the broker list.
@@ -99,7 +105,7 @@ pub enum DriverEvent {
 }
 
 /// Everything the driver task needs.
-pub struct Driver {
+pub(crate) struct Driver {
     pub(super) session: Arc<str>,
     pub(super) opts: Arc<SessionOptions>,
     pub(super) brokers: Vec<BrokerUrl>,
@@ -113,6 +119,8 @@ pub struct Driver {
     /// Bounds the connection attempts in flight across the manager (a broker's accept
     /// queue is finite: mosquitto's listen backlog is 100).
     pub(super) connect_limit: Arc<tokio::sync::Semaphore>,
+    /// When the last packet went out on this connection (the broker's keep-alive clock).
+    pub(super) last_out: Instant,
 }
 
 impl std::fmt::Debug for Driver {
@@ -125,7 +133,7 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// Runs until the connection is given up; the actor aborts the task to stop it sooner.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let thread = std::thread::current();
         let _ = self.counters.driver_thread.set(
             thread
@@ -181,7 +189,11 @@ impl Driver {
                     let lost = self.run_connected(broker, &acker).await;
                     self.report(lost).await;
                     if !self.opts.connect.auto_reconnect {
-                        self.report(DriverEvent::GaveUp).await;
+                        self.report(DriverEvent::GaveUp {
+                            attempts: 0,
+                            lost: true,
+                        })
+                        .await;
                         return;
                     }
                     if since.elapsed() >= STABLE_AFTER {
@@ -196,7 +208,11 @@ impl Driver {
                         .max_attempts
                         .is_some_and(|m| attempt >= m)
                     {
-                        self.report(DriverEvent::GaveUp).await;
+                        self.report(DriverEvent::GaveUp {
+                            attempts: attempt,
+                            lost: false,
+                        })
+                        .await;
                         return;
                     }
                 }
@@ -231,6 +247,7 @@ impl Driver {
         let far = Duration::from_secs(86_400 * 365);
         let rt = read_timeout.unwrap_or(far);
         let mut last_in = Instant::now();
+        self.last_out = last_in;
         let sleep = tokio::time::sleep(rt);
         tokio::pin!(sleep);
         let failure = loop {
@@ -246,7 +263,10 @@ impl Driver {
                 _ = &mut sleep, if read_timeout.is_some() => None,
             };
             match polled {
-                Some(Ok(LinkEvent::Outgoing(out))) => self.report(DriverEvent::Outgoing(out)).await,
+                Some(Ok(LinkEvent::Outgoing(out))) => {
+                    self.last_out = Instant::now();
+                    self.report(DriverEvent::Outgoing(out)).await
+                }
                 Some(Ok(ev)) => {
                     last_in = Instant::now();
                     self.on_incoming(ev, acker).await;
@@ -283,7 +303,14 @@ impl Driver {
 
     async fn on_incoming(&mut self, ev: LinkEvent, acker: &Acker) {
         match ev {
-            LinkEvent::Publish(p) => self.on_publish(p, acker),
+            LinkEvent::Publish(p) => {
+                if let Some(stall) = self.on_publish(p, acker) {
+                    // A full `Backpressure` route: stop reading (the broker holds the
+                    // messages) until it has room, for at most `max_stall` — the future
+                    // ends by itself then, well before the keep-alive lapses.
+                    stall.await;
+                }
+            }
             LinkEvent::PubAck { pkid, refused } => {
                 self.report(DriverEvent::PubAck { pkid, refused }).await
             }
@@ -291,12 +318,29 @@ impl Driver {
             LinkEvent::SubAck { pkid, codes } => {
                 self.report(DriverEvent::SubAck { pkid, codes }).await
             }
-            LinkEvent::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+            LinkEvent::Outgoing(out) => {
+                self.last_out = Instant::now();
+                self.report(DriverEvent::Outgoing(out)).await
+            }
             LinkEvent::Other => {}
         }
     }
 
-    fn on_publish(&mut self, p: Inbound, acker: &Acker) {
+    /// How long a full `Backpressure` route may stop this connection's reading now:
+    /// `max_stall`, and never past one keep-alive after the last packet we sent, so that
+    /// the ping rumqttc owes is sent well within the broker's 1.5 × keep-alive.
+    fn stall_budget(&self) -> Duration {
+        let max = self.opts.effective_max_stall();
+        let ka = self.opts.connect.keep_alive;
+        if ka.is_zero() {
+            return max;
+        }
+        max.min(ka.saturating_sub(self.last_out.elapsed()))
+    }
+
+    /// Hands a received PUBLISH to its consumers. Returns the pause a full
+    /// `Backpressure` route asks for (QoS 0), to await before reading on.
+    fn on_publish(&mut self, p: Inbound, acker: &Acker) -> Option<Pending> {
         let c = &self.counters;
         let qos = p.qos;
         let token = AckToken { qos, pkid: p.pkid };
@@ -320,7 +364,7 @@ impl Driver {
             if qos != QoS::AtMostOnce {
                 acker.ack(None, None, token);
             }
-            return;
+            return None;
         }
         // One clock read per message: the receive time stamps the message, the session's
         // last-message time and each route's (benches/matching.rs, docs/BENCHMARKS.md).
@@ -347,10 +391,13 @@ impl Driver {
             delivery,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");
-        let room = self.dispatcher.dispatch(&msg);
+        let room = self.dispatcher.dispatch(&msg, self.stall_budget());
         drop(msg);
         if done.is_some() {
             acker.ack(room, done, token);
+            None
+        } else {
+            room
         }
     }
 }

@@ -5,8 +5,10 @@
 use rumqttc::v5;
 use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
 
-use super::link::{connack_code_v4, connack_code_v5};
+use rumqttc::v5::mqttbytes::v5 as p5;
+
 use crate::event::{ConnectionFailure, ErrorKind};
+use crate::message::QoS;
 use crate::options::BrokerUrl;
 use crate::reason::ReasonCode;
 
@@ -184,4 +186,100 @@ fn describe_tls_error(e: &rustls::Error) -> String {
         Some(h) => format!("TLS handshake failed: {e} ({h})"),
         None => format!("TLS handshake failed: {e}"),
     }
+}
+
+// Reason codes of rumqttc's packets (MQTT 5 §2.4), here with the failures they explain.
+
+/// The MQTT 5 reason code of a v5 CONNACK refusal.
+fn connack_code_v5(c: &p5::ConnectReturnCode) -> ReasonCode {
+    use p5::ConnectReturnCode as C;
+    ReasonCode(match c {
+        C::Success => 0x00,
+        C::UnspecifiedError => 0x80,
+        C::MalformedPacket => 0x81,
+        C::ProtocolError => 0x82,
+        C::ImplementationSpecificError => 0x83,
+        C::RefusedProtocolVersion | C::UnsupportedProtocolVersion => 0x84,
+        C::BadClientId | C::ClientIdentifierNotValid => 0x85,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+        C::ServiceUnavailable | C::ServerUnavailable => 0x88,
+        C::ServerBusy => 0x89,
+        C::Banned => 0x8A,
+        C::BadAuthenticationMethod => 0x8C,
+        C::TopicNameInvalid => 0x90,
+        C::PacketTooLarge => 0x95,
+        C::QuotaExceeded => 0x97,
+        C::PayloadFormatInvalid => 0x99,
+        C::RetainNotSupported => 0x9A,
+        C::QoSNotSupported => 0x9B,
+        C::UseAnotherServer => 0x9C,
+        C::ServerMoved => 0x9D,
+        C::ConnectionRateExceeded => 0x9F,
+    })
+}
+
+/// The MQTT 5 counterpart of an MQTT 3.1.1 CONNACK refusal.
+fn connack_code_v4(c: &rumqttc::ConnectReturnCode) -> ReasonCode {
+    use rumqttc::ConnectReturnCode as C;
+    ReasonCode(match c {
+        C::Success => 0x00,
+        C::RefusedProtocolVersion => 0x84,
+        C::BadClientId => 0x85,
+        C::ServiceUnavailable => 0x88,
+        C::BadUserNamePassword => 0x86,
+        C::NotAuthorized => 0x87,
+    })
+}
+
+pub(super) fn puback_code(r: &p5::PubAckReason) -> ReasonCode {
+    use p5::PubAckReason as R;
+    ReasonCode(match r {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
+    })
+}
+
+pub(super) fn pubrec_code(r: &p5::PubRecReason) -> ReasonCode {
+    use p5::PubRecReason as R;
+    ReasonCode(match r {
+        R::Success => 0x00,
+        R::NoMatchingSubscribers => 0x10,
+        R::UnspecifiedError => 0x80,
+        R::ImplementationSpecificError => 0x83,
+        R::NotAuthorized => 0x87,
+        R::TopicNameInvalid => 0x90,
+        R::PacketIdentifierInUse => 0x91,
+        R::QuotaExceeded => 0x97,
+        R::PayloadFormatInvalid => 0x99,
+    })
+}
+
+pub(super) fn suback_code(c: &p5::SubscribeReasonCode) -> Result<QoS, ReasonCode> {
+    use p5::SubscribeReasonCode as S;
+    Err(ReasonCode(match c {
+        S::Success(q) => {
+            return Ok(match q {
+                rumqttc::v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+                rumqttc::v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+            })
+        }
+        S::Failure | S::Unspecified => 0x80,
+        S::ImplementationSpecific => 0x83,
+        S::NotAuthorized => 0x87,
+        S::TopicFilterInvalid => 0x8F,
+        S::PkidInUse => 0x91,
+        S::QuotaExceeded => 0x97,
+        S::SharedSubscriptionsNotSupported => 0x9E,
+        S::SubscriptionIdNotSupported => 0xA1,
+        S::WildcardSubscriptionsNotSupported => 0xA2,
+    }))
 }

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::counters::{SessionCounters, SessionMetrics};
 use super::incoming::{SessionMessages, SessionSinks};
 use super::state::SessionState;
-use super::{PublishMsg, SessionActor, SessionStatus, Subscribe, Unsubscribe};
+use super::{DirectSubscription, Enqueue, PublishMsg, SessionActor, SessionStatus};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
@@ -32,6 +32,8 @@ pub struct SessionHandle {
     pub(crate) sinks: Arc<SessionSinks>,
     /// The manager's worker the session runs on.
     pub(crate) worker: usize,
+    /// The router, owner of the session's subscriptions.
+    pub(crate) router: Recipient<DirectSubscription>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -98,16 +100,36 @@ impl SessionHandle {
     }
 
     /// Publishes and waits for completion: QoS 0 once written to the connection, QoS 1/2
-    /// once acknowledged. QoS >= 1 publishes made while disconnected wait in the outbox
-    /// (bounded by `max_pending_messages`) and are sent after the next connect.
+    /// once the broker acknowledged it (PUBACK / PUBCOMP), with or without a store — so
+    /// the broker's refusals reach the caller. With a store, a QoS >= 1 publish is
+    /// written to the store's outbox before it is sent (and replayed after a crash).
+    /// QoS >= 1 publishes made while disconnected wait in the outbox (bounded by
+    /// `max_pending_messages`) and are sent after the next connect. To return as soon as
+    /// the message is accepted, use [`enqueue`](Self::enqueue).
     ///
     /// Errors: [`Error::Topic`], [`Error::PayloadTooLarge`], [`Error::NotConnected`]
     /// (QoS 0 while disconnected), [`Error::QueueFull`], [`Error::PublishTimeout`]
-    /// (the message stays queued and is still delivered), [`Error::SessionClosed`].
+    /// (the message stays queued and is still delivered), [`Error::PublishRefused`] and
+    /// [`Error::PacketTooLarge`] (MQTT 5 broker limits and reason codes),
+    /// [`Error::StoreWrite`], [`Error::SessionGaveUp`], [`Error::SessionClosed`].
     pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
         self.addr
             .send(PublishMsg(publish))
+            .await
+            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    }
+
+    /// Queues a publish and returns once it is accepted: for QoS >= 1 with a store, once
+    /// it is written to the store's outbox (it survives a crash); otherwise once it is in
+    /// the session's outbox. The same refusals as [`publish`](Self::publish) that need no
+    /// broker are returned here; a failure after acceptance (refused by the broker, too
+    /// large for it, timed out) is a `publish_failed` event and counts in
+    /// `publish_failures_total`.
+    pub async fn enqueue(&self, publish: Publish) -> Result<(), Error> {
+        self.check_publish(&publish)?;
+        self.addr
+            .send(Enqueue(publish))
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
@@ -138,22 +160,28 @@ impl SessionHandle {
     /// Subscribes the session to `filter` at `qos`. The subscription is kept and re-sent
     /// after reconnects; while connected this waits for the SUBACK.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
-        let filter = TopicFilter::new(filter)?;
-        self.addr
-            .send(Subscribe {
-                filter,
-                qos,
-                options: SubscribeOptions::default(),
-            })
+        self.direct(filter, Some((qos, SubscribeOptions::default())))
             .await
-            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
 
-    /// Removes the subscription to `filter`.
+    /// Withdraws the subscription made with [`subscribe`](Self::subscribe). The session
+    /// stays subscribed while a route still needs the filter.
     pub async fn unsubscribe(&self, filter: &str) -> Result<(), Error> {
+        self.direct(filter, None).await
+    }
+
+    async fn direct(
+        &self,
+        filter: &str,
+        want: Option<(QoS, SubscribeOptions)>,
+    ) -> Result<(), Error> {
         let filter = TopicFilter::new(filter)?;
-        self.addr
-            .send(Unsubscribe { filter })
+        self.router
+            .send(DirectSubscription {
+                session: Arc::clone(&self.name),
+                filter,
+                want,
+            })
             .await
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
@@ -177,11 +205,20 @@ impl SessionHandle {
         let mut rx = self.status.clone();
         let res = tokio::time::timeout(
             timeout,
-            rx.wait_for(|s| s.ready || s.state == SessionState::Closed),
+            rx.wait_for(|s| {
+                s.ready || s.state == SessionState::Closed || s.state == SessionState::GaveUp
+            }),
         )
         .await;
         match res {
             Ok(Ok(s)) if s.ready => Ok(()),
+            Ok(Ok(s)) if s.gave_up.is_some() => Err(Error::SessionGaveUp {
+                session: self.name.to_string(),
+                reason: s
+                    .gave_up
+                    .clone()
+                    .unwrap_or(crate::event::GiveUpReason::ConnectionLost { error: None }),
+            }),
             Ok(_) => Err(Error::SessionClosed(self.name.to_string())),
             Err(_) => Err(Error::WaitTimeout {
                 timeout,

@@ -6,8 +6,11 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::state::SessionState;
-use super::{SessionActor, SessionStatus, CLOSE_FLUSH};
+use super::{Completion, SessionActor, SessionStatus, CLOSE_FLUSH};
+use std::sync::Arc;
+
 use crate::error::Error;
+use crate::event::GiveUpReason;
 use crate::message::{Publish, QoS, SubscribeOptions};
 use crate::topic::TopicFilter;
 
@@ -22,40 +25,81 @@ impl Handler<PublishMsg> for SessionActor {
 
     fn handle(&mut self, PublishMsg(publish): PublishMsg, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.to_string();
-        if self.closed {
-            return Box::pin(async move { Err(Error::SessionClosed(name)) });
-        }
-        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
-            return Box::pin(async move { Err(Error::NotConnected { session: name }) });
-        }
-        let limit = self.p.opts.performance.max_pending_messages;
-        if self.pending_total() >= limit {
-            return Box::pin(async move {
-                Err(Error::QueueFull {
-                    session: name,
-                    limit,
-                })
-            });
-        }
         let (tx, rx) = oneshot::channel();
-        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
-            // With a store, "accepted" means durable: answered after the group commit.
-            self.durable.push((publish, tx));
-            self.commit_durable(ctx);
-            return Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) });
-        }
-        if self.outbox.push(publish, Some(tx)).is_err() {
-            return Box::pin(async move {
-                Err(Error::QueueFull {
-                    session: name,
-                    limit,
-                })
-            });
-        }
-        self.pump();
-        self.publish_status();
+        self.accept(
+            ctx,
+            publish,
+            Completion {
+                accepted: None,
+                done: Some(tx),
+            },
+        );
         Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }
+}
+
+/// Queue a message for publishing through this session. Completes once it is accepted:
+/// written to the store's outbox (with a store, for QoS >= 1) or queued (without one).
+/// What happens to it later — acknowledged, refused by the broker, too large for the
+/// broker — is reported as a `publish_failed` event and the `publish_failures_total`
+/// counter when it fails.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Enqueue(pub Publish);
+
+impl Handler<Enqueue> for SessionActor {
+    type Result = ResponseFuture<Result<(), Error>>;
+
+    fn handle(&mut self, Enqueue(publish): Enqueue, ctx: &mut Context<Self>) -> Self::Result {
+        let name = self.name.to_string();
+        let topic = publish.topic.clone();
+        let (accepted, rx) = oneshot::channel();
+        let (done, outcome) = oneshot::channel::<Result<(), Error>>();
+        self.accept(
+            ctx,
+            publish,
+            Completion {
+                accepted: Some(accepted),
+                done: Some(done),
+            },
+        );
+        // Later failures are events and counters; nobody waits for them.
+        let (bus, counters, session) = (
+            self.p.bus.clone(),
+            Arc::clone(&self.p.counters),
+            Arc::clone(&self.name),
+        );
+        ctx.spawn(
+            async move {
+                if let Ok(Err(e)) = outcome.await {
+                    report_failed_publish(&bus, &counters, session, topic, &e);
+                }
+            }
+            .into_actor(self),
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+}
+
+/// Counts and announces a queued publish that failed after it was accepted.
+fn report_failed_publish(
+    bus: &crate::event::EventBus,
+    counters: &super::counters::SessionCounters,
+    session: Arc<str>,
+    topic: String,
+    e: &Error,
+) {
+    counters
+        .publish_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(session = %session, topic = %topic, error = %e, "queued publish failed");
+    bus.emit(crate::event::Event::new(
+        session,
+        crate::event::EventData::PublishFailed {
+            topic,
+            error: e.to_string(),
+        },
+    ));
 }
 
 /// Subscribe the session to a filter. Completes on SUBACK when connected, at once
@@ -99,6 +143,22 @@ impl Handler<Subscribe> for SessionActor {
         }
         Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }
+}
+
+/// A subscription the application asks for directly
+/// ([`SessionHandle::subscribe`](crate::SessionHandle::subscribe)), handled by the router:
+/// it counts next to the routes' needs for the same filter, so a direct unsubscribe never
+/// ends a route's subscription, a direct QoS 0 never lowers a route's QoS 1, and removing
+/// a route never removes a direct subscription. `want: None` withdraws it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct DirectSubscription {
+    /// The session.
+    pub session: Arc<str>,
+    /// The filter.
+    pub filter: TopicFilter,
+    /// The QoS and options asked for, or `None` to withdraw.
+    pub want: Option<(QoS, SubscribeOptions)>,
 }
 
 /// Unsubscribe the session from a filter (sent at once when connected).
@@ -172,6 +232,67 @@ impl Handler<Close> for SessionActor {
             fut.into_actor(self)
                 .map(|_, act, ctx| act.finish_close(ctx)),
         )
+    }
+}
+
+/// Why a session's run ended, as the actor tells its supervisor.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The actor (or its driver task) stopped unexpectedly; it waits for the verdict.
+    Failed(String),
+    /// The session stopped trying on its own terms (attempts exhausted, connection lost
+    /// without auto-reconnect): the supervisor retires it.
+    GaveUp(GiveUpReason),
+}
+
+/// A session's run ended (sent by the [`SessionActor`] to its supervisor, which answers
+/// with [`Resume`] or [`Retire`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SessionEnded {
+    /// The session.
+    pub session: Arc<str>,
+    /// Why.
+    pub reason: EndReason,
+}
+
+/// The supervisor's verdict after a failure: start connecting again after `delay`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    /// How long to wait first (the restart backoff).
+    pub delay: Duration,
+}
+
+impl Handler<Resume> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Resume { delay }: Resume, ctx: &mut Context<Self>) {
+        if self.closed || self.gave_up.is_some() || !self.awaiting_verdict {
+            return;
+        }
+        self.awaiting_verdict = false;
+        self.restarts += 1;
+        tracing::info!(session = %self.name, restarts = self.restarts, ?delay, "restarting the session");
+        self.start_driver(ctx, Some(delay));
+        self.publish_status();
+    }
+}
+
+/// The supervisor's verdict: stop for good (state `gave_up`, event `session_gave_up`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    /// Why.
+    pub reason: GiveUpReason,
+}
+
+impl Handler<Retire> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Retire { reason }: Retire, ctx: &mut Context<Self>) {
+        self.retire(ctx, reason);
     }
 }
 

@@ -24,8 +24,11 @@ pub type Pending = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// Receives every message of a session, on the session's driver task. Must not block.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Hands `msg` to its consumers. Returns `None` when every consumer took it (or,
-    /// for QoS 0, dropped it and counted), or a future to await before acknowledging.
-    fn dispatch(&self, msg: &Message) -> Option<Pending>;
+    /// for QoS 0, dropped it and counted), or a future: for QoS >= 1, to await before
+    /// acknowledging; for QoS 0, a bounded pause to await before reading on.
+    ///
+    /// `max_stall` bounds the pause a full `Backpressure` route may ask for now.
+    fn dispatch(&self, msg: &Message, max_stall: std::time::Duration) -> Option<Pending>;
 }
 
 /// The session-level consumers: bounded channels handed out by

@@ -2,7 +2,7 @@
 //! plain types they are built from.
 //!
 //! The actor owns a rumqttc client whose event loop runs in a separate task, the
-//! [`driver`]. The driver reports connection events ([`driver::DriverEvent`]) through a
+//! `driver`. The driver reports connection events (`driver::DriverEvent`) through a
 //! bounded channel attached with `add_stream`; the actor turns them into state
 //! transitions, [`crate::Event`]s and counters, restores subscriptions after a
 //! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
@@ -29,13 +29,13 @@ pub mod backoff;
 mod commit;
 mod connection;
 pub mod counters;
-pub mod driver;
+pub(crate) mod driver;
 pub(crate) mod failure;
 pub mod handle;
 mod handlers;
 pub mod incoming;
 pub mod latency;
-pub mod link;
+pub(crate) mod link;
 pub mod outbox;
 mod publishing;
 pub mod rates;
@@ -51,21 +51,25 @@ use tokio::sync::{oneshot, watch};
 
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
-pub use self::handlers::{Close, GetStatus, PublishMsg, Subscribe, Unsubscribe};
+pub use self::handlers::{
+    Close, DirectSubscription, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire,
+    SessionEnded, Subscribe, Unsubscribe,
+};
+pub use self::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
 use self::commit::GroupCommit;
 use self::counters::SessionCounters;
 use self::incoming::Dispatcher;
-use self::link::{BrokerLimits, Client};
+use self::link::Client;
 use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;
 use crate::error::Error;
-use crate::event::{ConnectionFailure, EventBus};
+use crate::event::{ConnectionFailure, EventBus, GiveUpReason};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::store::{SessionMeta, Store, StoredPublish};
+use crate::store::{SessionMeta, StoreWorker, StoredPublish};
 
 /// Capacity of the driver → actor event channel.
 const DRIVER_EVENTS: usize = 1024;
@@ -74,6 +78,14 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Answers one caller (a publish, a subscribe).
 type Responder = oneshot::Sender<Result<(), Error>>;
+
+/// Who learns what of one publish: `accepted` once it is queued (durable, with a store),
+/// `done` once the broker acknowledged it (or it failed).
+#[derive(Debug, Default)]
+struct Completion {
+    accepted: Option<Responder>,
+    done: Option<Responder>,
+}
 
 /// Everything a [`SessionActor`] is built from (given by the supervisor).
 pub struct SessionParts {
@@ -97,10 +109,15 @@ pub struct SessionParts {
     pub status: watch::Sender<SessionStatus>,
     /// Connection attempts in flight across the manager are bounded by this semaphore.
     pub connect_limit: Arc<tokio::sync::Semaphore>,
-    /// The manager's store, if it has one.
-    pub store: Option<Store>,
+    /// The manager's store worker, if it has a store: every write goes through it.
+    pub store: Option<StoreWorker>,
     /// Publishes found in the store's outbox for this session (replayed first, in order).
     pub restored_outbox: Vec<(u64, StoredPublish)>,
+    /// The session's stored metadata (last connected / disconnected).
+    pub meta: SessionMeta,
+    /// Where the actor reports why it ended (its supervisor). Without one, a failed actor
+    /// restarts after its reconnect backoff and a session that gives up just stops.
+    pub supervisor: Option<Recipient<SessionEnded>>,
 }
 
 impl std::fmt::Debug for SessionParts {
@@ -131,10 +148,16 @@ pub struct SessionActor {
     outbox_len: watch::Sender<usize>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
-    durable: GroupCommit<(Publish, Responder)>,
+    durable: GroupCommit<(Publish, Completion)>,
     meta: SessionMeta,
     restarts: u32,
     closed: bool,
+    /// Restarted after a failure; the supervisor's verdict (`Resume` or `Retire`) is due.
+    awaiting_verdict: bool,
+    /// The driver reported that it stopped trying (its task ends next).
+    driver_gave_up: bool,
+    /// Why the session gave up, once it did.
+    gave_up: Option<GiveUpReason>,
 }
 
 impl std::fmt::Debug for SessionActor {

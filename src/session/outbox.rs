@@ -86,8 +86,8 @@ impl<R> Outbox<R> {
 
     /// Queues a publish that is already in the store (`seq`), even past the limit: it was
     /// accepted before, it must not be lost.
-    pub fn push_stored(&mut self, publish: Publish, seq: u64) -> u64 {
-        self.insert(publish, None, Some(seq))
+    pub fn push_stored(&mut self, publish: Publish, seq: u64, responder: Option<R>) -> u64 {
+        self.insert(publish, responder, Some(seq))
     }
 
     fn insert(&mut self, publish: Publish, responder: Option<R>, seq: Option<u64>) -> u64 {

@@ -2,12 +2,14 @@
 //! in-flight window, completing publishes on their acknowledgement, and the group commit
 //! of QoS >= 1 publishes to the store.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use super::state::SessionState;
-use super::{outbox, Responder, SessionActor};
+use super::{outbox, Completion, Responder, SessionActor};
 use crate::error::Error;
-use crate::message::QoS;
+use crate::message::{Publish, QoS};
 use crate::store::StoredPublish;
 
 impl SessionActor {
@@ -62,23 +64,14 @@ impl SessionActor {
     /// Ends an entry with an error the broker (or its limits) gave: it is not retried, so
     /// it also leaves the store.
     pub(super) fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
-        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
-            if let Err(e) = store.outbox_remove(&self.name, seq) {
-                tracing::error!(session = %self.name, error = %e, "cannot remove a refused publish from the store");
-            }
-        }
+        self.remove_stored(entry.seq);
         if let Some(r) = entry.responder {
             let _ = r.send(Err(err));
         }
     }
 
     pub(super) fn complete(&mut self, entry: outbox::Entry<Responder>) {
-        if let (Some(store), Some(seq)) = (&self.p.store, entry.seq) {
-            // Not flushed: losing this removal in a crash only means one duplicate later.
-            if let Err(e) = store.outbox_remove(&self.name, seq) {
-                tracing::error!(session = %self.name, error = %e, "cannot remove an acknowledged publish from the store");
-            }
-        }
+        self.remove_stored(entry.seq);
         let c = &self.p.counters;
         if entry.publish.qos != QoS::AtMostOnce {
             if let Some(written) = entry.written_at {
@@ -96,13 +89,99 @@ impl SessionActor {
         }
     }
 
+    /// Takes a publish that was acknowledged (or refused for good) out of the store's
+    /// outbox, through the store worker (after its write). Not flushed: losing this
+    /// removal in a crash only means one duplicate later.
+    fn remove_stored(&self, seq: Option<u64>) {
+        let (Some(worker), Some(seq)) = (&self.p.store, seq) else {
+            return;
+        };
+        let name = Arc::clone(&self.name);
+        worker.submit(move |store| {
+            if let Err(e) = store.outbox_remove(&name, seq) {
+                tracing::error!(session = %name, error = %e, "cannot remove a publish from the store's outbox");
+            }
+        });
+    }
+
+    /// Takes a publish in: refused when the session is closed or gave up, for QoS 0 while
+    /// disconnected, for a bad topic or size, or past `max_pending_messages`. With a
+    /// store a QoS >= 1 publish is written (group commit) before it is queued. `accepted`
+    /// hears once it is queued (durable), `done` once the broker acknowledged it.
+    pub(super) fn accept(&mut self, ctx: &mut Context<Self>, publish: Publish, c: Completion) {
+        if let Err(e) = self.admit(&publish) {
+            c.refuse(e);
+            return;
+        }
+        if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
+            self.durable.push((publish, c));
+            self.commit_durable(ctx);
+            return;
+        }
+        match self.outbox.push(publish, c.done) {
+            Ok(_) => {
+                if let Some(tx) = c.accepted {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Err((_, done)) => {
+                let limit = self.p.opts.performance.max_pending_messages;
+                Completion {
+                    accepted: c.accepted,
+                    done,
+                }
+                .refuse(Error::QueueFull {
+                    session: self.name.to_string(),
+                    limit,
+                });
+            }
+        }
+        self.pump();
+        self.publish_status();
+    }
+
+    /// The checks of [`accept`](Self::accept) that need no queue.
+    fn admit(&self, publish: &Publish) -> Result<(), Error> {
+        let session = || self.name.to_string();
+        if self.closed {
+            return Err(Error::SessionClosed(session()));
+        }
+        if let Some(reason) = &self.gave_up {
+            return Err(Error::SessionGaveUp {
+                session: session(),
+                reason: reason.clone(),
+            });
+        }
+        // Checked by the handle too; an application may send the message directly.
+        crate::topic::validate_topic_name(&publish.topic)?;
+        let max = self.p.opts.performance.max_message_size;
+        if publish.payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                session: session(),
+                size: publish.payload.len(),
+                max,
+            });
+        }
+        if publish.qos == QoS::AtMostOnce && self.state != SessionState::Connected {
+            return Err(Error::NotConnected { session: session() });
+        }
+        let limit = self.p.opts.performance.max_pending_messages;
+        if self.pending_total() >= limit {
+            return Err(Error::QueueFull {
+                session: session(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes accepted or being accepted (outbox plus group commit in progress).
     pub(super) fn pending_total(&self) -> usize {
         self.outbox.len() + self.durable.len()
     }
 
     /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
-    /// (one fsync, on a blocking thread), then queues them and reports them accepted.
+    /// (one fsync, on the store worker), then queues them and reports them accepted.
     pub(super) fn commit_durable(&mut self, ctx: &mut Context<Self>) {
         let Some(store) = self.p.store.clone() else {
             return;
@@ -120,27 +199,28 @@ impl SessionActor {
                 retain: p.retain,
             })
             .collect();
-        let write =
-            actix_rt::task::spawn_blocking(move || store.outbox_push_many(&session, &stored));
+        let write = store.run(move |store| store.outbox_push_many(&session, &stored));
         ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
             act.durable.finish();
             match res {
                 Ok(Ok(seqs)) => {
-                    for ((publish, tx), seq) in batch.into_iter().zip(seqs) {
-                        act.outbox.push_stored(publish, seq);
-                        let _ = tx.send(Ok(()));
+                    for ((publish, c), seq) in batch.into_iter().zip(seqs) {
+                        act.outbox.push_stored(publish, seq, c.done);
+                        if let Some(tx) = c.accepted {
+                            let _ = tx.send(Ok(()));
+                        }
                     }
                 }
                 Ok(Err(e)) => {
                     tracing::error!(session = %act.name, error = %e, "cannot write publishes to the store");
                     let msg = e.to_string();
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(Error::StoreWrite(msg.clone())));
+                    for (_, c) in batch {
+                        c.refuse(Error::StoreWrite(msg.clone()));
                     }
                 }
-                Err(e) => {
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(Error::StoreWrite(e.to_string())));
+                Err(_) => {
+                    for (_, c) in batch {
+                        c.refuse(Error::StoreWrite("store worker gone".into()));
                     }
                 }
             }
@@ -148,5 +228,15 @@ impl SessionActor {
             act.publish_status();
             act.commit_durable(ctx);
         }));
+    }
+}
+
+impl Completion {
+    /// The publish was not accepted: the caller hears why (whoever waits for acceptance,
+    /// or else for completion; never both, so one refusal is reported once).
+    pub(super) fn refuse(self, err: Error) {
+        if let Some(tx) = self.accepted.or(self.done) {
+            let _ = tx.send(Err(err));
+        }
     }
 }

@@ -8,12 +8,15 @@
 //!        └──────────────────  Reconnecting ◀───────────┘
 //!                               │  ▲ (attempts repeat here)
 //!                               └──┘──connack──▶ Connected
+//!  any state ──stopped──▶ Disconnected (the actor failed; the supervisor decides)
+//!  any state ──gave up──▶ GaveUp (no more attempts or restarts; only close leaves it)
 //!  any state ──close──▶ Closed (final)
 //! ```
 
 use serde::{Deserialize, Serialize};
 
-/// The state of a session: the Go original's five states, with the same codes and names.
+/// The state of a session: the Go original's five states, with the same codes and names,
+/// plus `gave_up` (code 5), the end of a session that stopped trying for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
@@ -27,15 +30,21 @@ pub enum SessionState {
     Reconnecting = 3,
     /// Removed or shut down; final. Code 4.
     Closed = 4,
+    /// Stopped trying for good: connection attempts exhausted (`reconnect.max_attempts`),
+    /// connection lost without `auto_reconnect`, or too many restarts of its actor (see
+    /// [`SessionStatus::gave_up`](crate::SessionStatus::gave_up) for why). It stays
+    /// listed until removed. Code 5.
+    GaveUp = 5,
 }
 
 impl SessionState {
-    /// The state's numeric code (0 to 4).
+    /// The state's numeric code (0 to 5).
     pub fn code(self) -> u8 {
         self as u8
     }
 
-    /// The state's name: `disconnected`, `connecting`, `connected`, `reconnecting`, `closed`.
+    /// The state's name: `disconnected`, `connecting`, `connected`, `reconnecting`,
+    /// `closed`, `gave_up`.
     pub fn as_str(self) -> &'static str {
         match self {
             SessionState::Disconnected => "disconnected",
@@ -43,16 +52,18 @@ impl SessionState {
             SessionState::Connected => "connected",
             SessionState::Reconnecting => "reconnecting",
             SessionState::Closed => "closed",
+            SessionState::GaveUp => "gave_up",
         }
     }
 
     /// Every state, in code order.
-    pub const ALL: [SessionState; 5] = [
+    pub const ALL: [SessionState; 6] = [
         SessionState::Disconnected,
         SessionState::Connecting,
         SessionState::Connected,
         SessionState::Reconnecting,
         SessionState::Closed,
+        SessionState::GaveUp,
     ];
 }
 
@@ -73,7 +84,10 @@ pub enum Transition {
     AttemptFailed,
     /// The established connection was lost and will be re-established.
     Lost,
-    /// No further attempts (connection lost without auto-reconnect, or max attempts reached).
+    /// The session's actor stopped unexpectedly; its supervisor decides what follows.
+    Stopped,
+    /// No further attempts or restarts (connection lost without auto-reconnect, max
+    /// attempts reached, or too many restarts).
     GaveUp,
     /// The session is being removed or shut down.
     Close,
@@ -86,11 +100,13 @@ impl SessionState {
         let next = match (self, t) {
             (Closed, _) => return None,
             (_, Transition::Close) => Closed,
+            (GaveUp, _) => return None,
+            (_, Transition::GaveUp) => GaveUp,
             (Disconnected, Transition::Attempt) => Connecting,
             (Connecting | Reconnecting, Transition::Connected) => Connected,
             (Connecting, Transition::AttemptFailed) => Reconnecting,
             (Connected, Transition::Lost) => Reconnecting,
-            (_, Transition::GaveUp) => Disconnected,
+            (_, Transition::Stopped) => Disconnected,
             _ => return None,
         };
         (next != self).then_some(next)
@@ -116,7 +132,8 @@ mod tests {
                 (1, "connecting"),
                 (2, "connected"),
                 (3, "reconnecting"),
-                (4, "closed")
+                (4, "closed"),
+                (5, "gave_up")
             ]
         );
     }
@@ -127,13 +144,20 @@ mod tests {
             (Disconnected, T::Attempt, Some(Connecting)),
             (Connecting, T::Connected, Some(Connected)),
             (Connecting, T::AttemptFailed, Some(Reconnecting)),
-            (Connecting, T::GaveUp, Some(Disconnected)),
+            (Connecting, T::GaveUp, Some(GaveUp)),
+            (Connecting, T::Stopped, Some(Disconnected)),
             (Reconnecting, T::Attempt, None),
             (Reconnecting, T::AttemptFailed, None),
             (Reconnecting, T::Connected, Some(Connected)),
-            (Reconnecting, T::GaveUp, Some(Disconnected)),
+            (Reconnecting, T::GaveUp, Some(GaveUp)),
+            (Reconnecting, T::Stopped, Some(Disconnected)),
             (Connected, T::Lost, Some(Reconnecting)),
-            (Connected, T::GaveUp, Some(Disconnected)),
+            (Connected, T::GaveUp, Some(GaveUp)),
+            (Connected, T::Stopped, Some(Disconnected)),
+            (Disconnected, T::Stopped, None),
+            (GaveUp, T::Attempt, None),
+            (GaveUp, T::Stopped, None),
+            (GaveUp, T::Close, Some(Closed)),
             (Connected, T::Attempt, None),
             (Connected, T::Close, Some(Closed)),
             (Disconnected, T::Close, Some(Closed)),

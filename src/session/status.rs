@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::link::BrokerLimits;
 use super::state::SessionState;
-use crate::event::ConnectionFailure;
+use crate::event::{ConnectionFailure, GiveUpReason};
 
 /// A snapshot of a session's connection, published on every change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +39,8 @@ pub struct SessionStatus {
     pub tls_skip_verify: bool,
     /// Subscriptions the session keeps (restored after every reconnect).
     pub subscriptions: usize,
+    /// Why the session gave up, in state [`SessionState::GaveUp`].
+    pub gave_up: Option<GiveUpReason>,
 }
 
 impl SessionStatus {
@@ -56,6 +58,7 @@ impl SessionStatus {
             restarts: 0,
             tls_skip_verify,
             subscriptions: 0,
+            gave_up: None,
         }
     }
 }
@@ -75,6 +78,7 @@ pub(crate) struct StatusView<'a> {
     pub(crate) restarts: u32,
     pub(crate) tls_skip_verify: bool,
     pub(crate) subscriptions: usize,
+    pub(crate) gave_up: Option<&'a GiveUpReason>,
 }
 
 impl StatusView<'_> {
@@ -91,6 +95,7 @@ impl StatusView<'_> {
             || published.restarts != self.restarts
             || published.tls_skip_verify != self.tls_skip_verify
             || published.subscriptions != self.subscriptions
+            || published.gave_up.as_ref() != self.gave_up
     }
 
     /// The status this view describes.
@@ -107,6 +112,7 @@ impl StatusView<'_> {
             restarts: self.restarts,
             tls_skip_verify: self.tls_skip_verify,
             subscriptions: self.subscriptions,
+            gave_up: self.gave_up.cloned(),
         }
     }
 }
@@ -148,6 +154,7 @@ mod tests {
             restarts: 0,
             tls_skip_verify: false,
             subscriptions: 0,
+            gave_up: None,
         }
     }
 
@@ -182,6 +189,8 @@ mod tests {
         change!("restarts", |v| v.restarts = 1);
         change!("skip verify", |v| v.tls_skip_verify = true);
         change!("subscriptions", |v| v.subscriptions = 3);
+        let reason = GiveUpReason::ConnectionLost { error: None };
+        change!("gave up", |v| v.gave_up = Some(&reason));
     }
 
     #[test]

@@ -22,11 +22,13 @@ mod error;
 mod files;
 mod migrate;
 mod queue;
+mod worker;
 
 pub use codec::{SessionMeta, StoredMessage, StoredPublish, StoredSubscription};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
+pub use worker::StoreWorker;
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
 use files::{create_dir, existing_log, open_db, restrict_files};
@@ -57,6 +59,8 @@ struct Inner {
     /// Next sequence number per key prefix (`tree byte ++ prefix`), initialised from the
     /// highest stored key, so numbers are never reused while the store is open.
     next_seq: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Extra time every flush takes, in milliseconds (a test hook: a slow disk).
+    flush_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,10 +123,21 @@ impl Store {
             path,
             memory,
             next_seq: Mutex::new(HashMap::new()),
+            flush_delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
         Ok(Store {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Makes every flush take `delay` longer, as a slow disk would (feature
+    /// `fault-injection`, for tests; never in production builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_flush_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .flush_delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The store directory; `None` for an in-memory store.
@@ -147,6 +162,13 @@ impl Store {
 
     /// Writes everything to disk (fsync). Call it at shutdown.
     pub fn flush(&self) -> Result<()> {
+        let delay = self
+            .inner
+            .flush_delay_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         self.inner.db.flush().map(drop).map_err(|e| self.sled(e))
     }
 

@@ -10,7 +10,7 @@ window.addEventListener('unhandledrejection', (e) => window.statusPageErrors.pus
 
 const POLL_MS = 2000;
 const HISTORY = 150; // chart samples kept: 5 minutes at one per poll
-const STATES = ['connected', 'connecting', 'reconnecting', 'disconnected', 'closed'];
+const STATES = ['connected', 'connecting', 'reconnecting', 'disconnected', 'gave_up', 'closed'];
 
 const view = { offset: 0, limit: 100, sort: 'name', order: 'asc', q: '', state: '' };
 const history = []; // {t, in, out}

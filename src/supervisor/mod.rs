@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -22,9 +23,16 @@ use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession
 use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
-use crate::session::{Close, SessionActor, SessionParts, SessionStatus};
-use crate::store::Store;
+use crate::session::{
+    Close, EndReason, Resume, Retire, SessionActor, SessionEnded, SessionParts, SessionStatus,
+};
+use crate::store::{Store, StoreWorker};
 use crate::workers::Workers;
+
+pub use self::policy::SupervisionOptions;
+use self::policy::{RestartHistory, Verdict};
+
+mod policy;
 
 /// The registry snapshot: session name → handle.
 pub type Registry = Arc<SessionRegistry>;
@@ -63,35 +71,52 @@ pub struct Supervisor {
     router: Addr<RouterActor>,
     routes: Arc<ArcSwap<RouteTable>>,
     connect_limit: Arc<tokio::sync::Semaphore>,
-    store: Option<Store>,
+    store: Option<StoreWorker>,
     /// The worker threads the sessions run on.
     workers: Arc<Workers>,
+    /// The restart policy and each session's failures.
+    supervision: SupervisionOptions,
+    histories: std::collections::HashMap<String, RestartHistory>,
     /// Client ids in use, by broker, to refuse duplicates in O(1).
     client_ids: std::collections::HashMap<ClientKey, String>,
     shut_down: bool,
 }
 
+/// How a [`Supervisor`] runs its sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct SupervisorSettings {
+    /// At most this many connection attempts run at once.
+    pub(crate) max_concurrent_connects: usize,
+    /// The worker threads the sessions run on (the manager's pool).
+    pub(crate) workers: Arc<Workers>,
+    /// The restart policy.
+    pub(crate) supervision: SupervisionOptions,
+    /// The store worker, with a store.
+    pub(crate) store: Option<StoreWorker>,
+}
+
 impl Supervisor {
     /// A supervisor publishing its sessions into `registry`; incoming messages of its
-    /// sessions are dispatched through the route table `routes` kept by `router`; at most
-    /// `max_concurrent_connects` connection attempts run at once.
-    pub fn new(
+    /// sessions are dispatched through the route table `routes` kept by `router`.
+    pub(crate) fn new(
         registry: Registry,
         bus: EventBus,
         router: Addr<RouterActor>,
         routes: Arc<ArcSwap<RouteTable>>,
-        max_concurrent_connects: usize,
-        store: Option<Store>,
-        workers: usize,
+        settings: SupervisorSettings,
     ) -> Self {
         Supervisor {
             registry,
             bus,
             router,
             routes,
-            connect_limit: Arc::new(tokio::sync::Semaphore::new(max_concurrent_connects.max(1))),
-            store,
-            workers: Arc::new(Workers::start(workers)),
+            connect_limit: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_connects.max(1),
+            )),
+            store: settings.store,
+            workers: settings.workers,
+            supervision: settings.supervision,
+            histories: std::collections::HashMap::new(),
             client_ids: std::collections::HashMap::new(),
             shut_down: false,
         }
@@ -144,41 +169,112 @@ impl Actor for Supervisor {
 pub struct AddSession(pub SessionOptions);
 
 impl Handler<AddSession> for Supervisor {
-    type Result = ResponseFuture<Result<SessionHandle, Error>>;
+    type Result = ResponseActFuture<Self, Result<SessionHandle, Error>>;
 
     fn handle(&mut self, AddSession(opts): AddSession, _: &mut Context<Self>) -> Self::Result {
-        let added = self.add(opts);
-        let router = self.router.clone();
-        Box::pin(async move {
-            let handle = added?;
-            // Subscriptions of global routes reach the actor's mailbox before it first
-            // connects, so its first `session_ready` already includes them.
-            router
-                .send(RegisterSession {
-                    name: Arc::clone(&handle.name),
-                    addr: handle.addr.clone(),
-                    durable: handle.opts.connect.persistent
-                        && handle.opts.connect.resume_subscriptions,
-                })
-                .await?;
-            Ok(handle)
+        // Cheap refusals first; the uniqueness checks run again when the session is
+        // registered below (other adds may have run meanwhile).
+        if let Err(e) = self.precheck(&opts) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let worker = self.store.clone();
+        // Reading TLS files and the store never runs on this thread.
+        let load = async move {
+            let (opts, checked) = actix_rt::task::spawn_blocking(move || {
+                let checked = opts.check();
+                (opts, checked)
+            })
+            .await
+            .map_err(|e| Error::Spawn(std::io::Error::other(e.to_string())))?;
+            let validated = checked?;
+            let stored = match worker {
+                Some(w) => {
+                    let name = opts.name.clone();
+                    let durable = opts.connect.persistent && opts.connect.resume_subscriptions;
+                    w.run(move |store| Stored::load(store, &name, durable))
+                        .await
+                        .map_err(|_| Error::Shutdown)??
+                }
+                None => Stored::default(),
+            };
+            Ok::<_, Error>((opts, validated, stored))
+        };
+        Box::pin(load.into_actor(self).then(|loaded, act, ctx| {
+            let me = ctx.address().recipient();
+            let added =
+                loaded.and_then(|(opts, validated, stored)| act.add(opts, validated, stored, me));
+            let router = act.router.clone();
+            async move {
+                let (handle, saved) = added?;
+                // Subscriptions of global routes reach the actor's mailbox before it
+                // first connects, so its first `session_ready` already includes them.
+                router
+                    .send(RegisterSession {
+                        name: Arc::clone(&handle.name),
+                        addr: handle.addr.clone(),
+                        durable: handle.opts.connect.persistent
+                            && handle.opts.connect.resume_subscriptions,
+                        saved,
+                    })
+                    .await?;
+                Ok(handle)
+            }
+            .into_actor(act)
+        }))
+    }
+}
+
+/// What the store holds for a session being added (read by the store worker).
+#[derive(Debug, Default)]
+struct Stored {
+    outbox: Vec<(u64, crate::store::StoredPublish)>,
+    subscriptions: Vec<crate::store::StoredSubscription>,
+    meta: crate::store::SessionMeta,
+}
+
+impl Stored {
+    fn load(store: &Store, session: &str, durable: bool) -> Result<Stored, Error> {
+        Ok(Stored {
+            outbox: store.outbox_load(session)?,
+            subscriptions: if durable {
+                store.subscriptions_load(session)?
+            } else {
+                Vec::new()
+            },
+            meta: store.session_meta_get(session)?.unwrap_or_default(),
         })
     }
 }
 
 impl Supervisor {
-    fn add(&mut self, opts: SessionOptions) -> Result<SessionHandle, Error> {
+    /// The refusals that need no I/O: shut down, bad name, duplicate name.
+    fn precheck(&self, opts: &SessionOptions) -> Result<(), Error> {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
-        let crate::options::Validated { brokers, tls } = opts.check()?;
+        if self.registry.load().contains_key(&opts.name) {
+            return Err(Error::DuplicateSession(opts.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Registers and starts a validated session; returns its handle and its saved
+    /// subscriptions (for the router).
+    fn add(
+        &mut self,
+        opts: SessionOptions,
+        validated: crate::options::Validated,
+        stored: Stored,
+        me: Recipient<SessionEnded>,
+    ) -> Result<(SessionHandle, Vec<crate::store::StoredSubscription>), Error> {
+        if self.shut_down {
+            return Err(Error::Shutdown);
+        }
+        let crate::options::Validated { brokers, tls } = validated;
         let client_id = opts.effective_client_id();
         self.check_unique(&opts, &client_id, &brokers)?;
         let keys = Self::client_keys(&client_id, &brokers);
-        let restored_outbox = match &self.store {
-            Some(store) => store.outbox_load(&opts.name)?,
-            None => Vec::new(),
-        };
+        let restored_outbox = stored.outbox;
         let opts = Arc::new(opts);
         let name: Arc<str> = Arc::from(opts.name.as_str());
         let (status_tx, status_rx) = watch::channel(SessionStatus::initial(
@@ -186,6 +282,8 @@ impl Supervisor {
             tls.is_some() && opts.tls.as_ref().is_some_and(|t| t.skip_verify),
         ));
         let counters = Arc::new(SessionCounters::default());
+        // Visible from the moment `add_session` returns (the actor starts on its worker).
+        counters.set_outbox(restored_outbox.len(), 0);
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {
             opts: Arc::clone(&opts),
@@ -205,6 +303,8 @@ impl Supervisor {
             connect_limit: Arc::clone(&self.connect_limit),
             store: self.store.clone(),
             restored_outbox,
+            meta: stored.meta,
+            supervisor: Some(me),
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
@@ -218,6 +318,7 @@ impl Supervisor {
             opts,
             sinks,
             worker,
+            router: self.router.clone().recipient(),
         };
         self.registry
             .write()
@@ -225,8 +326,35 @@ impl Supervisor {
         for k in keys {
             self.client_ids.insert(k, handle.name().to_string());
         }
-        tracing::info!(session = %handle.name(), "session added");
-        Ok(handle)
+        tracing::info!(session = %handle.name(), worker, "session added");
+        Ok((handle, stored.subscriptions))
+    }
+}
+
+impl Handler<SessionEnded> for Supervisor {
+    type Result = ();
+
+    /// Applies the restart policy: `Resume` after a backoff delay, or `Retire` when the
+    /// session gave up on its own or failed too often.
+    fn handle(&mut self, SessionEnded { session, reason }: SessionEnded, _: &mut Context<Self>) {
+        let Some(addr) = self.registry.load().get(&*session).map(|h| h.addr.clone()) else {
+            return; // removed meanwhile
+        };
+        let verdict = match reason {
+            EndReason::GaveUp(r) => Verdict::GiveUp(r),
+            EndReason::Failed(what) => self
+                .histories
+                .entry(session.to_string())
+                .or_default()
+                .on_failure(&self.supervision, Instant::now(), &what, fastrand::f64()),
+        };
+        match verdict {
+            Verdict::Restart(delay) => {
+                tracing::warn!(session = %session, ?delay, "session failed; restarting it after a delay");
+                addr.do_send(Resume { delay });
+            }
+            Verdict::GiveUp(reason) => addr.do_send(Retire { reason }),
+        }
     }
 }
 
@@ -250,6 +378,7 @@ impl Handler<RemoveSession> for Supervisor {
         _: &mut Context<Self>,
     ) -> Self::Result {
         let removed = self.registry.write().remove(&name);
+        self.histories.remove(&name);
         if let Some(h) = &removed {
             self.workers.release(h.worker);
         }
@@ -265,8 +394,12 @@ impl Handler<RemoveSession> for Supervisor {
                 })
                 .await;
             let _ = handle.addr.send(Close).await;
-            if let Some(store) = store {
-                store.delete_session_state(&name, true)?;
+            if let Some(worker) = store {
+                let n = name.clone();
+                worker
+                    .run(move |store| store.delete_session_state(&n, true))
+                    .await
+                    .map_err(|_| Error::Shutdown)??;
             }
             tracing::info!(session = %name, "session removed");
             bus.emit(Event::new(
@@ -293,6 +426,7 @@ impl Handler<Shutdown> for Supervisor {
         let bus = self.bus.clone();
         let router = self.router.clone();
         let workers = Arc::clone(&self.workers);
+        let store = self.store.clone();
         Box::pin(async move {
             let closes = all.values().map(|h| {
                 let bus = bus.clone();
@@ -305,6 +439,12 @@ impl Handler<Shutdown> for Supervisor {
             // Then end every route: consumers see their queues close.
             let _ = router.send(ClearRoutes).await;
             workers.stop();
+            // Last: everything written so far reaches the disk.
+            if let Some(worker) = store {
+                if let Ok(Err(e)) = worker.run(|store| store.flush()).await {
+                    tracing::error!(error = %e, "final store flush failed");
+                }
+            }
             tracing::info!(sessions = all.len(), "all sessions closed");
         })
     }

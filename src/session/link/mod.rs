@@ -22,11 +22,17 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::Outgoing;
 use serde::Serialize;
 
+use self::convert::qos_v4;
+use self::convert::{ack_publish_v4, ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
+use self::options::{options_v4, options_v5};
 use super::failure::{classify_v4, classify_v5};
+
+mod convert;
+mod options;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{MessageProperties, Publish, QoS};
 use crate::message::{RetainHandling, SubscribeOptions};
-use crate::options::{BrokerUrl, Protocol, SessionOptions, Transport};
+use crate::options::{BrokerUrl, Protocol, SessionOptions};
 use crate::reason::ReasonCode;
 
 /// What the broker's CONNACK allows (MQTT 5; all `None` on MQTT 3.1.1).
@@ -46,7 +52,7 @@ pub struct BrokerLimits {
 
 /// A successful CONNACK.
 #[derive(Debug, Clone, Default)]
-pub struct ConnAckInfo {
+pub(crate) struct ConnAckInfo {
     /// The broker kept a session for this client id.
     pub session_present: bool,
     /// The client id the broker assigned (MQTT 5, when the client id was empty).
@@ -57,7 +63,7 @@ pub struct ConnAckInfo {
 
 /// An incoming PUBLISH, protocol-neutral.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// Topic name.
     pub topic: Arc<str>,
     /// Payload.
@@ -76,7 +82,7 @@ pub struct Inbound {
 
 /// What one poll of the event loop yielded, protocol-neutral.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub(crate) enum LinkEvent {
     /// A PUBLISH from the broker.
     Publish(Inbound),
     /// PUBACK, or a failed PUBREC (which ends a QoS 2 publish): `refused` holds a failure
@@ -104,7 +110,7 @@ pub enum LinkEvent {
 
 /// A connection attempt or an established connection failed.
 #[derive(Debug)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     /// From the MQTT 3.1.1 client.
     V4(rumqttc::ConnectionError),
     /// From the MQTT 5 client.
@@ -115,7 +121,7 @@ pub enum LinkError {
 
 impl LinkError {
     /// The failure as reported in events and status.
-    pub fn classify(&self, broker: &BrokerUrl) -> ConnectionFailure {
+    pub(crate) fn classify(&self, broker: &BrokerUrl) -> ConnectionFailure {
         match self {
             LinkError::V4(e) => classify_v4(e, broker),
             LinkError::V5(e) => classify_v5(e, broker),
@@ -131,7 +137,7 @@ impl LinkError {
 
 /// What rumqttc dropped from its queues after a connection ended.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Our QoS >= 1 publish requests not yet processed.
     pub qos1: usize,
     /// Our QoS 0 publish requests not yet processed.
@@ -142,7 +148,7 @@ pub struct Drained {
 
 /// The QoS and packet id of a received message: all an acknowledgement needs.
 #[derive(Debug, Clone, Copy)]
-pub struct AckToken {
+pub(crate) struct AckToken {
     /// QoS of the message (1 or 2).
     pub qos: QoS,
     /// Its packet id.
@@ -151,7 +157,7 @@ pub struct AckToken {
 
 /// The request side of a connection: a cheap clone of rumqttc's client.
 #[derive(Debug, Clone)]
-pub enum Client {
+pub(crate) enum Client {
     /// MQTT 3.1.1.
     V4(rumqttc::AsyncClient),
     /// MQTT 5.
@@ -161,17 +167,17 @@ pub enum Client {
 /// A request rumqttc's channel did not take (full or closed).
 #[derive(Debug, thiserror::Error)]
 #[error("the connection's request channel is full or closed")]
-pub struct NotQueued;
+pub(crate) struct NotQueued;
 
 impl Client {
     /// Hands a publish to rumqttc without waiting; false when its channel is full.
-    pub fn publish_now(&self, p: &Publish) -> bool {
+    pub(crate) fn publish_now(&self, p: &Publish) -> bool {
         let sent = match self {
             Client::V4(c) => {
                 if p.properties.is_some() {
                     tracing::debug!(topic = %p.topic, "MQTT 5 properties ignored on an MQTT 3.1.1 session");
                 }
-                c.publish_bytes(p.topic.clone(), p.qos.into(), p.retain, p.payload.clone())
+                c.publish_bytes(p.topic.clone(), qos_v4(p.qos), p.retain, p.payload.clone())
                     .now_or_never()
                     .map(|r| r.is_ok())
             }
@@ -196,12 +202,15 @@ impl Client {
     }
 
     /// Queues one SUBSCRIBE for these filters (subscribe options apply to MQTT 5 only).
-    pub fn subscribe_now(&self, subs: &[(String, QoS, SubscribeOptions)]) -> Result<(), NotQueued> {
+    pub(crate) fn subscribe_now(
+        &self,
+        subs: &[(String, QoS, SubscribeOptions)],
+    ) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c
                 .try_subscribe_many(
                     subs.iter()
-                        .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), (*q).into())),
+                        .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), qos_v4(*q))),
                 )
                 .map_err(|_| NotQueued),
             Client::V5(c) => c
@@ -221,7 +230,7 @@ impl Client {
     }
 
     /// Queues an UNSUBSCRIBE.
-    pub fn unsubscribe_now(&self, filter: &str) -> Result<(), NotQueued> {
+    pub(crate) fn unsubscribe_now(&self, filter: &str) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
             Client::V5(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
@@ -229,7 +238,7 @@ impl Client {
     }
 
     /// Queues a DISCONNECT (normal disconnection: the broker drops the will message).
-    pub fn disconnect_now(&self) -> Result<(), NotQueued> {
+    pub(crate) fn disconnect_now(&self) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_disconnect().map_err(|_| NotQueued),
             Client::V5(c) => c.try_disconnect().map_err(|_| NotQueued),
@@ -237,7 +246,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message without waiting.
-    pub fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.try_ack(&ack_publish_v4(t)).map_err(|_| NotQueued),
             Client::V5(c) => c.try_ack(&ack_publish_v5(t)).map_err(|_| NotQueued),
@@ -245,7 +254,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message, waiting for room.
-    pub async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
             Client::V4(c) => c.ack(&ack_publish_v4(t)).await.map_err(|_| NotQueued),
             Client::V5(c) => c.ack(&ack_publish_v5(t)).await.map_err(|_| NotQueued),
@@ -253,22 +262,9 @@ impl Client {
     }
 }
 
-/// rumqttc builds an acknowledgement from a publish's QoS and packet id only.
-fn ack_publish_v4(t: AckToken) -> rumqttc::Publish {
-    let mut p = rumqttc::Publish::new(String::new(), t.qos.into(), Vec::<u8>::new());
-    p.pkid = t.pkid;
-    p
-}
-
-fn ack_publish_v5(t: AckToken) -> p5::Publish {
-    let mut p = p5::Publish::new(String::new(), qos5(t.qos), Bytes::new(), None);
-    p.pkid = t.pkid;
-    p
-}
-
 /// The event-loop side of a connection, owned by the driver task. The event loops are
 /// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
-pub enum Link {
+pub(crate) enum Link {
     /// MQTT 3.1.1: rumqttc's event loop and one options value per broker.
     V4 {
         /// The event loop.
@@ -302,7 +298,7 @@ pub(super) fn request_capacity(opts: &SessionOptions) -> usize {
 impl Link {
     /// A client and its event loop for the session's protocol; the options of every
     /// broker are built once here.
-    pub fn new(
+    pub(crate) fn new(
         opts: &SessionOptions,
         client_id: &str,
         brokers: &[BrokerUrl],
@@ -346,7 +342,7 @@ impl Link {
     }
 
     /// Uses `id` from now on (the broker assigned it; MQTT 5).
-    pub fn set_client_id(&mut self, id: &str) {
+    pub(crate) fn set_client_id(&mut self, id: &str) {
         if let Link::V5 { options, .. } = self {
             for o in options {
                 o.set_client_id(id.to_string());
@@ -355,7 +351,7 @@ impl Link {
     }
 
     /// Connects to broker number `broker`: returns at CONNACK.
-    pub async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
+    pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
         match self {
             Link::V4 { el, options } => {
                 el.mqtt_options = options[broker].clone();
@@ -417,7 +413,7 @@ impl Link {
     }
 
     /// Polls an established connection once.
-    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+    pub(crate) async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match self {
             Link::V4 { el, .. } => el.poll().await.map(from_v4).map_err(LinkError::V4),
             Link::V5 { el, .. } => el.poll().await.map(from_v5).map_err(LinkError::V5),
@@ -425,7 +421,7 @@ impl Link {
     }
 
     /// The connection is declared dead while a poll was in progress (read timeout).
-    pub fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         match self {
             Link::V4 { el, .. } => el.clean(),
             Link::V5 { el, .. } => el.clean(),
@@ -433,7 +429,7 @@ impl Link {
     }
 
     /// The next event rumqttc had already buffered, after a failure.
-    pub fn buffered(&mut self) -> Option<LinkEvent> {
+    pub(crate) fn buffered(&mut self) -> Option<LinkEvent> {
         match self {
             Link::V4 { el, .. } => el.state.events.pop_front().map(from_v4),
             Link::V5 { el, .. } => el.state.events.pop_front().map(from_v5),
@@ -442,7 +438,7 @@ impl Link {
 
     /// Empties rumqttc's queued requests and retransmission state after a connection
     /// ended (the outbox re-sends what matters); returns what was dropped.
-    pub fn reset(&mut self, inflight: u16) -> Drained {
+    pub(crate) fn reset(&mut self, inflight: u16) -> Drained {
         let mut d = Drained::default();
         match self {
             Link::V4 { el, .. } => {
@@ -477,335 +473,4 @@ impl Link {
         }
         d
     }
-}
-
-fn from_v4(ev: rumqttc::Event) -> LinkEvent {
-    use rumqttc::{Event, Packet};
-    match ev {
-        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(Inbound {
-            topic: Arc::from(p.topic.as_str()),
-            payload: p.payload,
-            qos: p.qos.into(),
-            retain: p.retain,
-            dup: p.dup,
-            pkid: p.pkid,
-            properties: None,
-        }),
-        Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
-            pkid: a.pkid,
-            refused: None,
-        },
-        Event::Incoming(Packet::PubComp(c)) => LinkEvent::PubComp(c.pkid),
-        Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
-            pkid: s.pkid,
-            codes: s
-                .return_codes
-                .iter()
-                .map(|c| match c {
-                    rumqttc::SubscribeReasonCode::Success(q) => Ok((*q).into()),
-                    rumqttc::SubscribeReasonCode::Failure => Err(ReasonCode::UNSPECIFIED_ERROR),
-                })
-                .collect(),
-        },
-        Event::Outgoing(o) => LinkEvent::Outgoing(o),
-        Event::Incoming(_) => LinkEvent::Other,
-    }
-}
-
-fn from_v5(ev: v5::Event) -> LinkEvent {
-    use p5::Packet;
-    match ev {
-        v5::Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(Inbound {
-            topic: match std::str::from_utf8(&p.topic) {
-                Ok(t) => Arc::from(t),
-                Err(_) => Arc::from(String::from_utf8_lossy(&p.topic).as_ref()),
-            },
-            payload: p.payload,
-            qos: qos_from5(p.qos),
-            retain: p.retain,
-            dup: p.dup,
-            pkid: p.pkid,
-            properties: p.properties.map(props_from_v5).map(Arc::new),
-        }),
-        v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
-            pkid: a.pkid,
-            refused: Some(puback_code(&a.reason)).filter(|c| c.is_failure()),
-        },
-        v5::Event::Incoming(Packet::PubRec(r)) => {
-            let code = pubrec_code(&r.reason);
-            if code.is_failure() {
-                LinkEvent::PubAck {
-                    pkid: r.pkid,
-                    refused: Some(code),
-                }
-            } else {
-                LinkEvent::Other
-            }
-        }
-        v5::Event::Incoming(Packet::PubComp(c)) => LinkEvent::PubComp(c.pkid),
-        v5::Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
-            pkid: s.pkid,
-            codes: s.return_codes.iter().map(suback_code).collect(),
-        },
-        v5::Event::Outgoing(o) => LinkEvent::Outgoing(o),
-        v5::Event::Incoming(_) => LinkEvent::Other,
-    }
-}
-
-fn qos5(q: QoS) -> v5::mqttbytes::QoS {
-    match q {
-        QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
-        QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
-    }
-}
-
-fn qos_from5(q: v5::mqttbytes::QoS) -> QoS {
-    match q {
-        v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-        v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-        v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    }
-}
-
-fn props_to_v5(p: &MessageProperties) -> p5::PublishProperties {
-    p5::PublishProperties {
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        // Never: this crate sends no topic aliases, so the broker's Topic Alias Maximum
-        // is always respected.
-        topic_alias: None,
-        response_topic: p.response_topic.clone(),
-        correlation_data: p.correlation_data.clone(),
-        user_properties: p.user_properties.clone(),
-        // Only a server sets subscription identifiers [MQTT-3.3.4-6].
-        subscription_identifiers: Vec::new(),
-        content_type: p.content_type.clone(),
-    }
-}
-
-fn props_from_v5(p: p5::PublishProperties) -> MessageProperties {
-    MessageProperties {
-        user_properties: p.user_properties,
-        content_type: p.content_type,
-        payload_format_indicator: p.payload_format_indicator,
-        message_expiry_interval: p.message_expiry_interval,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
-        subscription_identifiers: p.subscription_identifiers,
-    }
-}
-
-/// The MQTT 5 reason code of a v5 CONNACK refusal.
-pub(super) fn connack_code_v5(c: &p5::ConnectReturnCode) -> ReasonCode {
-    use p5::ConnectReturnCode as C;
-    ReasonCode(match c {
-        C::Success => 0x00,
-        C::UnspecifiedError => 0x80,
-        C::MalformedPacket => 0x81,
-        C::ProtocolError => 0x82,
-        C::ImplementationSpecificError => 0x83,
-        C::RefusedProtocolVersion | C::UnsupportedProtocolVersion => 0x84,
-        C::BadClientId | C::ClientIdentifierNotValid => 0x85,
-        C::BadUserNamePassword => 0x86,
-        C::NotAuthorized => 0x87,
-        C::ServiceUnavailable | C::ServerUnavailable => 0x88,
-        C::ServerBusy => 0x89,
-        C::Banned => 0x8A,
-        C::BadAuthenticationMethod => 0x8C,
-        C::TopicNameInvalid => 0x90,
-        C::PacketTooLarge => 0x95,
-        C::QuotaExceeded => 0x97,
-        C::PayloadFormatInvalid => 0x99,
-        C::RetainNotSupported => 0x9A,
-        C::QoSNotSupported => 0x9B,
-        C::UseAnotherServer => 0x9C,
-        C::ServerMoved => 0x9D,
-        C::ConnectionRateExceeded => 0x9F,
-    })
-}
-
-/// The MQTT 5 counterpart of an MQTT 3.1.1 CONNACK refusal.
-pub(super) fn connack_code_v4(c: &rumqttc::ConnectReturnCode) -> ReasonCode {
-    use rumqttc::ConnectReturnCode as C;
-    ReasonCode(match c {
-        C::Success => 0x00,
-        C::RefusedProtocolVersion => 0x84,
-        C::BadClientId => 0x85,
-        C::ServiceUnavailable => 0x88,
-        C::BadUserNamePassword => 0x86,
-        C::NotAuthorized => 0x87,
-    })
-}
-
-fn puback_code(r: &p5::PubAckReason) -> ReasonCode {
-    use p5::PubAckReason as R;
-    ReasonCode(match r {
-        R::Success => 0x00,
-        R::NoMatchingSubscribers => 0x10,
-        R::UnspecifiedError => 0x80,
-        R::ImplementationSpecificError => 0x83,
-        R::NotAuthorized => 0x87,
-        R::TopicNameInvalid => 0x90,
-        R::PacketIdentifierInUse => 0x91,
-        R::QuotaExceeded => 0x97,
-        R::PayloadFormatInvalid => 0x99,
-    })
-}
-
-fn pubrec_code(r: &p5::PubRecReason) -> ReasonCode {
-    use p5::PubRecReason as R;
-    ReasonCode(match r {
-        R::Success => 0x00,
-        R::NoMatchingSubscribers => 0x10,
-        R::UnspecifiedError => 0x80,
-        R::ImplementationSpecificError => 0x83,
-        R::NotAuthorized => 0x87,
-        R::TopicNameInvalid => 0x90,
-        R::PacketIdentifierInUse => 0x91,
-        R::QuotaExceeded => 0x97,
-        R::PayloadFormatInvalid => 0x99,
-    })
-}
-
-fn suback_code(c: &p5::SubscribeReasonCode) -> Result<QoS, ReasonCode> {
-    use p5::SubscribeReasonCode as S;
-    Err(ReasonCode(match c {
-        S::Success(q) => return Ok(qos_from5(*q)),
-        S::Failure | S::Unspecified => 0x80,
-        S::ImplementationSpecific => 0x83,
-        S::NotAuthorized => 0x87,
-        S::TopicFilterInvalid => 0x8F,
-        S::PkidInUse => 0x91,
-        S::QuotaExceeded => 0x97,
-        S::SharedSubscriptionsNotSupported => 0x9E,
-        S::SubscriptionIdNotSupported => 0xA1,
-        S::WildcardSubscriptionsNotSupported => 0xA2,
-    }))
-}
-
-/// Room for the topic and header above `max_message_size`: oversized payloads are refused
-/// by this crate with a typed error (outgoing) or dropped and counted (incoming), not by
-/// a disconnect.
-fn max_packet(opts: &SessionOptions) -> usize {
-    opts.performance
-        .max_message_size
-        .saturating_add(65_536 + 16)
-}
-
-fn transport(broker: &BrokerUrl, tls: Option<&Arc<rustls::ClientConfig>>) -> rumqttc::Transport {
-    let tls_config = || {
-        let config = match tls {
-            Some(c) => Arc::clone(c),
-            None => {
-                tracing::error!(broker = %broker.url, "no TLS configuration prepared for a TLS broker; no certificate will be trusted");
-                crate::tls::trust_nothing_config()
-            }
-        };
-        rumqttc::TlsConfiguration::Rustls(config)
-    };
-    match broker.transport {
-        Transport::Tcp => rumqttc::Transport::Tcp,
-        Transport::Ws => rumqttc::Transport::Ws,
-        Transport::Tls => rumqttc::Transport::tls_with_config(tls_config()),
-        Transport::Wss => rumqttc::Transport::wss_with_config(tls_config()),
-    }
-}
-
-fn host(broker: &BrokerUrl) -> String {
-    match broker.transport {
-        Transport::Ws | Transport::Wss => broker.url.clone(),
-        Transport::Tcp | Transport::Tls => broker.host.clone(),
-    }
-}
-
-/// rumqttc MQTT 3.1.1 options for one broker of the session; `tls` is the session's TLS
-/// configuration (used for TLS brokers only).
-pub(super) fn options_v4(
-    opts: &SessionOptions,
-    client_id: &str,
-    broker: &BrokerUrl,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> rumqttc::MqttOptions {
-    let mut mo = rumqttc::MqttOptions::new(client_id, host(broker), broker.port);
-    mo.set_keep_alive(opts.connect.keep_alive);
-    mo.set_clean_session(opts.connect.clean_session);
-    mo.set_max_packet_size(max_packet(opts), max_packet(opts));
-    // One slot more than the outbox ever uses, so rumqttc never stops reading requests
-    // (acknowledgements of incoming messages travel the same channel).
-    mo.set_inflight(opts.performance.inflight.saturating_add(1));
-    mo.set_manual_acks(true);
-    mo.set_request_channel_capacity(request_capacity(opts));
-    if let Some((user, pass)) = credentials(opts) {
-        mo.set_credentials(user, pass);
-    }
-    if let Some(will) = &opts.connect.will {
-        mo.set_last_will(rumqttc::LastWill::new(
-            will.topic.clone(),
-            will.payload.clone().into_bytes(),
-            will.qos.into(),
-            will.retain,
-        ));
-    }
-    if broker.transport != Transport::Tcp {
-        mo.set_transport(transport(broker, tls));
-    }
-    mo
-}
-
-/// User name and password for CONNECT (the password may be empty).
-fn credentials(opts: &SessionOptions) -> Option<(String, String)> {
-    let user = opts.username.clone()?;
-    let pass = opts
-        .password
-        .as_ref()
-        .map(|p| p.expose().to_string())
-        .unwrap_or_default();
-    Some((user, pass))
-}
-
-/// rumqttc MQTT 5 options for one broker of the session.
-pub(super) fn options_v5(
-    opts: &SessionOptions,
-    client_id: &str,
-    broker: &BrokerUrl,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> v5::MqttOptions {
-    let mut mo = v5::MqttOptions::new(client_id, host(broker), broker.port);
-    // Validation guarantees >= 5 s (rumqttc's MQTT 5 client asserts it).
-    mo.set_keep_alive(
-        opts.connect
-            .keep_alive
-            .max(std::time::Duration::from_secs(5)),
-    );
-    mo.set_clean_start(opts.connect.clean_session);
-    mo.set_connection_timeout(opts.connect.connect_timeout.as_secs().max(1));
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_connection_timeout(opts.connect.connect_timeout.as_secs().max(1));
-    net.set_tcp_nodelay(true);
-    mo.set_network_options(net);
-    // Tells the broker too: it does not send us larger packets [MQTT-3.1.2-24].
-    mo.set_max_packet_size(Some(u32::try_from(max_packet(opts)).unwrap_or(u32::MAX)));
-    mo.set_outgoing_inflight_upper_limit(opts.performance.inflight.saturating_add(1));
-    mo.set_manual_acks(true);
-    mo.set_request_channel_capacity(request_capacity(opts));
-    if let Some(expiry) = opts.connect.session_expiry {
-        mo.set_session_expiry_interval(Some(u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX)));
-    }
-    if let Some((user, pass)) = credentials(opts) {
-        mo.set_credentials(user, pass);
-    }
-    if let Some(will) = &opts.connect.will {
-        mo.set_last_will(p5::LastWill::new(
-            will.topic.clone(),
-            will.payload.clone().into_bytes(),
-            qos5(will.qos),
-            will.retain,
-            None,
-        ));
-    }
-    if broker.transport != Transport::Tcp {
-        mo.set_transport(transport(broker, tls));
-    }
-    mo
 }

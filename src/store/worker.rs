@@ -1,0 +1,119 @@
+//! [`StoreWorker`]: the one thread that runs a manager's store writes, in order.
+//!
+//! Every store operation that writes (and so may wait for an fsync) is submitted here by
+//! the actors instead of running on their arbiter thread: the outbox group commit,
+//! acknowledged publishes leaving the outbox, session metadata, subscription saves, held
+//! messages, a session's state deletion, and the final flush at shutdown. One thread keeps
+//! them in submission order (a held-message take sees every hold submitted before it; a
+//! removal never overtakes the write it removes) and keeps a slow disk away from every
+//! session's keep-alive and message path.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::Store;
+
+type Job = Box<dyn FnOnce(&Store) + Send>;
+
+/// A handle on the store worker; cheap to clone. The thread ends when the last handle is
+/// dropped, after the jobs already submitted.
+#[derive(Clone)]
+pub struct StoreWorker {
+    store: Store,
+    jobs: flume::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for StoreWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWorker")
+            .field("store", &self.store)
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
+impl StoreWorker {
+    /// Starts the worker thread over `store`.
+    pub fn start(store: Store) -> std::io::Result<StoreWorker> {
+        // Unbounded on purpose, and bounded in effect: every job stands for something
+        // bounded elsewhere — a QoS >= 1 publish (the outbox holds at most
+        // `max_pending_messages` per session), a received message not yet acknowledged
+        // (the broker's in-flight window), a route or session change. A bounded channel
+        // would need an await at submission, and an await would lose the submission order
+        // that the guarantees above rest on. `queued()` counts what waits.
+        let (jobs, rx) = flume::unbounded::<Job>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (s, q) = (store.clone(), Arc::clone(&queued));
+        // Logs through the subscriber of the thread that starts it.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        std::thread::Builder::new()
+            .name("mqtt-sessions-store".into())
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                while let Ok(job) = rx.recv() {
+                    q.fetch_sub(1, Ordering::Relaxed);
+                    job(&s);
+                }
+            })?;
+        Ok(StoreWorker {
+            store,
+            jobs,
+            queued,
+        })
+    }
+
+    /// The store (for reads that need no ordering with the writes).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Jobs submitted and not started.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the worker after every job submitted before; its result arrives on the
+    /// returned receiver (closed, without a value, only if the worker thread died).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(move |store| {
+            let _ = tx.send(f(store));
+        });
+        rx
+    }
+
+    /// Runs `f` on the worker after every job submitted before, without waiting for it.
+    pub fn submit(&self, f: impl FnOnce(&Store) + Send + 'static) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(Box::new(f)).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("store worker gone; a store write was not made");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_in_submission_order_and_report_their_results() {
+        let w = StoreWorker::start(Store::memory().expect("memory store")).expect("thread");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..100 {
+            let s = Arc::clone(&seen);
+            w.submit(move |_| s.lock().unwrap_or_else(|e| e.into_inner()).push(i));
+        }
+        let last = w.run(|store| store.flush().is_ok());
+        assert_eq!(last.blocking_recv().ok(), Some(true));
+        assert_eq!(
+            *seen.lock().unwrap_or_else(|e| e.into_inner()),
+            (0..100).collect::<Vec<_>>()
+        );
+        assert_eq!(w.queued(), 0);
+    }
+}
