@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use mqtt_sessions::{
-    Error, Message, Protocol, Publish, QoS, ReasonCode, SessionManager, SessionOptions,
+    Error, Message, Protocol, Publish, QoS, ReasonCode, RetainHandling, SessionManager,
+    SessionOptions,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -385,4 +386,377 @@ async fn mqtt311_and_mqtt5_sessions_in_one_manager_share_a_global_route() {
         "{seen:?}"
     );
     m.shutdown().await;
+}
+
+/// The CONNACK's Receive Maximum is honoured: mosquitto (`max_inflight_messages 4`)
+/// announces 4; the session, whose own window is 100, keeps at most 3 (one slot free, as
+/// documented) unacknowledged at the frozen broker — measured as the bytes in mosquitto's
+/// receive queue, 14 per PUBLISH — and all 20 arrive once it resumes.
+#[actix_rt::test]
+async fn the_connack_receive_maximum_bounds_the_publishes_in_flight() {
+    init_tracing();
+    // v5 PUBLISH, QoS 1, topic "rcv/x", packet id, no properties, 2-byte payload.
+    const PUBLISH_BYTES: usize = 1 + 1 + 2 + 5 + 2 + 1 + 2;
+    let broker = Mosquitto::start_with(MosquittoConfig::new().max_inflight_messages(4));
+    let m = SessionManager::new().unwrap();
+    let mut o = v5_opts("rcv", &broker.url()).client_id("rcv-cid");
+    o.connect.keep_alive = Duration::from_secs(60);
+    o.performance.inflight = 100;
+    let h = m.add_session(o).await.unwrap();
+    m.wait_for_session("rcv", T).await.unwrap();
+    let port = *client_ports(&broker, "rcv-cid").last().unwrap();
+    broker.pause();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let h = h.clone();
+            actix_rt::spawn(async move {
+                h.publish_to("rcv/x", format!("{i:02}"), QoS::AtLeastOnce)
+                    .await
+            })
+        })
+        .collect();
+    assert!(
+        poll_until_async(T, || {
+            let q = broker_rx_queue(broker.port(), port);
+            async move { q >= Some(3 * PUBLISH_BYTES) }
+        })
+        .await,
+        "{:?}",
+        broker_rx_queue(broker.port(), port)
+    );
+    // An observation window in which the queue must not grow past the limit.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued = broker_rx_queue(broker.port(), port).unwrap();
+    assert_eq!(
+        queued,
+        3 * PUBLISH_BYTES,
+        "{queued} bytes unacknowledged at a broker whose receive maximum is 4"
+    );
+    broker.resume();
+    for t in tasks {
+        tokio::time::timeout(T, t).await.unwrap().unwrap().unwrap();
+    }
+    m.shutdown().await;
+}
+
+/// The CONNACK's Maximum Packet Size is honoured: mosquitto (`max_packet_size 200`)
+/// announces it; a larger publish is refused locally with `PacketTooLarge` (never sent:
+/// the broker would drop the connection), the connection stays up and a smaller one
+/// arrives at `mosquitto_sub`.
+#[actix_rt::test]
+async fn a_publish_over_the_connack_maximum_packet_size_is_refused_without_losing_the_connection() {
+    init_tracing();
+    let broker = Mosquitto::start_with(MosquittoConfig::new().extra("max_packet_size 200"));
+    let sub = Sub::spawn(broker.port(), "mps/#", 1);
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let h = m
+        .add_session(v5_opts("mps", &broker.url()).client_id("mps-cid"))
+        .await
+        .unwrap();
+    m.wait_for_session("mps", T).await.unwrap();
+    let err = h
+        .publish_to("mps/big", "x".repeat(300), QoS::AtLeastOnce)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::PacketTooLarge { max: 200, .. }),
+        "{err:?}"
+    );
+    h.publish_to("mps/small", "fits", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(sub.wait_for_line_async("mps/small fits", T).await);
+    assert_eq!(sub.count(), 1, "{:?}", sub.lines());
+    assert!(
+        !broker.log().contains("mps/big"),
+        "the big publish was sent"
+    );
+    let disconnects = log
+        .of("mps")
+        .iter()
+        .filter(|d| matches!(d, mqtt_sessions::EventData::SessionDisconnected { .. }))
+        .count();
+    assert_eq!(disconnects, 0);
+    m.shutdown().await;
+}
+
+/// The CONNACK's Topic Alias Maximum is honoured: mosquitto with `max_topic_alias 0`
+/// disconnects any client that sends a topic alias; 100 publishes over 50 topics (each
+/// topic twice, where an aliasing client would alias) keep the session connected and all
+/// arrive with their full topics.
+#[actix_rt::test]
+async fn publishes_never_use_topic_aliases_beyond_the_connack_topic_alias_maximum() {
+    init_tracing();
+    let broker = Mosquitto::start_with(MosquittoConfig::new().extra("max_topic_alias 0"));
+    let sub = Sub::spawn(broker.port(), "alias/#", 1);
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    let h = m
+        .add_session(v5_opts("alias", &broker.url()))
+        .await
+        .unwrap();
+    m.wait_for_session("alias", T).await.unwrap();
+    for round in 0..2 {
+        for t in 0..50 {
+            h.publish_to(
+                &format!("alias/topic-{t}"),
+                format!("{round}"),
+                QoS::AtLeastOnce,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    assert!(sub.wait_for_count_async(100, T).await, "{}", sub.count());
+    let lines: BTreeSet<String> = sub.lines().into_iter().collect();
+    assert_eq!(lines.len(), 100);
+    assert!(lines.contains("alias/topic-49 1"));
+    assert!(
+        !log.of("alias")
+            .iter()
+            .any(|d| matches!(d, mqtt_sessions::EventData::SessionDisconnected { .. })),
+        "{:?}",
+        log.of("alias")
+    );
+    m.shutdown().await;
+}
+
+/// MQTT 5 CONNACK refusals become typed failures carrying the broker's reason code:
+/// credentials mosquitto refuses give kind `Auth` with 0x87 (what mosquitto 2.0 answers
+/// for a wrong password or none, cross-checked with `mosquitto_sub -V 5 -d`), and a
+/// retained will at a broker with `retain_available false` gives 0x9A (retain not
+/// supported) of kind `Refused`.
+#[actix_rt::test]
+async fn v5_connack_refusals_become_typed_failures_with_their_reason_codes() {
+    init_tracing();
+    let broker = Mosquitto::start_with(
+        MosquittoConfig::new()
+            .allow_anonymous(false)
+            .password("u", "right")
+            .extra("retain_available false"),
+    );
+    let port = broker.port().to_string();
+    let independent = run_with_timeout(
+        std::process::Command::new(require_binary("mosquitto_sub")).args([
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "u",
+            "-P",
+            "wrong",
+            "-t",
+            "x",
+            "-d",
+        ]),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&independent.stdout);
+    assert!(text.contains("received CONNACK (135)"), "{text}");
+    let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
+    m.add_session(v5_opts("wrong", &broker.url()).credentials("u", "wrong"))
+        .await
+        .unwrap();
+    m.add_session(v5_opts("anon", &broker.url())).await.unwrap();
+    let mut o = v5_opts("will", &broker.url()).credentials("u", "right");
+    o.connect.will = Some(mqtt_sessions::WillOptions {
+        topic: "will/x".into(),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    });
+    m.add_session(o).await.unwrap();
+    m.add_session(v5_opts("right", &broker.url()).credentials("u", "right"))
+        .await
+        .unwrap();
+    m.wait_for_session("right", T).await.unwrap();
+    let failure = |d: &mqtt_sessions::EventData| match d {
+        mqtt_sessions::EventData::SessionDisconnected { error: Some(f) } => Some(f.clone()),
+        _ => None,
+    };
+    use mqtt_sessions::ErrorKind::{Auth, Refused};
+    for (name, kind, code) in [
+        ("wrong", Auth, 0x87),
+        ("anon", Auth, 0x87),
+        ("will", Refused, 0x9A),
+    ] {
+        assert!(
+            log.wait_count(name, 1, T, |d| failure(d).is_some()).await,
+            "{name}: {:?}",
+            log.of(name)
+        );
+        let f = log.of(name).iter().find_map(failure).unwrap();
+        assert_eq!(
+            (f.kind, f.reason),
+            (kind, Some(ReasonCode(code))),
+            "{name}: {f:?}"
+        );
+    }
+    m.shutdown().await;
+}
+
+/// Retain handling against mosquitto: with a retained message on `rh/x`, a route asking
+/// `SendAtSubscribe` gets it (retain flag set), one asking `DontSend` does not, and both
+/// get the next live message.
+#[actix_rt::test]
+async fn retain_handling_send_at_subscribe_gets_the_retained_message_and_dont_send_does_not() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    publish(broker.port(), "rh/x", "retained", 1, true);
+    let m = SessionManager::new().unwrap();
+    m.add_session(v5_opts("send", &broker.url())).await.unwrap();
+    m.add_session(v5_opts("dont", &broker.url())).await.unwrap();
+    m.wait_for_all_sessions(T).await.unwrap();
+    let send = m
+        .route("rh/#")
+        .session("send")
+        .qos(QoS::AtLeastOnce)
+        .retain_handling(RetainHandling::SendAtSubscribe)
+        .listen()
+        .await
+        .unwrap();
+    let dont = m
+        .route("rh/#")
+        .session("dont")
+        .qos(QoS::AtLeastOnce)
+        .retain_handling(RetainHandling::DontSend)
+        .listen()
+        .await
+        .unwrap();
+    let first = recv(&send).await;
+    assert_eq!(
+        (first.payload_str().unwrap(), first.retain),
+        ("retained", true)
+    );
+    publish(broker.port(), "rh/x", "live", 1, false);
+    assert_eq!(recv(&send).await.payload_str().unwrap(), "live");
+    let got = recv(&dont).await;
+    assert_eq!(
+        got.payload_str().unwrap(),
+        "live",
+        "DontSend got the retained message"
+    );
+    m.shutdown().await;
+}
+
+/// Retain as published against mosquitto: a live message published with the retain flag
+/// keeps it on a route asking `retain_as_published`, and arrives with it cleared on a
+/// route that does not (MQTT 5 §3.3.1.3).
+#[actix_rt::test]
+async fn retain_as_published_keeps_the_retain_flag_of_live_messages() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    m.add_session(v5_opts("rap", &broker.url())).await.unwrap();
+    m.add_session(v5_opts("plain", &broker.url()))
+        .await
+        .unwrap();
+    m.wait_for_all_sessions(T).await.unwrap();
+    let rap = m
+        .route("rap/#")
+        .session("rap")
+        .qos(QoS::AtLeastOnce)
+        .retain_as_published(true)
+        .listen()
+        .await
+        .unwrap();
+    let plain = m
+        .route("rap/#")
+        .session("plain")
+        .qos(QoS::AtLeastOnce)
+        .listen()
+        .await
+        .unwrap();
+    publish(broker.port(), "rap/x", "flagged", 1, true);
+    let a = recv(&rap).await;
+    let b = recv(&plain).await;
+    assert_eq!((a.payload_str().unwrap(), a.retain), ("flagged", true));
+    assert_eq!((b.payload_str().unwrap(), b.retain), ("flagged", false));
+    m.shutdown().await;
+}
+
+/// Subscription identifiers against mosquitto: the crate sets none, so messages of its
+/// own subscriptions carry none; a broker session whose subscription another client made
+/// with identifier 7 (`mosquitto_sub -D subscribe subscription-identifier 7`), resumed by
+/// an MQTT 5 session with the same client id, delivers messages carrying `[7]`.
+#[actix_rt::test]
+async fn subscription_identifiers_of_the_broker_session_reach_the_message() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let made = mosquitto_sub_once(
+        broker.port(),
+        &[
+            "-V",
+            "5",
+            "-c",
+            "-x",
+            "3600",
+            "-i",
+            "sid-cid",
+            "-q",
+            "1",
+            "-t",
+            "sid/#",
+            "-D",
+            "subscribe",
+            "subscription-identifier",
+            "7",
+            "-E",
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let m = SessionManager::new().unwrap();
+    let mut o = v5_opts("sid", &broker.url()).client_id("sid-cid");
+    o.connect.clean_session = false;
+    let h = m.add_session(o).await.unwrap();
+    let mut all = h.messages();
+    let own = m
+        .route("own/#")
+        .session("sid")
+        .qos(QoS::AtLeastOnce)
+        .listen()
+        .await
+        .unwrap();
+    m.wait_for_session("sid", T).await.unwrap();
+    publish(broker.port(), "sid/x", "tagged", 1, false);
+    publish(broker.port(), "own/x", "untagged", 1, false);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let msg = tokio::time::timeout(T, all.recv()).await.unwrap().unwrap();
+        got.push((
+            msg.topic.to_string(),
+            msg.properties
+                .as_ref()
+                .map(|p| p.subscription_identifiers.clone())
+                .unwrap_or_default(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("own/x".to_string(), vec![]),
+            ("sid/x".to_string(), vec![7])
+        ]
+    );
+    assert_eq!(recv(&own).await.payload_str().unwrap(), "untagged");
+    m.shutdown().await;
+}
+
+/// Runs `mosquitto_sub` with `args` (it must exit by itself, e.g. `-E`).
+fn mosquitto_sub_once(port: u16, args: &[&str]) -> std::process::Output {
+    let port = port.to_string();
+    run_with_timeout(
+        std::process::Command::new(require_binary("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args),
+        None,
+        T,
+    )
 }

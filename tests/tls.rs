@@ -11,9 +11,9 @@
 
 mod common;
 
-use std::io::Write;
+use std::collections::BTreeSet;
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -305,54 +305,37 @@ async fn expired_server_certificate_fails_with_kind_tls() {
     m.shutdown().await;
 }
 
-/// Collects what a `tracing_subscriber` writes.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
-}
-
-/// A subscriber at `trace` writing into a buffer, for this thread only (the session's
-/// actor and driver run on the test's thread).
-fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
-    let buf = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(buf.clone())
-        .finish();
-    (buf, tracing::subscriber::set_default(subscriber))
-}
-
+/// `skip_verify` connects to a broker whose certificate is self-signed for another name,
+/// says so in the status, and logs a warning. The session runs on a worker arbiter, so the
+/// warning is looked for in a child process whose global subscriber sees every thread.
 #[actix_rt::test]
 async fn skip_verify_connects_to_a_self_signed_broker_warns_and_shows_in_status() {
-    let (logs, _guard) = capture_logs();
     let pki = TestPki::new("selfsigned");
     let server = pki.self_signed_server("server", &["somewhere.else"]);
     let (_broker, tls_port) = tls_broker(&pki, &server, false);
     let url = format!("mqtts://127.0.0.1:{tls_port}");
-    let m = SessionManager::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let child = ChildProc::spawn(CHILD, "skipverify", dir.path(), &url);
+    assert!(
+        child.wait_line("ready ", 1).await,
+        "{:?}",
+        child.lines.lock().unwrap()
+    );
+    assert_eq!(
+        child.lines_with("ready ")[0].trim(),
+        "true",
+        "status tls_skip_verify"
+    );
+    let logs = std::fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    assert!(
+        logs.contains("TLS certificate verification is disabled") && logs.contains("WARN"),
+        "no warning logged:\n{logs}"
+    );
+    drop(child);
 
+    // In this process: the status JSON says so, and the same broker is refused when
+    // verification is on (its certificate is self-signed).
+    let m = SessionManager::new().unwrap();
     let h = m
         .add_session(tls_opts(
             "skip",
@@ -367,17 +350,8 @@ async fn skip_verify_connects_to_a_self_signed_broker_warns_and_shows_in_status(
     h.wait_ready(T)
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", h.status().last_error));
-    assert!(h.status().tls_skip_verify);
     let json = serde_json::to_value(h.status()).unwrap();
     assert_eq!(json["tls_skip_verify"], serde_json::Value::Bool(true));
-    assert!(
-        logs.text()
-            .contains("TLS certificate verification is disabled"),
-        "no warning logged:\n{}",
-        logs.text()
-    );
-
-    // The same broker is refused when verification is on (its certificate is self-signed).
     let log = EventLog::start(&m);
     let mut o = tls_opts("verify", &url, trusting(&pki.ca_file));
     deterministic_backoff(&mut o);
@@ -414,7 +388,29 @@ async fn missing_tls_files_are_refused_when_the_session_is_added() {
 /// Starts rumqttd (in-process, its own threads) with only a WebSocket listener on a free
 /// port; returns the port once it accepts connections.
 fn start_rumqttd_ws() -> u16 {
+    start_rumqttd_ws_with(None)
+}
+
+/// [`start_rumqttd_ws`], with TLS (`wss://`) on that listener when `tls` is given.
+fn start_rumqttd_ws_with(tls: Option<&CertFiles>) -> u16 {
     let port = free_port();
+    let mut ws = serde_json::json!({
+        "name": "ws-1",
+        "listen": format!("127.0.0.1:{port}"),
+        "next_connection_delay_ms": 1,
+        "connections": {
+            "connection_timeout_ms": 60000,
+            "max_payload_size": 20480,
+            "max_inflight_count": 100,
+            "dynamic_filters": true,
+        },
+    });
+    if let Some(files) = tls {
+        ws["tls"] = serde_json::json!({
+            "certpath": files.cert.display().to_string(),
+            "keypath": files.key.display().to_string(),
+        });
+    }
     let config: rumqttd::Config = serde_json::from_value(serde_json::json!({
         "id": 0,
         "router": {
@@ -423,19 +419,7 @@ fn start_rumqttd_ws() -> u16 {
             "max_segment_size": 1_048_576,
             "max_segment_count": 10,
         },
-        "ws": {
-            "1": {
-                "name": "ws-1",
-                "listen": format!("127.0.0.1:{port}"),
-                "next_connection_delay_ms": 1,
-                "connections": {
-                    "connection_timeout_ms": 60000,
-                    "max_payload_size": 20480,
-                    "max_inflight_count": 100,
-                    "dynamic_filters": true,
-                },
-            },
-        },
+        "ws": { "1": ws },
     }))
     .unwrap();
     std::thread::Builder::new()
@@ -525,30 +509,20 @@ async fn ws_url_routes_messages_through_mosquitto_when_it_has_websockets_else_ru
     }
 }
 
+/// `wss://` against a real broker, never skipped: Debian's mosquitto 2.0.11 cannot open a
+/// WebSocket listener, so this runs against rumqttd's TLS WebSocket listener (rumqttd is a
+/// dev-dependency built with `use-rustls`), with a certificate from the test CA. A session
+/// subscribes and publishes over it; a second session that does not trust the CA is
+/// refused with kind `Tls`, so the connection really was TLS.
 #[actix_rt::test]
-async fn wss_url_routes_messages_through_mosquitto_when_it_has_websockets() {
+async fn wss_url_routes_messages_through_rumqttds_tls_websocket_listener() {
     init_tracing();
     let pki = TestPki::new("wss");
     let server = pki.server("server", &["127.0.0.1"]);
-    let port = free_port();
-    let lines = format!(
-        "{}protocol websockets\n",
-        tls_listener(port, &pki.ca_file, &server, false)
-    );
-    let started =
-        std::panic::catch_unwind(|| Mosquitto::start_with(MosquittoConfig::new().extra(&lines)));
-    let Some(_broker) = started
-        .ok()
-        .filter(|b| b.log().contains("Opening websockets listen socket"))
-    else {
-        println!(
-            "NOTE: this mosquitto cannot start a websockets listener; wss:// not tested against a \
-             real broker here (rumqttd is built without TLS)"
-        );
-        return;
-    };
+    let port = start_rumqttd_ws_with(Some(&server));
     let url = format!("wss://127.0.0.1:{port}/mqtt");
     let m = SessionManager::new().unwrap();
+    let log = EventLog::start(&m);
     let h = m
         .add_session(tls_opts("wss", &url, trusting(&pki.ca_file)))
         .await
@@ -558,6 +532,7 @@ async fn wss_url_routes_messages_through_mosquitto_when_it_has_websockets() {
     h.wait_ready(T)
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}: {:?}", h.status().last_error));
+    assert_eq!(h.status().broker.as_deref(), Some(url.as_str()));
     h.publish(Publish::new("wss/echo", "over-wss").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
@@ -565,6 +540,19 @@ async fn wss_url_routes_messages_through_mosquitto_when_it_has_websockets() {
     assert_eq!(
         (&*msg.topic, msg.payload_str().ok()),
         ("wss/echo", Some("over-wss"))
+    );
+
+    // Without the CA the same URL fails the TLS handshake: the transport was TLS.
+    let other = TestPki::new("wss-other");
+    let mut o = tls_opts("wss-untrusted", &url, trusting(&other.ca_file));
+    deterministic_backoff(&mut o);
+    m.add_session(o).await.unwrap();
+    assert!(
+        log.wait_count("wss-untrusted", 1, T, |d| failure_of(d)
+            .is_some_and(|f| f.kind == ErrorKind::Tls))
+            .await,
+        "{:?}",
+        log.of("wss-untrusted")
     );
     m.shutdown().await;
 }
@@ -600,34 +588,59 @@ async fn right_credentials_connect_and_wrong_ones_are_refused_with_kind_auth_and
     m.shutdown().await;
 }
 
+const GOOD: &str = "g00d-Pa55word-7f3a";
+const BAD: &str = "wr0ng-Pa55word-91c2";
+
+/// Environment variable that turns [`child_process`] into the secrets child: its value is
+/// `"secrets {log dir} {plain url} {tls url} {ca file}"`.
+const CHILD: &str = "MQTT_SESSIONS_TLS_SECRETS_CHILD";
+
+/// The child process of [`password_never_reaches_logs_debug_output_status_json_or_http`]
+/// (does nothing unless [`CHILD`] is set). A global `trace` subscriber (every thread: the
+/// worker arbiters, the store worker, rumqttc through `tracing-log`) writes into
+/// `{dir}/log.txt`; three sessions (plain, TLS, wrong password) run; every `Debug`/JSON
+/// form of their options, handles, status and events goes to `{dir}/outputs.txt`; then
+/// the child prints `http ADDR` (its HTTP endpoints) and waits to be killed.
 #[actix_rt::test]
-async fn password_never_reaches_logs_debug_output_or_status_json() {
-    const GOOD: &str = "g00d-Pa55word-7f3a";
-    const BAD: &str = "wr0ng-Pa55word-91c2";
-    let (logs, _guard) = capture_logs();
-    let pki = TestPki::new("secrets");
-    let server = pki.server("server", &["127.0.0.1"]);
-    let (broker, tls_port) = tls_broker_with(
-        &pki,
-        &server,
-        false,
-        MosquittoConfig::new()
-            .allow_anonymous(false)
-            .password("user", GOOD),
-    );
+async fn child_process() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let dir = std::path::PathBuf::from(parts[1]);
+    let file = std::fs::File::create(dir.join("log.txt")).unwrap();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_thread_names(true)
+        .with_writer(Mutex::new(file))
+        .try_init()
+        .unwrap();
+    if parts[0] == "skipverify" {
+        let m = SessionManager::new().unwrap();
+        let o = tls_opts(
+            "skip",
+            parts[2],
+            TlsOptions {
+                skip_verify: true,
+                ..TlsOptions::default()
+            },
+        );
+        let h = m.add_session(o).await.unwrap();
+        h.wait_ready(T)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {:?}", h.status().last_error));
+        println!("ready {}", h.status().tls_skip_verify);
+        std::future::pending::<()>().await;
+    }
+    let (plain_url, tls_url, ca) = (parts[2], parts[3], parts[4]);
     let m = SessionManager::new().unwrap();
     let log = EventLog::start(&m);
-
-    let plain_opts = fast_opts("plain", &broker.url()).credentials("user", GOOD);
-    let tls = tls_opts(
-        "tls",
-        &format!("mqtts://127.0.0.1:{tls_port}"),
-        trusting(&pki.ca_file),
-    )
-    .credentials("user", GOOD);
-    let mut wrong = fast_opts("wrong", &broker.url()).credentials("user", BAD);
+    let plain_opts = fast_opts("plain", plain_url).credentials("user", GOOD);
+    let tls =
+        tls_opts("tls", tls_url, trusting(std::path::Path::new(ca))).credentials("user", GOOD);
+    let mut wrong = fast_opts("wrong", plain_url).credentials("user", BAD);
     deterministic_backoff(&mut wrong);
-
     let mut handles = Vec::new();
     for o in [plain_opts.clone(), tls.clone(), wrong.clone()] {
         handles.push(m.add_session(o).await.unwrap());
@@ -646,8 +659,7 @@ async fn password_never_reaches_logs_debug_output_or_status_json() {
             .is_some_and(|f| f.kind == ErrorKind::Auth))
             .await
     );
-
-    let mut seen = vec![logs.text()];
+    let mut seen = Vec::new();
     for o in [&plain_opts, &tls, &wrong] {
         seen.push(format!("{o:?}"));
         seen.push(format!("{o:#?}"));
@@ -662,19 +674,78 @@ async fn password_never_reaches_logs_debug_output_or_status_json() {
     seen.push(format!("{m:?}"));
     seen.push(format!("{:?}", log.all()));
     seen.push(serde_json::to_string(&log.all()).unwrap());
-    for text in &seen {
-        assert!(
-            !text.contains(GOOD) && !text.contains(BAD),
-            "password leaked in:\n{text}"
-        );
-    }
-    // The capture really was at trace level and saw the sessions' work.
-    let text = logs.text();
-    assert!(text.contains("TRACE") || text.contains("DEBUG"), "{text}");
-    assert!(text.contains("session ready"), "{text}");
-    assert!(
-        text.contains("\"wrong\"") || text.contains("wrong"),
-        "{text}"
+    std::fs::write(dir.join("outputs.txt"), seen.join("\n")).unwrap();
+    let http = HttpEndpoint::start(&m);
+    println!("http {}", http.addr);
+    std::future::pending::<()>().await;
+}
+
+/// The password (right and wrong) never appears in anything the process writes: a global
+/// `trace` subscriber in a child process of its own captures the log lines of every
+/// thread, and the child's `/sessions` and `/metrics` are read over HTTP, besides every
+/// `Debug` and JSON form of options, handles, status and events.
+#[actix_rt::test]
+async fn password_never_reaches_logs_debug_output_status_json_or_http() {
+    let pki = TestPki::new("secrets");
+    let server = pki.server("server", &["127.0.0.1"]);
+    let (broker, tls_port) = tls_broker_with(
+        &pki,
+        &server,
+        false,
+        MosquittoConfig::new()
+            .allow_anonymous(false)
+            .password("user", GOOD),
     );
-    m.shutdown().await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls = format!(
+        "{} mqtts://127.0.0.1:{tls_port} {}",
+        broker.url(),
+        pki.ca_file.display()
+    );
+    let child = ChildProc::spawn(CHILD, "secrets", dir.path(), &urls);
+    assert!(
+        child.wait_line("http ", 1).await,
+        "the child did not start its HTTP endpoint: {:?}",
+        child.lines.lock().unwrap()
+    );
+    let addr: std::net::SocketAddr = child.lines_with("http ")[0].trim().parse().unwrap();
+    let sessions = http_get(addr, "/sessions").await;
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    for name in ["plain", "tls", "wrong"] {
+        assert!(sessions.body.contains(name), "{}", sessions.body);
+    }
+    let metrics = http_get(addr, "/metrics").await;
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let logs = std::fs::read_to_string(dir.path().join("log.txt")).unwrap();
+    let outputs = std::fs::read_to_string(dir.path().join("outputs.txt")).unwrap();
+    for (what, text) in [
+        ("the logs", &logs),
+        ("Debug/JSON output", &outputs),
+        ("GET /sessions", &sessions.body),
+        ("GET /metrics", &metrics.body),
+    ] {
+        for secret in [GOOD, BAD] {
+            if let Some(i) = text.find(secret) {
+                let line = text[..i].rsplit('\n').next().unwrap_or("");
+                panic!("password leaked in {what}: …{line}{secret}…");
+            }
+        }
+    }
+    // The capture really was global, at trace level, and saw the sessions' work on other
+    // threads than the test's.
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "{logs}");
+    assert!(logs.contains("session ready"), "{logs}");
+    assert!(logs.contains("wrong"), "{logs}");
+    let threads: BTreeSet<&str> = logs
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert!(
+        threads.len() >= 2,
+        "log lines from one thread only: {threads:?}"
+    );
+    println!(
+        "{} log lines from threads {threads:?}",
+        logs.lines().count()
+    );
 }

@@ -6,7 +6,7 @@
 //! - walks the broker list on every connection attempt and sleeps the backoff in between;
 //! - hands incoming PUBLISHes straight to the session's [`Dispatcher`] (no actor hop) and
 //!   acknowledges QoS >= 1 messages once every consumer has finished with them (through
-//!   the [`Acker`](super::ack), which keeps the acknowledgements in arrival order
+//!   the `Acker` (`super::ack`), which keeps the acknowledgements in arrival order
 //!   [MQTT-4.6.0-2]);
 //! - reports everything else to its [`SessionActor`](super::SessionActor) as
 //!   [`DriverEvent`]s, in order, through a bounded channel.

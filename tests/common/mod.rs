@@ -47,9 +47,16 @@ pub use http::*;
 pub use mosquitto::*;
 pub use poll::*;
 mod events;
+mod figures;
 #[allow(unused_imports, reason = "used by the HTTP tests only")]
 pub use daemon::*;
 pub use events::*;
+pub use figures::*;
+mod paced;
+pub use paced::*;
+mod netstat;
+#[allow(unused_imports, reason = "used by the option tests only")]
+pub use netstat::*;
 #[allow(unused_imports, reason = "used by the status page test only")]
 pub use webdriver::*;
 mod daemon;
