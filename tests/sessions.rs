@@ -168,6 +168,18 @@ async fn with_a_dead_first_url_and_a_live_second_the_session_connects_to_the_sec
     let o = fast_opts("failover", &dead).broker(broker.url());
     m.add_session(o).await.unwrap();
     m.wait_for_session("failover", T).await.unwrap();
+    // The log is filled by a task of this thread; the session runs on a worker.
+    let connected = EventData::SessionConnected {
+        broker: broker.url(),
+        session_present: false,
+    };
+    assert!(
+        poll_until_async(T, || {
+            let seen = log.of("failover").contains(&connected);
+            async move { seen }
+        })
+        .await
+    );
     let events = log.of("failover");
     assert!(events.contains(&EventData::SessionConnecting {
         broker: dead.clone(),

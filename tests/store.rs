@@ -68,7 +68,8 @@ fn outbox_keeps_order_and_continues_its_sequence_after_reopen() {
         assert!(store.outbox_remove("s1", 2).unwrap());
         assert_eq!(store.outbox_push("s1", &publish("d", b"4")).unwrap(), 3);
     }
-    let store = Store::open(&path).unwrap();
+    // sled's background flusher lets go of the directory shortly after the drop.
+    let store = reopen(&path);
     let loaded = store.outbox_load("s1").unwrap();
     assert_eq!(
         loaded,
@@ -554,4 +555,18 @@ fn a_second_open_in_the_same_process_gets_in_use() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     drop(store);
+}
+
+/// Opens the store at `path` once the previous handle's background threads let go of it.
+fn reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopening {}: {e}", path.display()),
+        }
+    }
 }
