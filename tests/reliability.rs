@@ -219,7 +219,9 @@ async fn a_restart_storm_of_30_broker_restarts_grows_neither_fds_nor_rss_of_the_
         .parse()
         .unwrap();
     let third = rounds / 3;
-    let (fd_slope, rss_slope) = (slope(&fds), slope(&rss));
+    // The RSS trend is taken over the second half: a one-time step while the allocator
+    // warms up (seen: +180 KiB once, flat after) is not growth; a leak keeps climbing.
+    let (fd_slope, rss_slope) = (slope(&fds), slope(&rss[rounds / 2..]));
     let rss_first = median(rss[..third].to_vec());
     let rss_last = median(rss[rounds - third..].to_vec());
     figure(
@@ -238,7 +240,7 @@ async fn a_restart_storm_of_30_broker_restarts_grows_neither_fds_nor_rss_of_the_
     // 8 KiB per restart would be 240 KiB over the storm: a leak of one connection's buffers.
     assert!(
         rss_slope < 8.0 && rss_last <= rss_first + 512.0,
-        "RSS grows ({rss_slope:.1} KiB per restart): {rss:?}"
+        "RSS grows ({rss_slope:.1} KiB per restart over the second half): {rss:?}"
     );
     // Each outage lasts one broker restart; with 100 ms doubling to 1 s the attempts per
     // outage stay in single digits.
