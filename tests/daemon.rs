@@ -734,6 +734,12 @@ async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothin
         println!("last daemon's log:\n{}", daemon.stderr());
         println!("last daemon's /sessions:\n{:?}", daemon.get("/sessions"));
         println!("last daemon's /metrics:\n{:?}", daemon.get("/metrics"));
+        let log = src.log();
+        let tail: Vec<&str> = log.lines().rev().take(150).collect();
+        println!(
+            "source broker's log, last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     assert_none_missing("10 SIGKILLs with a store", &sub, N);
     drop(daemon);
