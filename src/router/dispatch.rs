@@ -409,29 +409,31 @@ impl RouterDispatch {
         let mut seen = offered;
         Some(Box::pin(async move {
             loop {
+                // Offer again first: this future may first run long after the message
+                // arrived (the acknowledger polls in arrival order), and a route that
+                // appeared meanwhile must get it even past the deadline.
+                let current = table.load_full();
+                if !Arc::ptr_eq(&current, &seen) || !sinks.is_empty() {
+                    seen = current;
+                    let mut waits = Waits::default();
+                    // QoS >= 1 only: no pause to bound.
+                    let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
+                        | sinks.offer(&msg, &mut waits);
+                    if taken {
+                        drop(msg);
+                        unrouted.fetch_sub(1, Ordering::AcqRel);
+                        if let Some(w) = waits.finish() {
+                            w.await;
+                        }
+                        return;
+                    }
+                }
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     Self::drop_unrouted(&counters, &session, &msg);
                     break;
                 }
                 tokio::time::sleep_until(deadline.min(now + UNROUTED_RECHECK)).await;
-                let current = table.load_full();
-                if Arc::ptr_eq(&current, &seen) && sinks.is_empty() {
-                    continue;
-                }
-                seen = current;
-                let mut waits = Waits::default();
-                // QoS >= 1 only: no pause to bound.
-                let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
-                    | sinks.offer(&msg, &mut waits);
-                if taken {
-                    drop(msg);
-                    unrouted.fetch_sub(1, Ordering::AcqRel);
-                    if let Some(w) = waits.finish() {
-                        w.await;
-                    }
-                    return;
-                }
             }
             unrouted.fetch_sub(1, Ordering::AcqRel);
         }))
