@@ -391,7 +391,13 @@ impl Driver {
             delivery,
         };
         tracing::trace!(session = %self.session, topic = %msg.topic, qos = %qos, bytes = msg.payload.len(), "message received");
-        let room = self.dispatcher.dispatch(&msg, self.stall_budget());
+        // Only a QoS 0 message can pause the reading: no clock read for the others.
+        let budget = if qos == QoS::AtMostOnce {
+            self.stall_budget()
+        } else {
+            Duration::ZERO
+        };
+        let room = self.dispatcher.dispatch(&msg, budget);
         drop(msg);
         if done.is_some() {
             acker.ack(room, done, token);
