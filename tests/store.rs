@@ -349,7 +349,20 @@ fn a_version_1_store_is_upgraded_in_place_with_its_data() {
     drop(store);
 
     // On disk, the outbox values are binary frames now.
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    // sled's background flusher lets go of the directory shortly after the drop.
+    let db = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match sled::Config::new().path(dir.path()).open() {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopening the store with sled: {e}"),
+            }
+        }
+    };
     let outbox = db.open_tree("outbox").unwrap();
     assert!(outbox.iter().values().all(|v| v.unwrap()[0] == 2));
     let meta = db.open_tree("meta").unwrap();
