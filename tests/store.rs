@@ -68,8 +68,7 @@ fn outbox_keeps_order_and_continues_its_sequence_after_reopen() {
         assert!(store.outbox_remove("s1", 2).unwrap());
         assert_eq!(store.outbox_push("s1", &publish("d", b"4")).unwrap(), 3);
     }
-    // sled's background flusher lets go of the directory shortly after the drop.
-    let store = reopen(&path);
+    let store = Store::open(&path).unwrap();
     let loaded = store.outbox_load("s1").unwrap();
     assert_eq!(
         loaded,
@@ -271,7 +270,7 @@ fn names_that_cannot_be_keys_are_refused() {
 
 /// Builds a schema-version-1 store with raw sled calls, exactly as version 1 wrote it.
 fn write_v1_layout(path: &Path) {
-    let db = sled::Config::new().path(path).open().unwrap();
+    let db = raw_db(path);
     let meta = db.open_tree("meta").unwrap();
     meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
     meta.insert(
@@ -315,7 +314,7 @@ fn a_version_1_store_is_upgraded_in_place_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     write_v1_layout(dir.path());
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = open_after_raw(dir.path()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(
         store.session_meta_get("plant-1").unwrap(),
@@ -349,20 +348,7 @@ fn a_version_1_store_is_upgraded_in_place_with_its_data() {
     drop(store);
 
     // On disk, the outbox values are binary frames now.
-    // sled's background flusher lets go of the directory shortly after the drop.
-    let db = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match sled::Config::new().path(dir.path()).open() {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopening the store with sled: {e}"),
-            }
-        }
-    };
+    let db = raw_db(dir.path());
     let outbox = db.open_tree("outbox").unwrap();
     assert!(outbox.iter().values().all(|v| v.unwrap()[0] == 2));
     let meta = db.open_tree("meta").unwrap();
@@ -374,7 +360,7 @@ fn a_version_1_store_is_upgraded_in_place_with_its_data() {
 }
 
 fn raw_meta(path: &Path, key: &str, value: u32) {
-    let db = sled::Config::new().path(path).open().unwrap();
+    let db = raw_db(path);
     db.open_tree("meta")
         .unwrap()
         .insert(key, &value.to_be_bytes())
@@ -386,7 +372,7 @@ fn raw_meta(path: &Path, key: &str, value: u32) {
 fn a_store_from_a_newer_version_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     raw_meta(dir.path(), "schema_version", 999);
-    let err = Store::open(dir.path()).unwrap_err();
+    let err = open_after_raw(dir.path()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -413,7 +399,7 @@ fn a_store_from_a_newer_version_is_refused_naming_both_versions() {
 fn an_unknown_applied_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     raw_meta(dir.path(), "schema_version", 0);
-    let err = Store::open(dir.path()).unwrap_err();
+    let err = open_after_raw(dir.path()).unwrap_err();
     assert!(
         matches!(err, StoreError::UnknownVersion { version: 0, .. }),
         "{err}"
@@ -425,7 +411,7 @@ fn an_interrupted_migration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_v1_layout(dir.path());
     raw_meta(dir.path(), "migrating_to", 2);
-    let err = Store::open(dir.path()).unwrap_err();
+    let err = open_after_raw(dir.path()).unwrap_err();
     assert!(
         matches!(err, StoreError::DirtyMigration { version: 2, .. }),
         "{err}"
@@ -440,11 +426,11 @@ fn an_interrupted_migration_is_refused() {
 #[test]
 fn a_sled_database_of_someone_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = raw_db(dir.path());
     db.insert("key", "value").unwrap();
     db.flush().unwrap();
     drop(db);
-    let err = Store::open(dir.path()).unwrap_err();
+    let err = open_after_raw(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }
 
@@ -570,16 +556,37 @@ fn a_second_open_in_the_same_process_gets_in_use() {
     drop(store);
 }
 
-/// Opens the store at `path` once the previous handle's background threads let go of it.
-fn reopen(path: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+/// sled's background threads let go of a directory's lock shortly after its last handle
+/// is dropped. `Store::open` waits for a store this process closed; a raw sled handle in
+/// these tests is not one, so opens after one wait here (for a lock nobody else holds).
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens `path` with sled itself, waiting for an earlier handle to let go of it.
+fn raw_db(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return db,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening {} with sled: {e}", path.display()),
+        }
+    }
+}
+
+/// `Store::open` after a raw sled handle was dropped.
+fn open_after_raw(path: &Path) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match Store::open(path) {
-            Ok(s) => return s,
             Err(StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => panic!("reopening {}: {e}", path.display()),
+            other => return other,
         }
     }
 }

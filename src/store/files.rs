@@ -4,7 +4,9 @@
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::{Result, StoreError};
 
@@ -14,9 +16,63 @@ pub(super) fn create_dir(path: &Path) -> std::io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
+/// How long [`open_db`] waits for a directory that a `Store` of this process has just
+/// closed: sled's background threads let go of the lock shortly after the last handle
+/// is dropped.
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+/// Directories whose `Store` this process closed, and when.
+static RELEASED: Mutex<Vec<(PathBuf, Instant)>> = Mutex::new(Vec::new());
+
+fn release_key(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Records that the last handle of the store at `path` was dropped, so that reopening it
+/// in this process waits for sled to let go instead of failing with `InUse`.
+pub(super) fn note_released(path: &Path) {
+    let key = release_key(path);
+    let mut released = RELEASED.lock().unwrap_or_else(PoisonError::into_inner);
+    released.retain(|(p, at)| p != &key && at.elapsed() < RELEASE_GRACE);
+    released.push((key, Instant::now()));
+}
+
+/// The store at `path` is open again: a later lock conflict is another handle's.
+fn forget_released(path: &Path) {
+    let key = release_key(path);
+    let mut released = RELEASED.lock().unwrap_or_else(PoisonError::into_inner);
+    released.retain(|(p, at)| p != &key && at.elapsed() < RELEASE_GRACE);
+}
+
+/// Whether this process closed the store at `path` less than [`RELEASE_GRACE`] ago.
+fn recently_released(path: &Path) -> bool {
+    let key = release_key(path);
+    let released = RELEASED.lock().unwrap_or_else(PoisonError::into_inner);
+    released
+        .iter()
+        .any(|(p, at)| p == &key && at.elapsed() < RELEASE_GRACE)
+}
+
 /// Opens sled, mapping its errors (and, as a last resort, a panic on garbage input) to
-/// a [`StoreError`].
+/// a [`StoreError`]. A lock held by another process fails at once with
+/// [`StoreError::InUse`]; one still held by a store this process has just closed is
+/// waited for (at most [`RELEASE_GRACE`] after the close).
 pub(super) fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db> {
+    loop {
+        match open_db_once(config, path) {
+            Err(StoreError::InUse { .. }) if recently_released(path) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(db) => {
+                forget_released(path);
+                return Ok(db);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn open_db_once(config: &sled::Config, path: &Path) -> Result<sled::Db> {
     let opened = panic::catch_unwind(AssertUnwindSafe(|| config.open()));
     match opened {
         Ok(Ok(db)) => Ok(db),

@@ -31,7 +31,7 @@ pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
 pub use worker::StoreWorker;
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
-use files::{create_dir, existing_log, open_db, restrict_files};
+use files::{create_dir, existing_log, note_released, open_db, restrict_files};
 
 /// The store's result type.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -61,6 +61,14 @@ struct Inner {
     next_seq: Mutex<HashMap<Vec<u8>, u64>>,
     /// Extra time every flush takes, in milliseconds (a test hook: a slow disk).
     flush_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.memory {
+            note_released(&self.path);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
