@@ -11,7 +11,8 @@
 //! Routes are realistic filters, two per site: `site/{n}/+/temp` and `site/{n}/#`; each
 //! message goes to `site/{k}/dev{d}/temp` for a random site `k`, so matches two routes.
 //!
-//! `cargo bench --bench matching` (criterion; add `-- dispatch` to run a subset).
+//! `cargo bench --features bench-internals --bench matching` (criterion; add `-- dispatch`
+//! to run a subset). The feature exposes the internals measured here.
 #![expect(
     missing_docs,
     reason = "criterion_group! generates an undocumented public function"
@@ -23,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mqtt_sessions::router::dispatch::{RouteEntry, RouteTable, Target};
+use mqtt_sessions::bench_internals::{FilterTrie, RouteEntry, RouteTable, Target};
 use mqtt_sessions::router::route::{RouteScope, RouteStats};
-use mqtt_sessions::router::table::FilterTrie;
 use mqtt_sessions::{Message, Overflow, QoS, TopicFilter};
 
 /// Route counts benchmarked.

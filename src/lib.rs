@@ -39,8 +39,8 @@
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
 //!   MQTT 5 (`protocol = "5"`) share all of it: `session::link` (crate-private) is the one place that
 //!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
-//! - [`request`]: MQTT 5 request/response ([`SessionManager::request`],
-//!   [`SessionManager::respond`]) on a per-session response route.
+//!   MQTT 5 request/response ([`SessionManager::request`], [`SessionManager::respond`])
+//!   runs on a per-session response route (`session/request.rs`).
 //! - [`reason`]: [`ReasonCode`], the MQTT 5 reason codes carried by errors and events.
 //! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
 //!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
@@ -78,7 +78,6 @@ pub mod message;
 pub mod metrics;
 pub mod options;
 pub mod reason;
-pub mod request;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -86,6 +85,16 @@ pub mod supervisor;
 pub mod tls;
 pub mod topic;
 pub mod workers;
+
+/// What the criterion benchmarks (`benches/matching.rs`) measure directly: the route
+/// table and the filter trie. Feature `bench-internals`; not part of the API and not
+/// covered by semver.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::router::dispatch::{RouteEntry, RouteTable, Target};
+    pub use crate::router::table::FilterTrie;
+}
 
 pub use error::{Error, Result};
 pub use event::{

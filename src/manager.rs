@@ -16,12 +16,12 @@ use crate::metrics::{
     ManagerMetrics, Metrics, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
 };
 use crate::options::SessionOptions;
-use crate::request::RequestRegistry;
 use crate::router::builder::RouteBuilder;
 use crate::router::dispatch::RouteTable;
 use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
+use crate::session::request::{self, RequestRegistry};
 use crate::session::state::SessionState;
 use crate::store::{Store, StoreWorker};
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
@@ -536,9 +536,57 @@ impl SessionManager {
         self.metrics.sources()
     }
 
-    /// Request/response state of the sessions (see [`request`](Self::request)).
-    pub(crate) fn request_registry(&self) -> &RequestRegistry {
-        &self.requests
+    // ---- MQTT 5 request/response (`session/request.rs`) ----
+
+    /// Sends a request and waits for its response (MQTT 5 request/response).
+    ///
+    /// Publishes `payload` on `topic` at QoS 1 through `session`, with this session's
+    /// response topic and fresh correlation data, and returns the first message that
+    /// comes back on the response topic with that correlation data. Many requests may run
+    /// at once. The responder answers with [`respond`](Self::respond) (or any MQTT 5
+    /// client that copies the correlation data to a publish on the response topic).
+    ///
+    /// Errors: [`Error::Mqtt5Required`] on an MQTT 3.1.1 session,
+    /// [`Error::RequestTimeout`] when no response came within `timeout` (the time to
+    /// publish included), and the errors of [`publish`](Self::publish).
+    pub async fn request(
+        &self,
+        session: &str,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let publish = Publish::new(topic, payload).qos(QoS::AtLeastOnce);
+        self.request_with(session, publish, timeout).await
+    }
+
+    /// Like [`request`](Self::request), with a [`Publish`] of your own (QoS, user
+    /// properties, content type, ...); its response topic and correlation data are
+    /// replaced.
+    pub async fn request_with(
+        &self,
+        session: &str,
+        publish: Publish,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let h = self.session(session)?;
+        request::request(&self.requests, &self.router, h, publish, timeout).await
+    }
+
+    /// Answers a request received by a route: publishes `payload` at QoS 1 through
+    /// `session` on the request's response topic, with its correlation data.
+    ///
+    /// Errors: [`Error::NotARequest`] when `request` has no response topic,
+    /// [`Error::Mqtt5Required`] when `session` is an MQTT 3.1.1 session (it could not
+    /// carry the correlation data), and the errors of [`publish`](Self::publish).
+    pub async fn respond(
+        &self,
+        session: &str,
+        request: &Message,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let h = self.session(session)?;
+        request::respond(h, request, payload.into()).await
     }
 
     /// Replaces the source of per-route metrics (see [`RouteStatsSource`]).

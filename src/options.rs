@@ -296,7 +296,7 @@ pub struct PerformanceOptions {
     /// [`messages`](crate::SessionHandle::messages) receiver) waits, unacknowledged, for a
     /// route to be registered — say, a persistent session's queued messages arriving
     /// between `add_session` and the registration of its routes. Past it, or past
-    /// [`MAX_UNROUTED`](crate::router::dispatch::MAX_UNROUTED) such messages at once, the
+    /// 1,000 such messages at once, the
     /// message is dropped, counted (`dropped_messages_total{reason="unrouted"}`) and
     /// acknowledged. While one waits, the acknowledgements of later messages wait too
     /// (they go out in order). Zero drops such messages at once. Default 5 s.

@@ -57,7 +57,7 @@ pub enum Target {
         /// The manager's store worker.
         queue: StoreWorker,
         /// Closed (holding the queue of the route that replaced the placeholder) when the
-        /// application registers the route again; see [`HoldGate`].
+        /// application registers the route again; see `HoldGate`.
         gate: HoldGate,
         /// The session.
         session: Arc<str>,
@@ -82,9 +82,9 @@ impl Drop for Waiting {
 }
 
 /// How many messages are held per durable route at most.
-pub const HELD_MAX_PER_ROUTE: usize = 100_000;
+pub(crate) const HELD_MAX_PER_ROUTE: usize = 100_000;
 /// How long a held message is kept at most.
-pub const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const HELD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl RouteEntry {
     /// Offers `msg` to this route. Returns `None` when the route's consumer is gone,
@@ -329,7 +329,7 @@ impl RouteTable {
 /// [`PerformanceOptions::unrouted_hold`](crate::PerformanceOptions::unrouted_hold)); past
 /// it an unrouted message is dropped and counted at once. In practice the broker's
 /// in-flight window stops the flow well before.
-pub const MAX_UNROUTED: usize = 1000;
+pub(crate) const MAX_UNROUTED: usize = 1000;
 
 /// How often a message waiting for a route looks at the route table again.
 const UNROUTED_RECHECK: Duration = Duration::from_millis(20);
@@ -342,7 +342,7 @@ const UNROUTED_RECHECK: Duration = Duration::from_millis(20);
 /// (up to `unrouted_hold`, at most [`MAX_UNROUTED`] at once); a QoS 0 one is dropped. Both
 /// are counted as `unrouted` when dropped.
 #[derive(Debug)]
-pub struct RouterDispatch {
+pub(crate) struct RouterDispatch {
     /// The session.
     pub session: Arc<str>,
     /// The snapshot the router publishes.
@@ -359,7 +359,7 @@ pub struct RouterDispatch {
 
 impl RouterDispatch {
     /// A dispatcher for `session` over the router's `table` and the session's receivers.
-    pub fn new(
+    pub(crate) fn new(
         session: Arc<str>,
         table: Arc<ArcSwap<RouteTable>>,
         sinks: Arc<SessionSinks>,

@@ -2,9 +2,9 @@
 //! session needs.
 //!
 //! Route changes go through the actor; message dispatch does not. The actor keeps a
-//! master [`dispatch::RouteTable`] (a [`table::FilterTrie`] of
-//! routes) and, after every change, publishes an immutable copy in an `ArcSwap` that every
-//! session's driver reads without locking ([`RouterDispatch`](dispatch::RouterDispatch)).
+//! master route table (`dispatch.rs`: a filter trie of routes, `table.rs`) and, after
+//! every change, publishes an immutable copy in an `ArcSwap` that every session's driver
+//! reads without locking (`RouterDispatch`).
 //!
 //! Subscriptions are reference-counted per (session, filter): the first route needing a
 //! filter on a session makes that session SUBSCRIBE, the last one leaving makes it
@@ -16,10 +16,10 @@
 
 pub mod builder;
 pub mod consume;
-pub mod dispatch;
+pub(crate) mod dispatch;
 pub mod durable;
 pub mod route;
-pub mod table;
+pub(crate) mod table;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

@@ -445,6 +445,11 @@ impl<T: fmt::Debug> fmt::Debug for Routes<'_, T> {
     }
 }
 
+/// Property tests against the naive matcher.
+#[cfg(test)]
+#[path = "table_prop.rs"]
+mod prop;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::message::{Message, QoS};
 
 /// A future that completes when a message has been accepted by every consumer.
-pub type Pending = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Receives every message of a session, on the session's driver task. Must not block.
 pub trait Dispatcher: Send + Sync + 'static {
@@ -34,14 +34,14 @@ pub trait Dispatcher: Send + Sync + 'static {
 /// The session-level consumers: bounded channels handed out by
 /// [`SessionHandle::messages`](crate::SessionHandle::messages).
 #[derive(Debug, Default)]
-pub struct SessionSinks {
+pub(crate) struct SessionSinks {
     senders: ArcSwap<Vec<mpsc::Sender<Message>>>,
     dropped: AtomicU64,
 }
 
 impl SessionSinks {
     /// Adds a consumer channel of `capacity` and returns its receiving end.
-    pub fn add(&self, capacity: usize) -> SessionMessages {
+    pub(crate) fn add(&self, capacity: usize) -> SessionMessages {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.senders.rcu(|old| {
             let mut v: Vec<_> = old.iter().filter(|s| !s.is_closed()).cloned().collect();
@@ -52,7 +52,7 @@ impl SessionSinks {
     }
 
     /// QoS 0 messages dropped because a consumer was full.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
@@ -68,13 +68,13 @@ impl SessionSinks {
 
 impl SessionSinks {
     /// True when no receiver was handed out (or all were closed and pruned).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.senders.load().is_empty()
     }
 
     /// Offers `msg` to every session-level receiver; waits for room go into `waits`.
     /// Returns true when at least one receiver took it (or will, once it has room).
-    pub fn offer(&self, msg: &Message, waits: &mut Waits) -> bool {
+    pub(crate) fn offer(&self, msg: &Message, waits: &mut Waits) -> bool {
         let senders = self.senders.load();
         if senders.is_empty() {
             return false;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use mqtt_sessions::router::table::FilterTrie;
-use mqtt_sessions::topic::{self, TopicFilter};
+use super::FilterTrie;
+use crate::topic::{self, TopicFilter};
 use proptest::prelude::*;
 
 /// A valid topic filter built from a small alphabet so that matches are common.

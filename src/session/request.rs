@@ -1,5 +1,6 @@
-//! MQTT 5 request/response on top of routes: [`SessionManager::request`] and
-//! [`SessionManager::respond`].
+//! MQTT 5 request/response on top of routes, for one session's handle:
+//! [`SessionManager::request`](crate::SessionManager::request) and
+//! [`SessionManager::respond`](crate::SessionManager::respond) call in here.
 //!
 //! Each MQTT 5 session gets, on its first request, one response route: a session route on
 //! its own response topic `mqtt-sessions/responses/{random}` (unguessable, so two
@@ -21,15 +22,17 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::manager::SessionManager;
-use crate::message::{Message, Publish, QoS};
+use crate::message::{Message, Publish};
 use crate::options::Protocol;
+use crate::router::builder::RouteBuilder;
 use crate::router::route::Route;
+use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::SessionActor;
+use crate::QoS;
 
 /// Prefix of the response topics.
-pub const RESPONSE_TOPIC_PREFIX: &str = "mqtt-sessions/responses/";
+pub(crate) const RESPONSE_TOPIC_PREFIX: &str = "mqtt-sessions/responses/";
 
 /// Capacity of a session's response route (responses are handed over at once, so this
 /// only absorbs bursts).
@@ -117,108 +120,76 @@ fn require_v5(h: &SessionHandle, feature: &'static str) -> Result<(), Error> {
     }
 }
 
-impl SessionManager {
-    /// Sends a request and waits for its response (MQTT 5 request/response).
-    ///
-    /// Publishes `payload` on `topic` at QoS 1 through `session`, with this session's
-    /// response topic and fresh correlation data, and returns the first message that
-    /// comes back on the response topic with that correlation data. Many requests may run
-    /// at once. The responder answers with [`respond`](Self::respond) (or any MQTT 5
-    /// client that copies the correlation data to a publish on the response topic).
-    ///
-    /// Errors: [`Error::Mqtt5Required`] on an MQTT 3.1.1 session,
-    /// [`Error::RequestTimeout`] when no response came within `timeout` (the time to
-    /// publish included), and the errors of [`publish`](Self::publish).
-    pub async fn request(
-        &self,
-        session: &str,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        timeout: Duration,
-    ) -> Result<Message, Error> {
-        let publish = Publish::new(topic, payload).qos(QoS::AtLeastOnce);
-        self.request_with(session, publish, timeout).await
-    }
-
-    /// Like [`request`](Self::request), with a [`Publish`] of your own (QoS, user
-    /// properties, content type, ...); its response topic and correlation data are
-    /// replaced.
-    pub async fn request_with(
-        &self,
-        session: &str,
-        publish: Publish,
-        timeout: Duration,
-    ) -> Result<Message, Error> {
-        let h = self.session(session)?;
-        require_v5(&h, "request/response")?;
-        let topic = publish.topic.clone();
-        let requests = self.request_registry().for_session(&h);
-        let work = async {
-            requests
-                .route
-                .get_or_try_init(|| async {
-                    let weak: Weak<Requests> = Arc::downgrade(&requests);
-                    self.route(&requests.topic)
-                        .session(session)
-                        .qos(QoS::AtLeastOnce)
-                        .capacity(RESPONSE_ROUTE_CAPACITY)
-                        .handle(move |m: &Message| {
-                            if let Some(r) = weak.upgrade() {
-                                r.deliver(m);
-                            }
-                        })
-                        .await
-                })
-                .await?;
-            let corr = Bytes::copy_from_slice(&random_u128().to_be_bytes());
-            let (tx, rx) = oneshot::channel();
-            requests.waiting().insert(corr.clone(), tx);
-            let guard = Forget(&requests, corr.clone());
-            h.publish(
-                publish
-                    .response_topic(requests.topic.clone())
-                    .correlation_data(corr),
-            )
+/// Sends `publish` through the session of `h` with its response topic and fresh
+/// correlation data, and waits for the answer (see `SessionManager::request_with`).
+/// `router` creates the session's response route on its first request.
+pub(crate) async fn request(
+    registry: &RequestRegistry,
+    router: &Addr<RouterActor>,
+    h: SessionHandle,
+    publish: Publish,
+    timeout: Duration,
+) -> Result<Message, Error> {
+    require_v5(&h, "request/response")?;
+    let session = h.name().to_string();
+    let topic = publish.topic.clone();
+    let requests = registry.for_session(&h);
+    let work = async {
+        requests
+            .route
+            .get_or_try_init(|| async {
+                let weak: Weak<Requests> = Arc::downgrade(&requests);
+                RouteBuilder::new(router.clone(), &requests.topic)
+                    .session(&session)
+                    .qos(QoS::AtLeastOnce)
+                    .capacity(RESPONSE_ROUTE_CAPACITY)
+                    .handle(move |m: &Message| {
+                        if let Some(r) = weak.upgrade() {
+                            r.deliver(m);
+                        }
+                    })
+                    .await
+            })
             .await?;
-            let answer = rx
-                .await
-                .map_err(|_| Error::SessionClosed(session.to_string()));
-            drop(guard);
-            answer
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(res) => res,
-            Err(_) => Err(Error::RequestTimeout {
-                session: session.to_string(),
-                topic,
-                timeout,
-            }),
-        }
+        let corr = Bytes::copy_from_slice(&random_u128().to_be_bytes());
+        let (tx, rx) = oneshot::channel();
+        requests.waiting().insert(corr.clone(), tx);
+        let guard = Forget(&requests, corr.clone());
+        h.publish(
+            publish
+                .response_topic(requests.topic.clone())
+                .correlation_data(corr),
+        )
+        .await?;
+        let answer = rx.await.map_err(|_| Error::SessionClosed(session.clone()));
+        drop(guard);
+        answer
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(res) => res,
+        Err(_) => Err(Error::RequestTimeout {
+            session: h.name().to_string(),
+            topic,
+            timeout,
+        }),
     }
+}
 
-    /// Answers a request received by a route: publishes `payload` at QoS 1 through
-    /// `session` on the request's response topic, with its correlation data.
-    ///
-    /// Errors: [`Error::NotARequest`] when `request` has no response topic,
-    /// [`Error::Mqtt5Required`] when `session` is an MQTT 3.1.1 session (it could not
-    /// carry the correlation data), and the errors of [`publish`](Self::publish).
-    pub async fn respond(
-        &self,
-        session: &str,
-        request: &Message,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), Error> {
-        let topic = request.response_topic().ok_or_else(|| Error::NotARequest {
-            topic: request.topic.to_string(),
-        })?;
-        let h = self.session(session)?;
-        require_v5(&h, "responding to a request")?;
-        let mut p = Publish::new(topic, payload).qos(QoS::AtLeastOnce);
-        if let Some(corr) = request.correlation_data() {
-            p = p.correlation_data(corr.clone());
-        }
-        h.publish(p).await
+/// Answers `request` through the session of `h` (see `SessionManager::respond`).
+pub(crate) async fn respond(
+    h: SessionHandle,
+    request: &Message,
+    payload: Bytes,
+) -> Result<(), Error> {
+    let topic = request.response_topic().ok_or_else(|| Error::NotARequest {
+        topic: request.topic.to_string(),
+    })?;
+    require_v5(&h, "responding to a request")?;
+    let mut p = Publish::new(topic, payload).qos(QoS::AtLeastOnce);
+    if let Some(corr) = request.correlation_data() {
+        p = p.correlation_data(corr.clone());
     }
+    h.publish(p).await
 }
 
 /// Removes a request's waiting entry when the request ends, however it ends.
