@@ -679,7 +679,6 @@ fn assert_none_missing(what: &str, sub: &Sub, n: usize) {
 }
 
 #[tokio::test]
-#[ignore = "a restarted daemon sometimes stops receiving from its persistent source (open bug, see the note in docs/RELIABILITY.md); run with --ignored"]
 async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothing() {
     let src = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
     let dst = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
