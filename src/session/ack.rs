@@ -38,12 +38,14 @@ struct Job {
 /// Sends the acknowledgements of one session (see the [module docs](self)).
 pub(super) struct Acker {
     client: Client,
-    queue: mpsc::Sender<Job>,
+    /// The task and its queue, started by the first acknowledgement that has to wait: a
+    /// session that never receives QoS >= 1, or whose consumers are always done at once,
+    /// never pays for them.
+    task: std::sync::OnceLock<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>)>,
     /// Jobs queued and not finished: while non-zero, no acknowledgement may overtake them.
     waiting: Arc<AtomicUsize>,
     /// Number of the current connection.
     connection: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Acker {
@@ -55,45 +57,54 @@ impl std::fmt::Debug for Acker {
 }
 
 impl Acker {
-    /// Starts the acknowledger's task.
-    pub(super) fn spawn(client: Client) -> Acker {
-        let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let connection = Arc::new(AtomicU64::new(0));
-        let (c, w, conn) = (
-            client.clone(),
-            Arc::clone(&waiting),
-            Arc::clone(&connection),
-        );
-        let task = tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                if let Some(room) = job.room {
-                    room.await;
-                }
-                let outcome = match job.done {
-                    // The guard always reports; a closed channel cannot happen.
-                    Some(done) => done.await.unwrap_or(Outcome::Handled),
-                    None => Outcome::Handled,
-                };
-                if outcome == Outcome::Handled && job.connection == conn.load(Ordering::Acquire) {
-                    let _ = c.ack(job.token).await;
-                } else {
-                    tracing::trace!(
-                        pkid = job.token.pkid,
-                        ?outcome,
-                        "message left unacknowledged"
-                    );
-                }
-                w.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
+    /// An acknowledger for `client` (its task starts when first needed).
+    pub(super) fn new(client: Client) -> Acker {
         Acker {
             client,
-            queue,
-            waiting,
-            connection,
-            task,
+            task: std::sync::OnceLock::new(),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            connection: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The task's queue, starting the task on first use.
+    fn queue(&self) -> &mpsc::Sender<Job> {
+        &self
+            .task
+            .get_or_init(|| {
+                let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
+                let (c, w, conn) = (
+                    self.client.clone(),
+                    Arc::clone(&self.waiting),
+                    Arc::clone(&self.connection),
+                );
+                let task = tokio::spawn(async move {
+                    while let Some(job) = rx.recv().await {
+                        if let Some(room) = job.room {
+                            room.await;
+                        }
+                        let outcome = match job.done {
+                            // The guard always reports; a closed channel cannot happen.
+                            Some(done) => done.await.unwrap_or(Outcome::Handled),
+                            None => Outcome::Handled,
+                        };
+                        if outcome == Outcome::Handled
+                            && job.connection == conn.load(Ordering::Acquire)
+                        {
+                            let _ = c.ack(job.token).await;
+                        } else {
+                            tracing::trace!(
+                                pkid = job.token.pkid,
+                                ?outcome,
+                                "message left unacknowledged"
+                            );
+                        }
+                        w.fetch_sub(1, Ordering::AcqRel);
+                    }
+                });
+                (queue, task)
+            })
+            .0
     }
 
     /// A connection was established: acknowledgements still waiting for messages of
@@ -137,7 +148,7 @@ impl Acker {
             token,
             connection: self.connection.load(Ordering::Acquire),
         };
-        if let Err(e) = self.queue.try_send(job) {
+        if let Err(e) = self.queue().try_send(job) {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             let job = match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
@@ -152,6 +163,8 @@ impl Acker {
 
 impl Drop for Acker {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some((_, task)) = self.task.get() {
+            task.abort();
+        }
     }
 }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 use super::commit::GroupCommit;
 use super::driver::Driver;
@@ -128,7 +127,9 @@ impl SessionActor {
             &self.p.brokers,
             self.p.tls.as_ref(),
         );
-        let (tx, rx) = mpsc::channel(DRIVER_EVENTS);
+        // flume allocates its buffer as events arrive (tokio's bounded channel starts with
+        // a block of 32 slots): an idle session keeps almost nothing here.
+        let (tx, rx) = flume::bounded(DRIVER_EVENTS);
         let d = Driver {
             session: Arc::clone(&self.name),
             opts: Arc::clone(&self.p.opts),
@@ -144,7 +145,7 @@ impl SessionActor {
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
-        self.stream = Some(ctx.add_stream(ReceiverStream::new(rx)));
+        self.stream = Some(ctx.add_stream(rx.into_stream()));
     }
 
     pub(super) fn stop_driver(&mut self, ctx: &mut Context<Self>) {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::Outgoing;
-use tokio::sync::mpsc;
 
 use super::ack::Acker;
 use super::backoff::Backoff;
@@ -111,7 +110,7 @@ pub(crate) struct Driver {
     pub(super) brokers: Vec<BrokerUrl>,
     pub(super) link: Link,
     pub(super) client: Client,
-    pub(super) events: mpsc::Sender<DriverEvent>,
+    pub(super) events: flume::Sender<DriverEvent>,
     pub(super) dispatcher: Arc<dyn Dispatcher>,
     pub(super) counters: Arc<SessionCounters>,
     /// Delay before the very first attempt (set when the supervisor restarts the actor).
@@ -140,7 +139,7 @@ impl Driver {
                 .name()
                 .map_or_else(|| format!("{:?}", thread.id()), str::to_string),
         );
-        let acker = Acker::spawn(self.client.clone());
+        let acker = Acker::new(self.client.clone());
         let mut backoff = Backoff::new(&self.opts.reconnect);
         let mut attempt: u32 = 0;
         let mut delay = self.initial_delay.take();
@@ -229,7 +228,7 @@ impl Driver {
 
     async fn report(&self, ev: DriverEvent) {
         // The actor only stops listening when it is stopping, and then aborts this task.
-        let _ = self.events.send(ev).await;
+        let _ = self.events.send_async(ev).await;
     }
 
     fn failure(&self, broker: usize, kind: ErrorKind, message: String) -> ConnectionFailure {
