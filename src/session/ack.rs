@@ -9,6 +9,11 @@
 //! (its packet id may already name another message on the new connection; the broker
 //! re-sends unacknowledged messages of a persistent session itself).
 //!
+//! A persistent session's QoS 2 messages are the exception to that last rule: once
+//! handled they are recorded in the session's [`InboundState`] (on disk with a store)
+//! before the PUBREC, and a PUBREC owed to a re-send that arrived on the current
+//! connection is sent whatever connection the message first came on.
+//!
 //! While it waits, the driver keeps polling the connection: keep-alive flows, and the
 //! broker's in-flight window, filled with unacknowledged messages, stops the flow.
 //!
@@ -19,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbound::InboundState;
 use super::incoming::Pending;
 use super::link::{AckToken, Client};
 use crate::delivery::Outcome;
@@ -33,6 +39,8 @@ struct Job {
     done: Option<oneshot::Receiver<Outcome>>,
     token: AckToken,
     connection: u64,
+    /// A QoS 2 message of a persistent session (tracked in the `InboundState`).
+    tracked: bool,
 }
 
 /// Sends the acknowledgements of one session (see the [module docs](self)).
@@ -56,7 +64,7 @@ impl std::fmt::Debug for Acker {
 
 impl Acker {
     /// Starts the acknowledger's task.
-    pub(super) fn spawn(client: Client) -> Acker {
+    pub(super) fn spawn(client: Client, inbound: Option<Arc<InboundState>>) -> Acker {
         let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
         let waiting = Arc::new(AtomicUsize::new(0));
         let connection = Arc::new(AtomicU64::new(0));
@@ -75,7 +83,16 @@ impl Acker {
                     Some(done) => done.await.unwrap_or(Outcome::Handled),
                     None => Outcome::Handled,
                 };
-                if outcome == Outcome::Handled && job.connection == conn.load(Ordering::Acquire) {
+                let mut owed = false;
+                if let (true, Some(inbound)) = (job.tracked, &inbound) {
+                    match outcome {
+                        Outcome::Handled => owed = inbound.handled(job.token.pkid).await,
+                        Outcome::Abandoned => inbound.with(|s| s.on_abandoned(job.token.pkid)),
+                    }
+                }
+                if outcome == Outcome::Handled
+                    && (owed || job.connection == conn.load(Ordering::Acquire))
+                {
                     let _ = c.ack(job.token).await;
                 } else {
                     tracing::trace!(
@@ -104,13 +121,16 @@ impl Acker {
 
     /// Acknowledges `token` once `room` (if any) completed and `done` (if any) reported
     /// the message handled, after every message handed over before it.
+    /// `tracked`: a QoS 2 message of a persistent session, recorded as handled (see the
+    /// [module docs](self)) before its PUBREC; it always goes through the task.
     pub(super) fn ack(
         &self,
         room: Option<Pending>,
         mut done: Option<oneshot::Receiver<Outcome>>,
         token: AckToken,
+        tracked: bool,
     ) {
-        if room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
+        if !tracked && room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
             // Nothing ahead and nothing to wait for: acknowledge from the driver's task.
             let ready = match done.as_mut().map(oneshot::Receiver::try_recv) {
                 None => Some(Outcome::Handled),
@@ -136,6 +156,7 @@ impl Acker {
             done,
             token,
             connection: self.connection.load(Ordering::Acquire),
+            tracked,
         };
         if let Err(e) = self.queue.try_send(job) {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
