@@ -22,6 +22,10 @@ enum Stage {
     Delivering { resent: bool },
     /// Consumers done; PUBREC sent or owed; waiting for PUBREL.
     Handled,
+    /// PUBREL answered with PUBCOMP on the current connection. The broker may not have
+    /// got the PUBCOMP if the connection ends now: it then sends PUBREL again after the
+    /// reconnect, which must be answered too [MQTT-4.3.3], so the id is kept until then.
+    Released,
 }
 
 /// What to do with an incoming QoS 2 PUBLISH.
@@ -54,6 +58,7 @@ impl InboundQos2 {
     pub(crate) fn on_publish(&mut self, pkid: u16, dup: bool) -> Verdict {
         match (self.ids.get_mut(&pkid), dup) {
             (Some(Stage::Handled), true) => Verdict::AckNow,
+            // The broker sent PUBREL for it, so a PUBLISH with this id is a new message.
             (Some(Stage::Delivering { resent }), true) => {
                 *resent = true;
                 Verdict::AckWhenHandled
@@ -83,27 +88,37 @@ impl InboundQos2 {
         }
     }
 
-    /// The broker's PUBREL for `pkid` was answered: the id is free again.
+    /// The broker's PUBREL for `pkid` was answered: the id is free again (kept as
+    /// released until the next CONNACK). Returns true when it was handled.
     pub(crate) fn on_released(&mut self, pkid: u16) -> bool {
-        self.ids.remove(&pkid).is_some()
+        self.ids.insert(pkid, Stage::Released) == Some(Stage::Handled)
     }
 
     /// A CONNACK. Without a session on the broker every id is forgotten; with one, the
-    /// ids whose PUBREL may come are returned (ascending) and re-sends are expected anew.
+    /// ids whose PUBREL may come (handled, or released on the connection that ended) are
+    /// returned (ascending), released ids are forgotten, and re-sends are expected anew.
     pub(crate) fn on_connected(&mut self, session_present: bool) -> Vec<u16> {
         if !session_present {
             self.ids.clear();
             return Vec::new();
         }
-        let mut handled = Vec::new();
-        for (id, stage) in &mut self.ids {
-            match stage {
-                Stage::Delivering { resent } => *resent = false,
-                Stage::Handled => handled.push(*id),
+        let mut expect = Vec::new();
+        self.ids.retain(|id, stage| match stage {
+            Stage::Delivering { resent } => {
+                *resent = false;
+                true
             }
-        }
-        handled.sort_unstable();
-        handled
+            Stage::Handled => {
+                expect.push(*id);
+                true
+            }
+            Stage::Released => {
+                expect.push(*id);
+                false
+            }
+        });
+        expect.sort_unstable();
+        expect
     }
 
     /// Ids tracked.
@@ -210,6 +225,11 @@ mod tests {
         assert!(!s.on_handled(1));
         assert!(s.on_released(1));
         assert_eq!(s.on_publish(1, true), Verdict::Deliver);
+        assert!(!s.on_handled(1));
+        assert!(s.on_released(1));
+        // Released on the connection that ended: its PUBREL may come again, once.
+        assert_eq!(s.on_connected(true), vec![1]);
+        assert_eq!(s.on_connected(true), Vec::<u16>::new());
     }
 
     #[test]
