@@ -156,10 +156,8 @@ impl SessionActor {
                     self.record_packet_id(pkid);
                 }
             }
-            Outgoing::PubRel(pkid) => {
-                if self.outbox.on_released(pkid) {
-                    self.record_packet_id(pkid);
-                }
+            Outgoing::PubRel(pkid) if self.outbox.on_released(pkid) => {
+                self.record_packet_id(pkid);
             }
             Outgoing::AwaitAck(pkid) => self.outbox.on_collision(pkid),
             Outgoing::Subscribe(pkid) => self.subscriptions.on_written(pkid),

@@ -273,8 +273,8 @@ impl<R> Outbox<R> {
     }
 
     /// The connection ended. `drained_qos1` / `drained_qos0` are the unprocessed publish
-    /// requests rumqttc dropped from its channel (the oldest handed entries). Dropped QoS
-    /// >= 1 entries go back to waiting; written ones too, unless `keep_ids` (a persistent
+    /// requests rumqttc dropped from its channel (the oldest handed entries). Dropped
+    /// QoS >= 1 entries go back to waiting; written ones too, unless `keep_ids` (a persistent
     /// session), which parks them with their packet ids until the next CONNACK; dropped
     /// QoS 0 entries are returned (they are lost: QoS 0 is never resent).
     pub fn on_connection_lost(
@@ -545,5 +545,77 @@ mod tests {
             .take_overdue(later, std::time::Duration::from_secs(30))
             .is_empty());
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn persistent_session_parks_written_entries_and_resumes_them_with_their_ids() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("b", QoS::ExactlyOnce), Some(2)).unwrap();
+        o.push(p("c", QoS::ExactlyOnce), Some(3)).unwrap();
+        send_all(&mut o, 10);
+        let now = Instant::now();
+        for pkid in [4, 5, 6] {
+            o.on_written(pkid, now);
+        }
+        assert!(o.on_released(6));
+        assert!(!o.on_released(4), "QoS 1 is never released");
+        o.on_connection_lost(0, 0, true);
+        assert_eq!(o.parked(), 3);
+        assert_eq!(o.inflight(), 0);
+        assert!(
+            o.peek_sendable(10).is_none(),
+            "parked entries are not sent as new"
+        );
+        let resent = o.on_connected(true, now);
+        assert_eq!(
+            resent,
+            vec![
+                Resend::Publish {
+                    pkid: 4,
+                    publish: p("a", QoS::AtLeastOnce)
+                },
+                Resend::Publish {
+                    pkid: 5,
+                    publish: p("b", QoS::ExactlyOnce)
+                },
+                Resend::PubRel(6),
+            ]
+        );
+        assert_eq!(o.inflight(), 3);
+        assert_eq!(o.on_acked(6).and_then(|e| e.responder), Some(3));
+    }
+
+    #[test]
+    fn without_a_session_on_the_broker_parked_entries_are_sent_as_new() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::ExactlyOnce), Some(1)).unwrap();
+        send_all(&mut o, 10);
+        o.on_written(9, Instant::now());
+        o.on_connection_lost(0, 0, true);
+        assert!(o.on_connected(false, Instant::now()).is_empty());
+        let (id, _) = o.peek_sendable(10).unwrap();
+        assert_eq!(o.entries[&id].pkid, None);
+    }
+
+    #[test]
+    fn a_restored_entry_with_an_id_waits_parked_for_the_first_connack() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.push_stored_with_id(p("a", QoS::ExactlyOnce), 7, 3, true);
+        o.push_stored(p("b", QoS::AtLeastOnce), 8, None);
+        assert_eq!(o.parked(), 1);
+        assert_eq!(
+            o.on_connected(true, Instant::now()),
+            vec![Resend::PubRel(3)]
+        );
+        assert_eq!(
+            o.entry_id(3),
+            Some(EntryId {
+                seq: 7,
+                pkid: 3,
+                released: true
+            })
+        );
+        assert_eq!(send_all(&mut o, 10).len(), 1);
     }
 }
