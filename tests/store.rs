@@ -357,6 +357,22 @@ fn a_version_1_store_is_upgraded_in_place_with_its_data() {
         SCHEMA_VERSION.to_be_bytes()
     );
     assert!(meta.get("migrating_to").unwrap().is_none());
+    // Migration 3 created the session-state trees, empty.
+    let names: Vec<Vec<u8>> = db.tree_names().iter().map(|n| n.to_vec()).collect();
+    for tree in ["outbox_ids", "inbound"] {
+        assert!(
+            names.contains(&tree.as_bytes().to_vec()),
+            "tree {tree} missing"
+        );
+        assert!(db.open_tree(tree).unwrap().is_empty());
+    }
+    assert_eq!(
+        meta.get([&b"migration/"[..], &3u32.to_be_bytes()].concat())
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"session_state"
+    );
 }
 
 fn raw_meta(path: &Path, key: &str, value: u32) {

@@ -9,6 +9,11 @@
 //! (its packet id may already name another message on the new connection; the broker
 //! re-sends unacknowledged messages of a persistent session itself).
 //!
+//! A persistent session's QoS 2 messages are the exception to that last rule: once
+//! handled they are recorded in the session's [`InboundState`] (on disk with a store)
+//! before the PUBREC, and a PUBREC owed to a re-send that arrived on the current
+//! connection is sent whatever connection the message first came on.
+//!
 //! While it waits, the driver keeps polling the connection: keep-alive flows, and the
 //! broker's in-flight window, filled with unacknowledged messages, stops the flow.
 //!
@@ -19,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::inbound::InboundState;
 use super::incoming::Pending;
 use super::link::{AckToken, Client};
 use crate::delivery::Outcome;
@@ -33,11 +39,15 @@ struct Job {
     done: Option<oneshot::Receiver<Outcome>>,
     token: AckToken,
     connection: u64,
+    /// A QoS 2 message of a persistent session (tracked in the `InboundState`).
+    tracked: bool,
 }
 
 /// Sends the acknowledgements of one session (see the [module docs](self)).
 pub(super) struct Acker {
     client: Client,
+    /// A persistent session's incoming QoS 2 state.
+    inbound: Option<Arc<InboundState>>,
     /// The task and its queue, started by the first acknowledgement that has to wait: a
     /// session that never receives QoS >= 1, or whose consumers are always done at once,
     /// never pays for them.
@@ -57,10 +67,12 @@ impl std::fmt::Debug for Acker {
 }
 
 impl Acker {
-    /// An acknowledger for `client` (its task starts when first needed).
-    pub(super) fn new(client: Client) -> Acker {
+    /// An acknowledger for `client` (its task starts when first needed); `inbound` is a
+    /// persistent session's incoming QoS 2 state.
+    pub(super) fn new(client: Client, inbound: Option<Arc<InboundState>>) -> Acker {
         Acker {
             client,
+            inbound,
             task: std::sync::OnceLock::new(),
             waiting: Arc::new(AtomicUsize::new(0)),
             connection: Arc::new(AtomicU64::new(0)),
@@ -73,10 +85,11 @@ impl Acker {
             .task
             .get_or_init(|| {
                 let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
-                let (c, w, conn) = (
+                let (c, w, conn, inbound) = (
                     self.client.clone(),
                     Arc::clone(&self.waiting),
                     Arc::clone(&self.connection),
+                    self.inbound.clone(),
                 );
                 let task = tokio::spawn(async move {
                     while let Some(job) = rx.recv().await {
@@ -88,8 +101,17 @@ impl Acker {
                             Some(done) => done.await.unwrap_or(Outcome::Handled),
                             None => Outcome::Handled,
                         };
+                        let mut owed = false;
+                        if let (true, Some(inbound)) = (job.tracked, &inbound) {
+                            match outcome {
+                                Outcome::Handled => owed = inbound.handled(job.token.pkid).await,
+                                Outcome::Abandoned => {
+                                    inbound.with(|s| s.on_abandoned(job.token.pkid));
+                                }
+                            }
+                        }
                         if outcome == Outcome::Handled
-                            && job.connection == conn.load(Ordering::Acquire)
+                            && (owed || job.connection == conn.load(Ordering::Acquire))
                         {
                             let _ = c.ack(job.token).await;
                         } else {
@@ -115,13 +137,16 @@ impl Acker {
 
     /// Acknowledges `token` once `room` (if any) completed and `done` (if any) reported
     /// the message handled, after every message handed over before it.
+    /// `tracked`: a QoS 2 message of a persistent session, recorded as handled (see the
+    /// [module docs](self)) before its PUBREC; it always goes through the task.
     pub(super) fn ack(
         &self,
         room: Option<Pending>,
         mut done: Option<oneshot::Receiver<Outcome>>,
         token: AckToken,
+        tracked: bool,
     ) {
-        if room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
+        if !tracked && room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
             // Nothing ahead and nothing to wait for: acknowledge from the driver's task.
             let ready = match done.as_mut().map(oneshot::Receiver::try_recv) {
                 None => Some(Outcome::Handled),
@@ -147,6 +172,7 @@ impl Acker {
             done,
             token,
             connection: self.connection.load(Ordering::Acquire),
+            tracked,
         };
         if let Err(e) = self.queue().try_send(job) {
             self.waiting.fetch_sub(1, Ordering::AcqRel);

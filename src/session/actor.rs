@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::commit::GroupCommit;
 use super::driver::Driver;
 use super::handlers::{EndReason, SessionEnded};
+use super::inbound::InboundState;
 use super::link::{BrokerLimits, Link};
 use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
@@ -25,14 +26,39 @@ impl SessionActor {
     /// A session actor (not started).
     pub fn new(mut p: SessionParts) -> Self {
         let limit = p.opts.performance.max_pending_messages;
+        let persistent = !p.opts.connect.clean_session;
         let mut outbox = Outbox::new(limit);
+        // Packet ids are only resumed by a persistent session, and only within rumqttc's
+        // window (a lowered `inflight` sends the others again as new).
+        let max_pkid = p.opts.performance.inflight.saturating_add(1);
+        let ids: std::collections::HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
+            .into_iter()
+            .filter(|id| persistent && id.pkid <= max_pkid)
+            .map(|id| (id.seq, (id.pkid, id.released)))
+            .collect();
+        let mut resumed = std::collections::HashSet::new();
         for (seq, sp) in std::mem::take(&mut p.restored_outbox) {
             let qos = QoS::try_from(sp.qos).unwrap_or(QoS::AtLeastOnce);
             let publish = Publish::new(sp.topic, sp.payload)
                 .qos(qos)
                 .retain(sp.retain);
-            outbox.push_stored(publish, seq, None);
+            match ids.get(&seq) {
+                // Two entries can never share an id in flight; keep the first.
+                Some(&(pkid, released)) if resumed.insert(pkid) => {
+                    outbox.push_stored_with_id(publish, seq, pkid, released);
+                }
+                _ => {
+                    outbox.push_stored(publish, seq, None);
+                }
+            }
         }
+        let inbound = persistent.then(|| {
+            Arc::new(InboundState::new(
+                Arc::from(p.opts.name.as_str()),
+                std::mem::take(&mut p.restored_inbound),
+                p.store.clone(),
+            ))
+        });
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
@@ -53,6 +79,7 @@ impl SessionActor {
             stream: None,
             subscriptions: Subscriptions::default(),
             outbox,
+            inbound,
             outbox_len: watch::channel(0).0,
             on_disconnect_written: None,
             durable: GroupCommit::default(),
@@ -142,6 +169,7 @@ impl SessionActor {
             initial_delay,
             connect_limit: Arc::clone(&self.p.connect_limit),
             last_out: Instant::now(),
+            inbound: self.inbound.clone(),
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
@@ -287,7 +315,8 @@ impl Supervised for SessionActor {
                 sent_subs,
             );
         } else {
-            for lost in self.outbox.on_connection_lost(drained, drained) {
+            let keep_ids = !self.p.opts.connect.clean_session;
+            for lost in self.outbox.on_connection_lost(drained, drained, keep_ids) {
                 if let Some(r) = lost.responder {
                     let _ = r.send(Err(Error::NotConnected {
                         session: self.name.to_string(),

@@ -1,6 +1,7 @@
 //! What the [`SessionActor`] does with its driver's events: connection progress,
 //! acknowledgements of its publishes and subscriptions, and the end of a connection.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
@@ -93,6 +94,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 session_present,
                 assigned_client_id,
                 limits,
+                resume,
             } => {
                 if let Some(id) = assigned_client_id {
                     tracing::info!(session = %self.name, client_id = %id, "broker assigned a client id");
@@ -114,6 +116,12 @@ impl StreamHandler<DriverEvent> for SessionActor {
                     session_present,
                 });
                 self.transition(Transition::Connected);
+                // A persistent session's in-flight publishes first: resumed with their
+                // packet ids, or back in the queue as new when the broker kept nothing.
+                let resends = self.outbox.on_connected(session_present, Instant::now());
+                if let Some(tx) = resume {
+                    let _ = tx.send(resends);
+                }
                 self.restore_subscriptions(session_present);
                 self.ever_connected = true;
                 self.save_meta(true);
@@ -144,7 +152,12 @@ impl SessionActor {
             Outgoing::Publish(pkid) => {
                 if let Some(e) = self.outbox.on_written(pkid, Instant::now()) {
                     self.complete(e);
+                } else if pkid != 0 {
+                    self.record_packet_id(pkid);
                 }
+            }
+            Outgoing::PubRel(pkid) if self.outbox.on_released(pkid) => {
+                self.record_packet_id(pkid);
             }
             Outgoing::AwaitAck(pkid) => self.outbox.on_collision(pkid),
             Outgoing::Subscribe(pkid) => self.subscriptions.on_written(pkid),
@@ -156,6 +169,28 @@ impl SessionActor {
             _ => {}
         }
         self.pump();
+    }
+
+    /// A persistent session with a store records the packet id an outbox entry went out
+    /// with (and its PUBREC), so that a restarted process resumes it under that id.
+    fn record_packet_id(&self, pkid: u16) {
+        if self.p.opts.connect.clean_session {
+            return;
+        }
+        let (Some(worker), Some(id)) = (&self.p.store, self.outbox.entry_id(pkid)) else {
+            return;
+        };
+        let name = Arc::clone(&self.name);
+        let stored = crate::store::StoredPacketId {
+            seq: id.seq,
+            pkid: id.pkid,
+            released: id.released,
+        };
+        worker.submit(move |store| {
+            if let Err(e) = store.outbox_set_packet_id(&name, stored, id.exactly_once) {
+                tracing::error!(session = %name, error = %e, "cannot record a publish's packet id");
+            }
+        });
     }
 
     /// After a CONNACK: UNSUBSCRIBE what a persistent session no longer wants, re-send
@@ -247,7 +282,10 @@ impl SessionActor {
         self.connected_broker = None;
         self.connected_since = None;
         self.last_error = Some(failure.clone());
-        let lost = self.outbox.on_connection_lost(drained_qos1, drained_qos0);
+        let keep_ids = !self.p.opts.connect.clean_session;
+        let lost = self
+            .outbox
+            .on_connection_lost(drained_qos1, drained_qos0, keep_ids);
         if !lost.is_empty() {
             c.dropped_on_disconnect
                 .fetch_add(lost.len() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -12,7 +12,12 @@
 //!   [`DriverEvent`]s, in order, through a bounded channel.
 //!
 //! After a connection ends it empties rumqttc's own retransmission queue and state: the
-//! actor's outbox is the single owner of unacknowledged publishes and re-sends them.
+//! actor's outbox is the single owner of unacknowledged publishes. On a persistent
+//! session, each CONNACK is followed by a hand-over before the first `poll`: the actor
+//! answers `Connected { resume }` with what its outbox re-sends (same packet id with DUP,
+//! or PUBREL; nothing when the broker kept no session), which the driver queues in
+//! rumqttc ahead of everything, and the driver tells rumqttc which incoming QoS 2 ids
+//! still expect a PUBREL ([`InboundState`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,8 +28,10 @@ use rumqttc::Outgoing;
 use super::ack::Acker;
 use super::backoff::Backoff;
 use super::counters::SessionCounters;
+use super::inbound::{InboundState, Verdict};
 use super::incoming::{Dispatcher, Pending};
 use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
+use super::outbox::Resend;
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
@@ -71,6 +78,9 @@ pub enum DriverEvent {
         assigned_client_id: Option<String>,
         /// The broker's limits from its CONNACK (MQTT 5).
         limits: BrokerLimits,
+        /// A persistent session: the driver waits for what to re-send first (empty when
+        /// the broker kept no session) before it polls the new connection.
+        resume: Option<tokio::sync::oneshot::Sender<Vec<Resend>>>,
     },
     /// The connection ended.
     Lost {
@@ -120,6 +130,8 @@ pub(crate) struct Driver {
     pub(super) connect_limit: Arc<tokio::sync::Semaphore>,
     /// When the last packet went out on this connection (the broker's keep-alive clock).
     pub(super) last_out: Instant,
+    /// A persistent session's incoming QoS 2 state (`None` with a clean session).
+    pub(super) inbound: Option<Arc<InboundState>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -139,7 +151,7 @@ impl Driver {
                 .name()
                 .map_or_else(|| format!("{:?}", thread.id()), str::to_string),
         );
-        let acker = Acker::new(self.client.clone());
+        let acker = Acker::new(self.client.clone(), self.inbound.clone());
         let mut backoff = Backoff::new(&self.opts.reconnect);
         let mut attempt: u32 = 0;
         let mut delay = self.initial_delay.take();
@@ -177,13 +189,24 @@ impl Driver {
                         self.link.set_client_id(id);
                     }
                     acker.new_connection();
+                    let (resume, resends) = match self.inbound {
+                        Some(_) => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            (Some(tx), Some(rx))
+                        }
+                        None => (None, None),
+                    };
                     self.report(DriverEvent::Connected {
                         broker,
                         session_present: ack.session_present,
                         assigned_client_id: ack.assigned_client_id,
                         limits: ack.limits,
+                        resume,
                     })
                     .await;
+                    if let Some(rx) = resends {
+                        self.resume(ack.session_present, rx).await;
+                    }
                     let since = Instant::now();
                     let lost = self.run_connected(broker, &acker).await;
                     self.report(lost).await;
@@ -226,6 +249,43 @@ impl Driver {
         }
     }
 
+    /// A persistent session's hand-over after a CONNACK (see the [module docs](self)).
+    async fn resume(
+        &mut self,
+        session_present: bool,
+        resends: tokio::sync::oneshot::Receiver<Vec<Resend>>,
+    ) {
+        // The actor answers as soon as it handles `Connected`; it only drops the sender
+        // when it is stopping (and then aborts this task).
+        let items = resends.await.unwrap_or_default();
+        if session_present && !items.is_empty() {
+            let count = items.len();
+            let max = self.opts.performance.inflight.saturating_add(1);
+            let skipped = self.link.resend(items, max);
+            if !skipped.is_empty() {
+                tracing::warn!(session = %self.session, ?skipped,
+                    "packet ids outside the in-flight window not re-sent");
+            }
+            tracing::info!(session = %self.session, count, "resuming in-flight publishes with their packet ids");
+        }
+        if let Some(inbound) = &self.inbound {
+            let ids = inbound.connected(session_present);
+            if !ids.is_empty() {
+                tracing::debug!(session = %self.session, count = ids.len(), "expecting PUBREL for handled QoS 2 messages");
+                self.link.expect_pubrel(&ids);
+            }
+        }
+    }
+
+    /// rumqttc processed one of our requests: PUBCOMP ends an incoming QoS 2 message.
+    async fn on_outgoing(&mut self, out: Outgoing) {
+        self.last_out = Instant::now();
+        if let (Outgoing::PubComp(pkid), Some(inbound)) = (&out, &self.inbound) {
+            inbound.released(*pkid);
+        }
+        self.report(DriverEvent::Outgoing(out)).await;
+    }
+
     async fn report(&self, ev: DriverEvent) {
         // The actor only stops listening when it is stopping, and then aborts this task.
         let _ = self.events.send_async(ev).await;
@@ -262,10 +322,7 @@ impl Driver {
                 _ = &mut sleep, if read_timeout.is_some() => None,
             };
             match polled {
-                Some(Ok(LinkEvent::Outgoing(out))) => {
-                    self.last_out = Instant::now();
-                    self.report(DriverEvent::Outgoing(out)).await
-                }
+                Some(Ok(LinkEvent::Outgoing(out))) => self.on_outgoing(out).await,
                 Some(Ok(ev)) => {
                     last_in = Instant::now();
                     self.on_incoming(ev, acker).await;
@@ -287,7 +344,7 @@ impl Driver {
         // knows their packet ids.
         while let Some(ev) = self.link.buffered() {
             match ev {
-                LinkEvent::Outgoing(out) => self.report(DriverEvent::Outgoing(out)).await,
+                LinkEvent::Outgoing(out) => self.on_outgoing(out).await,
                 ev => self.on_incoming(ev, acker).await,
             }
         }
@@ -317,10 +374,7 @@ impl Driver {
             LinkEvent::SubAck { pkid, codes } => {
                 self.report(DriverEvent::SubAck { pkid, codes }).await
             }
-            LinkEvent::Outgoing(out) => {
-                self.last_out = Instant::now();
-                self.report(DriverEvent::Outgoing(out)).await
-            }
+            LinkEvent::Outgoing(out) => self.on_outgoing(out).await,
             LinkEvent::Other => {}
         }
     }
@@ -361,10 +415,29 @@ impl Driver {
                 );
             }
             if qos != QoS::AtMostOnce {
-                acker.ack(None, None, token);
+                acker.ack(None, None, token, false);
             }
             return None;
         }
+        // A persistent session's QoS 2: a re-send of a message that already reached the
+        // routes is acknowledged, not delivered again.
+        let tracked = match (&self.inbound, qos) {
+            (Some(inbound), QoS::ExactlyOnce) => {
+                match inbound.with(|s| s.on_publish(p.pkid, p.dup)) {
+                    Verdict::Deliver => true,
+                    Verdict::AckNow => {
+                        tracing::debug!(session = %self.session, pkid = p.pkid, "re-sent QoS 2 message already handled: PUBREC only");
+                        acker.ack(None, None, token, false);
+                        return None;
+                    }
+                    Verdict::AckWhenHandled => {
+                        tracing::debug!(session = %self.session, pkid = p.pkid, "re-sent QoS 2 message still being handled");
+                        return None;
+                    }
+                }
+            }
+            _ => false,
+        };
         // One clock read per message: the receive time stamps the message, the session's
         // last-message time and each route's (benches/matching.rs, docs/BENCHMARKS.md).
         let received_at = SystemTime::now();
@@ -399,7 +472,7 @@ impl Driver {
         let room = self.dispatcher.dispatch(&msg, budget);
         drop(msg);
         if done.is_some() {
-            acker.ack(room, done, token);
+            acker.ack(room, done, token, tracked);
             None
         } else {
             room

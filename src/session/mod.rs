@@ -33,6 +33,7 @@ pub(crate) mod driver;
 pub(crate) mod failure;
 pub mod handle;
 mod handlers;
+mod inbound;
 pub(crate) mod incoming;
 pub mod latency;
 pub(crate) mod link;
@@ -70,7 +71,7 @@ use crate::error::Error;
 use crate::event::{ConnectionFailure, EventBus, GiveUpReason};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::store::{SessionMeta, StoreWorker, StoredPublish};
+use crate::store::{SessionMeta, StoreWorker, StoredPacketId, StoredPublish};
 
 /// Capacity of the driver → actor event channel.
 const DRIVER_EVENTS: usize = 1024;
@@ -114,6 +115,12 @@ pub struct SessionParts {
     pub store: Option<StoreWorker>,
     /// Publishes found in the store's outbox for this session (replayed first, in order).
     pub restored_outbox: Vec<(u64, StoredPublish)>,
+    /// The packet ids those publishes went out with (a persistent session resumes them
+    /// with these ids when the broker kept its session).
+    pub restored_ids: Vec<StoredPacketId>,
+    /// Incoming QoS 2 packet ids handled and acknowledged with PUBREC before the restart,
+    /// still waiting for the broker's PUBREL.
+    pub restored_inbound: Vec<u16>,
     /// The session's stored metadata (last connected / disconnected).
     pub meta: SessionMeta,
     /// Where the actor reports why it ended (its supervisor). Without one, a failed actor
@@ -146,6 +153,9 @@ pub struct SessionActor {
     stream: Option<SpawnHandle>,
     subscriptions: Subscriptions<Responder>,
     outbox: Outbox<Responder>,
+    /// A persistent session's incoming QoS 2 state, shared with each driver (`None` with a
+    /// clean session). It outlives drivers and actor restarts.
+    inbound: Option<Arc<inbound::InboundState>>,
     outbox_len: watch::Sender<usize>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).

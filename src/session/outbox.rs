@@ -2,10 +2,16 @@
 //!
 //! An entry moves `waiting → handed` (given to rumqttc's request channel) `→ written`
 //! (rumqttc reported its packet id) `→` done on PUBACK / PUBCOMP (QoS 0 is done when written).
-//! When the connection is lost, every QoS >= 1 entry that rumqttc wrote or dropped goes
-//! back to `waiting`, in original order, and is sent again after the next CONNACK; the
-//! entries still sitting unprocessed in rumqttc's channel stay `handed` (rumqttc sends them
-//! first on the new connection).
+//! When the connection is lost, every QoS >= 1 entry that rumqttc dropped goes back to
+//! `waiting`; the entries still sitting unprocessed in rumqttc's channel stay `handed`
+//! (rumqttc sends them first on the new connection). A written entry (it has a packet id)
+//! depends on the session:
+//! - clean session: back to `waiting`, in original order, sent again as a new publish
+//!   (new packet id, DUP 0) after the next CONNACK;
+//! - persistent session: `parked` with its packet id (and, for QoS 2, whether the
+//!   broker's PUBREC came). At the next CONNACK, [`Outbox::on_connected`] either resumes
+//!   it — the same packet id with DUP 1, or PUBREL once released [MQTT-4.4.0-1] — when the
+//!   broker kept the session, or sends it again as new when it did not.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
@@ -23,6 +29,37 @@ pub struct Entry<R> {
     pub written_at: Option<Instant>,
     /// Its key in the store's outbox, when the session has a store.
     pub seq: Option<u64>,
+    /// The packet id it went out with (QoS >= 1, once written).
+    pub pkid: Option<u16>,
+    /// QoS 2: the broker's PUBREC came, PUBREL went (or is due).
+    pub released: bool,
+}
+
+/// What to send again, first, on a connection that resumed the broker's session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resend {
+    /// The PUBLISH, with its packet id and DUP set.
+    Publish {
+        /// The original packet id.
+        pkid: u16,
+        /// The publish.
+        publish: Publish,
+    },
+    /// PUBREL for a QoS 2 publish the broker already acknowledged with PUBREC.
+    PubRel(u16),
+}
+
+/// The packet id of one outbox entry, as the store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryId {
+    /// The entry's key in the store's outbox.
+    pub seq: u64,
+    /// Its packet id.
+    pub pkid: u16,
+    /// PUBREC came.
+    pub released: bool,
+    /// A QoS 2 entry.
+    pub exactly_once: bool,
 }
 
 /// The outbox; `R` is the completion handle type.
@@ -35,6 +72,9 @@ pub struct Outbox<R> {
     handed: VecDeque<u64>,
     by_pkid: HashMap<u16, VecDeque<u64>>,
     collided: HashMap<u16, u64>,
+    /// Written entries of a persistent session between a connection loss and the next
+    /// CONNACK (oldest first): resumed or sent again as new then.
+    parked: Vec<u64>,
     qos1_outstanding: usize,
 }
 
@@ -53,6 +93,7 @@ impl<R> Outbox<R> {
             handed: VecDeque::new(),
             by_pkid: HashMap::new(),
             collided: HashMap::new(),
+            parked: Vec::new(),
             qos1_outstanding: 0,
         }
     }
@@ -90,6 +131,25 @@ impl<R> Outbox<R> {
         self.insert(publish, responder, Some(seq))
     }
 
+    /// Queues a stored publish that went out with packet id `pkid` before the process
+    /// stopped (a persistent session): it waits, parked, for the first CONNACK.
+    pub fn push_stored_with_id(
+        &mut self,
+        publish: Publish,
+        seq: u64,
+        pkid: u16,
+        released: bool,
+    ) -> u64 {
+        let id = self.insert(publish, None, Some(seq));
+        self.waiting.retain(|w| *w != id);
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.pkid = Some(pkid);
+            e.released = released;
+        }
+        self.parked.push(id);
+        id
+    }
+
     fn insert(&mut self, publish: Publish, responder: Option<R>, seq: Option<u64>) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
@@ -100,10 +160,39 @@ impl<R> Outbox<R> {
                 responder,
                 written_at: None,
                 seq,
+                pkid: None,
+                released: false,
             },
         );
         self.waiting.push_back(id);
         id
+    }
+
+    /// The stored entry that holds `pkid` now (to record its packet id in the store).
+    pub fn entry_id(&self, pkid: u16) -> Option<EntryId> {
+        let id = *self.by_pkid.get(&pkid)?.front()?;
+        let e = self.entries.get(&id)?;
+        Some(EntryId {
+            seq: e.seq?,
+            pkid,
+            released: e.released,
+            exactly_once: e.publish.qos == QoS::ExactlyOnce,
+        })
+    }
+
+    /// rumqttc sent PUBREL for `pkid` (the broker's PUBREC came): the QoS 2 entry now
+    /// waits for PUBCOMP. Returns true when an entry changed.
+    pub fn on_released(&mut self, pkid: u16) -> bool {
+        let Some(&id) = self.by_pkid.get(&pkid).and_then(VecDeque::front) else {
+            return false;
+        };
+        match self.entries.get_mut(&id) {
+            Some(e) if e.publish.qos == QoS::ExactlyOnce && !e.released => {
+                e.released = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The next waiting publish that may be handed to rumqttc now, given at most
@@ -158,6 +247,7 @@ impl<R> Outbox<R> {
         }
         if let Some(e) = self.entries.get_mut(&id) {
             e.written_at = Some(now);
+            e.pkid = Some(pkid);
         }
         self.by_pkid.entry(pkid).or_default().push_back(id);
         None
@@ -168,6 +258,9 @@ impl<R> Outbox<R> {
         if let Some(id) = self.handed.pop_front() {
             self.by_pkid.entry(pkid).or_default().push_back(id);
             self.collided.insert(pkid, id);
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.pkid = Some(pkid);
+            }
         }
     }
 
@@ -183,16 +276,32 @@ impl<R> Outbox<R> {
     }
 
     /// The connection ended. `drained_qos1` / `drained_qos0` are the unprocessed publish
-    /// requests rumqttc dropped from its channel (the oldest handed entries). Written and
-    /// dropped QoS >= 1 entries go back to waiting; dropped QoS 0 entries are returned
-    /// (they are lost: QoS 0 is never resent).
+    /// requests rumqttc dropped from its channel (the oldest handed entries). Dropped
+    /// QoS >= 1 entries go back to waiting; written ones too, unless `keep_ids` (a persistent
+    /// session), which parks them with their packet ids until the next CONNACK; dropped
+    /// QoS 0 entries are returned (they are lost: QoS 0 is never resent).
     pub fn on_connection_lost(
         &mut self,
         drained_qos1: usize,
         drained_qos0: usize,
+        keep_ids: bool,
     ) -> Vec<Entry<R>> {
-        let mut back: Vec<u64> = self.by_pkid.drain().flat_map(|(_, q)| q).collect();
-        self.collided.clear();
+        let collided: Vec<u64> = self.collided.drain().map(|(_, id)| id).collect();
+        let mut back = Vec::new();
+        let mut newly_parked = 0;
+        for (_, q) in self.by_pkid.drain() {
+            for id in q {
+                // A collided entry never went out: rumqttc held it back.
+                if keep_ids && !collided.contains(&id) {
+                    self.parked.push(id);
+                    newly_parked += 1;
+                } else {
+                    back.push(id);
+                }
+            }
+        }
+        self.parked.sort_unstable();
+        self.qos1_outstanding = self.qos1_outstanding.saturating_sub(newly_parked);
         let mut lost = Vec::new();
         let (mut q1, mut q0) = (drained_qos1, drained_qos0);
         while q1 + q0 > 0 {
@@ -221,13 +330,64 @@ impl<R> Outbox<R> {
         back.extend(self.waiting.drain(..));
         back.sort_unstable();
         back.dedup();
-        for id in &back {
+        for id in back.iter().chain(&self.parked) {
             if let Some(e) = self.entries.get_mut(id) {
                 e.written_at = None;
             }
         }
+        for id in &back {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.pkid = None;
+                e.released = false;
+            }
+        }
         self.waiting = back.into();
         lost
+    }
+
+    /// A CONNACK: with `session_present`, the parked entries are in flight again and
+    /// returned, oldest first, to be sent before anything else (PUBLISH with the same
+    /// packet id and DUP, or PUBREL); without, they go back to waiting and are sent again
+    /// as new publishes (their packet ids are forgotten, returned nothing).
+    pub fn on_connected(&mut self, session_present: bool, now: Instant) -> Vec<Resend> {
+        let parked = std::mem::take(&mut self.parked);
+        if !session_present {
+            let mut back: Vec<u64> = self.waiting.drain(..).collect();
+            for id in &parked {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.pkid = None;
+                    e.released = false;
+                }
+            }
+            back.extend(parked);
+            back.sort_unstable();
+            self.waiting = back.into();
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(parked.len());
+        for id in parked {
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Some(pkid) = e.pkid else { continue };
+            e.written_at = Some(now);
+            out.push(if e.released {
+                Resend::PubRel(pkid)
+            } else {
+                Resend::Publish {
+                    pkid,
+                    publish: e.publish.clone(),
+                }
+            });
+            self.by_pkid.entry(pkid).or_default().push_back(id);
+            self.qos1_outstanding += 1;
+        }
+        out
+    }
+
+    /// Parked entries (a persistent session between a connection loss and its CONNACK).
+    pub fn parked(&self) -> usize {
+        self.parked.len()
     }
 
     /// Responders of written QoS >= 1 entries whose acknowledgement is overdue; each is
@@ -249,6 +409,7 @@ impl<R> Outbox<R> {
         self.handed.clear();
         self.by_pkid.clear();
         self.collided.clear();
+        self.parked.clear();
         self.qos1_outstanding = 0;
         std::mem::take(&mut self.entries).into_values().collect()
     }
@@ -330,7 +491,7 @@ mod tests {
         assert_eq!(ids.len(), 5);
         o.on_written(1, Instant::now()); // a written
                                          // b was drained by rumqttc, c and d and q0 remain in its channel (stray)
-        let lost = o.on_connection_lost(1, 0);
+        let lost = o.on_connection_lost(1, 0, false);
         assert!(lost.is_empty());
         let order: Vec<&str> = o
             .waiting
@@ -347,7 +508,7 @@ mod tests {
         let mut o = Outbox::new(10);
         o.push(p("q0", QoS::AtMostOnce), Some(5)).unwrap();
         send_all(&mut o, 10);
-        let lost = o.on_connection_lost(0, 1);
+        let lost = o.on_connection_lost(0, 1, false);
         assert_eq!(
             lost.into_iter()
                 .filter_map(|e| e.responder)
@@ -387,5 +548,78 @@ mod tests {
             .take_overdue(later, std::time::Duration::from_secs(30))
             .is_empty());
         assert_eq!(o.len(), 1);
+    }
+
+    #[test]
+    fn persistent_session_parks_written_entries_and_resumes_them_with_their_ids() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::AtLeastOnce), Some(1)).unwrap();
+        o.push(p("b", QoS::ExactlyOnce), Some(2)).unwrap();
+        o.push(p("c", QoS::ExactlyOnce), Some(3)).unwrap();
+        send_all(&mut o, 10);
+        let now = Instant::now();
+        for pkid in [4, 5, 6] {
+            o.on_written(pkid, now);
+        }
+        assert!(o.on_released(6));
+        assert!(!o.on_released(4), "QoS 1 is never released");
+        o.on_connection_lost(0, 0, true);
+        assert_eq!(o.parked(), 3);
+        assert_eq!(o.inflight(), 0);
+        assert!(
+            o.peek_sendable(10).is_none(),
+            "parked entries are not sent as new"
+        );
+        let resent = o.on_connected(true, now);
+        assert_eq!(
+            resent,
+            vec![
+                Resend::Publish {
+                    pkid: 4,
+                    publish: p("a", QoS::AtLeastOnce)
+                },
+                Resend::Publish {
+                    pkid: 5,
+                    publish: p("b", QoS::ExactlyOnce)
+                },
+                Resend::PubRel(6),
+            ]
+        );
+        assert_eq!(o.inflight(), 3);
+        assert_eq!(o.on_acked(6).and_then(|e| e.responder), Some(3));
+    }
+
+    #[test]
+    fn without_a_session_on_the_broker_parked_entries_are_sent_as_new() {
+        let mut o = Outbox::new(10);
+        o.push(p("a", QoS::ExactlyOnce), Some(1)).unwrap();
+        send_all(&mut o, 10);
+        o.on_written(9, Instant::now());
+        o.on_connection_lost(0, 0, true);
+        assert!(o.on_connected(false, Instant::now()).is_empty());
+        let (id, _) = o.peek_sendable(10).unwrap();
+        assert_eq!(o.entries[&id].pkid, None);
+    }
+
+    #[test]
+    fn a_restored_entry_with_an_id_waits_parked_for_the_first_connack() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.push_stored_with_id(p("a", QoS::ExactlyOnce), 7, 3, true);
+        o.push_stored(p("b", QoS::AtLeastOnce), 8, None);
+        assert_eq!(o.parked(), 1);
+        assert_eq!(
+            o.on_connected(true, Instant::now()),
+            vec![Resend::PubRel(3)]
+        );
+        assert_eq!(
+            o.entry_id(3),
+            Some(EntryId {
+                seq: 7,
+                pkid: 3,
+                released: true,
+                exactly_once: true
+            })
+        );
+        assert_eq!(send_all(&mut o, 10).len(), 1);
     }
 }

@@ -21,9 +21,11 @@ use super::StoreError;
 mod m0001;
 #[path = "../../migrations/0002_binary_messages.rs"]
 mod m0002;
+#[path = "../../migrations/0003_session_state.rs"]
+mod m0003;
 
 /// The schema version this build writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const VERSION_KEY: &[u8] = b"schema_version";
@@ -61,6 +63,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "binary_messages",
         run: m0002::run,
+    },
+    Migration {
+        version: 3,
+        name: "session_state",
+        run: m0003::run,
     },
 ];
 

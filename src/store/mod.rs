@@ -22,12 +22,14 @@ mod error;
 mod files;
 mod migrate;
 mod queue;
+mod session_state;
 mod worker;
 
 pub use codec::{SessionMeta, StoredMessage, StoredPublish, StoredSubscription};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
+pub use session_state::StoredPacketId;
 pub use worker::StoreWorker;
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
@@ -56,6 +58,10 @@ struct Inner {
     subscriptions: sled::Tree,
     outbox: sled::Tree,
     held: sled::Tree,
+    /// Packet ids of outbox entries (persistent sessions).
+    outbox_ids: sled::Tree,
+    /// Handled incoming QoS 2 packet ids awaiting PUBREL (persistent sessions).
+    inbound: sled::Tree,
     /// Next sequence number per key prefix (`tree byte ++ prefix`), initialised from the
     /// highest stored key, so numbers are never reused while the store is open.
     next_seq: Mutex<HashMap<Vec<u8>, u64>>,
@@ -127,6 +133,8 @@ impl Store {
             subscriptions: tree("subscriptions")?,
             outbox: tree("outbox")?,
             held: tree("held")?,
+            outbox_ids: tree("outbox_ids")?,
+            inbound: tree("inbound")?,
             db,
             path,
             memory,
@@ -269,7 +277,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes the session's outbox, subscriptions and held messages (and its metadata
+    /// Deletes the session's outbox (with its packet ids), subscriptions, held messages and
+    /// handled incoming ids (and its metadata
     /// unless `keep_meta`) in one transaction, and flushes. Other sessions are untouched.
     pub fn delete_session_state(&self, session: &str, keep_meta: bool) -> Result<()> {
         use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -288,10 +297,25 @@ impl Store {
             keys(&self.inner.subscriptions)?,
             keys(&self.inner.held)?,
         );
+        let [ids_tree, inbound_tree] = self.session_state_trees();
+        let (ids, inbound) = (keys(ids_tree)?, keys(inbound_tree)?);
         let i = &self.inner;
-        let result: Result<(), TransactionError<std::convert::Infallible>> =
-            (&i.outbox, &i.subscriptions, &i.held, &i.sessions).transaction(|(o, s, h, m)| {
-                for (tree, keys) in [(o, &outbox), (s, &subs), (h, &held)] {
+        let result: Result<(), TransactionError<std::convert::Infallible>> = (
+            &i.outbox,
+            &i.subscriptions,
+            &i.held,
+            &i.sessions,
+            &i.outbox_ids,
+            &i.inbound,
+        )
+            .transaction(|(o, s, h, m, oi, ib)| {
+                for (tree, keys) in [
+                    (o, &outbox),
+                    (s, &subs),
+                    (h, &held),
+                    (oi, &ids),
+                    (ib, &inbound),
+                ] {
                     for key in keys {
                         let _ = tree.remove(key)?;
                     }

@@ -85,11 +85,12 @@ impl Store {
     /// restart, which QoS >= 1 (at least once) allows.
     pub fn outbox_remove(&self, session: &str, seq: u64) -> Result<bool> {
         check_name("session", session)?;
-        let key = seq_key(&prefix(&[session]), seq);
+        let prefix = prefix(&[session]);
+        self.outbox_id_remove(&prefix, seq)?;
         Ok(self
             .inner
             .outbox
-            .remove(key)
+            .remove(seq_key(&prefix, seq))
             .map_err(|e| self.sled(e))?
             .is_some())
     }

@@ -228,6 +228,9 @@ impl Handler<AddSession> for Supervisor {
 #[derive(Debug, Default)]
 struct Stored {
     outbox: Vec<(u64, crate::store::StoredPublish)>,
+    /// Packet ids of the outbox entries and handled incoming QoS 2 ids (MQTT session state).
+    packet_ids: Vec<crate::store::StoredPacketId>,
+    inbound: Vec<u16>,
     subscriptions: Vec<crate::store::StoredSubscription>,
     meta: crate::store::SessionMeta,
 }
@@ -236,6 +239,8 @@ impl Stored {
     fn load(store: &Store, session: &str, durable: bool) -> Result<Stored, Error> {
         Ok(Stored {
             outbox: store.outbox_load(session)?,
+            packet_ids: store.outbox_packet_ids(session)?,
+            inbound: store.inbound_load(session)?,
             subscriptions: if durable {
                 store.subscriptions_load(session)?
             } else {
@@ -303,6 +308,8 @@ impl Supervisor {
             connect_limit: Arc::clone(&self.connect_limit),
             store: self.store.clone(),
             restored_outbox,
+            restored_ids: stored.packet_ids,
+            restored_inbound: stored.inbound,
             meta: stored.meta,
             supervisor: Some(me),
         };

@@ -26,6 +26,7 @@ use self::convert::qos_v4;
 use self::convert::{ack_publish_v4, ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
 use self::options::{options_v4, options_v5};
 use super::failure::{classify_v4, classify_v5};
+use super::outbox::Resend;
 
 mod convert;
 mod options;
@@ -417,6 +418,103 @@ impl Link {
         match self {
             Link::V4 { el, .. } => el.poll().await.map(from_v4).map_err(LinkError::V4),
             Link::V5 { el, .. } => el.poll().await.map(from_v5).map_err(LinkError::V5),
+        }
+    }
+
+    /// Queues what a resumed session re-sends before anything else [MQTT-4.4.0-1]:
+    /// PUBLISH with its original packet id and DUP set, or PUBREL. rumqttc's client only
+    /// sends new publishes (packet id 0, numbered by rumqttc), so these go straight into
+    /// the event loop's pending queue, which `poll` drains first. Call it after the
+    /// CONNACK, before the next `poll`. An id outside rumqttc's window (the session's
+    /// `inflight` was lowered since) would make rumqttc fail: such an entry is skipped
+    /// and reported back, to be sent again as new.
+    pub(crate) fn resend(&mut self, items: Vec<Resend>, max: u16) -> Vec<u16> {
+        let mut skipped = Vec::new();
+        match self {
+            Link::V4 { el, .. } => {
+                for item in items {
+                    match item {
+                        Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
+                            skipped.push(pkid);
+                        }
+                        Resend::Publish { pkid, publish } => {
+                            let mut p = rumqttc::Publish::from_bytes(
+                                publish.topic.clone(),
+                                qos_v4(publish.qos),
+                                publish.payload.clone(),
+                            );
+                            p.retain = publish.retain;
+                            p.pkid = pkid;
+                            p.dup = true;
+                            el.pending.push_back(rumqttc::Request::Publish(p));
+                        }
+                        Resend::PubRel(pkid) => el
+                            .pending
+                            .push_back(rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid))),
+                    }
+                }
+            }
+            Link::V5 { el, .. } => {
+                for item in items {
+                    match item {
+                        Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
+                            skipped.push(pkid);
+                        }
+                        Resend::Publish { pkid, publish } => {
+                            let mut p = p5::Publish::new(
+                                publish.topic.as_str(),
+                                qos5(publish.qos),
+                                publish.payload.clone(),
+                                publish.properties.as_ref().map(|p| props_to_v5(p)),
+                            );
+                            p.retain = publish.retain;
+                            p.pkid = pkid;
+                            p.dup = true;
+                            el.pending.push_back(v5::Request::Publish(p));
+                        }
+                        Resend::PubRel(pkid) => el
+                            .pending
+                            .push_back(v5::Request::PubRel(p5::PubRel::new(pkid, None))),
+                    }
+                }
+            }
+        }
+        skipped
+    }
+
+    /// Tells rumqttc that the incoming QoS 2 messages `ids` were acknowledged with PUBREC
+    /// on an earlier connection, so that the broker's PUBREL for them is answered with
+    /// PUBCOMP. rumqttc forgets these ids whenever a connection ends (`MqttState::clean`)
+    /// and treats a PUBREL it does not know as a protocol error that ends the connection;
+    /// its state offers no other way in than a (synthetic) incoming PUBLISH, whose event
+    /// is taken back at once. Call it after the CONNACK, before the next `poll`.
+    pub(crate) fn expect_pubrel(&mut self, ids: &[u16]) {
+        match self {
+            Link::V4 { el, .. } => {
+                for &pkid in ids {
+                    let mut p = rumqttc::Publish::new("", rumqttc::QoS::ExactlyOnce, Vec::new());
+                    p.pkid = pkid;
+                    let before = el.state.events.len();
+                    let _ = el
+                        .state
+                        .handle_incoming_packet(rumqttc::Incoming::Publish(p));
+                    el.state.events.truncate(before);
+                }
+            }
+            Link::V5 { el, .. } => {
+                for &pkid in ids {
+                    let mut p = p5::Publish::new(
+                        String::new(),
+                        v5::mqttbytes::QoS::ExactlyOnce,
+                        Bytes::new(),
+                        None,
+                    );
+                    p.pkid = pkid;
+                    let before = el.state.events.len();
+                    let _ = el.state.handle_incoming_packet(v5::Incoming::Publish(p));
+                    el.state.events.truncate(before);
+                }
+            }
         }
     }
 
