@@ -24,11 +24,19 @@ impl Backoff {
     /// A backoff following `opts` (expected to be validated).
     pub fn new(opts: &ReconnectOptions) -> Self {
         Backoff {
-            initial: opts.initial_delay,
-            max: opts.max_delay,
-            factor: opts.factor.max(1.0),
-            jitter: opts.jitter.clamp(0.0, 1.0),
             max_attempts: opts.max_attempts,
+            ..Backoff::curve(opts.initial_delay, opts.max_delay, opts.factor, opts.jitter)
+        }
+    }
+
+    /// The same delay curve without an attempt limit (the supervisor's restart delays).
+    pub(crate) fn curve(initial: Duration, max: Duration, factor: f64, jitter: f64) -> Self {
+        Backoff {
+            initial,
+            max,
+            factor: factor.max(1.0),
+            jitter: jitter.clamp(0.0, 1.0),
+            max_attempts: None,
             attempt: 0,
         }
     }
@@ -72,9 +80,14 @@ impl Backoff {
     /// `unit` is a random number in `[0, 1)` (pass `fastrand::f64()`).
     pub fn next_delay(&mut self, unit: f64) -> Duration {
         self.attempt = self.attempt.saturating_add(1);
-        let (lo, hi) = self.bounds(self.attempt);
-        let span = hi.saturating_sub(lo);
-        lo + span.mul_f64(unit.clamp(0.0, 1.0))
+        self.delay_after(self.attempt, unit)
+    }
+
+    /// The jittered delay after failed attempt `attempt` (from 1), for a random `unit` in
+    /// `[0, 1)`: within [`bounds`](Self::bounds), without counting an attempt.
+    pub fn delay_after(&self, attempt: u32, unit: f64) -> Duration {
+        let (lo, hi) = self.bounds(attempt);
+        lo + hi.saturating_sub(lo).mul_f64(unit.clamp(0.0, 1.0))
     }
 }
 

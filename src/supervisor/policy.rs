@@ -57,12 +57,15 @@ impl Default for SupervisionOptions {
 
 impl SupervisionOptions {
     /// The delay before restart number `n` (from 1), for a random `unit` in [0, 1).
+    /// The same curve as the reconnect backoff ([`Backoff`](crate::session::backoff::Backoff)).
     pub(crate) fn delay(&self, n: u32, unit: f64) -> Duration {
-        let exp = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base = self.initial_delay.as_secs_f64() * self.factor.max(1.0).powi(exp);
-        let base = base.min(self.max_delay.as_secs_f64());
-        let spread = 1.0 + self.jitter.clamp(0.0, 1.0) * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64((base * spread).max(0.0))
+        crate::session::backoff::Backoff::curve(
+            self.initial_delay,
+            self.max_delay,
+            self.factor,
+            self.jitter,
+        )
+        .delay_after(n, unit)
     }
 }
 
