@@ -439,30 +439,6 @@ fn start_rumqttd_ws_with(tls: Option<&CertFiles>) -> u16 {
     port
 }
 
-/// A mosquitto with a WebSocket listener, or `None` (printed) if this mosquitto cannot
-/// start one (Debian's 2.0.11 may lack WebSocket support).
-fn mosquitto_ws() -> Option<(Mosquitto, u16)> {
-    let port = free_port();
-    let started = std::panic::catch_unwind(|| {
-        Mosquitto::start_with(
-            MosquittoConfig::new()
-                .extra(&format!("listener {port} 127.0.0.1\nprotocol websockets")),
-        )
-    });
-    match started {
-        Ok(broker) if broker.log().contains("Opening websockets listen socket") => {
-            Some((broker, port))
-        }
-        _ => {
-            println!(
-                "NOTE: this mosquitto cannot start a websockets listener \
-                 (\"Unable to start any listening sockets\"); ws:// is covered against rumqttd"
-            );
-            None
-        }
-    }
-}
-
 /// Two sessions on `url`: one subscribes, the other publishes; the message arrives.
 async fn assert_routes_over(url: &str) {
     let m = SessionManager::new().unwrap();
@@ -492,21 +468,6 @@ async fn ws_url_routes_messages_through_rumqttd() {
     init_tracing();
     let port = start_rumqttd_ws();
     assert_routes_over(&format!("ws://127.0.0.1:{port}/mqtt")).await;
-}
-
-#[actix_rt::test]
-async fn ws_url_routes_messages_through_mosquitto_when_it_has_websockets_else_rumqttd() {
-    init_tracing();
-    match mosquitto_ws() {
-        Some((_broker, port)) => {
-            println!("mosquitto has websockets: ws:// tested against it on port {port}");
-            assert_routes_over(&format!("ws://127.0.0.1:{port}/mqtt")).await;
-        }
-        None => {
-            let port = start_rumqttd_ws();
-            assert_routes_over(&format!("ws://127.0.0.1:{port}/mqtt")).await;
-        }
-    }
 }
 
 /// `wss://` against a real broker, never skipped: Debian's mosquitto 2.0.11 cannot open a
