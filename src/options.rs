@@ -489,6 +489,16 @@ impl SessionOptions {
     }
 
     /// [`validate`](Self::validate), keeping the TLS configuration it built.
+    /// Whether [`check`](Self::check) may read files (TLS certificates and keys, the
+    /// system's trust store): a `tls` section, or a TLS broker URL.
+    pub(crate) fn check_reads_files(&self) -> bool {
+        self.tls.is_some()
+            || self
+                .brokers
+                .iter()
+                .any(|b| BrokerUrl::parse(&self.name, b).is_ok_and(|url| url.transport.is_tls()))
+    }
+
     pub(crate) fn check(&self) -> Result<Validated, OptionsError> {
         validate_name(&self.name)?;
         let session = self.name.as_str();

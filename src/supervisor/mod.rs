@@ -178,14 +178,21 @@ impl Handler<AddSession> for Supervisor {
             return Box::pin(actix::fut::ready(Err(e)));
         }
         let worker = self.store.clone();
-        // Reading TLS files and the store never runs on this thread.
+        // Reading TLS files and the store never runs on this thread; a plain session's
+        // check reads nothing and runs here (a hop to the blocking pool per session was
+        // most of the time `add_session` took).
         let load = async move {
-            let (opts, checked) = actix_rt::task::spawn_blocking(move || {
+            let (opts, checked) = if opts.check_reads_files() {
+                actix_rt::task::spawn_blocking(move || {
+                    let checked = opts.check();
+                    (opts, checked)
+                })
+                .await
+                .map_err(|e| Error::Spawn(std::io::Error::other(e.to_string())))?
+            } else {
                 let checked = opts.check();
                 (opts, checked)
-            })
-            .await
-            .map_err(|e| Error::Spawn(std::io::Error::other(e.to_string())))?;
+            };
             let validated = checked?;
             let stored = match worker {
                 Some(w) => {
