@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mqtt_sessions::{Publish, QoS, SessionManager};
+use mqtt_sessions::{Protocol, Publish, QoS, SessionManager};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -33,7 +33,8 @@ fn received(log: &str, client: &str) -> Vec<(u8, u8, u16)> {
 /// Publishes 3 QoS 1 and 3 QoS 2 messages while the broker is frozen (they are written,
 /// not acknowledged), kills and restarts the broker (persistence on: it keeps the
 /// session), and returns the broker log since the restart and the watcher.
-async fn in_flight_at_broker_kill(clean: bool, client: &str) -> (String, Sub, Mosquitto) {
+/// `v5`: the session speaks MQTT 5 (a persistent one then also asks for a session expiry).
+async fn in_flight_at_broker_kill(clean: bool, v5: bool, client: &str) -> (String, Sub, Mosquitto) {
     init_tracing();
     let broker = Mosquitto::start_with(MosquittoConfig::new().persistence(true));
     let watcher_id = format!("{client}-watch");
@@ -44,6 +45,12 @@ async fn in_flight_at_broker_kill(clean: bool, client: &str) -> (String, Sub, Mo
     let m = SessionManager::new().unwrap();
     let mut o = fast_opts("pub", &broker.url()).client_id(client.to_string());
     o.connect.clean_session = clean;
+    if v5 {
+        o.protocol = Protocol::V5;
+        if !clean {
+            o.connect.session_expiry = Some(Duration::from_secs(120));
+        }
+    }
     m.add_session(o).await.unwrap();
     m.wait_for_session("pub", T).await.unwrap();
     assert!(broker.wait_for_autosave_async(T).await, "no autosave");
@@ -85,8 +92,19 @@ async fn in_flight_at_broker_kill(clean: bool, client: &str) -> (String, Sub, Mo
 #[actix_rt::test]
 async fn persistent_session_resends_in_flight_publishes_with_their_ids_and_dup_after_broker_restart(
 ) {
-    let (log, watcher, broker) = in_flight_at_broker_kill(false, "st-persist").await;
-    let got = received(&log, "st-persist");
+    resends_with_ids_and_dup(false, "st-persist").await;
+}
+
+#[actix_rt::test]
+async fn mqtt5_session_with_an_expiry_resends_in_flight_publishes_with_their_ids_and_dup_after_broker_restart(
+) {
+    resends_with_ids_and_dup(true, "st-persist-v5").await;
+}
+
+/// The persistent-session case of [`in_flight_at_broker_kill`] and its checks.
+async fn resends_with_ids_and_dup(v5: bool, client: &str) {
+    let (log, watcher, broker) = in_flight_at_broker_kill(false, v5, client).await;
+    let got = received(&log, client);
     let dup: Vec<_> = got.iter().filter(|(d, _, _)| *d == 1).collect();
     assert_eq!(
         dup.len(),
@@ -109,7 +127,11 @@ async fn persistent_session_resends_in_flight_publishes_with_their_ids_and_dup_a
         *per.entry(p).or_default() += 1;
     }
     figure(
-        "session-state-resend",
+        if v5 {
+            "session-state-resend-v5"
+        } else {
+            "session-state-resend"
+        },
         serde_json::json!({"resent_dup": dup.len(), "delivered": per}),
     );
     for i in 0..3 {
@@ -123,7 +145,7 @@ async fn persistent_session_resends_in_flight_publishes_with_their_ids_and_dup_a
 
 #[actix_rt::test]
 async fn clean_session_resends_in_flight_publishes_as_new_after_broker_restart() {
-    let (log, watcher, _broker) = in_flight_at_broker_kill(true, "st-clean").await;
+    let (log, watcher, _broker) = in_flight_at_broker_kill(true, false, "st-clean").await;
     let got = received(&log, "st-clean");
     assert!(got.len() >= 6, "{got:?}");
     assert!(
@@ -210,4 +232,375 @@ async fn persistent_session_delivers_incoming_qos2_exactly_once_across_broker_re
         broker.diagnostics()
     );
     m.shutdown().await;
+}
+
+// ---- Process SIGKILL with a store, QoS 2 both ways ----
+
+/// The child process's environment variable (see [`child_process`]).
+const CHILD: &str = "MQTT_SESSIONS_SESSION_STATE_CHILD";
+/// Client id of the child processes' persistent session.
+const CHILD_CLIENT: &str = "st-crash-app";
+
+/// Child process entry (does nothing unless [`CHILD`] is `"gen{G} {dir} {url}"`): one
+/// persistent session `app` on the store `{dir}/store`. A `handle` route on `in/#` (QoS 2)
+/// appends each payload to `{dir}/handled.log` and fsyncs it before returning (the
+/// consumer is finished once the payload is on disk). A loop publishes `G-k` (k = 0, 1, …)
+/// at QoS 2 to `out/x`, printing `accepted G-k` once `enqueue` returned (in the store's
+/// outbox), until the file `{dir}/quiet` exists. It then waits until the process is
+/// quiescent ([`settle`]), makes everything before on disk (a durable enqueue goes through
+/// the same ordered store worker, whose flush covers all earlier writes), prints `quiet`,
+/// waits until its outbox is empty and prints `drained` (only possible when the broker
+/// runs), and idles until killed.
+#[actix_rt::test]
+async fn child_process() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.splitn(3, ' ').collect();
+    let (generation, dir, url) = (
+        parts[0].trim_start_matches("gen"),
+        std::path::Path::new(parts[1]),
+        parts[2],
+    );
+    let m = SessionManager::builder()
+        .store(dir.join("store"))
+        .build()
+        .unwrap();
+    let mut o = fast_opts("app", url).client_id(CHILD_CLIENT);
+    o.connect.clean_session = false;
+    o.connect.persistent = true;
+    let h = m.add_session(o).await.unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("handled.log"))
+        .unwrap();
+    let file = Mutex::new(file);
+    let handled = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&handled);
+    let _route = m
+        .route("in/#")
+        .session("app")
+        .qos(QoS::ExactlyOnce)
+        .name("inbox")
+        .handle(move |msg| {
+            let mut f = file.lock().unwrap();
+            f.write_all(format!("{}\n", msg.payload_str().unwrap()).as_bytes())
+                .unwrap();
+            f.sync_data().unwrap();
+            count.fetch_add(1, Ordering::Relaxed);
+        })
+        .await
+        .unwrap();
+    m.wait_for_session("app", T).await.unwrap();
+    println!("started");
+    let quiet = dir.join("quiet");
+    for k in 0.. {
+        if quiet.exists() {
+            break;
+        }
+        let payload = format!("{generation}-{k}");
+        h.enqueue(Publish::new("out/x", payload.clone()).qos(QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        println!("accepted {payload}");
+        // Paces the stream so that the broker's pause lands mid-stream.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    settle(&h, &handled).await;
+    h.enqueue(Publish::new("barrier/x", "barrier").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    println!("quiet");
+    let drained = poll_until_async(T, || {
+        let n = h.metrics().pending_messages;
+        async move { n == 0 }
+    })
+    .await;
+    let mm = h.metrics();
+    println!(
+        "outbox pending {} inflight {} sent {}",
+        mm.pending_messages, mm.inflight_messages, mm.messages_sent
+    );
+    if drained {
+        println!("drained");
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Waits until nothing moves in the child for 300 ms: no message received, sent, written
+/// or queued, and every message delivered to the route handled (so every write the
+/// session makes for them — packet ids, PUBREL flags, handled incoming ids — has been
+/// submitted to the store worker).
+async fn settle(h: &mqtt_sessions::SessionHandle, handled: &std::sync::atomic::AtomicU64) {
+    let snapshot = || {
+        let m = h.metrics();
+        (
+            m.messages_received,
+            m.messages_sent,
+            m.inflight_messages,
+            m.pending_messages,
+            handled.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let mut last = snapshot();
+    let mut since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling period
+        let now = snapshot();
+        if now != last || now.0 != now.4 {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(300) {
+            return;
+        }
+    }
+}
+
+/// An independent QoS 2 publisher: one `mosquitto_pub -q 2 -l` fed `0`, `1`, … on its
+/// stdin every `period` until stopped, then `end`.
+struct Feeder {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+    pid: u32,
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // A failed test must not leave the publisher behind (it is reaped by its thread).
+        if self.thread.is_some() {
+            let _ = send_signal(self.pid, "KILL");
+        }
+    }
+}
+
+impl Feeder {
+    fn start(port: u16, topic: &str, period: Duration) -> Feeder {
+        use std::io::Write;
+        let mut child = std::process::Command::new(require_binary("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", topic, "-q", "2", "-l", "-i", "st-crash-feeder"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut stdin = child.stdin.take().unwrap();
+            let mut sent = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                writeln!(stdin, "{sent}").unwrap();
+                sent += 1;
+                std::thread::sleep(period);
+            }
+            writeln!(stdin, "end").unwrap();
+            drop(stdin);
+            // mosquitto_pub -l exits once every message it read is complete (PUBCOMP).
+            let status = child.wait().unwrap();
+            assert!(status.success(), "mosquitto_pub: {status}");
+            sent
+        });
+        Feeder {
+            stop,
+            thread: Some(thread),
+            pid,
+        }
+    }
+
+    /// Stops it; returns how many numbered messages it published (all complete).
+    async fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = self.thread.take().unwrap();
+        actix_rt::task::spawn_blocking(move || t.join().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// How many times each line occurs in `lines`.
+fn tally(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    lines.into_iter().fold(BTreeMap::new(), |mut m, l| {
+        *m.entry(l).or_default() += 1;
+        m
+    })
+}
+
+/// A store-backed process with a persistent session publishes QoS 2 (to a `mosquitto_sub
+/// -q 2` watcher) and receives QoS 2 (from a `mosquitto_pub -q 2`), and is SIGKILLed five
+/// times mid-stream. Each kill: the broker is frozen (SIGSTOP) at a random point of both
+/// streams, so publishes and incoming messages are caught in flight at every stage; the
+/// process stops publishing and settles (its store has every packet id, PUBREL flag and
+/// handled incoming id of what it wrote or handled), then is killed, the broker thawed and
+/// the process restarted. So the kills land outside the two crash windows of one store
+/// flush (docs/ARCHITECTURE.md, "Known gaps") by construction, and what this proves is
+/// the resumption: re-sent publishes (same ids, DUP 1, PUBREL) and suppressed broker
+/// re-sends give every message exactly once at the watcher and in the handled log.
+#[actix_rt::test]
+async fn a_store_backed_process_killed_five_times_outside_the_flush_windows_delivers_qos2_exactly_once_both_ways(
+) {
+    init_tracing();
+    let kills = 5;
+    let broker = Mosquitto::start();
+    let watcher = Sub::options(broker.port(), "out/#")
+        .qos(2)
+        .persistent("st-crash-watcher")
+        .spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = dir.path().join("quiet");
+    let mut feeder = None;
+    let mut accepted: Vec<String> = Vec::new();
+    for g in 0..=kills {
+        let mut child = ChildProc::spawn(CHILD, &format!("gen{g}"), dir.path(), &broker.url());
+        assert!(
+            child.wait_line("started", 1).await,
+            "generation {g} did not start"
+        );
+        if g == 0 {
+            feeder = Some(Feeder::start(
+                broker.port(),
+                "in/x",
+                Duration::from_millis(5),
+            ));
+        }
+        // Mid-stream: at least 30 publishes accepted by this process.
+        assert!(
+            child.wait_line("accepted ", 30).await,
+            "generation {g}: accepted {}",
+            child.lines_with("accepted ").len()
+        );
+        if g < kills {
+            broker.pause();
+            std::fs::write(&quiet, b"").unwrap();
+            assert!(
+                child.wait_line("quiet", 1).await,
+                "generation {g} did not settle"
+            );
+            child.kill9();
+            std::fs::remove_file(&quiet).unwrap();
+            broker.resume();
+            accepted.extend(child.lines_with("accepted "));
+            continue;
+        }
+        // The last process runs to the end: the feeder stops (its last message is `end`),
+        // the process handles everything, stops publishing and empties its outbox.
+        let sent = feeder.take().unwrap().finish().await;
+        let handled_log = dir.path().join("handled.log");
+        let all_in = poll_until_async(T, || {
+            let log = std::fs::read_to_string(&handled_log).unwrap_or_default();
+            async move { log.lines().any(|l| l == "end") }
+        })
+        .await;
+        assert!(all_in, "the feeder's last message was never handled");
+        std::fs::write(&quiet, b"").unwrap();
+        let drained = child.wait_line("drained", 1).await;
+        if !drained {
+            std::fs::write("/tmp/wtb-broker.log", broker.log()).unwrap();
+        }
+        assert!(
+            drained,
+            "the outbox never emptied: {:?}\n{}",
+            child.lines_with("outbox "),
+            broker
+                .log()
+                .lines()
+                .filter(|l| l.contains(CHILD_CLIENT) && !l.contains("PING"))
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        accepted.extend(child.lines_with("accepted "));
+        // Everything the process published is at the broker: a last message after it
+        // reaches the watcher after every one of them.
+        let port = broker.port();
+        actix_rt::task::spawn_blocking(move || publish(port, "out/end", "end", 2, false))
+            .await
+            .unwrap();
+        assert!(
+            watcher.wait_for_line_async("out/end end", T).await,
+            "{:?}",
+            watcher.lines().len()
+        );
+        child.kill9();
+
+        let out = tally(watcher.payloads().into_iter().filter(|p| p != "end"));
+        let handled = tally(
+            std::fs::read_to_string(&handled_log)
+                .unwrap()
+                .lines()
+                .filter(|l| *l != "end")
+                .map(str::to_string),
+        );
+        let log = broker.log();
+        let resent_by_process = log
+            .matches(&format!("Received PUBLISH from {CHILD_CLIENT} (d1"))
+            .count();
+        let pubrel_resent = log
+            .lines()
+            .filter(|l| l.contains(&format!("Received PUBREL from {CHILD_CLIENT}")))
+            .count();
+        let resent_by_broker = log
+            .matches(&format!("Sending PUBLISH to {CHILD_CLIENT} (d1"))
+            .count();
+        // Every message the watcher got was released once; PUBRELs beyond that are re-sends.
+        let pubrel_resent = pubrel_resent.saturating_sub(out.values().sum::<usize>());
+        let out_dups: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
+        let in_dups: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
+        // A packet id the broker still held for another message: the process re-sent
+        // something under the wrong id, or a held message as new (mosquitto then drops the
+        // one it held, so this shows as neither a loss nor a duplicate at the watcher).
+        let reused = log
+            .lines()
+            .filter(|l| l.contains("Reused message ID"))
+            .count();
+        let out_missing: Vec<_> = accepted
+            .iter()
+            .filter(|p| !out.contains_key(*p))
+            .take(20)
+            .collect();
+        let in_missing: Vec<_> = (0..sent)
+            .map(|i| i.to_string())
+            .filter(|i| !handled.contains_key(i))
+            .take(20)
+            .collect();
+        figure(
+            "session-state-sigkill",
+            serde_json::json!({
+                "kills": kills,
+                "outgoing_accepted": accepted.len(),
+                "outgoing_at_watcher": out.values().sum::<usize>(),
+                "outgoing_duplicates": out_dups.len(),
+                "outgoing_resent_dup_received_by_broker": resent_by_process,
+                "outgoing_pubrel_resent": pubrel_resent,
+                "incoming_sent": sent,
+                "incoming_handled": handled.values().sum::<usize>(),
+                "incoming_duplicates": in_dups.len(),
+                "incoming_resent_dup_by_broker": resent_by_broker,
+                "packet_ids_reused_at_broker": reused,
+            }),
+        );
+        assert!(
+            out_dups.is_empty() && in_dups.is_empty(),
+            "delivered more than once: outgoing {} ({:?}…), incoming {} ({:?}…)",
+            out_dups.len(),
+            &out_dups[..out_dups.len().min(20)],
+            in_dups.len(),
+            &in_dups[..in_dups.len().min(20)]
+        );
+        assert!(
+            out_missing.is_empty() && in_missing.is_empty(),
+            "lost: outgoing {out_missing:?}, incoming {in_missing:?}"
+        );
+        assert_eq!(reused, 0, "the broker saw packet ids reused");
+        // The kills caught messages in flight both ways, or the test proved nothing.
+        assert!(
+            resent_by_process + pubrel_resent > 0 && resent_by_broker > 0,
+            "nothing resumed (process: {resent_by_process} PUBLISH with DUP, \
+             {pubrel_resent} PUBREL; broker: {resent_by_broker} PUBLISH with DUP)"
+        );
+    }
 }

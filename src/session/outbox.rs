@@ -75,6 +75,12 @@ pub struct Outbox<R> {
     /// Written entries of a persistent session between a connection loss and the next
     /// CONNACK (oldest first): resumed or sent again as new then.
     parked: Vec<u64>,
+    /// Packet ids of the PUBLISHes re-sent at the last CONNACK that rumqttc has not
+    /// reported written yet. rumqttc reports a re-sent PUBLISH (`Outgoing::Publish(pkid)`)
+    /// exactly like a new one; without this, `on_written` would take it for the oldest
+    /// handed entry and give that entry the re-sent one's packet id (and the store would
+    /// record it, so that a later restart re-sends the wrong message under that id).
+    resending: Vec<u16>,
     qos1_outstanding: usize,
 }
 
@@ -94,6 +100,7 @@ impl<R> Outbox<R> {
             by_pkid: HashMap::new(),
             collided: HashMap::new(),
             parked: Vec::new(),
+            resending: Vec::new(),
             qos1_outstanding: 0,
         }
     }
@@ -232,6 +239,11 @@ impl<R> Outbox<R> {
     /// rumqttc wrote a publish (`Outgoing::Publish(pkid)`). A QoS 0 entry completes here
     /// and is returned.
     pub fn on_written(&mut self, pkid: u16, now: Instant) -> Option<Entry<R>> {
+        if let Some(i) = self.resending.iter().position(|p| *p == pkid && pkid != 0) {
+            // A resumed entry went out again: it already has its slot in by_pkid.
+            self.resending.swap_remove(i);
+            return None;
+        }
         if pkid != 0 {
             if let Some(id) = self.collided.remove(&pkid) {
                 // A collided publish finally went out: it already has its slot in by_pkid.
@@ -287,6 +299,7 @@ impl<R> Outbox<R> {
         keep_ids: bool,
     ) -> Vec<Entry<R>> {
         let collided: Vec<u64> = self.collided.drain().map(|(_, id)| id).collect();
+        self.resending.clear();
         let mut back = Vec::new();
         let mut newly_parked = 0;
         for (_, q) in self.by_pkid.drain() {
@@ -351,6 +364,7 @@ impl<R> Outbox<R> {
     /// as new publishes (their packet ids are forgotten, returned nothing).
     pub fn on_connected(&mut self, session_present: bool, now: Instant) -> Vec<Resend> {
         let parked = std::mem::take(&mut self.parked);
+        self.resending.clear();
         if !session_present {
             let mut back: Vec<u64> = self.waiting.drain(..).collect();
             for id in &parked {
@@ -374,6 +388,7 @@ impl<R> Outbox<R> {
             out.push(if e.released {
                 Resend::PubRel(pkid)
             } else {
+                self.resending.push(pkid);
                 Resend::Publish {
                     pkid,
                     publish: e.publish.clone(),
@@ -410,6 +425,7 @@ impl<R> Outbox<R> {
         self.by_pkid.clear();
         self.collided.clear();
         self.parked.clear();
+        self.resending.clear();
         self.qos1_outstanding = 0;
         std::mem::take(&mut self.entries).into_values().collect()
     }
@@ -587,6 +603,24 @@ mod tests {
         );
         assert_eq!(o.inflight(), 3);
         assert_eq!(o.on_acked(6).and_then(|e| e.responder), Some(3));
+    }
+
+    #[test]
+    fn a_resent_publish_written_again_does_not_take_the_id_of_a_new_one() {
+        let mut o = Outbox::new(10);
+        o.push_stored_with_id(p("old", QoS::ExactlyOnce), 1, 3, false);
+        let resent = o.on_connected(true, Instant::now());
+        assert_eq!(resent.len(), 1);
+        o.push(p("new", QoS::ExactlyOnce), Some(2)).unwrap();
+        send_all(&mut o, 10);
+        // rumqttc writes the re-sent PUBLISH first, then the new one (id 1).
+        let now = Instant::now();
+        assert!(o.on_written(3, now).is_none());
+        assert!(o.on_written(1, now).is_none());
+        assert_eq!(o.entry_id(3).map(|e| e.seq), Some(1));
+        assert_eq!(o.on_acked(1).and_then(|e| e.responder), Some(2));
+        assert_eq!(o.on_acked(3).map(|e| e.seq), Some(Some(1)));
+        assert!(o.is_empty());
     }
 
     #[test]
