@@ -590,6 +590,48 @@ async fn a_qos1_route_stopped_for_three_keep_alives_keeps_the_connection_and_del
     m.shutdown().await;
 }
 
+/// A consumer that batches — holds the messages it received, unacknowledged, until it has
+/// a batch — must still get the next ones from a full `Backpressure` queue: the wait for
+/// room of message k+1 never waits for message k to be handled.
+#[actix_rt::test]
+async fn a_qos1_consumer_holding_a_batch_keeps_receiving_from_a_full_backpressure_route() {
+    init_tracing();
+    // The broker may have all 100 in flight (its default is 20), so the batch of 30 is
+    // bounded by the library alone.
+    let broker = Mosquitto::start_with(MosquittoConfig::new().max_inflight_messages(100));
+    let m = SessionManager::new().unwrap();
+    let (h, l) = backpressure_route(
+        &m,
+        &broker.url(),
+        Duration::from_secs(10),
+        mqtt_sessions::QoS::AtLeastOnce,
+    )
+    .await;
+    publish_many(broker.port(), "bp/x", 100, 1);
+    // Every message has reached the session before the consumer starts: the route's queue
+    // (capacity 10) is full and the other 90 wait for room.
+    assert!(
+        poll_until(T, || h.metrics().messages_received == 100),
+        "{:?}",
+        h.metrics()
+    );
+    let mut batch = Vec::new();
+    while batch.len() < 30 {
+        match tokio::time::timeout(Duration::from_secs(5), l.recv()).await {
+            Ok(Some(msg)) => batch.push(msg),
+            _ => panic!(
+                "message {} did not come while the consumer held {} unhandled",
+                batch.len(),
+                batch.len()
+            ),
+        }
+    }
+    drop(batch);
+    let rest = read_all(&l, 70).await;
+    assert_eq!(rest, (30..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    m.shutdown().await;
+}
+
 #[actix_rt::test]
 async fn direct_subscriptions_and_routes_share_one_reference_counted_subscription() {
     use mqtt_sessions::QoS;

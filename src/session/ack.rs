@@ -3,8 +3,10 @@
 //!
 //! For each message the driver hands over two things: the waits for room in full route
 //! queues (`room`), and the receiving end of the message's [`Delivery`] guard (`done`),
-//! which reports when the last clone of the message was dropped. The acknowledger's task
-//! awaits both, message after message, then acknowledges — unless a consumer gave the
+//! which reports when the last clone of the message was dropped. The acknowledger awaits
+//! both, message after message — the waits for room in one task (which feeds the
+//! consumers), the guards in a second (so a message can reach its route while the one
+//! before it is still being handled) — then acknowledges — unless a consumer gave the
 //! message up ([`Outcome::Abandoned`]), or the connection it arrived on has ended since
 //! (its packet id may already name another message on the new connection; the broker
 //! re-sends unacknowledged messages of a persistent session itself).
@@ -32,6 +34,15 @@ use crate::delivery::Outcome;
 /// Acknowledgements that may wait for consumers (the broker's in-flight window bounds
 /// this in practice; 65535 is the protocol's limit of packet ids).
 const ACK_QUEUE: usize = 65_535;
+
+/// Aborts a task when dropped (the feeding stage ends with the acknowledging one).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// One message waiting for its acknowledgement.
 struct Job {
@@ -91,11 +102,25 @@ impl Acker {
                     Arc::clone(&self.connection),
                     self.inbound.clone(),
                 );
-                let task = tokio::spawn(async move {
-                    while let Some(job) = rx.recv().await {
-                        if let Some(room) = job.room {
+                // Two stages, each in arrival order: the first waits for room in full
+                // route queues and so feeds the consumers; the second waits for them to
+                // finish and acknowledges. Were they one loop, message k+1 would reach its
+                // route only after message k was handled, and a backlog would drain one
+                // message per round trip to the consumer.
+                let (handed, mut feeding) = mpsc::channel::<Job>(ACK_QUEUE);
+                let feeder = tokio::spawn(async move {
+                    while let Some(mut job) = rx.recv().await {
+                        if let Some(room) = job.room.take() {
                             room.await;
                         }
+                        if handed.send(job).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let task = tokio::spawn(async move {
+                    let _feeder = AbortOnDrop(feeder);
+                    while let Some(job) = feeding.recv().await {
                         let outcome = match job.done {
                             // The guard always reports; a closed channel cannot happen.
                             Some(done) => done.await.unwrap_or(Outcome::Handled),
