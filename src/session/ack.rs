@@ -44,6 +44,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The acknowledger's two stages (see [`Acker::stages`]).
+struct Stages {
+    /// Into the feeding stage (jobs with a wait for room, and every job behind one).
+    feed: mpsc::Sender<Job>,
+    /// Into the acknowledging stage.
+    ack: mpsc::Sender<Job>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// One message waiting for its acknowledgement.
 struct Job {
     room: Option<Pending>,
@@ -62,9 +71,12 @@ pub(super) struct Acker {
     /// The task and its queue, started by the first acknowledgement that has to wait: a
     /// session that never receives QoS >= 1, or whose consumers are always done at once,
     /// never pays for them.
-    task: std::sync::OnceLock<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>)>,
+    task: std::sync::OnceLock<Stages>,
     /// Jobs queued and not finished: while non-zero, no acknowledgement may overtake them.
     waiting: Arc<AtomicUsize>,
+    /// Jobs in the feeding stage: while zero, a job with no wait for room goes straight to
+    /// the acknowledging stage (every job before it is there already).
+    feeding: Arc<AtomicUsize>,
     /// Number of the current connection.
     connection: Arc<AtomicU64>,
 }
@@ -86,72 +98,73 @@ impl Acker {
             inbound,
             task: std::sync::OnceLock::new(),
             waiting: Arc::new(AtomicUsize::new(0)),
+            feeding: Arc::new(AtomicUsize::new(0)),
             connection: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The task's queue, starting the task on first use.
-    fn queue(&self) -> &mpsc::Sender<Job> {
-        &self
-            .task
-            .get_or_init(|| {
-                let (queue, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
-                let (c, w, conn, inbound) = (
-                    self.client.clone(),
-                    Arc::clone(&self.waiting),
-                    Arc::clone(&self.connection),
-                    self.inbound.clone(),
-                );
-                // Two stages, each in arrival order: the first waits for room in full
-                // route queues and so feeds the consumers; the second waits for them to
-                // finish and acknowledges. Were they one loop, message k+1 would reach its
-                // route only after message k was handled, and a backlog would drain one
-                // message per round trip to the consumer.
-                let (handed, mut feeding) = mpsc::channel::<Job>(ACK_QUEUE);
-                let feeder = tokio::spawn(async move {
-                    while let Some(mut job) = rx.recv().await {
-                        if let Some(room) = job.room.take() {
-                            room.await;
-                        }
-                        if handed.send(job).await.is_err() {
-                            break;
-                        }
+    /// The stages, started on first use.
+    fn stages(&self) -> &Stages {
+        self.task.get_or_init(|| {
+            let (feed, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
+            let in_feed = Arc::clone(&self.feeding);
+            let (c, w, conn, inbound) = (
+                self.client.clone(),
+                Arc::clone(&self.waiting),
+                Arc::clone(&self.connection),
+                self.inbound.clone(),
+            );
+            // Two stages, each in arrival order: the first waits for room in full
+            // route queues and so feeds the consumers; the second waits for them to
+            // finish and acknowledges. Were they one loop, message k+1 would reach its
+            // route only after message k was handled, and a backlog would drain one
+            // message per round trip to the consumer.
+            let (ack, mut feeding) = mpsc::channel::<Job>(ACK_QUEUE);
+            let handed = ack.clone();
+            let feeder = tokio::spawn(async move {
+                while let Some(mut job) = rx.recv().await {
+                    if let Some(room) = job.room.take() {
+                        room.await;
                     }
-                });
-                let task = tokio::spawn(async move {
-                    let _feeder = AbortOnDrop(feeder);
-                    while let Some(job) = feeding.recv().await {
-                        let outcome = match job.done {
-                            // The guard always reports; a closed channel cannot happen.
-                            Some(done) => done.await.unwrap_or(Outcome::Handled),
-                            None => Outcome::Handled,
-                        };
-                        let mut owed = false;
-                        if let (true, Some(inbound)) = (job.tracked, &inbound) {
-                            match outcome {
-                                Outcome::Handled => owed = inbound.handled(job.token.pkid).await,
-                                Outcome::Abandoned => {
-                                    inbound.with(|s| s.on_abandoned(job.token.pkid));
-                                }
+                    if handed.send(job).await.is_err() {
+                        break;
+                    }
+                    in_feed.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+            let task = tokio::spawn(async move {
+                let _feeder = AbortOnDrop(feeder);
+                while let Some(job) = feeding.recv().await {
+                    let outcome = match job.done {
+                        // The guard always reports; a closed channel cannot happen.
+                        Some(done) => done.await.unwrap_or(Outcome::Handled),
+                        None => Outcome::Handled,
+                    };
+                    let mut owed = false;
+                    if let (true, Some(inbound)) = (job.tracked, &inbound) {
+                        match outcome {
+                            Outcome::Handled => owed = inbound.handled(job.token.pkid).await,
+                            Outcome::Abandoned => {
+                                inbound.with(|s| s.on_abandoned(job.token.pkid));
                             }
                         }
-                        if outcome == Outcome::Handled
-                            && (owed || job.connection == conn.load(Ordering::Acquire))
-                        {
-                            let _ = c.ack(job.token).await;
-                        } else {
-                            tracing::trace!(
-                                pkid = job.token.pkid,
-                                ?outcome,
-                                "message left unacknowledged"
-                            );
-                        }
-                        w.fetch_sub(1, Ordering::AcqRel);
                     }
-                });
-                (queue, task)
-            })
-            .0
+                    if outcome == Outcome::Handled
+                        && (owed || job.connection == conn.load(Ordering::Acquire))
+                    {
+                        let _ = c.ack(job.token).await;
+                    } else {
+                        tracing::trace!(
+                            pkid = job.token.pkid,
+                            ?outcome,
+                            "message left unacknowledged"
+                        );
+                    }
+                    w.fetch_sub(1, Ordering::AcqRel);
+                }
+            });
+            Stages { feed, ack, task }
+        })
     }
 
     /// A connection was established: acknowledgements still waiting for messages of
@@ -199,7 +212,17 @@ impl Acker {
             connection: self.connection.load(Ordering::Acquire),
             tracked,
         };
-        if let Err(e) = self.queue().try_send(job) {
+        let stages = self.stages();
+        // The driver is the only caller, so nothing enters the feeding stage meanwhile.
+        let sent = if job.room.is_none() && self.feeding.load(Ordering::Acquire) == 0 {
+            stages.ack.try_send(job)
+        } else {
+            self.feeding.fetch_add(1, Ordering::AcqRel);
+            stages.feed.try_send(job).inspect_err(|_| {
+                self.feeding.fetch_sub(1, Ordering::AcqRel);
+            })
+        };
+        if let Err(e) = sent {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             let job = match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
@@ -214,8 +237,8 @@ impl Acker {
 
 impl Drop for Acker {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.task.get() {
-            task.abort();
+        if let Some(stages) = self.task.get() {
+            stages.task.abort();
         }
     }
 }
