@@ -60,14 +60,13 @@
 //!   live status page `/`, to mount on an application's `App` or serve on their own
 //!   (loopback by default; TLS, basic auth with bcrypt hashes, bearer token).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
-//! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
-//!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful
-//!   shutdown, the embedded broker (feature `embedded-broker`), systemd notification.
+//!
+//! The `mqtt-sessions` daemon (TOML config, forwarding rules, reload on SIGHUP, the
+//! embedded broker, systemd notification) is a separate package, `mqtt-sessions-daemon`,
+//! built on this library's public API: depending on this crate never compiles it.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
 
-#[cfg(feature = "daemon")]
-pub mod daemon;
 mod delivery;
 pub mod error;
 pub mod event;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::config::Config;
 use super::forward::{ForwardStats, ForwardStatsSnapshot, RunningRule};
-use crate::error::Error;
-use crate::manager::SessionManager;
-use crate::message::QoS;
-use crate::router::route::Route;
+use mqtt_sessions::error::Error;
+use mqtt_sessions::manager::SessionManager;
+use mqtt_sessions::message::QoS;
+use mqtt_sessions::router::route::Route;
 
 /// How long a rule being replaced on reload may take to drain its queue.
 const RELOAD_DRAIN: Duration = Duration::from_secs(5);

@@ -7,6 +7,7 @@
     reason = "tests fail loudly; the kill tests report their figures"
 )]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -514,7 +515,7 @@ fn print_config_example_output_passes_check_config() {
 async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifies_systemd() {
     let example = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/gateway.toml"
+        "/../examples/gateway.toml"
     ))
     .unwrap();
     let mqtt = free_port();
@@ -827,7 +828,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_expos
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_string)
         .collect();
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let prefixes = ["mqtt_sessions_", "process_"];
     let mut used = metric_names_in(
         &fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),

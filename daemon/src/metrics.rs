@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::running::DaemonStats;
-use crate::metrics::collector::{labels, value_metric};
 
 /// (name suffix, help, kind) of every family.
 const SPECS: [(&str, &str, MetricType); 7] = [
@@ -131,4 +130,33 @@ impl Collector for DaemonCollector {
             })
             .collect()
     }
+}
+
+/// Label pairs in the order given.
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+/// One counter or gauge sample.
+fn value_metric(kind: MetricType, labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels);
+    if kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(v);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    }
+    m
 }

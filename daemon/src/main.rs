@@ -1,5 +1,5 @@
 //! `mqtt-sessions`: the daemon's command line. Parses the arguments and calls into
-//! [`mqtt_sessions::daemon`], where all the logic lives.
+//! [`mqtt_sessions_daemon`], where all the logic lives.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mqtt_sessions::daemon::{self, logging, status, Config, EX_CONFIG};
+use mqtt_sessions_daemon::{self as daemon, logging, status, Config, EX_CONFIG};
 
 /// Many MQTT sessions, their subscriptions and forwarding rules, from one TOML file.
 #[derive(Debug, Parser)]

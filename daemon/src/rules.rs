@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use super::config::Config;
 use super::running::DaemonStats;
-use crate::http::{RuleInfo, RulesSource};
+use mqtt_sessions::http::{RuleInfo, RulesSource};
 
 /// The rules of the configuration in force (updated at start and after each reload) and
 /// their counters.

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use super::config::{Config, ConfigErrorKind, SessionConfig};
 use super::template::Template;
-use crate::options::{validate_name, Secret};
-use crate::topic::TopicFilter;
+use mqtt_sessions::options::{validate_name, Secret};
+use mqtt_sessions::topic::TopicFilter;
 
 /// A refusal: where in the file (a byte range), and why.
 pub(crate) type Refusal = (Option<Range<usize>>, ConfigErrorKind);

@@ -26,10 +26,10 @@ use tokio::sync::{oneshot, watch};
 
 use super::config::ForwardConfig;
 use super::template::Template;
-use crate::error::Error;
-use crate::manager::SessionManager;
-use crate::message::{Message, MessageProperties, Publish, QoS};
-use crate::router::route::Route;
+use mqtt_sessions::error::Error;
+use mqtt_sessions::manager::SessionManager;
+use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
+use mqtt_sessions::router::route::Route;
 
 /// First delay before retrying a failed forward.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
@@ -85,7 +85,7 @@ struct Forwarder {
     manager: SessionManager,
     to: String,
     template: Template,
-    filter: crate::topic::TopicFilter,
+    filter: mqtt_sessions::topic::TopicFilter,
     qos: super::config::Keep<QoS>,
     retain: super::config::Keep<bool>,
     forward_retained: bool,
@@ -112,7 +112,7 @@ impl RunningRule {
             manager: manager.clone(),
             to: config.to.get_ref().clone(),
             template,
-            filter: crate::topic::TopicFilter::new(config.filter.get_ref().as_str())
+            filter: mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
                 .map_err(Error::Topic)?,
             qos: config.qos,
             retain: config.retain,
@@ -190,7 +190,7 @@ impl Forwarder {
             let v5 = self
                 .manager
                 .session(&self.to)
-                .is_ok_and(|t| t.options().protocol == crate::options::Protocol::V5);
+                .is_ok_and(|t| t.options().protocol == mqtt_sessions::options::Protocol::V5);
             if v5 {
                 let mut props = MessageProperties::clone(props);
                 // Subscription identifiers belong to the source's subscription.

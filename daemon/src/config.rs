@@ -15,14 +15,14 @@ use toml::Spanned;
 
 pub use super::error::{ConfigError, ConfigErrorKind};
 use super::size::ByteSize;
-use crate::message::QoS;
-use crate::options::{
+use mqtt_sessions::message::QoS;
+use mqtt_sessions::options::{
     ConnectOptions, PerformanceOptions, Protocol, ReconnectOptions, Secret, SessionOptions,
     TlsOptions,
 };
 
 /// The annotated default configuration printed by `mqtt-sessions print-config`.
-pub const DEFAULT_CONFIG: &str = include_str!("../../examples/gateway.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../gateway.toml");
 
 /// A daemon configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct MetricsConfig {
     /// histogram), `"counters"` (no per-session histogram) or `"off"` (totals and the
     /// count of sessions by state only). See the README for the series count of each.
     #[serde(default)]
-    pub per_session: crate::metrics::PerSessionMetrics,
+    pub per_session: mqtt_sessions::metrics::PerSessionMetrics,
 }
 
 /// `[store]`.
@@ -124,14 +124,17 @@ pub struct HttpTlsConfig {
 }
 
 impl HttpConfig {
-    /// The library's [`HttpOptions`](crate::http::HttpOptions) of this section: reads the
+    /// The library's [`HttpOptions`](mqtt_sessions::http::HttpOptions) of this section: reads the
     /// bearer token and checks the hashes and TLS files. Relative paths are resolved
     /// against `base`. The error comes with the byte range of the setting at fault.
     pub fn options(
         &self,
         base: &Path,
-    ) -> Result<crate::http::HttpOptions, (std::ops::Range<usize>, crate::http::HttpError)> {
-        let mut o = crate::http::HttpOptions::new();
+    ) -> Result<
+        mqtt_sessions::http::HttpOptions,
+        (std::ops::Range<usize>, mqtt_sessions::http::HttpError),
+    > {
+        let mut o = mqtt_sessions::http::HttpOptions::new();
         for (user, hash) in &self.basic_auth_users {
             o = o
                 .basic_auth_user(user, hash.get_ref())
@@ -152,7 +155,7 @@ impl HttpConfig {
             );
             o.check_tls().map_err(|e| {
                 let span = match &e {
-                    crate::http::HttpError::TlsFile {
+                    mqtt_sessions::http::HttpError::TlsFile {
                         what: "certificate",
                         ..
                     } => tls.cert_file.span(),
