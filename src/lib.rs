@@ -66,11 +66,30 @@
 //! built on this library's public API: depending on this crate never compiles it.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `http` | yes | the `http` module: the actix-web endpoints (`/metrics`, `/healthz`, `/readyz`, `/sessions`, `/events`, the status page), TLS and credentials |
+//! | `fault-injection` | no | `session::FaultInjection`: makes a session actor fail on purpose (supervision tests only) |
+//!
+//! Items that need a feature carry a badge in these docs.
+
+// Feature badges on docs.rs (`--cfg docsrs`, nightly): `doc_cfg` labels every item behind
+// a `cfg(feature = ...)`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod delivery;
+
+/// The README's Rust blocks, compiled (and the ones without `no_run` run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod manager;
 pub mod message;

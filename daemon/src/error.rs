@@ -34,6 +34,14 @@ pub enum ConfigErrorKind {
     /// Two forwarding rules of one name.
     #[error("forward rule {0:?} is defined twice")]
     DuplicateRule(String),
+    /// A rule's targets are missing, ambiguous or repeated.
+    #[error("forward rule {rule:?}: {reason}")]
+    Targets {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A rule names a session that is not defined.
     #[error("forward rule {rule:?}: no session named {session:?}")]
     UnknownSession {

@@ -28,9 +28,9 @@ const SPECS: [(&str, &str, MetricType); 7] = [
         "Unix time of the last configuration reload attempt (the start time before any).",
         MetricType::GAUGE,
     ),
-    ("forward_messages_total", "Messages a forwarding rule published to its target (acknowledged for QoS >= 1).", MetricType::COUNTER),
-    ("forward_retries_total", "Target publishes of a forwarding rule that failed and were retried.", MetricType::COUNTER),
-    ("forward_dropped_total", "Messages a forwarding rule gave up on (they can never be published).", MetricType::COUNTER),
+    ("forward_messages_total", "Messages a forwarding rule published through a target session (acknowledged for QoS >= 1).", MetricType::COUNTER),
+    ("forward_retries_total", "Publishes of a forwarding rule through a target session that failed and were retried.", MetricType::COUNTER),
+    ("forward_dropped_total", "Messages a forwarding rule gave up on for a target session (they can never be published).", MetricType::COUNTER),
 ];
 
 /// Collects the daemon's figures.
@@ -55,7 +55,7 @@ impl DaemonCollector {
             .zip(&names)
             .map(|((n, help, _), name)| {
                 let vars = if n.starts_with("forward_") {
-                    vec!["rule".to_string()]
+                    vec!["rule".to_string(), "target".to_string()]
                 } else {
                     vec![]
                 };
@@ -80,7 +80,7 @@ impl Collector for DaemonCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let rules = self.stats.forward();
+        let rules = self.stats.forward_targets();
         let last = self.stats.last_reload();
         SPECS
             .iter()
@@ -111,13 +111,17 @@ impl Collector for DaemonCollector {
                     )],
                     _ => rules
                         .iter()
-                        .map(|(rule, s)| {
+                        .map(|((rule, target), s)| {
                             let v = match *n {
                                 "forward_messages_total" => s.forwarded,
                                 "forward_retries_total" => s.retries,
                                 _ => s.dropped,
                             };
-                            value_metric(*kind, labels(&[("rule", rule)]), v as f64)
+                            value_metric(
+                                *kind,
+                                labels(&[("rule", rule), ("target", target)]),
+                                v as f64,
+                            )
                         })
                         .collect(),
                 };

@@ -34,7 +34,11 @@ impl RuleTable {
                     r.name.get_ref().clone(),
                     r.from.get_ref().clone(),
                     r.filter.get_ref().clone(),
-                    r.to.get_ref().clone(),
+                    r.all_targets()
+                        .iter()
+                        .map(|t| t.to.get_ref().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 )
             })
             .collect();

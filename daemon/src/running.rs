@@ -50,6 +50,20 @@ impl DaemonStats {
             .collect()
     }
 
+    /// Counters of every target of every forwarding rule, by rule and target session.
+    pub fn forward_targets(&self) -> BTreeMap<(String, String), ForwardStatsSnapshot> {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(rule, v)| {
+                v.by_target()
+                    .into_iter()
+                    .map(move |(target, s)| ((rule.clone(), target), s))
+            })
+            .collect()
+    }
+
     /// How the last reload went; `None` before the first one.
     pub fn last_reload(&self) -> Option<ReloadOutcome> {
         self.last_reload

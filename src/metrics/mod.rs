@@ -48,6 +48,7 @@ pub const DEFAULT_PREFIX: &str = "mqtt_sessions";
 /// remain. The `README` gives the figures at 10,000 sessions (`tests/series.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum PerSessionMetrics {
     /// Every per-session series, including the publish→ack latency histogram.
     #[default]
