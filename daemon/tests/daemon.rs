@@ -1077,3 +1077,103 @@ fn check_config_warns_when_a_rule_could_receive_what_its_target_refuses() {
     );
     assert!(!out.contains("forward rule \"back\""), "{out}");
 }
+
+/// A rule with two targets (`[[forward.targets]]`, each with its own topic, QoS and retain
+/// flag) delivers every message through both, counted per target; and a QoS 1 message is
+/// acknowledged to the source broker only once *both* targets have it: with one target's
+/// broker down, a daemon killed with SIGKILL leaves the messages with the (persistent)
+/// source session, and the next daemon delivers them to the target that missed them.
+#[tokio::test]
+async fn a_rule_with_two_targets_delivers_to_both_and_acknowledges_after_the_last() {
+    let src = Mosquitto::start_with(MosquittoConfig::new().persistence(true));
+    let a = Mosquitto::start();
+    let b = Mosquitto::start();
+    let fan = "\n[[forward]]\nname = \"fan\"\nfrom = \"src\"\nfilter = \"load/#\"\n\
+        [[forward.targets]]\nto = \"a\"\ntopic = \"one/{topic}\"\nqos = 1\n\
+        [[forward.targets]]\nto = \"b\"\ntopic = \"two/{topic}\"\nqos = 1\nretain = true\n";
+    let config = format!(
+        "{HTTP}{}{}{}{fan}",
+        persistent_session("src", "fan-src", src.port()),
+        session("a", "fan-a", a.port()),
+        // `b` may be away: /readyz does not wait for it.
+        session("b", "fan-b", b.port()).replace(
+            "client_id = \"fan-b\"\n",
+            "client_id = \"fan-b\"\nrequired_for_ready = false\n"
+        ),
+    );
+    let sub_a = Sub::spawn(a.port(), "one/#", 1);
+    let sub_b = Sub::spawn(b.port(), "two/#", 1);
+    let mut d = Daemon::start(&config);
+    d.wait_ready().await;
+    const N: usize = 200;
+    publish_many(src.port(), "load/x", N, 1);
+    let want: BTreeSet<String> = (0..N).map(|i| i.to_string()).collect();
+    for (name, sub, prefix) in [("a", &sub_a, "one/load/x "), ("b", &sub_b, "two/load/x ")] {
+        assert!(
+            wait_distinct(sub, N, T).await,
+            "target {name}: {} of {N}\n{}",
+            distinct_and_duplicates(sub).0.len(),
+            d.stderr()
+        );
+        assert_eq!(distinct_and_duplicates(sub).0, want, "target {name}");
+        assert!(
+            sub.lines().iter().all(|l| l.starts_with(prefix)),
+            "{:?}",
+            sub.lines()
+        );
+    }
+    // Each target's own retain flag: `b` retains, `a` keeps the incoming (not retained).
+    assert_eq!(sub_once(b.port(), "two/#", "%r", 5).as_deref(), Some("1"));
+    assert_eq!(sub_once(a.port(), "one/#", "%r", 1), None);
+    // Counted per target.
+    let (_, metrics) = d.get("/metrics").unwrap();
+    for target in ["a", "b"] {
+        let line =
+            format!("mqtt_sessions_forward_messages_total{{rule=\"fan\",target=\"{target}\"}} {N}");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    let (_, rules) = d.get("/rules").unwrap();
+    assert!(rules.contains("\"to\":\"a, b\""), "{rules}");
+
+    // Target `b` away: the messages reach `a` (the first one at least: a rule forwards in
+    // order, one message at a time) but stay unacknowledged at the source.
+    b.stop();
+    drop(sub_b);
+    const LATE: usize = 20;
+    publish_many(src.port(), "load/late", LATE, 1);
+    assert!(
+        poll_until_async(T, || {
+            let hit = sub_a
+                .lines()
+                .iter()
+                .any(|l| l.starts_with("one/load/late "));
+            async move { hit }
+        })
+        .await,
+        "{}",
+        d.stderr()
+    );
+    d.signal("KILL");
+    let _ = d.wait_exit(T);
+    b.restart();
+    let sub_b = Sub::spawn(b.port(), "two/#", 1);
+    let second = Daemon::start(&config);
+    second.wait_ready().await;
+    let late: BTreeSet<String> = (0..LATE).map(|i| i.to_string()).collect();
+    assert!(
+        poll_until_async(Duration::from_secs(60), || {
+            let got: BTreeSet<String> = sub_b
+                .lines()
+                .iter()
+                .filter_map(|l| l.strip_prefix("two/load/late "))
+                .map(str::to_string)
+                .collect();
+            let done = got == late;
+            async move { done }
+        })
+        .await,
+        "target b got {:?} of the {LATE} messages published while it was away\n{}",
+        sub_b.lines(),
+        second.stderr()
+    );
+}

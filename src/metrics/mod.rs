@@ -108,7 +108,9 @@ pub trait RouteStatsSource: Send + Sync + 'static {
     fn route_stats(&self) -> Vec<RouteStatsSnapshot>;
 }
 
-/// The default [`RouteStatsSource`]: no routes.
+/// A [`RouteStatsSource`] with no routes: pass it to
+/// [`SessionManagerBuilder::route_stats_source`](crate::SessionManagerBuilder::route_stats_source)
+/// to export no per-route figures. (The default source is the manager's own route table.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoRoutes;
 
