@@ -816,7 +816,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_expos
     publish(broker.port(), "in/x", "1", 1, false);
     let received = poll_until_async(T, || async {
         d.get("/metrics").is_some_and(|(_, t)| {
-            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\"} 1")
+            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\",target=\"b\"} 1")
         })
     })
     .await;
@@ -1049,7 +1049,7 @@ async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_
     let copied = poll_until_async(T, || async {
         sub_once(port, "copy/#", "%r %t %p", 1).is_none()
             && d.get("/metrics").is_some_and(|(_, t)| {
-                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\"} 1")
+                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\",target=\"dst\"} 1")
             })
     })
     .await;
