@@ -9,8 +9,15 @@
 //! `shutdown_timeout`. SIGHUP re-reads the file: an invalid file is refused (logged and
 //! counted) and the old configuration keeps running; otherwise only the sessions and rules
 //! whose configuration changed are restarted.
+//!
+//! The binary `mqtt-sessions` (`src/main.rs`) parses the command line and calls into this
+//! crate; the library it runs on is [`mqtt_sessions`], used through its public API only.
+
+// Feature badges on docs.rs (`--cfg docsrs`, nightly).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "embedded-broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-broker")))]
 pub mod broker;
 pub mod config;
 pub mod error;
