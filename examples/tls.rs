@@ -68,12 +68,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let mut opts = SessionOptions::new("mtls-demo", url.as_str());
-    opts.tls = Some(TlsOptions {
-        ca_file: Some(ca.into()),
-        client_cert: Some(cert.into()),
-        client_key: Some(key.into()),
-        server_name: std::env::var("MQTT_SERVER_NAME").ok(),
-        ..TlsOptions::default()
+    opts.tls = Some({
+        let t = TlsOptions::new()
+            .ca_file(ca)
+            .client_cert(cert)
+            .client_key(key);
+        match std::env::var("MQTT_SERVER_NAME").ok() {
+            Some(name) => t.server_name(name),
+            None => t,
+        }
     });
     if let (Ok(user), Ok(pass)) = (
         std::env::var("MQTT_USERNAME"),

@@ -24,6 +24,7 @@ pub const EVENT_QUEUE: usize = 4096;
 /// The kinds of event, with the Go original's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// `session_connecting`: a connection attempt to one broker starts.
     SessionConnecting,
@@ -143,6 +144,7 @@ impl ErrorKind {
 
 /// Why a connection ended or an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ConnectionFailure {
     /// The class of failure.
     pub kind: ErrorKind,

@@ -60,18 +60,36 @@
 //!   live status page `/`, to mount on an application's `App` or serve on their own
 //!   (loopback by default; TLS, basic auth with bcrypt hashes, bearer token).
 //! - [`options`], [`message`], [`event`], [`error`]: the public data types.
-//! - `daemon` (feature `daemon`, on by default): what the `mqtt-sessions` binary runs — the
-//!   TOML config and its validation, forwarding rules, reload on SIGHUP, graceful
-//!   shutdown, the embedded broker (feature `embedded-broker`), systemd notification.
+//!
+//! The `mqtt-sessions` daemon (TOML config, forwarding rules, reload on SIGHUP, the
+//! embedded broker, systemd notification) is a separate package, `mqtt-sessions-daemon`,
+//! built on this library's public API: depending on this crate never compiles it.
 //!
 //! `docs/ARCHITECTURE.md` describes each actor, its messages and its guarantees.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `http` | yes | the `http` module: the actix-web endpoints (`/metrics`, `/healthz`, `/readyz`, `/sessions`, `/events`, the status page), TLS and credentials |
+//! | `fault-injection` | no | `session::FaultInjection`: makes a session actor fail on purpose (supervision tests only) |
+//!
+//! Items that need a feature carry a badge in these docs.
 
-#[cfg(feature = "daemon")]
-pub mod daemon;
+// Feature badges on docs.rs (`--cfg docsrs`, nightly): `doc_cfg` labels every item behind
+// a `cfg(feature = ...)`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod delivery;
+
+/// The README's Rust blocks, compiled (and the ones without `no_run` run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod manager;
 pub mod message;

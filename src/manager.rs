@@ -135,8 +135,8 @@ impl SessionManagerBuilder {
         self
     }
 
-    /// Where per-route metrics come from (default: no routes); see
-    /// [`RouteStatsSource`].
+    /// Where per-route metrics come from (default: the manager's own routes, read from
+    /// its route table); see [`RouteStatsSource`].
     pub fn route_stats_source(mut self, source: Arc<dyn RouteStatsSource>) -> Self {
         self.route_stats = Some(source);
         self

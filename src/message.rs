@@ -66,6 +66,7 @@ impl std::fmt::Display for QoS {
 /// it would not have had alone (its own publish, or a retained message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SubscribeOptions {
     /// Do not receive the messages this session publishes itself.
     pub no_local: bool,
@@ -242,6 +243,7 @@ impl Message {
 /// log line says so): 3.1.1 has no way to carry them, and refusing would make one
 /// publish path behave differently per broker for data the receiver may not need.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MessageProperties {
     /// User properties (key, value), in order; a key may repeat.
     pub user_properties: Vec<(String, String)>,

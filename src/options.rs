@@ -132,6 +132,7 @@ impl Serialize for Secret {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Unique session name: 1 to 128 characters of any text (`"生产设备"`) without control
     /// characters (it is a store key, a metric label value and a log field).
@@ -172,6 +173,7 @@ pub struct SessionOptions {
 /// Connection behaviour of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Keep-alive interval: zero (off) or 1 s to 65535 s in whole seconds. Default 60 s.
     #[serde(with = "humantime_serde")]
@@ -220,8 +222,12 @@ impl Default for ConnectOptions {
 }
 
 /// A will (last testament) message.
+///
+/// Made with [`WillOptions::new`] (`#[non_exhaustive]`: a field added later breaks no
+/// caller).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct WillOptions {
     /// Topic name.
     pub topic: String,
@@ -236,12 +242,37 @@ pub struct WillOptions {
     pub retain: bool,
 }
 
+impl WillOptions {
+    /// A will on `topic` with `payload`, QoS 0, not retained.
+    pub fn new(topic: impl Into<String>, payload: impl Into<String>) -> Self {
+        WillOptions {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }
+    }
+
+    /// Its QoS.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Its retain flag.
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+}
+
 /// Exponential backoff between connection attempts.
 ///
 /// Attempt `n` (from 1) waits `min(initial_delay * factor^(n-1), max_delay)`, then a
 /// random `±jitter` fraction of that is added. Every attempt walks the broker list once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct ReconnectOptions {
     /// Delay before the second attempt. Must be above zero. Default 1 s.
     #[serde(with = "humantime_serde")]
@@ -274,6 +305,7 @@ impl Default for ReconnectOptions {
 /// Queue sizes, limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct PerformanceOptions {
     /// Capacity of each message channel handed out by the session. Default 100.
     pub message_channel_size: usize,
@@ -333,6 +365,7 @@ impl Default for PerformanceOptions {
 /// expiry interval, server-assigned client ids, the broker's CONNACK limits and
 /// request/response ([`SessionManager::request`](crate::SessionManager::request)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Protocol {
     /// MQTT 3.1.1 (the default).
     #[default]
@@ -345,6 +378,7 @@ pub enum Protocol {
 
 /// How a broker is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Transport {
     /// Plain TCP (`mqtt://`, `tcp://`).
     Tcp,

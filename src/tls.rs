@@ -46,8 +46,22 @@ use serde::{Deserialize, Serialize};
 /// They apply to `mqtts://`, `ssl://`, `tls://` and `wss://` brokers. A session with a `tls`
 /// section must use TLS URLs only: a plain `mqtt://` or `ws://` broker next to it is refused
 /// by validation, so that a failover never sends credentials in clear text.
+///
+/// Built with [`TlsOptions::new`] and its setters (or `Default` and field assignments):
+/// the struct is `#[non_exhaustive]`, so a TLS option added later breaks no caller.
+///
+/// ```
+/// use mqtt_sessions::TlsOptions;
+/// let tls = TlsOptions::new()
+///     .ca_file("/etc/mqtt/ca.crt")
+///     .client_cert("/etc/mqtt/client.crt")
+///     .client_key("/etc/mqtt/client.key")
+///     .server_name("broker.plant.example");
+/// assert!(!tls.skip_verify);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM file with the CA certificates to trust (one or several); the system's roots
     /// when absent.
@@ -69,6 +83,50 @@ pub struct TlsOptions {
     /// ALPN protocols to offer, most preferred first (each 1 to 255 bytes).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
+}
+
+impl TlsOptions {
+    /// No CA file (the system's roots), no client certificate, verification on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts the CA certificates of this PEM file instead of the system's roots.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The client certificate (PEM chain, leaf first) for mutual TLS; needs
+    /// [`client_key`](Self::client_key).
+    pub fn client_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some(path.into());
+        self
+    }
+
+    /// The client certificate's private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub fn client_key(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_key = Some(path.into());
+        self
+    }
+
+    /// Verifies the broker's certificate against this name instead of the URL's host.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// ALPN protocols to offer, most preferred first.
+    pub fn alpn<S: Into<String>>(mut self, protocols: impl IntoIterator<Item = S>) -> Self {
+        self.alpn = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts any server certificate (test benches only; warned at every connect).
+    pub fn skip_verify(mut self, skip: bool) -> Self {
+        self.skip_verify = skip;
+        self
+    }
 }
 
 /// Why TLS options could not be turned into a TLS configuration.

@@ -449,14 +449,7 @@ async fn every_bad_input_gives_its_typed_error() {
         ),
         (
             "will with wildcard",
-            with(|o| {
-                o.connect.will = Some(mqtt_sessions::WillOptions {
-                    topic: "w/#".into(),
-                    payload: String::new(),
-                    qos: QoS::AtMostOnce,
-                    retain: false,
-                })
-            }),
+            with(|o| o.connect.will = Some(mqtt_sessions::WillOptions::new("w/#", ""))),
             Box::new(|o| matches!(o, OptionsError::InvalidWillTopic { .. })),
         ),
         (
@@ -533,22 +526,16 @@ async fn every_bad_input_gives_its_typed_error() {
     };
     c.check(
         "missing CA file",
-        m.add_session(tls(TlsOptions {
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new().ca_file("/nonexistent/ca.pem")))
+            .await
+            .map(|_| ()),
         is_tls(|t| matches!(t, TlsError::MissingFile { .. })),
     );
     c.check(
         "garbage CA file",
-        m.add_session(tls(TlsOptions {
-            ca_file: Some(garbage.clone()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new().ca_file(garbage.clone())))
+            .await
+            .map(|_| ()),
         is_tls(|t| {
             matches!(
                 t,
@@ -558,34 +545,27 @@ async fn every_bad_input_gives_its_typed_error() {
     );
     c.check(
         "certificate without key",
-        m.add_session(tls(TlsOptions {
-            client_cert: Some(client.cert.clone()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new().client_cert(client.cert.clone())))
+            .await
+            .map(|_| ()),
         is_tls(|t| matches!(t, TlsError::IncompleteClientAuth { .. })),
     );
     c.check(
         "key of another certificate",
-        m.add_session(tls(TlsOptions {
-            client_cert: Some(client.cert.clone()),
-            client_key: Some(other.key.clone()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new()
+            .client_cert(client.cert.clone())
+            .client_key(other.key.clone())))
+            .await
+            .map(|_| ()),
         is_tls(|t| matches!(t, TlsError::KeyMismatch { .. })),
     );
     c.check(
         "garbage key",
-        m.add_session(tls(TlsOptions {
-            client_cert: Some(client.cert.clone()),
-            client_key: Some(garbage.clone()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new()
+            .client_cert(client.cert.clone())
+            .client_key(garbage.clone())))
+            .await
+            .map(|_| ()),
         is_tls(|t| {
             matches!(
                 t,
@@ -597,12 +577,9 @@ async fn every_bad_input_gives_its_typed_error() {
     );
     c.check(
         "invalid server name",
-        m.add_session(tls(TlsOptions {
-            server_name: Some("not a name!".into()),
-            ..Default::default()
-        }))
-        .await
-        .map(|_| ()),
+        m.add_session(tls(TlsOptions::new().server_name("not a name!")))
+            .await
+            .map(|_| ()),
         is_tls(|t| matches!(t, TlsError::InvalidServerName { .. })),
     );
     let mut plain_with_tls = opts("plaintls");

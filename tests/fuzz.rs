@@ -1,6 +1,6 @@
 //! Fuzz harnesses (proptest-driven, time-boxed): topic and filter parsing against an
 //! independent reference, the store codec through corrupted and truncated store values
-//! and files, and the daemon's TOML config from mutated real configs.
+//! and files. (The daemon's TOML config has its harness in `daemon/tests/fuzz_config.rs`.)
 //!
 //! In the normal suite each harness runs a few hundred cases. `scripts/fuzz [SECONDS]`
 //! runs each for SECONDS (`MQTT_SESSIONS_FUZZ_SECS`), one after the other, and prints the
@@ -406,105 +406,4 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-// ---- the daemon's TOML config ----
-
-#[cfg(feature = "daemon")]
-fn config_mutation() -> impl Strategy<Value = (f64, u8, String)> {
-    let inserts = prop::sample::select(vec![
-        "",
-        "\n",
-        "[",
-        "]",
-        "\"",
-        "=",
-        "[[sessions]]\n",
-        "name = \"x\"\n",
-        "1e999",
-        "-1",
-        "\"30s\"",
-        "\"5 parsecs\"",
-        "brokers = []\n",
-        "\u{0}",
-        "é",
-        "[http]\nlisten = \"0.0.0.0:1\"\n",
-        "max_message_size = \"1 TB\"\n",
-        "{",
-        "}",
-        "#",
-        "'''",
-        "\\u0000",
-    ]);
-    (0.0..1.0f64, 0..4u8, inserts.prop_map(str::to_string))
-}
-
-#[cfg(feature = "daemon")]
-#[test]
-fn fuzz_daemon_config_text_parses_or_fails_with_a_located_error_never_panics() {
-    use mqtt_sessions::daemon::{Config, DEFAULT_CONFIG};
-    let seeds: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .chain([DEFAULT_CONFIG.to_string()])
-        .collect();
-    let n = seeds.len();
-    fuzz(
-        "config",
-        (0..n, prop::collection::vec(config_mutation(), 1..6)),
-        |(seed, muts)| {
-            let mut text = seeds[seed].clone();
-            for (at, kind, insert) in muts {
-                let mut i = ((text.len() as f64) * at) as usize;
-                while !text.is_char_boundary(i) {
-                    i -= 1;
-                }
-                match kind {
-                    0 => text.insert_str(i, &insert),
-                    1 => {
-                        let mut end = (i + insert.len().max(1)).min(text.len());
-                        while !text.is_char_boundary(end) {
-                            end += 1;
-                        }
-                        text.replace_range(i..end, &insert);
-                    }
-                    2 => text.truncate(i),
-                    _ => {
-                        // Duplicate a line: duplicate sections and keys.
-                        if let Some(line) = text[i..].lines().next().map(str::to_string) {
-                            text.insert_str(i, &format!("{line}\n"));
-                        }
-                    }
-                }
-            }
-            let parsed = Config::parse(&text, Path::new("fuzz.toml"));
-            tally(if parsed.is_ok() { "parsed" } else { "refused" });
-            match parsed {
-                Ok(c) => {
-                    // What parses also turns into session options without panicking.
-                    for s in &c.sessions {
-                        let _ = s.options();
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    prop_assert!(msg.contains("fuzz.toml"), "{}", msg);
-                    if let Some((line, col)) = e.location {
-                        let lines = text.lines().count().max(1);
-                        prop_assert!(
-                            line >= 1 && line <= lines + 1 && col >= 1,
-                            "location {}:{} outside the {} lines: {}",
-                            line,
-                            col,
-                            lines,
-                            msg
-                        );
-                    }
-                }
-            }
-            Ok(())
-        },
-    );
 }

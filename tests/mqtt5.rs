@@ -565,12 +565,11 @@ async fn v5_connack_refusals_become_typed_failures_with_their_reason_codes() {
         .unwrap();
     m.add_session(v5_opts("anon", &broker.url())).await.unwrap();
     let mut o = v5_opts("will", &broker.url()).credentials("u", "right");
-    o.connect.will = Some(mqtt_sessions::WillOptions {
-        topic: "will/x".into(),
-        payload: "gone".into(),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-    });
+    o.connect.will = Some(
+        mqtt_sessions::WillOptions::new("will/x", "gone")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    );
     m.add_session(o).await.unwrap();
     m.add_session(v5_opts("right", &broker.url()).credentials("u", "right"))
         .await

@@ -62,31 +62,6 @@ async fn the_password_never_reaches_metrics_status_snapshots_or_events() {
     m.shutdown().await;
 }
 
-/// The daemon's real default: an `[http]` section without `listen` (the value
-/// `default_http_listen` fills in), and the annotated default config `print-config` prints,
-/// both listen on loopback only. Asked through `Config::parse`, the daemon's own parser.
-#[cfg(feature = "daemon")]
-#[test]
-fn the_daemons_http_endpoints_default_to_loopback() {
-    use mqtt_sessions::daemon::{Config, DEFAULT_CONFIG};
-    let path = std::path::Path::new("test.toml");
-    let c = Config::parse("[http]\n", path).unwrap();
-    let listen = c.http.unwrap().listen;
-    assert!(listen.ip().is_loopback(), "[http] default listen {listen}");
-    // The library's own default, used by `http::serve_with`, agrees.
-    assert_eq!(listen, mqtt_sessions::http::DEFAULT_ADDR);
-    let c = Config::parse(DEFAULT_CONFIG, path).unwrap();
-    if let Some(http) = c.http {
-        assert!(
-            http.listen.ip().is_loopback(),
-            "print-config listens on {}",
-            http.listen
-        );
-    }
-    // Without an `[http]` section the daemon serves nothing at all.
-    assert!(Config::parse("", path).unwrap().http.is_none());
-}
-
 #[actix_rt::test]
 async fn the_store_is_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();

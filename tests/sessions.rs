@@ -533,12 +533,8 @@ async fn remove_session_disconnects_cleanly_without_the_will_message() {
     let sub = Sub::spawn(broker.port(), "will/#", 1);
     let m = SessionManager::new().unwrap();
     let mut o = fast_opts("testator", &broker.url()).client_id("testator-cid");
-    o.connect.will = Some(mqtt_sessions::WillOptions {
-        topic: "will/testator".into(),
-        payload: "gone".into(),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-    });
+    o.connect.will =
+        Some(mqtt_sessions::WillOptions::new("will/testator", "gone").qos(QoS::AtLeastOnce));
     let h = m.add_session(o).await.unwrap();
     m.wait_for_session("testator", T).await.unwrap();
     m.remove_session("testator").await.unwrap();

@@ -52,10 +52,7 @@ fn tls_opts(name: &str, url: &str, tls: TlsOptions) -> SessionOptions {
 }
 
 fn trusting(ca: &std::path::Path) -> TlsOptions {
-    TlsOptions {
-        ca_file: Some(ca.to_path_buf()),
-        ..TlsOptions::default()
-    }
+    TlsOptions::new().ca_file(ca.to_path_buf())
 }
 
 /// Backoff without jitter: 100 ms, 200 ms, 400 ms, ... up to 2 s.
@@ -206,11 +203,9 @@ async fn mutual_tls_session_with_client_certificate_connects_and_one_without_is_
     let m = SessionManager::new().unwrap();
     let log = EventLog::start(&m);
 
-    let with_cert = TlsOptions {
-        client_cert: Some(client.cert.clone()),
-        client_key: Some(client.key.clone()),
-        ..trusting(&pki.ca_file)
-    };
+    let with_cert = trusting(&pki.ca_file)
+        .client_cert(client.cert.clone())
+        .client_key(client.key.clone());
     let h = m
         .add_session(tls_opts("with-cert", &url, with_cert))
         .await
@@ -274,10 +269,7 @@ async fn host_name_mismatch_fails_with_kind_tls_and_server_name_fixes_it() {
         assert_fails_and_backs_off(&log, "mismatch", ErrorKind::Tls, "not valid for name").await;
     assert!(message.contains("tls.server_name"), "{message}");
 
-    let fixed = TlsOptions {
-        server_name: Some("broker.test".into()),
-        ..trusting(&pki.ca_file)
-    };
+    let fixed = trusting(&pki.ca_file).server_name("broker.test");
     let h = m.add_session(tls_opts("fixed", &url, fixed)).await.unwrap();
     h.wait_ready(T)
         .await
@@ -337,14 +329,7 @@ async fn skip_verify_connects_to_a_self_signed_broker_warns_and_shows_in_status(
     // verification is on (its certificate is self-signed).
     let m = SessionManager::new().unwrap();
     let h = m
-        .add_session(tls_opts(
-            "skip",
-            &url,
-            TlsOptions {
-                skip_verify: true,
-                ..TlsOptions::default()
-            },
-        ))
+        .add_session(tls_opts("skip", &url, TlsOptions::new().skip_verify(true)))
         .await
         .unwrap();
     h.wait_ready(T)
@@ -579,14 +564,7 @@ async fn child_process() {
         .unwrap();
     if parts[0] == "skipverify" {
         let m = SessionManager::new().unwrap();
-        let o = tls_opts(
-            "skip",
-            parts[2],
-            TlsOptions {
-                skip_verify: true,
-                ..TlsOptions::default()
-            },
-        );
+        let o = tls_opts("skip", parts[2], TlsOptions::new().skip_verify(true));
         let h = m.add_session(o).await.unwrap();
         h.wait_ready(T)
             .await

@@ -48,6 +48,7 @@ pub const DEFAULT_PREFIX: &str = "mqtt_sessions";
 /// remain. The `README` gives the figures at 10,000 sessions (`tests/series.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum PerSessionMetrics {
     /// Every per-session series, including the publish→ack latency histogram.
     #[default]
@@ -107,7 +108,9 @@ pub trait RouteStatsSource: Send + Sync + 'static {
     fn route_stats(&self) -> Vec<RouteStatsSnapshot>;
 }
 
-/// The default [`RouteStatsSource`]: no routes.
+/// A [`RouteStatsSource`] with no routes: pass it to
+/// [`SessionManagerBuilder::route_stats_source`](crate::SessionManagerBuilder::route_stats_source)
+/// to export no per-route figures. (The default source is the manager's own route table.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoRoutes;
 

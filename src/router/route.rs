@@ -38,6 +38,7 @@ pub enum Overflow {
 
 /// How a route is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteOptions {
     /// The route's name (metrics label, durable subscriptions). Derived from its kind and
     /// id when absent (`listen-3`).

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 
-use super::config::{Config, ConfigErrorKind, SessionConfig};
+use super::config::{Config, ConfigErrorKind, ForwardTarget, SessionConfig};
 use super::template::Template;
-use crate::options::{validate_name, Secret};
-use crate::topic::TopicFilter;
+use mqtt_sessions::options::{validate_name, Secret};
+use mqtt_sessions::topic::TopicFilter;
 
 /// A refusal: where in the file (a byte range), and why.
 pub(crate) type Refusal = (Option<Range<usize>>, ConfigErrorKind);
@@ -71,7 +71,44 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
         if !rules.insert(rule.clone()) {
             return Err((Some(r.name.span()), ConfigErrorKind::DuplicateRule(rule)));
         }
-        for end in [&r.from, &r.to] {
+        let name_span = Some(r.name.span());
+        let targets_err = |reason: &str| {
+            (
+                name_span.clone(),
+                ConfigErrorKind::Targets {
+                    rule: rule.clone(),
+                    reason: reason.to_string(),
+                },
+            )
+        };
+        if !r.targets.is_empty() {
+            if r.to.is_some() || r.topic.is_some() || r.qos.is_some() || r.retain.is_some() {
+                return Err(targets_err(
+                    "with [[forward.targets]], `to`, `topic`, `qos` and `retain` go in each target, not on the rule",
+                ));
+            }
+        } else if r.to.is_none() {
+            return Err(targets_err(
+                "no target: set `to` (one target) or add [[forward.targets]] (several)",
+            ));
+        }
+        let targets = r.all_targets();
+        let mut seen = BTreeSet::new();
+        for t in &targets {
+            if !seen.insert(t.to.get_ref()) {
+                return Err((
+                    Some(t.to.span()),
+                    ConfigErrorKind::Targets {
+                        rule: rule.clone(),
+                        reason: format!(
+                            "session {:?} is a target twice (one target per session; use another rule for another topic)",
+                            t.to.get_ref()
+                        ),
+                    },
+                ));
+            }
+        }
+        for end in std::iter::once(&r.from).chain(targets.iter().map(|t| &t.to)) {
             if !brokers.contains_key(end.get_ref()) {
                 return Err((
                     Some(end.span()),
@@ -92,53 +129,21 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
                 },
             )
         })?;
-        let template_span = (!r.topic.span().is_empty()).then(|| r.topic.span());
-        let template = Template::parse(r.topic.get_ref()).map_err(|reason| {
-            (
-                template_span.clone().or(Some(r.name.span())),
-                ConfigErrorKind::Template {
-                    rule: rule.clone(),
-                    template: r.topic.get_ref().clone(),
-                    reason,
-                },
-            )
-        })?;
-        let wildcards = filter
-            .match_filter()
-            .split('/')
-            .filter(|l| *l == "+" || *l == "#")
-            .count();
-        if template.max_capture() > wildcards {
-            return Err((
-                template_span.clone().or(Some(r.name.span())),
-                ConfigErrorKind::Template {
-                    rule: rule.clone(),
-                    template: r.topic.get_ref().clone(),
-                    reason: format!(
-                        "{{{}}} but the filter {:?} has {wildcards} wildcard(s) to capture",
-                        template.max_capture(),
-                        r.filter.get_ref()
-                    ),
-                },
-            ));
+        for t in &targets {
+            check_target(
+                &rule,
+                r.name.span(),
+                r.filter.get_ref(),
+                &filter,
+                t,
+                &r.from,
+                &brokers,
+            )?;
         }
-        let (from, to) = (r.from.get_ref(), r.to.get_ref());
-        let shared = brokers[from].iter().find(|b| brokers[to].contains(b));
-        if let Some(broker) = shared {
-            if template.output_may_match(&filter, from) {
-                return Err((
-                    template_span.or(Some(r.name.span())),
-                    ConfigErrorKind::Loop {
-                        rule,
-                        from: from.clone(),
-                        to: to.clone(),
-                        broker: broker.clone(),
-                        filter: filter.as_str().to_string(),
-                        template: template.to_string(),
-                    },
-                ));
-            }
-        }
+    }
+    // The single-target form with every default filled in (`print-config` shows them).
+    for r in &mut config.forward {
+        r.fill_defaults();
     }
 
     if let Some(store) = &config.store {
@@ -171,6 +176,61 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The checks of one target of rule `rule`: its template (valid, capturing no more than
+/// the filter's wildcards) and no loop back into the rule's own filter.
+#[expect(clippy::result_large_err, reason = "cold path, boxed in ConfigError")]
+fn check_target(
+    rule: &str,
+    name_span: Range<usize>,
+    filter_text: &str,
+    filter: &TopicFilter,
+    t: &ForwardTarget,
+    from: &toml::Spanned<String>,
+    brokers: &BTreeMap<String, Vec<String>>,
+) -> Result<(), Refusal> {
+    let template_span = (!t.topic.span().is_empty()).then(|| t.topic.span());
+    let template_err = |reason: String| {
+        (
+            template_span.clone().or(Some(name_span.clone())),
+            ConfigErrorKind::Template {
+                rule: rule.to_string(),
+                template: t.topic.get_ref().clone(),
+                reason,
+            },
+        )
+    };
+    let template = Template::parse(t.topic.get_ref()).map_err(template_err)?;
+    let wildcards = filter
+        .match_filter()
+        .split('/')
+        .filter(|l| *l == "+" || *l == "#")
+        .count();
+    if template.max_capture() > wildcards {
+        return Err(template_err(format!(
+            "{{{}}} but the filter {filter_text:?} has {wildcards} wildcard(s) to capture",
+            template.max_capture(),
+        )));
+    }
+    let (from, to) = (from.get_ref(), t.to.get_ref());
+    let shared = brokers[from].iter().find(|b| brokers[to].contains(b));
+    if let Some(broker) = shared {
+        if template.output_may_match(filter, from) {
+            return Err((
+                template_span.or(Some(name_span)),
+                ConfigErrorKind::Loop {
+                    rule: rule.to_string(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    broker: broker.clone(),
+                    filter: filter.as_str().to_string(),
+                    template: template.to_string(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Rules that could receive what their target refuses: a source session (or the
 /// embedded broker feeding it) accepting larger payloads than the target session sends.
 /// Such messages would be dropped (and counted) by the rule.
@@ -184,15 +244,17 @@ fn size_warnings(config: &Config) -> Vec<String> {
     };
     let mut out = Vec::new();
     for r in &config.forward {
-        let (from, to) = (r.from.get_ref(), r.to.get_ref());
-        let (Some(src), Some(dst)) = (max(from), max(to)) else {
-            continue;
-        };
-        if src > dst {
-            out.push(format!(
-                "forward rule {:?}: session {from:?} accepts payloads up to {src} but {to:?} sends at most {dst}: larger messages will be dropped (raise {to:?}'s performance.max_message_size)",
-                r.name.get_ref()
-            ));
+        for t in r.all_targets() {
+            let (from, to) = (r.from.get_ref(), t.to.get_ref());
+            let (Some(src), Some(dst)) = (max(from), max(to)) else {
+                continue;
+            };
+            if src > dst {
+                out.push(format!(
+                    "forward rule {:?}: session {from:?} accepts payloads up to {src} but {to:?} sends at most {dst}: larger messages will be dropped (raise {to:?}'s performance.max_message_size)",
+                    r.name.get_ref()
+                ));
+            }
         }
     }
     if let Some(b) = &config.embedded_broker {
@@ -288,7 +350,58 @@ brokers = ["mqtt://127.0.0.1:1884"]
     fn forwarding_between_two_brokers_is_accepted() {
         let c =
             check("[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"#\"\nto = \"b\"\n").unwrap();
-        assert_eq!(c.forward[0].topic.get_ref(), "{topic}");
+        assert_eq!(c.forward[0].all_targets()[0].topic.get_ref(), "{topic}");
+    }
+
+    #[test]
+    fn a_rule_with_several_targets_keeps_each_targets_settings() {
+        let c = check(
+            "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"s/#\"\n\
+             [[forward.targets]]\nto = \"b\"\ntopic = \"copy/{topic}\"\nqos = 0\n\
+             [[forward.targets]]\nto = \"a\"\ntopic = \"archive/{topic}\"\nretain = true\n",
+        )
+        .unwrap();
+        let t = c.forward[0].all_targets();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].to.get_ref().as_str(), t[0].topic.get_ref().as_str()),
+            ("b", "copy/{topic}")
+        );
+        assert_eq!(
+            t[0].qos,
+            super::super::config::Keep::Set(mqtt_sessions::QoS::AtMostOnce)
+        );
+        assert_eq!(t[1].retain, super::super::config::Keep::Set(true));
+        assert_eq!(
+            t[1].qos,
+            super::super::config::Keep::Set(mqtt_sessions::QoS::AtLeastOnce)
+        );
+        // print-config's text parses back to the same rule.
+        let again = Config::parse(&c.effective().unwrap(), Path::new("t.toml")).unwrap();
+        assert_eq!(again.forward[0].all_targets(), t);
+    }
+
+    #[test]
+    fn a_rule_needs_one_form_of_target_and_one_target_per_session() {
+        let cases = [
+            ("[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"#\"\n", "no target"),
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"#\"\nto = \"b\"\n[[forward.targets]]\nto = \"b\"\n",
+                "go in each target",
+            ),
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"s/#\"\n[[forward.targets]]\nto = \"b\"\n[[forward.targets]]\nto = \"b\"\ntopic = \"x/{topic}\"\n",
+                "is a target twice",
+            ),
+            (
+                "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"s/#\"\n[[forward.targets]]\nto = \"b\"\n[[forward.targets]]\nto = \"a\"\n",
+                "would loop",
+            ),
+        ];
+        for (extra, needle) in cases {
+            let err = check(extra).expect_err(extra);
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
     reason = "tests fail loudly; the kill tests report their figures"
 )]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -514,7 +515,7 @@ fn print_config_example_output_passes_check_config() {
 async fn the_gateway_example_runs_with_no_external_broker_turns_ready_and_notifies_systemd() {
     let example = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/examples/gateway.toml"
+        "/../examples/gateway.toml"
     ))
     .unwrap();
     let mqtt = free_port();
@@ -814,7 +815,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_expos
     publish(broker.port(), "in/x", "1", 1, false);
     let received = poll_until_async(T, || async {
         d.get("/metrics").is_some_and(|(_, t)| {
-            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\"} 1")
+            t.contains("mqtt_sessions_forward_messages_total{rule=\"copy\",target=\"b\"} 1")
         })
     })
     .await;
@@ -826,7 +827,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_exists_in_a_daemons_expos
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_string)
         .collect();
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let prefixes = ["mqtt_sessions_", "process_"];
     let mut used = metric_names_in(
         &fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap(),
@@ -1047,7 +1048,7 @@ async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_
     let copied = poll_until_async(T, || async {
         sub_once(port, "copy/#", "%r %t %p", 1).is_none()
             && d.get("/metrics").is_some_and(|(_, t)| {
-                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\"} 1")
+                t.contains("mqtt_sessions_forward_messages_total{rule=\"fresh\",target=\"dst\"} 1")
             })
     })
     .await;
@@ -1074,4 +1075,104 @@ fn check_config_warns_when_a_rule_could_receive_what_its_target_refuses() {
         "{out}"
     );
     assert!(!out.contains("forward rule \"back\""), "{out}");
+}
+
+/// A rule with two targets (`[[forward.targets]]`, each with its own topic, QoS and retain
+/// flag) delivers every message through both, counted per target; and a QoS 1 message is
+/// acknowledged to the source broker only once *both* targets have it: with one target's
+/// broker down, a daemon killed with SIGKILL leaves the messages with the (persistent)
+/// source session, and the next daemon delivers them to the target that missed them.
+#[tokio::test]
+async fn a_rule_with_two_targets_delivers_to_both_and_acknowledges_after_the_last() {
+    let src = Mosquitto::start_with(MosquittoConfig::new().persistence(true));
+    let a = Mosquitto::start();
+    let b = Mosquitto::start();
+    let fan = "\n[[forward]]\nname = \"fan\"\nfrom = \"src\"\nfilter = \"load/#\"\n\
+        [[forward.targets]]\nto = \"a\"\ntopic = \"one/{topic}\"\nqos = 1\n\
+        [[forward.targets]]\nto = \"b\"\ntopic = \"two/{topic}\"\nqos = 1\nretain = true\n";
+    let config = format!(
+        "{HTTP}{}{}{}{fan}",
+        persistent_session("src", "fan-src", src.port()),
+        session("a", "fan-a", a.port()),
+        // `b` may be away: /readyz does not wait for it.
+        session("b", "fan-b", b.port()).replace(
+            "client_id = \"fan-b\"\n",
+            "client_id = \"fan-b\"\nrequired_for_ready = false\n"
+        ),
+    );
+    let sub_a = Sub::spawn(a.port(), "one/#", 1);
+    let sub_b = Sub::spawn(b.port(), "two/#", 1);
+    let mut d = Daemon::start(&config);
+    d.wait_ready().await;
+    const N: usize = 200;
+    publish_many(src.port(), "load/x", N, 1);
+    let want: BTreeSet<String> = (0..N).map(|i| i.to_string()).collect();
+    for (name, sub, prefix) in [("a", &sub_a, "one/load/x "), ("b", &sub_b, "two/load/x ")] {
+        assert!(
+            wait_distinct(sub, N, T).await,
+            "target {name}: {} of {N}\n{}",
+            distinct_and_duplicates(sub).0.len(),
+            d.stderr()
+        );
+        assert_eq!(distinct_and_duplicates(sub).0, want, "target {name}");
+        assert!(
+            sub.lines().iter().all(|l| l.starts_with(prefix)),
+            "{:?}",
+            sub.lines()
+        );
+    }
+    // Each target's own retain flag: `b` retains, `a` keeps the incoming (not retained).
+    assert_eq!(sub_once(b.port(), "two/#", "%r", 5).as_deref(), Some("1"));
+    assert_eq!(sub_once(a.port(), "one/#", "%r", 1), None);
+    // Counted per target.
+    let (_, metrics) = d.get("/metrics").unwrap();
+    for target in ["a", "b"] {
+        let line =
+            format!("mqtt_sessions_forward_messages_total{{rule=\"fan\",target=\"{target}\"}} {N}");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    let (_, rules) = d.get("/rules").unwrap();
+    assert!(rules.contains("\"to\":\"a, b\""), "{rules}");
+
+    // Target `b` away: the messages reach `a` (the first one at least: a rule forwards in
+    // order, one message at a time) but stay unacknowledged at the source.
+    b.stop();
+    drop(sub_b);
+    const LATE: usize = 20;
+    publish_many(src.port(), "load/late", LATE, 1);
+    assert!(
+        poll_until_async(T, || {
+            let hit = sub_a
+                .lines()
+                .iter()
+                .any(|l| l.starts_with("one/load/late "));
+            async move { hit }
+        })
+        .await,
+        "{}",
+        d.stderr()
+    );
+    d.signal("KILL");
+    let _ = d.wait_exit(T);
+    b.restart();
+    let sub_b = Sub::spawn(b.port(), "two/#", 1);
+    let second = Daemon::start(&config);
+    second.wait_ready().await;
+    let late: BTreeSet<String> = (0..LATE).map(|i| i.to_string()).collect();
+    assert!(
+        poll_until_async(Duration::from_secs(60), || {
+            let got: BTreeSet<String> = sub_b
+                .lines()
+                .iter()
+                .filter_map(|l| l.strip_prefix("two/load/late "))
+                .map(str::to_string)
+                .collect();
+            let done = got == late;
+            async move { done }
+        })
+        .await,
+        "target b got {:?} of the {LATE} messages published while it was away\n{}",
+        sub_b.lines(),
+        second.stderr()
+    );
 }

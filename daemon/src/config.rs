@@ -15,14 +15,14 @@ use toml::Spanned;
 
 pub use super::error::{ConfigError, ConfigErrorKind};
 use super::size::ByteSize;
-use crate::message::QoS;
-use crate::options::{
+use mqtt_sessions::message::QoS;
+use mqtt_sessions::options::{
     ConnectOptions, PerformanceOptions, Protocol, ReconnectOptions, Secret, SessionOptions,
     TlsOptions,
 };
 
 /// The annotated default configuration printed by `mqtt-sessions print-config`.
-pub const DEFAULT_CONFIG: &str = include_str!("../../examples/gateway.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../gateway.toml");
 
 /// A daemon configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct MetricsConfig {
     /// histogram), `"counters"` (no per-session histogram) or `"off"` (totals and the
     /// count of sessions by state only). See the README for the series count of each.
     #[serde(default)]
-    pub per_session: crate::metrics::PerSessionMetrics,
+    pub per_session: mqtt_sessions::metrics::PerSessionMetrics,
 }
 
 /// `[store]`.
@@ -124,14 +124,17 @@ pub struct HttpTlsConfig {
 }
 
 impl HttpConfig {
-    /// The library's [`HttpOptions`](crate::http::HttpOptions) of this section: reads the
+    /// The library's [`HttpOptions`](mqtt_sessions::http::HttpOptions) of this section: reads the
     /// bearer token and checks the hashes and TLS files. Relative paths are resolved
     /// against `base`. The error comes with the byte range of the setting at fault.
     pub fn options(
         &self,
         base: &Path,
-    ) -> Result<crate::http::HttpOptions, (std::ops::Range<usize>, crate::http::HttpError)> {
-        let mut o = crate::http::HttpOptions::new();
+    ) -> Result<
+        mqtt_sessions::http::HttpOptions,
+        (std::ops::Range<usize>, mqtt_sessions::http::HttpError),
+    > {
+        let mut o = mqtt_sessions::http::HttpOptions::new();
         for (user, hash) in &self.basic_auth_users {
             o = o
                 .basic_auth_user(user, hash.get_ref())
@@ -152,7 +155,7 @@ impl HttpConfig {
             );
             o.check_tls().map_err(|e| {
                 let span = match &e {
-                    crate::http::HttpError::TlsFile {
+                    mqtt_sessions::http::HttpError::TlsFile {
                         what: "certificate",
                         ..
                     } => tls.cert_file.span(),
@@ -293,16 +296,18 @@ impl Default for PerformanceConfig {
 
 impl From<&PerformanceConfig> for PerformanceOptions {
     fn from(p: &PerformanceConfig) -> Self {
-        PerformanceOptions {
-            message_channel_size: p.message_channel_size,
-            max_message_size: p.max_message_size.bytes(),
-            max_pending_messages: p.max_pending_messages,
-            inflight: p.inflight,
-            write_timeout: p.write_timeout,
-            read_timeout: p.read_timeout,
-            unrouted_hold: p.unrouted_hold,
-            max_stall: p.max_stall,
-        }
+        // Field by field: `PerformanceOptions` is `#[non_exhaustive]`; an option the
+        // library adds later keeps its default here until the config learns it.
+        let mut o = PerformanceOptions::default();
+        o.message_channel_size = p.message_channel_size;
+        o.max_message_size = p.max_message_size.bytes();
+        o.max_pending_messages = p.max_pending_messages;
+        o.inflight = p.inflight;
+        o.write_timeout = p.write_timeout;
+        o.read_timeout = p.read_timeout;
+        o.unrouted_hold = p.unrouted_hold;
+        o.max_stall = p.max_stall;
+        o
     }
 }
 
@@ -342,7 +347,10 @@ fn default_template() -> Spanned<String> {
     Spanned::new(0..0, "{topic}".to_string())
 }
 
-/// `[[forward]]`: copy what matches `filter` on session `from` to session `to`.
+/// `[[forward]]`: copy what matches `filter` on session `from` to one session (`to`, with
+/// `topic`, `qos` and `retain` on the rule) or to several (`[[forward.targets]]`, each
+/// with its own `to`, `topic`, `qos` and `retain`). A QoS >= 1 message is acknowledged to
+/// the source broker once every target has published it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
@@ -352,25 +360,78 @@ pub struct ForwardConfig {
     pub from: Spanned<String>,
     /// The topic filter on `from` (subscribed at QoS 1).
     pub filter: Spanned<String>,
-    /// The session the messages are published through.
-    pub to: Spanned<String>,
-    /// Output topic: `{topic}` is the incoming topic, `{session}` the `from` session.
-    /// Default `"{topic}"`.
-    #[serde(default = "default_template")]
-    pub topic: Spanned<String>,
-    /// QoS of the forwarded publish: 0, 1, 2 or `"keep"` (the incoming message's). Default
-    /// 1 (at least once).
-    #[serde(default = "default_forward_qos")]
-    pub qos: Keep<QoS>,
-    /// Retain flag of the forwarded publish: `true`, `false` or `"keep"` (the incoming
-    /// message's). Default `"keep"`.
-    #[serde(default)]
-    pub retain: Keep<bool>,
+    /// The one target session (the single-target form); absent when `targets` lists them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Spanned<String>>,
+    /// Output topic of the single-target form: `{topic}` is the incoming topic,
+    /// `{session}` the `from` session, `{1}`, `{2}`, ... what the filter's wildcards
+    /// matched. Default `"{topic}"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Spanned<String>>,
+    /// QoS of the single-target form's publish: 0, 1, 2 or `"keep"` (the incoming
+    /// message's). Default 1 (at least once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<Keep<QoS>>,
+    /// Retain flag of the single-target form's publish: `true`, `false` or `"keep"` (the
+    /// incoming message's). Default `"keep"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<Keep<bool>>,
     /// Forward retained messages the source broker sends when the rule (re)subscribes?
     /// Default false: they are old news, already forwarded when they were published; a
     /// restart or a reconnect would forward them again as new.
     #[serde(default)]
     pub forward_retained: bool,
+    /// `[[forward.targets]]`: several targets, each with its own topic, QoS and retain
+    /// flag (instead of `to`, `topic`, `qos` and `retain` on the rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<ForwardTarget>,
+}
+
+/// One target of a forwarding rule: a session and how to publish through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardTarget {
+    /// The session the messages are published through (at most one target per session
+    /// in a rule; it is the `target` label of the rule's metrics).
+    pub to: Spanned<String>,
+    /// Output topic template (as the rule's `topic`). Default `"{topic}"`.
+    #[serde(default = "default_template")]
+    pub topic: Spanned<String>,
+    /// QoS of the publish: 0, 1, 2 or `"keep"`. Default 1.
+    #[serde(default = "default_forward_qos")]
+    pub qos: Keep<QoS>,
+    /// Retain flag of the publish: `true`, `false` or `"keep"`. Default `"keep"`.
+    #[serde(default)]
+    pub retain: Keep<bool>,
+}
+
+impl ForwardConfig {
+    /// Fills in the single-target form's defaults (`topic`, `qos`, `retain`), so that
+    /// `print-config` shows them; a rule with `targets` is left as it is.
+    pub fn fill_defaults(&mut self) {
+        if self.targets.is_empty() && self.to.is_some() {
+            self.topic.get_or_insert_with(default_template);
+            self.qos.get_or_insert_with(default_forward_qos);
+            self.retain.get_or_insert_with(Keep::default);
+        }
+    }
+
+    /// The rule's targets: `targets`, or the one the single-target form describes (none
+    /// when the rule names no target at all, which validation refuses).
+    pub fn all_targets(&self) -> Vec<ForwardTarget> {
+        if !self.targets.is_empty() {
+            return self.targets.clone();
+        }
+        self.to
+            .iter()
+            .map(|to| ForwardTarget {
+                to: to.clone(),
+                topic: self.topic.clone().unwrap_or_else(default_template),
+                qos: self.qos.unwrap_or_else(default_forward_qos),
+                retain: self.retain.unwrap_or_default(),
+            })
+            .collect()
+    }
 }
 
 fn default_forward_qos() -> Keep<QoS> {

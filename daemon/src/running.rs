@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::config::Config;
 use super::forward::{ForwardStats, ForwardStatsSnapshot, RunningRule};
-use crate::error::Error;
-use crate::manager::SessionManager;
-use crate::message::QoS;
-use crate::router::route::Route;
+use mqtt_sessions::error::Error;
+use mqtt_sessions::manager::SessionManager;
+use mqtt_sessions::message::QoS;
+use mqtt_sessions::router::route::Route;
 
 /// How long a rule being replaced on reload may take to drain its queue.
 const RELOAD_DRAIN: Duration = Duration::from_secs(5);
@@ -47,6 +47,20 @@ impl DaemonStats {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(k, v)| (k.clone(), v.snapshot()))
+            .collect()
+    }
+
+    /// Counters of every target of every forwarding rule, by rule and target session.
+    pub fn forward_targets(&self) -> BTreeMap<(String, String), ForwardStatsSnapshot> {
+        self.rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(rule, v)| {
+                v.by_target()
+                    .into_iter()
+                    .map(move |(target, s)| ((rule.clone(), target), s))
+            })
             .collect()
     }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::options::OptionsError;
-use crate::topic::TopicError;
+use mqtt_sessions::options::OptionsError;
+use mqtt_sessions::topic::TopicError;
 
 /// A configuration file was refused: where, and why.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,14 @@ pub enum ConfigErrorKind {
     /// Two forwarding rules of one name.
     #[error("forward rule {0:?} is defined twice")]
     DuplicateRule(String),
+    /// A rule's targets are missing, ambiguous or repeated.
+    #[error("forward rule {rule:?}: {reason}")]
+    Targets {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A rule names a session that is not defined.
     #[error("forward rule {rule:?}: no session named {session:?}")]
     UnknownSession {
@@ -117,7 +125,7 @@ pub enum ConfigErrorKind {
     /// A bad `[http]` section: an unreadable TLS file, a password that is not a bcrypt
     /// hash, an unreadable token file.
     #[error("http: {0}")]
-    Http(#[source] crate::http::HttpError),
+    Http(#[source] mqtt_sessions::http::HttpError),
     /// A bad `[store]` section.
     #[error("store: {0}")]
     Store(String),

@@ -1,5 +1,5 @@
 //! `mqtt-sessions`: the daemon's command line. Parses the arguments and calls into
-//! [`mqtt_sessions::daemon`], where all the logic lives.
+//! [`mqtt_sessions_daemon`], where all the logic lives.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mqtt_sessions::daemon::{self, logging, status, Config, EX_CONFIG};
+use mqtt_sessions_daemon::{self as daemon, logging, status, Config, EX_CONFIG};
 
 /// Many MQTT sessions, their subscriptions and forwarding rules, from one TOML file.
 #[derive(Debug, Parser)]
@@ -109,23 +109,27 @@ fn main() -> ExitCode {
         } => {
             let url = url.unwrap_or_else(|| status::default_url(&config));
             let wait = Duration::try_from_secs_f64(interval).unwrap_or_default();
-            let before = if wait.is_zero() {
-                None
-            } else {
-                match status::sessions(&url) {
-                    Ok(rows) => {
-                        std::thread::sleep(wait);
-                        Some(rows)
-                    }
-                    Err(e) => return fail(69, &e),
-                }
-            };
-            match status::sessions(&url) {
-                Ok(rows) => out(&status::table(&rows, before.as_deref().map(|b| (b, wait)))),
+            match actix_rt::System::new().block_on(sample(&url, wait)) {
+                Ok(table) => out(&table),
                 Err(e) => fail(69, &e),
             }
         }
     }
+}
+
+/// The status table of the daemon at `url`: with a non-zero `wait`, two samples that far
+/// apart (for the rates), both through one kept client.
+async fn sample(url: &str, wait: Duration) -> Result<String, status::StatusError> {
+    let client = status::StatusClient::new(url)?;
+    let before = if wait.is_zero() {
+        None
+    } else {
+        let rows = client.sessions().await?;
+        actix_rt::time::sleep(wait).await;
+        Some(rows)
+    };
+    let rows = client.sessions().await?;
+    Ok(status::table(&rows, before.as_deref().map(|b| (b, wait))))
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -4,6 +4,7 @@
 //! `systemd-analyze verify`.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::fs;
@@ -159,7 +160,7 @@ fn the_notify_sequence_is_ready_status_watchdog_reloading_ready_stopping() {
 
 #[test]
 fn the_readme_install_steps_work_in_a_scratch_root_and_the_unit_verifies() {
-    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let block = readme
         .split("<!-- install-steps -->\n```sh\n")
         .nth(1)
@@ -177,7 +178,7 @@ fn the_readme_install_steps_work_in_a_scratch_root_and_the_unit_verifies() {
     let out = Command::new("sh")
         .args(["-euc", &steps.join("\n")])
         .env("ROOT", root.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
     assert!(

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::topic::{validate_topic_name, TopicFilter};
+use mqtt_sessions::topic::{validate_topic_name, TopicFilter};
 
 /// A part of a [`Template`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use super::config::Config;
 use super::running::DaemonStats;
-use crate::http::{RuleInfo, RulesSource};
+use mqtt_sessions::http::{RuleInfo, RulesSource};
 
 /// The rules of the configuration in force (updated at start and after each reload) and
 /// their counters.
@@ -34,7 +34,11 @@ impl RuleTable {
                     r.name.get_ref().clone(),
                     r.from.get_ref().clone(),
                     r.filter.get_ref().clone(),
-                    r.to.get_ref().clone(),
+                    r.all_targets()
+                        .iter()
+                        .map(|t| t.to.get_ref().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 )
             })
             .collect();

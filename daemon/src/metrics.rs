@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::running::DaemonStats;
-use crate::metrics::collector::{labels, value_metric};
 
 /// (name suffix, help, kind) of every family.
 const SPECS: [(&str, &str, MetricType); 7] = [
@@ -29,9 +28,9 @@ const SPECS: [(&str, &str, MetricType); 7] = [
         "Unix time of the last configuration reload attempt (the start time before any).",
         MetricType::GAUGE,
     ),
-    ("forward_messages_total", "Messages a forwarding rule published to its target (acknowledged for QoS >= 1).", MetricType::COUNTER),
-    ("forward_retries_total", "Target publishes of a forwarding rule that failed and were retried.", MetricType::COUNTER),
-    ("forward_dropped_total", "Messages a forwarding rule gave up on (they can never be published).", MetricType::COUNTER),
+    ("forward_messages_total", "Messages a forwarding rule published through a target session (acknowledged for QoS >= 1).", MetricType::COUNTER),
+    ("forward_retries_total", "Publishes of a forwarding rule through a target session that failed and were retried.", MetricType::COUNTER),
+    ("forward_dropped_total", "Messages a forwarding rule gave up on for a target session (they can never be published).", MetricType::COUNTER),
 ];
 
 /// Collects the daemon's figures.
@@ -56,7 +55,7 @@ impl DaemonCollector {
             .zip(&names)
             .map(|((n, help, _), name)| {
                 let vars = if n.starts_with("forward_") {
-                    vec!["rule".to_string()]
+                    vec!["rule".to_string(), "target".to_string()]
                 } else {
                     vec![]
                 };
@@ -81,7 +80,7 @@ impl Collector for DaemonCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let rules = self.stats.forward();
+        let rules = self.stats.forward_targets();
         let last = self.stats.last_reload();
         SPECS
             .iter()
@@ -112,13 +111,17 @@ impl Collector for DaemonCollector {
                     )],
                     _ => rules
                         .iter()
-                        .map(|(rule, s)| {
+                        .map(|((rule, target), s)| {
                             let v = match *n {
                                 "forward_messages_total" => s.forwarded,
                                 "forward_retries_total" => s.retries,
                                 _ => s.dropped,
                             };
-                            value_metric(*kind, labels(&[("rule", rule)]), v as f64)
+                            value_metric(
+                                *kind,
+                                labels(&[("rule", rule), ("target", target)]),
+                                v as f64,
+                            )
                         })
                         .collect(),
                 };
@@ -131,4 +134,33 @@ impl Collector for DaemonCollector {
             })
             .collect()
     }
+}
+
+/// Label pairs in the order given.
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+/// One counter or gauge sample.
+fn value_metric(kind: MetricType, labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels);
+    if kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(v);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    }
+    m
 }

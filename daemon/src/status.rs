@@ -1,12 +1,13 @@
 //! `mqtt-sessions status`: asks a running daemon's `GET /sessions` and prints a table.
 //!
-//! The client is a few lines of HTTP/1.0 over a `TcpStream` (one request, the server
-//! closes the connection), which keeps an HTTP client library out of the binary. The
-//! table tolerates missing fields (printed as `-`), so it works against older and newer
-//! daemons alike.
+//! The client is a [`StatusClient`]: one `awc` client (actix-web's own HTTP client, on the
+//! actix-http already in the tree) kept for every request of a run, so the two samples the
+//! rates come from share a connection. It speaks `http://` and `https://` (rustls with the
+//! system's roots; `SSL_CERT_FILE` names other ones), takes basic-auth credentials from the
+//! URL's user info and accepts IPv6 hosts (`http://[::1]:9883`). The table tolerates
+//! missing fields (printed as `-`), so it works against older and newer daemons alike.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -26,13 +27,13 @@ pub enum StatusError {
         /// Why.
         reason: String,
     },
-    /// Connecting, writing or reading failed.
-    #[error("cannot reach {url}: {source}")]
+    /// Connecting, sending or reading failed.
+    #[error("cannot reach {url}: {reason}")]
     Io {
         /// The URL.
         url: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// What failed.
+        reason: String,
     },
     /// The answer was not an HTTP 200 with a JSON array.
     #[error("unexpected answer from {url}: {reason}")]
@@ -44,66 +45,133 @@ pub enum StatusError {
     },
 }
 
-/// `GET {base}{path}`: the status code and the body.
-pub fn get(base: &str, path: &str) -> Result<(u16, String), StatusError> {
-    let url_err = |reason: &str| StatusError::Url {
-        url: base.to_string(),
-        reason: reason.to_string(),
-    };
-    let url = url::Url::parse(base).map_err(|e| url_err(&e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(url_err("only http:// is supported"));
+/// An HTTP client for one daemon, kept for all the requests of a `status` run.
+///
+/// Runs on an actix system (`awc` is single-threaded): build and use it inside
+/// `actix_rt::System::block_on`.
+pub struct StatusClient {
+    client: awc::Client,
+    /// The base URL without credentials, without a trailing `/`.
+    base: String,
+    /// Basic-auth user and password from the URL's user info.
+    auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for StatusClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusClient")
+            .field("base", &self.base)
+            .field("auth", &self.auth.as_ref().map(|(user, _)| (user, "***")))
+            .finish_non_exhaustive()
     }
-    let host = url.host_str().ok_or_else(|| url_err("no host"))?;
-    let port = url.port().unwrap_or(80);
-    let target = format!("{}{path}", url.path().trim_end_matches('/'));
-    let mut shown = url.clone();
-    let _ = shown.set_password(None);
-    let full = format!("{}{path}", shown.as_str().trim_end_matches('/'));
-    let io = |source| StatusError::Io {
-        url: full.clone(),
-        source,
-    };
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| url_err("host does not resolve"))?;
-    // Basic auth from the URL's user info (`http://user:password@host:port`).
-    let auth = if url.username().is_empty() {
-        String::new()
-    } else {
-        let user = percent_decode(url.username());
-        let password = percent_decode(url.password().unwrap_or(""));
-        format!(
-            "Authorization: Basic {}\r\n",
-            base64_encode(format!("{user}:{password}").as_bytes())
-        )
-    };
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    write!(
-        stream,
-        "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: application/json\r\n{auth}\r\n"
-    )
-    .map_err(io)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(io)?;
-    let text = String::from_utf8_lossy(&raw);
-    let answer = |reason: &str| StatusError::Answer {
-        url: full.clone(),
-        reason: reason.to_string(),
-    };
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| answer("no HTTP header"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| answer("no status code"))?;
-    Ok((code, body.to_string()))
+}
+
+impl StatusClient {
+    /// A client for the daemon at `base` (`http://host:port`, `https://...`, with an
+    /// optional path prefix and `user:password@`).
+    pub fn new(base: &str) -> Result<Self, StatusError> {
+        let url_err = |reason: &str| StatusError::Url {
+            url: base.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut url = url::Url::parse(base).map_err(|e| url_err(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(url_err("only http:// and https:// are supported"));
+        }
+        if url.host().is_none() {
+            return Err(url_err("no host"));
+        }
+        // Basic auth from the URL's user info (`http://user:password@host:port`).
+        let auth = (!url.username().is_empty()).then(|| {
+            (
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or("")),
+            )
+        });
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        let mut connector = awc::Connector::new().timeout(TIMEOUT);
+        if url.scheme() == "https" {
+            connector = connector.rustls_0_23(tls_config());
+        }
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(TIMEOUT)
+            .finish();
+        Ok(StatusClient {
+            client,
+            base: url.as_str().trim_end_matches('/').to_string(),
+            auth,
+        })
+    }
+
+    /// `GET {base}{path}`: the status code and the body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), StatusError> {
+        let full = format!("{}{path}", self.base);
+        let mut request = self
+            .client
+            .get(&full)
+            .insert_header(("Accept", "application/json"));
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, password);
+        }
+        let io = |reason: String| StatusError::Io {
+            url: full.clone(),
+            reason,
+        };
+        let mut response = request.send().await.map_err(|e| io(e.to_string()))?;
+        let body = response
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        Ok((
+            response.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
+    }
+
+    /// Fetches `/sessions` as a JSON array.
+    pub async fn sessions(&self) -> Result<Vec<Value>, StatusError> {
+        let (code, body) = self.get("/sessions").await?;
+        let answer = |reason: String| StatusError::Answer {
+            url: format!("{}/sessions", self.base),
+            reason,
+        };
+        if code == 401 {
+            return Err(answer(
+                "HTTP 401: the daemon wants credentials (--url http://user:password@host:port)"
+                    .into(),
+            ));
+        }
+        if code != 200 {
+            return Err(answer(format!("HTTP {code}")));
+        }
+        match serde_json::from_str(&body) {
+            Ok(Value::Array(rows)) => Ok(rows),
+            Ok(_) => Err(answer("not a JSON array".into())),
+            Err(e) => Err(answer(format!("invalid JSON: {e}"))),
+        }
+    }
+}
+
+/// rustls (ring) trusting the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            // ring supports the default protocol versions; kept total rather than panicking.
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    Arc::new(config)
 }
 
 /// `%XX` escapes of a URL's user info decoded (invalid ones are kept as they are).
@@ -130,26 +198,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Standard base64 with padding.
-fn base64_encode(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The base URL of the daemon configured in `config` (its `[http]` address, `https`
 /// with `[http.tls]`), or `http://127.0.0.1:9883` when the file cannot be read or has no
 /// `[http]`.
@@ -163,28 +211,6 @@ pub fn default_url(config: &std::path::Path) -> String {
             None => "http://127.0.0.1:9883".into(),
         },
         Err(_) => "http://127.0.0.1:9883".into(),
-    }
-}
-
-/// Fetches `/sessions` as a JSON array.
-pub fn sessions(base: &str) -> Result<Vec<Value>, StatusError> {
-    let (code, body) = get(base, "/sessions")?;
-    let answer = |reason: String| StatusError::Answer {
-        url: format!("{}/sessions", base.trim_end_matches('/')),
-        reason,
-    };
-    if code == 401 {
-        return Err(answer(
-            "HTTP 401: the daemon wants credentials (--url http://user:password@host:port)".into(),
-        ));
-    }
-    if code != 200 {
-        return Err(answer(format!("HTTP {code}")));
-    }
-    match serde_json::from_str(&body) {
-        Ok(Value::Array(rows)) => Ok(rows),
-        Ok(_) => Err(answer("not a JSON array".into())),
-        Err(e) => Err(answer(format!("invalid JSON: {e}"))),
     }
 }
 
@@ -310,18 +336,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_of_the_url_are_encoded() {
-        let table = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("user:pass", "dXNlcjpwYXNz"),
-        ];
-        for (raw, want) in table {
-            assert_eq!(base64_encode(raw.as_bytes()), want, "{raw}");
-        }
+    fn credentials_of_the_url_are_decoded_and_kept_out_of_the_base() {
         assert_eq!(percent_decode("p%40ss%3Aw%zz"), "p@ss:w%zz");
+        let c = StatusClient::new("http://ops:p%40ss@[::1]:9883/prefix/").unwrap();
+        assert_eq!(c.base, "http://[::1]:9883/prefix");
+        assert_eq!(c.auth, Some(("ops".into(), "p@ss".into())));
+        assert!(!format!("{c:?}").contains("p@ss"));
+        assert!(matches!(
+            StatusClient::new("ftp://127.0.0.1:21"),
+            Err(StatusError::Url { .. })
+        ));
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! at least once.
 //!
 //! A rule is a route on its `from` session (subscribed at QoS 1) whose async handler
-//! awaits the `to` session's publish completion before it returns: the target broker's
-//! PUBACK/PUBCOMP, or, with a store, the publish written to the target's durable outbox.
-//! The source session acknowledges a QoS >= 1 message to its broker only once that handler
-//! has returned (the message's last clone is dropped), so a message is always held by
-//! someone who will deliver it — the source broker, or the target's outbox — even when the
-//! daemon is killed: at least once across a crash. A slow target slows the source (the
-//! route's queue is bounded, and so is the source broker's in-flight window).
+//! publishes each message through every target at once and returns when each target's
+//! publish completed: the target broker's PUBACK/PUBCOMP, or, with a store, the publish
+//! written to the target's durable outbox. Each target's publish holds its own clone of
+//! the message until it completed; the source session acknowledges a QoS >= 1 message to
+//! its broker only once the last clone is dropped — after the slowest target. So a message
+//! is always held by someone who will deliver it — the source broker, or every target's
+//! outbox — even when the daemon is killed: at least once across a crash (a target that
+//! had it already may get it twice). A slow target slows the source (the route's queue is
+//! bounded, and so is the source broker's in-flight window).
 //!
 //! A failed publish that may succeed later (queue full, target being restarted) is retried
 //! with a growing delay. A publish that can never succeed (payload too large for the
@@ -16,20 +18,21 @@
 //! could be forwarded (shutdown, reload), the message is left unacknowledged, so that the
 //! source broker delivers it again to the persistent session.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
-use super::config::ForwardConfig;
+use super::config::{ForwardConfig, ForwardTarget, Keep};
 use super::template::Template;
-use crate::error::Error;
-use crate::manager::SessionManager;
-use crate::message::{Message, MessageProperties, Publish, QoS};
-use crate::router::route::Route;
+use mqtt_sessions::error::Error;
+use mqtt_sessions::manager::SessionManager;
+use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
+use mqtt_sessions::router::route::Route;
 
 /// First delay before retrying a failed forward.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
@@ -38,18 +41,35 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Capacity of a rule's route queue.
 const RULE_CAPACITY: usize = 256;
 
-/// Live counters of one forwarding rule.
+/// Live counters of one forwarding rule, per target session.
 #[derive(Debug, Default)]
 pub struct ForwardStats {
+    targets: Mutex<BTreeMap<String, Arc<TargetStats>>>,
+}
+
+/// Live counters of one target of a rule.
+#[derive(Debug, Default)]
+pub struct TargetStats {
     forwarded: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
 }
 
-/// A rule's counters as plain numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl TargetStats {
+    fn snapshot(&self) -> ForwardStatsSnapshot {
+        ForwardStatsSnapshot {
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A rule's (or one target's) counters as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ForwardStatsSnapshot {
-    /// Messages published through the target (acknowledged for QoS >= 1).
+    /// Messages published through the target (acknowledged for QoS >= 1); for a rule,
+    /// the sum over its targets.
     pub forwarded: u64,
     /// Publish attempts that failed and were retried.
     pub retries: u64,
@@ -58,13 +78,34 @@ pub struct ForwardStatsSnapshot {
 }
 
 impl ForwardStats {
-    /// A snapshot.
+    /// The rule's totals: the sums over its targets.
     pub fn snapshot(&self) -> ForwardStatsSnapshot {
-        ForwardStatsSnapshot {
-            forwarded: self.forwarded.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-        }
+        self.by_target()
+            .values()
+            .fold(ForwardStatsSnapshot::default(), |a, t| {
+                ForwardStatsSnapshot {
+                    forwarded: a.forwarded + t.forwarded,
+                    retries: a.retries + t.retries,
+                    dropped: a.dropped + t.dropped,
+                }
+            })
+    }
+
+    /// The counters of each target, by target session.
+    pub fn by_target(&self) -> BTreeMap<String, ForwardStatsSnapshot> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.snapshot()))
+            .collect()
+    }
+
+    /// The counters of target `to` (made on first use; kept across reloads, as counters
+    /// must not go back).
+    pub fn target(&self, to: &str) -> Arc<TargetStats> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(targets.entry(to.to_string()).or_default())
     }
 }
 
@@ -83,16 +124,35 @@ pub struct RunningRule {
 struct Forwarder {
     rule: String,
     manager: SessionManager,
-    to: String,
-    template: Template,
-    filter: crate::topic::TopicFilter,
-    qos: super::config::Keep<QoS>,
-    retain: super::config::Keep<bool>,
+    filter: mqtt_sessions::topic::TopicFilter,
     forward_retained: bool,
-    stats: Arc<ForwardStats>,
+    targets: Vec<Target>,
     cancel: watch::Receiver<bool>,
     /// Dropped with the handler: tells [`RunningRule::drain`] the queue is empty.
     _done: oneshot::Sender<()>,
+}
+
+/// One target of a rule, ready to publish.
+struct Target {
+    to: String,
+    template: Template,
+    qos: Keep<QoS>,
+    retain: Keep<bool>,
+    stats: Arc<TargetStats>,
+}
+
+impl Target {
+    fn new(rule: &str, t: &ForwardTarget, stats: &ForwardStats) -> Result<Target, Error> {
+        let template = Template::parse(t.topic.get_ref())
+            .map_err(|reason| Error::InvalidRoute(format!("forward rule {rule:?}: {reason}")))?;
+        Ok(Target {
+            to: t.to.get_ref().clone(),
+            template,
+            qos: t.qos,
+            retain: t.retain,
+            stats: stats.target(t.to.get_ref()),
+        })
+    }
 }
 
 impl RunningRule {
@@ -103,21 +163,30 @@ impl RunningRule {
         stats: Arc<ForwardStats>,
     ) -> Result<RunningRule, Error> {
         let rule = config.name.get_ref().clone();
-        let template = Template::parse(config.topic.get_ref())
-            .map_err(|reason| Error::InvalidRoute(format!("forward rule {rule:?}: {reason}")))?;
+        let targets = config
+            .all_targets()
+            .iter()
+            .map(|t| Target::new(&rule, t, &stats))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err(Error::InvalidRoute(format!(
+                "forward rule {rule:?}: no target"
+            )));
+        }
+        let to = targets
+            .iter()
+            .map(|t| t.to.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let (done_tx, done) = oneshot::channel();
         let (cancel, cancel_rx) = watch::channel(false);
         let fwd = Rc::new(Forwarder {
             rule: rule.clone(),
             manager: manager.clone(),
-            to: config.to.get_ref().clone(),
-            template,
-            filter: crate::topic::TopicFilter::new(config.filter.get_ref().as_str())
+            filter: mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
                 .map_err(Error::Topic)?,
-            qos: config.qos,
-            retain: config.retain,
             forward_retained: config.forward_retained,
-            stats: Arc::clone(&stats),
+            targets,
             cancel: cancel_rx,
             _done: done_tx,
         });
@@ -133,7 +202,7 @@ impl RunningRule {
             })
             .await?;
         tracing::info!(rule = %rule, from = %config.from.get_ref(), filter = %config.filter.get_ref(),
-            to = %config.to.get_ref(), topic = %config.topic.get_ref(), "forward rule started");
+            to = %to, "forward rule started");
         Ok(RunningRule {
             config: config.clone(),
             route: Some(route),
@@ -171,6 +240,7 @@ impl RunningRule {
 }
 
 impl Forwarder {
+    /// Publishes `msg` through every target at once; returns when each is done with it.
     async fn forward(&self, msg: Message) {
         if msg.retain && !self.forward_retained {
             // A retained message sent on (re)subscribe: forwarded when it was published.
@@ -178,19 +248,37 @@ impl Forwarder {
                 "retained message from the subscription not forwarded (forward_retained = false)");
             return;
         }
+        match self.targets.as_slice() {
+            [one] => self.forward_to(one, msg).await,
+            targets => {
+                // One clone per target, each dropped when that target's publish completed:
+                // the source's acknowledgement waits for the last of them.
+                let each = targets.iter().map(|t| self.forward_to(t, msg.clone()));
+                let all = futures_util::future::join_all(each);
+                drop(msg);
+                all.await;
+            }
+        }
+    }
+
+    /// Publishes `msg` through `target`, retrying what may succeed later; drops `msg`
+    /// (its share of the acknowledgement) only once done.
+    async fn forward_to(&self, target: &Target, msg: Message) {
         let mut publish = Publish::new(
-            self.template.render(&msg.topic, &msg.session, &self.filter),
+            target
+                .template
+                .render(&msg.topic, &msg.session, &self.filter),
             msg.payload.clone(),
         )
-        .qos(self.qos.apply(msg.qos))
-        .retain(self.retain.apply(msg.retain));
+        .qos(target.qos.apply(msg.qos))
+        .retain(target.retain.apply(msg.retain));
         // MQTT 5 properties pass through when the target speaks MQTT 5 too (the source
         // does, or the message would have none).
         if let Some(props) = &msg.properties {
             let v5 = self
                 .manager
-                .session(&self.to)
-                .is_ok_and(|t| t.options().protocol == crate::options::Protocol::V5);
+                .session(&target.to)
+                .is_ok_and(|t| t.options().protocol == mqtt_sessions::options::Protocol::V5);
             if v5 {
                 let mut props = MessageProperties::clone(props);
                 // Subscription identifiers belong to the source's subscription.
@@ -198,42 +286,44 @@ impl Forwarder {
                 publish = publish.properties(props);
             }
         }
+        let stats = &target.stats;
         let mut delay = RETRY_INITIAL;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = match self.manager.session(&self.to) {
-                Ok(target) => target.publish(publish.clone()).await,
+            let result = match self.manager.session(&target.to) {
+                Ok(session) => session.publish(publish.clone()).await,
                 Err(e) => Err(e),
             };
             let err = match result {
                 // A timed-out publish stays queued in the target's outbox and is still
                 // delivered: retrying would only duplicate it.
                 Ok(()) | Err(Error::PublishTimeout { .. }) => {
-                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => e,
             };
             if matches!(err, Error::Shutdown) || *self.cancel.borrow() {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
                     "rule stopping; message left unacknowledged for the source broker to deliver again");
                 msg.leave_unacknowledged();
                 return;
             }
             if is_permanent(&err) {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
                     "message cannot be forwarded; dropped");
                 return;
             }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            stats.retries.fetch_add(1, Ordering::Relaxed);
             if attempt == 1 {
-                tracing::warn!(rule = %self.rule, topic = %publish.topic, error = %err,
+                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
                     "forward failed; retrying");
             } else {
-                tracing::debug!(rule = %self.rule, attempt, error = %err, "forward retry failed");
+                tracing::debug!(rule = %self.rule, target = %target.to, attempt, error = %err,
+                    "forward retry failed");
             }
             let mut cancel = self.cancel.clone();
             tokio::select! {

@@ -79,24 +79,37 @@ impl Config {
         }
         let _ = writeln!(o, "forwarding rules ({}):", self.forward.len());
         for r in &self.forward {
-            let _ = writeln!(
-                o,
-                "  {}: {} {:?} -> {} {:?} (QoS {}{})",
+            let targets = r.all_targets();
+            let describe = |t: &super::config::ForwardTarget| {
+                format!(
+                    "{} {:?} (QoS {}{})",
+                    t.to.get_ref(),
+                    t.topic.get_ref(),
+                    match t.qos {
+                        super::config::Keep::Keep => "kept".to_string(),
+                        super::config::Keep::Set(q) => q.to_string(),
+                    },
+                    match t.retain {
+                        super::config::Keep::Keep => ", retain flag kept",
+                        super::config::Keep::Set(true) => ", retained",
+                        super::config::Keep::Set(false) => "",
+                    }
+                )
+            };
+            let head = format!(
+                "  {}: {} {:?} ->",
                 r.name.get_ref(),
                 r.from.get_ref(),
-                r.filter.get_ref(),
-                r.to.get_ref(),
-                r.topic.get_ref(),
-                match r.qos {
-                    super::config::Keep::Keep => "kept".to_string(),
-                    super::config::Keep::Set(q) => q.to_string(),
-                },
-                match r.retain {
-                    super::config::Keep::Keep => ", retain flag kept",
-                    super::config::Keep::Set(true) => ", retained",
-                    super::config::Keep::Set(false) => "",
-                }
+                r.filter.get_ref()
             );
+            if let [one] = targets.as_slice() {
+                let _ = writeln!(o, "{head} {}", describe(one));
+            } else {
+                let _ = writeln!(o, "{head} {} targets:", targets.len());
+                for t in &targets {
+                    let _ = writeln!(o, "    {}", describe(t));
+                }
+            }
         }
         o
     }

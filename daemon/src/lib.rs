@@ -9,8 +9,15 @@
 //! `shutdown_timeout`. SIGHUP re-reads the file: an invalid file is refused (logged and
 //! counted) and the old configuration keeps running; otherwise only the sessions and rules
 //! whose configuration changed are restarted.
+//!
+//! The binary `mqtt-sessions` (`src/main.rs`) parses the command line and calls into this
+//! crate; the library it runs on is [`mqtt_sessions`], used through its public API only.
+
+// Feature badges on docs.rs (`--cfg docsrs`, nightly).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "embedded-broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-broker")))]
 pub mod broker;
 pub mod config;
 pub mod error;
@@ -37,8 +44,8 @@ pub use self::config::{Config, ConfigError, ConfigErrorKind, DEFAULT_CONFIG};
 use self::notify::Notifier;
 pub use self::running::DaemonStats;
 use self::running::Running;
-use crate::error::Error;
-use crate::manager::SessionManager;
+use mqtt_sessions::error::Error;
+use mqtt_sessions::manager::SessionManager;
 
 /// `sysexits.h`'s `EX_CONFIG`: the exit code for a bad configuration file.
 pub const EX_CONFIG: u8 = 78;
@@ -71,7 +78,7 @@ pub enum DaemonError {
     /// The HTTP endpoint's TLS files or credentials were refused (they changed since the
     /// configuration was checked).
     #[error("http endpoint: {0}")]
-    HttpSetup(#[from] crate::http::HttpError),
+    HttpSetup(#[from] mqtt_sessions::http::HttpError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -116,7 +123,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         builder = builder.store(store.get_ref());
     }
     let manager = builder.build()?;
-    match metrics::DaemonCollector::new(Arc::clone(&stats), crate::metrics::DEFAULT_PREFIX) {
+    match metrics::DaemonCollector::new(Arc::clone(&stats), mqtt_sessions::metrics::DEFAULT_PREFIX)
+    {
         Ok(c) => {
             if let Err(e) = manager.registry().register(Box::new(c)) {
                 tracing::warn!(error = %e, "cannot register the daemon's metrics");
@@ -136,7 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Some(
                 h.options(&config.base_dir())
                     .map_err(|(_, e)| DaemonError::HttpSetup(e))?
-                    .rules_source(Arc::clone(&rules) as Arc<dyn crate::http::RulesSource>)
+                    .rules_source(Arc::clone(&rules) as Arc<dyn mqtt_sessions::http::RulesSource>)
                     .required_for_ready(Arc::new(move |name: &str| {
                         !optional
                             .read()
@@ -161,11 +169,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 let stop = async {
                     let _ = http_stopped.await;
                 };
-                crate::http::serve_with(manager.clone(), listener, options, stop)
+                mqtt_sessions::http::serve_with(manager.clone(), listener, options, stop)
                     .await
                     .map_err(|e| match e {
-                        crate::http::ServeError::Options(e) => DaemonError::HttpSetup(e),
-                        crate::http::ServeError::Io(source) => DaemonError::Http { addr, source },
+                        mqtt_sessions::http::ServeError::Options(e) => DaemonError::HttpSetup(e),
+                        mqtt_sessions::http::ServeError::Io(source) => {
+                            DaemonError::Http { addr, source }
+                        }
+                        // A failure the library may add later: reported as the server's.
+                        other => DaemonError::Http {
+                            addr,
+                            source: std::io::Error::other(other),
+                        },
                     })
             }
             _ => std::future::pending().await,

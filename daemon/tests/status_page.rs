@@ -5,6 +5,7 @@
 //! `UPDATE_SCREENSHOT=1 cargo test --test status_page` also writes `docs/status-page.png`.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -182,7 +183,7 @@ topic = "plant-1/{{topic}}"
         let png = browser.screenshot();
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         write_file(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png"),
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-page.png"),
             &png,
         );
     }

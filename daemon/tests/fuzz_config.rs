@@ -1,0 +1,166 @@
+//! Fuzz harness (proptest-driven, time-boxed) of the daemon's TOML config: mutated real
+//! configs parse, or fail with an error that names the file and a line inside it; never a
+//! panic. The library's harnesses are in the root package's `tests/fuzz.rs`;
+//! `scripts/fuzz` runs both.
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "harnesses fail loudly and report their case counts"
+)]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::cell::Cell;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Runs `test` on inputs from `strategy`: 256 cases, or batches of 256 until
+/// `MQTT_SESSIONS_FUZZ_SECS` seconds have passed. Each batch has a fresh random seed.
+fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S::Value: std::fmt::Debug,
+{
+    let secs: u64 = std::env::var("MQTT_SESSIONS_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let cases = Cell::new(0u64);
+    loop {
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        if let Err(e) = runner.run(&strategy, |v| {
+            cases.set(cases.get() + 1);
+            test(v)
+        }) {
+            panic!("{name}: {e}");
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let mut figures =
+        serde_json::json!({"cases": cases.get(), "seconds": started.elapsed().as_secs_f64()});
+    for (k, v) in TALLY.with(|t| t.take()) {
+        figures[k] = v.into();
+    }
+    common::figure(&format!("fuzz-{name}"), figures);
+}
+
+thread_local! {
+    /// Outcomes counted by a harness (how often each typed error was reached), reported
+    /// with its case count: evidence that the mutations reach the code under test.
+    static TALLY: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
+        std::cell::RefCell::default();
+}
+
+fn tally(what: &str) {
+    TALLY.with(|t| *t.borrow_mut().entry(what.to_string()).or_default() += 1);
+}
+
+/// Mutations of a config text: where (a fraction of its length), how (insert, replace,
+/// truncate, duplicate a line) and what.
+fn config_mutation() -> impl Strategy<Value = (f64, u8, String)> {
+    let inserts = prop::sample::select(vec![
+        "",
+        "\n",
+        "[",
+        "]",
+        "\"",
+        "=",
+        "[[sessions]]\n",
+        "name = \"x\"\n",
+        "1e999",
+        "-1",
+        "\"30s\"",
+        "\"5 parsecs\"",
+        "brokers = []\n",
+        "\u{0}",
+        "é",
+        "[http]\nlisten = \"0.0.0.0:1\"\n",
+        "max_message_size = \"1 TB\"\n",
+        "{",
+        "}",
+        "#",
+        "'''",
+        "\\u0000",
+    ]);
+    (0.0..1.0f64, 0..4u8, inserts.prop_map(str::to_string))
+}
+
+#[test]
+fn fuzz_daemon_config_text_parses_or_fails_with_a_located_error_never_panics() {
+    use mqtt_sessions_daemon::{Config as DaemonConfig, DEFAULT_CONFIG};
+    let seeds: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .chain([DEFAULT_CONFIG.to_string()])
+        .collect();
+    let n = seeds.len();
+    fuzz(
+        "config",
+        (0..n, prop::collection::vec(config_mutation(), 1..6)),
+        |(seed, muts)| {
+            let mut text = seeds[seed].clone();
+            for (at, kind, insert) in muts {
+                let mut i = ((text.len() as f64) * at) as usize;
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                match kind {
+                    0 => text.insert_str(i, &insert),
+                    1 => {
+                        let mut end = (i + insert.len().max(1)).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        text.replace_range(i..end, &insert);
+                    }
+                    2 => text.truncate(i),
+                    _ => {
+                        // Duplicate a line: duplicate sections and keys.
+                        if let Some(line) = text[i..].lines().next().map(str::to_string) {
+                            text.insert_str(i, &format!("{line}\n"));
+                        }
+                    }
+                }
+            }
+            let parsed = DaemonConfig::parse(&text, Path::new("fuzz.toml"));
+            tally(if parsed.is_ok() { "parsed" } else { "refused" });
+            match parsed {
+                Ok(c) => {
+                    // What parses also turns into session options without panicking.
+                    for s in &c.sessions {
+                        let _ = s.options();
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains("fuzz.toml"), "{}", msg);
+                    if let Some((line, col)) = e.location {
+                        let lines = text.lines().count().max(1);
+                        prop_assert!(
+                            line >= 1 && line <= lines + 1 && col >= 1,
+                            "location {}:{} outside the {} lines: {}",
+                            line,
+                            col,
+                            lines,
+                            msg
+                        );
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+}

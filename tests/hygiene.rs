@@ -1,0 +1,165 @@
+//! Crate hygiene, checked from the lock file so that it cannot drift: the library's
+//! default-feature dependency tree stays lean (no daemon dependency, at most
+//! [`DEPENDENCY_BUDGET`] crates), and the workspace's `rust-version` is the highest
+//! `rust-version` among the locked dependencies of its packages.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Crates in `cargo tree -p mqtt-sessions -e normal` with the default features, the
+/// library itself included. Measured at 178 (0.1.0: 284 when the daemon was a default
+/// feature of this package); the margin absorbs a patch release adding a crate or two.
+/// Raise it only for a dependency worth its weight, and say so in the CHANGELOG.
+const DEPENDENCY_BUDGET: usize = 185;
+
+/// Crates only the daemon needs: never in the library's default tree.
+const DAEMON_ONLY: [&str; 5] = ["clap", "toml", "tracing-subscriber", "rumqttd", "awc"];
+
+fn cargo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Package names of the library's normal dependency tree with `features`.
+fn library_tree(features: &[&str]) -> BTreeSet<String> {
+    let mut args = vec![
+        "tree",
+        "-p",
+        "mqtt-sessions",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--format",
+        "{p}",
+        "--locked",
+        "--offline",
+    ];
+    args.extend_from_slice(features);
+    cargo(&args)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+}
+
+#[test]
+fn the_library_default_tree_has_no_daemon_dependency_and_stays_in_budget() {
+    let lines = cargo(&[
+        "tree",
+        "-p",
+        "mqtt-sessions",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--locked",
+        "--offline",
+    ]);
+    // One line per (crate, version); repeated subtrees are marked `(*)`.
+    let crates: BTreeSet<&str> = lines
+        .lines()
+        .map(|l| l.trim_end_matches(" (*)").trim_end_matches(" (proc-macro)"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let names = library_tree(&[]);
+    for name in DAEMON_ONLY {
+        assert!(
+            !names.contains(name),
+            "{name} is in the library's default tree"
+        );
+    }
+    eprintln!("library default-feature tree: {} crates", crates.len());
+    assert!(
+        crates.len() <= DEPENDENCY_BUDGET,
+        "{} crates in the library's default tree, budget {DEPENDENCY_BUDGET}:\n{}",
+        crates.len(),
+        crates.iter().copied().collect::<Vec<_>>().join("\n")
+    );
+    // Without `http`, actix-web goes too.
+    let bare = library_tree(&["--no-default-features"]);
+    assert!(!bare.contains("actix-web"), "{bare:?}");
+}
+
+fn version(s: &str) -> Vec<u64> {
+    s.split('.').map(|p| p.parse().unwrap()).collect()
+}
+
+#[test]
+fn rust_version_is_the_highest_of_the_locked_dependencies() {
+    let meta: Value = serde_json::from_str(&cargo(&[
+        "metadata",
+        "--format-version",
+        "1",
+        "--locked",
+        "--offline",
+    ]))
+    .unwrap();
+    let packages: BTreeMap<&str, &Value> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    let nodes: BTreeMap<&str, &Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    // What building the workspace's packages compiles: normal and build dependencies,
+    // transitively (dev-dependencies only build the tests).
+    let mut seen = BTreeSet::new();
+    let mut stack = members.clone();
+    while let Some(id) = stack.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let compiled = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null() || k["kind"] == "build");
+            let pkg = dep["pkg"].as_str().unwrap();
+            if compiled && !members.contains(&pkg) && seen.insert(pkg) {
+                stack.push(pkg);
+            }
+        }
+    }
+    let (highest, by) = seen
+        .iter()
+        .filter_map(|id| {
+            let p = packages[id];
+            let rv = p["rust_version"].as_str()?;
+            Some((version(rv), format!("{} {}", p["name"], p["version"])))
+        })
+        .max()
+        .unwrap();
+    let ours = env!("CARGO_PKG_RUST_VERSION");
+    let mut ours_v = version(ours);
+    ours_v.resize(highest.len().max(ours_v.len()), 0);
+    let mut highest_v = highest.clone();
+    highest_v.resize(ours_v.len(), 0);
+    assert_eq!(
+        ours_v, highest_v,
+        "rust-version is {ours}, but the locked dependencies need {highest:?} ({by}): set \
+         `rust-version` in [workspace.package] to it"
+    );
+}
