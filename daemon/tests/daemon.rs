@@ -315,6 +315,26 @@ async fn sigterm_while_forwarding_exits_0_within_the_shutdown_timeout() {
     let _ = publisher.join();
 }
 
+/// With nothing left to forward, a stop ends when the work is done, not when the shutdown
+/// timeout (10 s here) runs out: the HTTP endpoints stop with everything else.
+#[tokio::test]
+async fn sigterm_on_an_idle_daemon_exits_0_well_before_the_shutdown_timeout() {
+    let src = Mosquitto::start();
+    let config = format!("{HTTP}{}", session("src", "idle-src", src.port()));
+    let mut d = Daemon::start(&config);
+    d.wait_ready().await;
+    d.signal("TERM");
+    // Half the timeout: a daemon that waits it out (the endpoints' graceful stop never
+    // carried out) fails here.
+    let status = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit status {status:?} (None: still running after 5 s)\n{}",
+        d.stderr()
+    );
+}
+
 #[test]
 fn check_config_names_the_line_and_the_reason_of_broken_files_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();

@@ -231,6 +231,8 @@ pub async fn serve_with(
     }
     // End the event streams first: a graceful stop waits for open responses.
     let _ = closing.send(true);
-    handle.stop(true).await;
-    server.await.map_err(ServeError::Io)
+    // The server future carries out the stop command: poll both (awaiting the stop alone
+    // would wait for a server nobody polls).
+    let ((), res) = futures_util::future::join(handle.stop(true), server).await;
+    res.map_err(ServeError::Io)
 }
