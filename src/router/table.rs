@@ -117,18 +117,8 @@ fn dismantle<T>(root: Node<T>) {
     }
 }
 
-/// A trie of topic filters, each holding one or more values of type `T`.
-///
-/// ```
-/// # use mqtt_sessions::{router::table::FilterTrie, topic::TopicFilter};
-/// let mut trie = FilterTrie::new();
-/// trie.insert(&TopicFilter::new("sport/+/score").unwrap(), 1);
-/// trie.insert(&TopicFilter::new("sport/#").unwrap(), 2);
-/// trie.insert(&TopicFilter::new("news/#").unwrap(), 3);
-/// let mut hits = trie.matches("sport/tennis/score");
-/// hits.sort();
-/// assert_eq!(hits, [&1, &2]);
-/// ```
+/// A trie of topic filters, each holding one or more values of type `T` (see the test
+/// `matches_collects_the_values_of_every_matching_filter`).
 pub struct FilterTrie<T> {
     root: Node<T>,
     len: usize,
@@ -453,6 +443,17 @@ mod prop;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn matches_collects_the_values_of_every_matching_filter() {
+        let mut trie = FilterTrie::new();
+        trie.insert(&TopicFilter::new("sport/+/score").unwrap(), 1);
+        trie.insert(&TopicFilter::new("sport/#").unwrap(), 2);
+        trie.insert(&TopicFilter::new("news/#").unwrap(), 3);
+        let mut hits = trie.matches("sport/tennis/score");
+        hits.sort();
+        assert_eq!(hits, [&1, &2]);
+    }
 
     fn tf(filter: &str) -> TopicFilter {
         TopicFilter::new(filter).expect(filter)
