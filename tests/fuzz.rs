@@ -14,65 +14,16 @@
 
 mod common;
 
-use std::cell::Cell;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::{fuzz, tally};
 use mqtt_sessions::store::{
     HeldLimit, SessionMeta, Store, StoredMessage, StoredPublish, StoredSubscription,
 };
 use mqtt_sessions::topic::{self, TopicFilter};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
-
-/// Runs `test` on inputs from `strategy`: 256 cases, or batches of 256 until
-/// `MQTT_SESSIONS_FUZZ_SECS` seconds have passed. Each batch has a fresh random seed.
-fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S::Value: std::fmt::Debug,
-{
-    let secs: u64 = std::env::var("MQTT_SESSIONS_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(secs);
-    let cases = Cell::new(0u64);
-    loop {
-        let mut runner = TestRunner::new(Config {
-            cases: 256,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        if let Err(e) = runner.run(&strategy, |v| {
-            cases.set(cases.get() + 1);
-            test(v)
-        }) {
-            panic!("{name}: {e}");
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    let mut figures =
-        serde_json::json!({"cases": cases.get(), "seconds": started.elapsed().as_secs_f64()});
-    for (k, v) in TALLY.with(|t| t.take()) {
-        figures[k] = v.into();
-    }
-    common::figure(&format!("fuzz-{name}"), figures);
-}
-
-thread_local! {
-    /// Outcomes counted by a harness (how often each typed error was reached), reported
-    /// with its case count: evidence that the mutations reach the code under test.
-    static TALLY: std::cell::RefCell<std::collections::BTreeMap<String, u64>> =
-        std::cell::RefCell::default();
-}
-
-fn tally(what: &str) {
-    TALLY.with(|t| *t.borrow_mut().entry(what.to_string()).or_default() += 1);
-}
 
 // ---- topics and filters ----
 

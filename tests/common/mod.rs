@@ -48,10 +48,12 @@ pub use mosquitto::*;
 pub use poll::*;
 mod events;
 mod figures;
+mod fuzz;
 #[allow(unused_imports, reason = "used by the HTTP tests only")]
 pub use daemon::*;
 pub use events::*;
 pub use figures::*;
+pub use fuzz::*;
 mod paced;
 pub use paced::*;
 mod netstat;
