@@ -523,17 +523,15 @@ impl SessionOptions {
     }
 
     /// [`validate`](Self::validate), keeping the TLS configuration it built.
-    /// Whether [`check`](Self::check) may read files (TLS certificates and keys, the
-    /// system's trust store): a `tls` section, or a TLS broker URL.
-    pub(crate) fn check_reads_files(&self) -> bool {
-        self.tls.is_some()
-            || self
-                .brokers
-                .iter()
-                .any(|b| BrokerUrl::parse(&self.name, b).is_ok_and(|url| url.transport.is_tls()))
+    pub(crate) fn check(&self) -> Result<Validated, OptionsError> {
+        let brokers = self.check_without_files()?;
+        let tls = self.tls_config(&brokers)?;
+        Ok(Validated { brokers, tls })
     }
 
-    pub(crate) fn check(&self) -> Result<Validated, OptionsError> {
+    /// Every check that reads no file; returns the parsed broker URLs. What remains is
+    /// [`tls_config`](Self::tls_config).
+    pub(crate) fn check_without_files(&self) -> Result<Vec<BrokerUrl>, OptionsError> {
         validate_name(&self.name)?;
         let session = self.name.as_str();
         let invalid = |field: &'static str, reason: String| OptionsError::InvalidValue {
@@ -728,19 +726,25 @@ impl SessionOptions {
                 "must be above zero (leave it out for 1.5 x keep-alive)".into(),
             ));
         }
-        // Last: it reads files, the checks above are cheap.
-        let tls = if brokers.iter().any(|b| b.transport.is_tls()) {
-            let defaults = TlsOptions::default();
-            let config = crate::tls::client_config(self.tls.as_ref().unwrap_or(&defaults))
-                .map_err(|source| OptionsError::Tls {
-                    session: session.to_string(),
-                    source,
-                })?;
-            Some(config)
-        } else {
-            None
-        };
-        Ok(Validated { brokers, tls })
+        Ok(brokers)
+    }
+
+    /// The TLS configuration when any of `brokers` uses TLS: reads the CA, client
+    /// certificate and key files (or the system's trust store).
+    pub(crate) fn tls_config(
+        &self,
+        brokers: &[BrokerUrl],
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, OptionsError> {
+        if !brokers.iter().any(|b| b.transport.is_tls()) {
+            return Ok(None);
+        }
+        let defaults = TlsOptions::default();
+        crate::tls::client_config(self.tls.as_ref().unwrap_or(&defaults))
+            .map(Some)
+            .map_err(|source| OptionsError::Tls {
+                session: self.name.clone(),
+                source,
+            })
     }
 
     /// The client id this session uses: the configured one, or a generated one.

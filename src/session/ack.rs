@@ -68,10 +68,10 @@ pub(super) struct Acker {
     client: Client,
     /// A persistent session's incoming QoS 2 state.
     inbound: Option<Arc<InboundState>>,
-    /// The task and its queue, started by the first acknowledgement that has to wait: a
+    /// The two stages, started by the first acknowledgement that has to wait: a
     /// session that never receives QoS >= 1, or whose consumers are always done at once,
     /// never pays for them.
-    task: std::sync::OnceLock<Stages>,
+    stages: std::sync::OnceLock<Stages>,
     /// Jobs queued and not finished: while non-zero, no acknowledgement may overtake them.
     waiting: Arc<AtomicUsize>,
     /// Jobs in the feeding stage: while zero, a job with no wait for room goes straight to
@@ -96,7 +96,7 @@ impl Acker {
         Acker {
             client,
             inbound,
-            task: std::sync::OnceLock::new(),
+            stages: std::sync::OnceLock::new(),
             waiting: Arc::new(AtomicUsize::new(0)),
             feeding: Arc::new(AtomicUsize::new(0)),
             connection: Arc::new(AtomicU64::new(0)),
@@ -105,7 +105,7 @@ impl Acker {
 
     /// The stages, started on first use.
     fn stages(&self) -> &Stages {
-        self.task.get_or_init(|| {
+        self.stages.get_or_init(|| {
             let (feed, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
             let in_feed = Arc::clone(&self.feeding);
             let (c, w, conn, inbound) = (
@@ -237,7 +237,7 @@ impl Acker {
 
 impl Drop for Acker {
     fn drop(&mut self) {
-        if let Some(stages) = self.task.get() {
+        if let Some(stages) = self.stages.get() {
             stages.task.abort();
         }
     }

@@ -178,22 +178,23 @@ impl Handler<AddSession> for Supervisor {
             return Box::pin(actix::fut::ready(Err(e)));
         }
         let worker = self.store.clone();
-        // Reading TLS files and the store never runs on this thread; a plain session's
-        // check reads nothing and runs here (a hop to the blocking pool per session was
-        // most of the time `add_session` took).
+        // Reading TLS files and the store never runs on this thread; the checks that read
+        // nothing run here (a hop to the blocking pool per session was most of the time
+        // `add_session` took).
         let load = async move {
-            let (opts, checked) = if opts.check_reads_files() {
+            let brokers = opts.check_without_files()?;
+            let (opts, tls) = if brokers.iter().any(|b| b.transport.is_tls()) {
                 actix_rt::task::spawn_blocking(move || {
-                    let checked = opts.check();
-                    (opts, checked)
+                    let tls = opts.tls_config(&brokers).map(|tls| (brokers, tls));
+                    (opts, tls)
                 })
                 .await
                 .map_err(|e| Error::Spawn(std::io::Error::other(e.to_string())))?
             } else {
-                let checked = opts.check();
-                (opts, checked)
+                (opts, Ok((brokers, None)))
             };
-            let validated = checked?;
+            let (brokers, tls) = tls?;
+            let validated = crate::options::Validated { brokers, tls };
             let stored = match worker {
                 Some(w) => {
                     let name = opts.name.clone();
