@@ -9,6 +9,7 @@ use rumqttc::Outgoing;
 
 use super::driver::DriverEvent;
 use super::handlers::EndReason;
+use super::link::Ack;
 use super::state::{SessionState, Transition};
 use super::subscriptions::SubAckOutcome;
 use super::SessionActor;
@@ -21,7 +22,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
     fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
         match ev {
             DriverEvent::Outgoing(out) => self.on_outgoing(out),
-            DriverEvent::PubAck { pkid, refused } => {
+            DriverEvent::Ack(Ack::Pub { pkid, refused }) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     match refused {
                         None => self.complete(e),
@@ -39,13 +40,13 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 }
                 self.pump();
             }
-            DriverEvent::PubComp(pkid) => {
+            DriverEvent::Ack(Ack::Comp(pkid)) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     self.complete(e);
                 }
                 self.pump();
             }
-            DriverEvent::SubAck { pkid, codes } => self.on_suback(pkid, codes),
+            DriverEvent::Ack(Ack::Sub { pkid, codes }) => self.on_suback(pkid, codes),
             DriverEvent::Attempt { broker, attempt } => {
                 let b = &self.p.brokers[broker];
                 if b.transport.is_tls() && self.skips_tls_verification() {

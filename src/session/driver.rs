@@ -30,20 +30,19 @@ use super::backoff::Backoff;
 use super::counters::SessionCounters;
 use super::inbound::{InboundState, Verdict};
 use super::incoming::{Dispatcher, Pending};
-use super::link::{AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
+use super::link::{Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
 use super::outbox::Resend;
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::reason::ReasonCode;
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 
 /// What the driver tells its actor.
 #[derive(Debug)]
-pub enum DriverEvent {
+pub(crate) enum DriverEvent {
     /// Attempt `attempt` tries broker number `broker`.
     Attempt {
         /// Index into the session's broker list.
@@ -95,22 +94,8 @@ pub enum DriverEvent {
     },
     /// rumqttc processed an outgoing request.
     Outgoing(Outgoing),
-    /// PUBACK for an outgoing QoS 1 publish, or a failed PUBREC for a QoS 2 one.
-    PubAck {
-        /// Packet id.
-        pkid: u16,
-        /// The failure reason code when the broker refused the publish (MQTT 5).
-        refused: Option<ReasonCode>,
-    },
-    /// PUBCOMP for an outgoing QoS 2 publish.
-    PubComp(u16),
-    /// SUBACK: per filter, the granted QoS or the failure reason code.
-    SubAck {
-        /// Packet id.
-        pkid: u16,
-        /// One result per filter of the SUBSCRIBE, in order.
-        codes: Vec<Result<QoS, ReasonCode>>,
-    },
+    /// The broker acknowledged one of our publishes or subscribes.
+    Ack(Ack),
 }
 
 /// Everything the driver task needs.
@@ -367,13 +352,7 @@ impl Driver {
                     stall.await;
                 }
             }
-            LinkEvent::PubAck { pkid, refused } => {
-                self.report(DriverEvent::PubAck { pkid, refused }).await
-            }
-            LinkEvent::PubComp(pkid) => self.report(DriverEvent::PubComp(pkid)).await,
-            LinkEvent::SubAck { pkid, codes } => {
-                self.report(DriverEvent::SubAck { pkid, codes }).await
-            }
+            LinkEvent::Ack(ack) => self.report(DriverEvent::Ack(ack)).await,
             LinkEvent::Outgoing(out) => self.on_outgoing(out).await,
             LinkEvent::Other => {}
         }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 
-use super::{AckToken, Inbound, LinkEvent};
+use super::{Ack, AckToken, Inbound, LinkEvent};
 use crate::message::{MessageProperties, QoS};
 use crate::reason::ReasonCode;
 use crate::session::failure::{puback_code, pubrec_code, suback_code};
@@ -37,12 +37,12 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
             pkid: p.pkid,
             properties: None,
         }),
-        Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
+        Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(Ack::Pub {
             pkid: a.pkid,
             refused: None,
-        },
-        Event::Incoming(Packet::PubComp(c)) => LinkEvent::PubComp(c.pkid),
-        Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
+        }),
+        Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(Ack::Comp(c.pkid)),
+        Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(Ack::Sub {
             pkid: s.pkid,
             codes: s
                 .return_codes
@@ -52,7 +52,7 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
                     rumqttc::SubscribeReasonCode::Failure => Err(ReasonCode::UNSPECIFIED_ERROR),
                 })
                 .collect(),
-        },
+        }),
         Event::Outgoing(o) => LinkEvent::Outgoing(o),
         Event::Incoming(_) => LinkEvent::Other,
     }
@@ -73,26 +73,26 @@ pub(super) fn from_v5(ev: v5::Event) -> LinkEvent {
             pkid: p.pkid,
             properties: p.properties.map(props_from_v5).map(Arc::new),
         }),
-        v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::PubAck {
+        v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(Ack::Pub {
             pkid: a.pkid,
             refused: Some(puback_code(&a.reason)).filter(|c| c.is_failure()),
-        },
+        }),
         v5::Event::Incoming(Packet::PubRec(r)) => {
             let code = pubrec_code(&r.reason);
             if code.is_failure() {
-                LinkEvent::PubAck {
+                LinkEvent::Ack(Ack::Pub {
                     pkid: r.pkid,
                     refused: Some(code),
-                }
+                })
             } else {
                 LinkEvent::Other
             }
         }
-        v5::Event::Incoming(Packet::PubComp(c)) => LinkEvent::PubComp(c.pkid),
-        v5::Event::Incoming(Packet::SubAck(s)) => LinkEvent::SubAck {
+        v5::Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(Ack::Comp(c.pkid)),
+        v5::Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(Ack::Sub {
             pkid: s.pkid,
             codes: s.return_codes.iter().map(suback_code).collect(),
-        },
+        }),
         v5::Event::Outgoing(o) => LinkEvent::Outgoing(o),
         v5::Event::Incoming(_) => LinkEvent::Other,
     }
@@ -218,14 +218,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match from_v4(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(9)))) {
-            LinkEvent::PubAck {
+            LinkEvent::Ack(Ack::Pub {
                 pkid: 9,
                 refused: None,
-            } => {}
+            }) => {}
             other => panic!("{other:?}"),
         }
         match from_v4(Event::Incoming(Packet::PubComp(rumqttc::PubComp::new(3)))) {
-            LinkEvent::PubComp(3) => {}
+            LinkEvent::Ack(Ack::Comp(3)) => {}
             other => panic!("{other:?}"),
         }
     }

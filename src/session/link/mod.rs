@@ -82,27 +82,34 @@ pub(crate) struct Inbound {
 }
 
 /// What one poll of the event loop yielded, protocol-neutral.
+/// The broker's answer to one of our publishes or subscribes.
 #[derive(Debug)]
-pub(crate) enum LinkEvent {
-    /// A PUBLISH from the broker.
-    Publish(Inbound),
-    /// PUBACK, or a failed PUBREC (which ends a QoS 2 publish): `refused` holds a failure
-    /// reason code (MQTT 5).
-    PubAck {
+pub(crate) enum Ack {
+    /// PUBACK for a QoS 1 publish, or a failed PUBREC (which ends a QoS 2 publish):
+    /// `refused` holds the failure reason code (MQTT 5).
+    Pub {
         /// Packet id.
         pkid: u16,
         /// The failure reason code, if the broker refused the publish.
         refused: Option<ReasonCode>,
     },
-    /// PUBCOMP.
-    PubComp(u16),
+    /// PUBCOMP for a QoS 2 publish.
+    Comp(u16),
     /// SUBACK: one result per filter, in order.
-    SubAck {
+    Sub {
         /// Packet id.
         pkid: u16,
         /// Granted QoS or the failure reason code, per filter.
         codes: Vec<Result<QoS, ReasonCode>>,
     },
+}
+
+#[derive(Debug)]
+pub(crate) enum LinkEvent {
+    /// A PUBLISH from the broker.
+    Publish(Inbound),
+    /// The broker acknowledged one of our requests (handed on to the actor as is).
+    Ack(Ack),
     /// rumqttc processed one of our requests (the same type for both protocols).
     Outgoing(Outgoing),
     /// Anything else (PINGRESP, UNSUBACK, a successful PUBREC, ...).
