@@ -32,7 +32,8 @@ fn cargo(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Package names of the library's normal dependency tree with `features`.
+/// The library's normal dependency tree with `features`: one `name vX.Y.Z` entry per
+/// crate (repeated subtrees, marked `(*)`, count once).
 fn library_tree(features: &[&str]) -> BTreeSet<String> {
     let mut args = vec![
         "tree",
@@ -42,40 +43,29 @@ fn library_tree(features: &[&str]) -> BTreeSet<String> {
         "normal",
         "--prefix",
         "none",
-        "--format",
-        "{p}",
         "--locked",
         "--offline",
     ];
     args.extend_from_slice(features);
     cargo(&args)
         .lines()
-        .filter_map(|l| l.split_whitespace().next())
+        .map(|l| l.trim_end_matches(" (*)").trim_end_matches(" (proc-macro)"))
         .filter(|l| !l.is_empty())
         .map(str::to_string)
-        .collect::<BTreeSet<_>>()
+        .collect()
+}
+
+/// The crate names of a [`library_tree`].
+fn crate_names(tree: &BTreeSet<String>) -> BTreeSet<&str> {
+    tree.iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
 }
 
 #[test]
 fn the_library_default_tree_has_no_daemon_dependency_and_stays_in_budget() {
-    let lines = cargo(&[
-        "tree",
-        "-p",
-        "mqtt-sessions",
-        "-e",
-        "normal",
-        "--prefix",
-        "none",
-        "--locked",
-        "--offline",
-    ]);
-    // One line per (crate, version); repeated subtrees are marked `(*)`.
-    let crates: BTreeSet<&str> = lines
-        .lines()
-        .map(|l| l.trim_end_matches(" (*)").trim_end_matches(" (proc-macro)"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let names = library_tree(&[]);
+    let crates = library_tree(&[]);
+    let names = crate_names(&crates);
     for name in DAEMON_ONLY {
         assert!(
             !names.contains(name),
@@ -87,11 +77,11 @@ fn the_library_default_tree_has_no_daemon_dependency_and_stays_in_budget() {
         crates.len() <= DEPENDENCY_BUDGET,
         "{} crates in the library's default tree, budget {DEPENDENCY_BUDGET}:\n{}",
         crates.len(),
-        crates.iter().copied().collect::<Vec<_>>().join("\n")
+        crates.iter().cloned().collect::<Vec<_>>().join("\n")
     );
     // Without `http`, actix-web goes too.
     let bare = library_tree(&["--no-default-features"]);
-    assert!(!bare.contains("actix-web"), "{bare:?}");
+    assert!(!crate_names(&bare).contains("actix-web"), "{bare:?}");
 }
 
 fn version(s: &str) -> Vec<u64> {
