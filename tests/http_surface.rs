@@ -227,7 +227,7 @@ async fn a_client_that_does_not_read_is_cut_off_and_counted() {
 
 /// `curl` against the TLS endpoint: the status code, and the body.
 async fn curl(ca: &std::path::Path, url: &str, args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new(require_curl())
+    let out = tokio::process::Command::new(require_binary("curl"))
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(ca)
         .args(["-w", "\n%{http_code}"])
@@ -244,16 +244,6 @@ async fn curl(ca: &std::path::Path, url: &str, args: &[&str]) -> (u16, String) {
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.trim().parse().unwrap(), body.to_string())
-}
-
-fn require_curl() -> std::path::PathBuf {
-    ["/usr/bin/curl", "/usr/local/bin/curl", "/bin/curl"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`curl` not found: apt-get install -y curl (scripts/test does it)")
-        })
 }
 
 #[actix_rt::test]
@@ -332,7 +322,7 @@ async fn tls_with_basic_auth_and_a_bearer_token_guards_everything_but_open_paths
             >= 10.0
     );
     // A 401 says how to authenticate.
-    let head = tokio::process::Command::new(require_curl())
+    let head = tokio::process::Command::new(require_binary("curl"))
         .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
         .arg(&ca)
         .arg(&metrics)

@@ -12,16 +12,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(15);
 
-fn require_curl() -> std::path::PathBuf {
-    ["/usr/bin/curl", "/usr/local/bin/curl", "/bin/curl"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("`curl` not found: apt-get install -y curl (scripts/test does it)")
-        })
-}
-
 fn bcrypt_hash(password: &str) -> String {
     bcrypt::hash(password, 4).unwrap()
 }
@@ -29,7 +19,7 @@ fn bcrypt_hash(password: &str) -> String {
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-sessions");
 
 fn curl_blocking(ca: &std::path::Path, url: &str, args: &[&str]) -> u16 {
-    let out = std::process::Command::new(require_curl())
+    let out = std::process::Command::new(require_binary("curl"))
         .args([
             "-sS",
             "--max-time",

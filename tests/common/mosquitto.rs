@@ -39,7 +39,11 @@ pub fn require_binary(name: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("`{name}` not found in PATH, /usr/sbin or /usr/bin: {INSTALL_HINT}");
+    panic!(
+        "`{name}` not found in PATH, /usr/sbin or /usr/bin: run scripts/test, which installs \
+         every tool the tests use, or `apt-get install -y` its Debian package (mosquitto, \
+         mosquitto-clients, curl, prometheus, chromium, chromium-driver)"
+    );
 }
 
 /// Returns a currently free TCP port on 127.0.0.1 (binds port 0, reads the
