@@ -16,6 +16,10 @@ use super::poll::{poll_until, poll_until_async, POLL_INTERVAL};
 /// How long `start`, `restart`, `stop`, `pause` and `resume` wait at most.
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to get the broker and client binaries (used in panic messages).
+pub const INSTALL_HINT: &str =
+    "install them with `apt-get install -y mosquitto mosquitto-clients` \
+     (or run scripts/test, which installs them)";
 
 const LOG_FILE: &str = "mosquitto.log";
 const STDERR_FILE: &str = "mosquitto.stderr";
