@@ -19,10 +19,23 @@
 //! While it waits, the driver keeps polling the connection: keep-alive flows, and the
 //! broker's in-flight window, filled with unacknowledged messages, stops the flow.
 //!
+//! ## How acknowledgements reach the socket
+//!
+//! rumqttc writes every request of its client channel on its own (one `write` each), while
+//! it answers a batch of incoming packets with one. On an MQTT 3.1.1 connection, whose
+//! event loop lets us write, acknowledgements that are ready while the driver is between
+//! two polls are written by the driver itself, all in one go ([`Ready`]): a burst of
+//! messages handled together is acknowledged in one TCP segment, as rumqttc's automatic
+//! acknowledgements would be. Only when the driver is waiting inside `poll` does an
+//! acknowledgement go through the client channel (that wakes the event loop); those ready
+//! behind it wait until rumqttc has written it, so the order holds. MQTT 5's event loop
+//! keeps its socket private: there every acknowledgement takes the channel.
+//!
 //! [`Delivery`]: crate::delivery::Delivery
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,6 +76,97 @@ struct Job {
     tracked: bool,
 }
 
+/// Acknowledgements ready to be written, and the way each goes out (see "How
+/// acknowledgements reach the socket" in the [module docs](self)).
+#[derive(Debug)]
+pub(super) struct Ready {
+    /// The driver may write acknowledgements itself (an MQTT 3.1.1 connection).
+    direct: bool,
+    inner: Mutex<ReadyInner>,
+}
+
+#[derive(Debug, Default)]
+struct ReadyInner {
+    /// Ready, in arrival order, for the driver to write before it polls again.
+    tokens: VecDeque<AckToken>,
+    /// Sent through rumqttc's client channel and not yet reported written: nothing may
+    /// be written directly before they are.
+    in_channel: usize,
+    /// The driver is waiting inside `poll`: an acknowledgement queued now would wait for
+    /// the next packet, so it takes the channel (which wakes the event loop).
+    polling: bool,
+}
+
+impl Ready {
+    fn new(direct: bool) -> Ready {
+        Ready {
+            direct,
+            inner: Mutex::new(ReadyInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
+        // Nothing panics while holding the lock; a poisoned one still holds valid state.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An acknowledgement is ready (called by the acknowledging stage). Returns true
+    /// when the caller must send it through the client channel; otherwise it is queued
+    /// for the driver.
+    fn offer(&self, t: AckToken) -> bool {
+        if !self.direct {
+            return true;
+        }
+        let mut g = self.lock();
+        if g.polling && g.tokens.is_empty() && g.in_channel == 0 {
+            g.in_channel += 1;
+            true
+        } else {
+            g.tokens.push_back(t);
+            false
+        }
+    }
+
+    /// Queues an acknowledgement from the driver's own task (it is between two polls).
+    /// False when the connection takes no direct writes: send it through the channel.
+    fn push(&self, t: AckToken) -> bool {
+        if self.direct {
+            self.lock().tokens.push_back(t);
+        }
+        self.direct
+    }
+
+    /// Moves the acknowledgements the driver may write now into `out`. When there are
+    /// none, the driver is taken to poll next (until [`Ready::polled`]).
+    pub(super) fn take(&self, out: &mut Vec<AckToken>) {
+        let mut g = self.lock();
+        if g.in_channel == 0 && !g.tokens.is_empty() {
+            out.extend(g.tokens.drain(..));
+        } else {
+            g.polling = true;
+        }
+    }
+
+    /// The driver's `poll` returned.
+    pub(super) fn polled(&self) {
+        self.lock().polling = false;
+    }
+
+    /// rumqttc wrote an acknowledgement that came through the channel.
+    pub(super) fn written_from_channel(&self) {
+        let mut g = self.lock();
+        g.in_channel = g.in_channel.saturating_sub(1);
+    }
+
+    /// A new connection: what was queued belongs to the old one.
+    fn clear(&self) {
+        let mut g = self.lock();
+        g.tokens.clear();
+        g.in_channel = 0;
+        g.polling = false;
+    }
+}
+
 /// Sends the acknowledgements of one session (see the [module docs](self)).
 pub(super) struct Acker {
     client: Client,
@@ -79,6 +183,8 @@ pub(super) struct Acker {
     feeding: Arc<AtomicUsize>,
     /// Number of the current connection.
     connection: Arc<AtomicU64>,
+    /// Acknowledgements ready for the driver to write.
+    ready: Arc<Ready>,
 }
 
 impl std::fmt::Debug for Acker {
@@ -91,9 +197,11 @@ impl std::fmt::Debug for Acker {
 
 impl Acker {
     /// An acknowledger for `client` (its task starts when first needed); `inbound` is a
-    /// persistent session's incoming QoS 2 state.
-    pub(super) fn new(client: Client, inbound: Option<Arc<InboundState>>) -> Acker {
+    /// persistent session's incoming QoS 2 state; `direct`: the driver may write
+    /// acknowledgements itself (see [`Ready`]).
+    pub(super) fn new(client: Client, inbound: Option<Arc<InboundState>>, direct: bool) -> Acker {
         Acker {
+            ready: Arc::new(Ready::new(direct)),
             client,
             inbound,
             stages: std::sync::OnceLock::new(),
@@ -108,11 +216,12 @@ impl Acker {
         self.stages.get_or_init(|| {
             let (feed, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
             let in_feed = Arc::clone(&self.feeding);
-            let (c, w, conn, inbound) = (
+            let (c, w, conn, inbound, ready) = (
                 self.client.clone(),
                 Arc::clone(&self.waiting),
                 Arc::clone(&self.connection),
                 self.inbound.clone(),
+                Arc::clone(&self.ready),
             );
             // Two stages, each in arrival order: the first waits for room in full
             // route queues and so feeds the consumers; the second waits for them to
@@ -152,7 +261,9 @@ impl Acker {
                     if outcome == Outcome::Handled
                         && (owed || job.connection == conn.load(Ordering::Acquire))
                     {
-                        let _ = c.ack(job.token).await;
+                        if ready.offer(job.token) {
+                            let _ = c.ack(job.token).await;
+                        }
                     } else {
                         tracing::trace!(
                             pkid = job.token.pkid,
@@ -171,6 +282,12 @@ impl Acker {
     /// earlier connections will not be sent.
     pub(super) fn new_connection(&self) {
         self.connection.fetch_add(1, Ordering::AcqRel);
+        self.ready.clear();
+    }
+
+    /// The acknowledgements ready for the driver to write.
+    pub(super) fn ready(&self) -> &Ready {
+        &self.ready
     }
 
     /// Acknowledges `token` once `room` (if any) completed and `done` (if any) reported
@@ -194,7 +311,7 @@ impl Acker {
             match ready {
                 Some(Outcome::Abandoned) => return,
                 Some(Outcome::Handled) => {
-                    if self.client.ack_now(token).is_ok() {
+                    if self.ready.push(token) || self.client.ack_now(token).is_ok() {
                         return;
                     }
                     tracing::trace!(pkid = token.pkid, "request channel full, ack deferred");
@@ -240,5 +357,74 @@ impl Drop for Acker {
         if let Some(stages) = self.stages.get() {
             stages.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::QoS;
+
+    fn t(pkid: u16) -> AckToken {
+        AckToken {
+            qos: QoS::AtLeastOnce,
+            pkid,
+        }
+    }
+
+    fn taken(r: &Ready) -> Vec<u16> {
+        let mut out = Vec::new();
+        r.take(&mut out);
+        out.iter().map(|t| t.pkid).collect()
+    }
+
+    #[test]
+    fn between_polls_acknowledgements_wait_for_the_driver_and_go_out_together() {
+        let r = Ready::new(true);
+        assert!(!r.offer(t(1)));
+        assert!(r.push(t(2)));
+        assert!(!r.offer(t(3)));
+        assert_eq!(taken(&r), [1, 2, 3]);
+        // Nothing left: the driver polls next.
+        assert!(taken(&r).is_empty());
+    }
+
+    #[test]
+    fn while_polling_the_first_takes_the_channel_and_the_rest_wait_until_it_is_written() {
+        let r = Ready::new(true);
+        assert!(taken(&r).is_empty()); // the driver polls
+        assert!(r.offer(t(1)), "the first one wakes the event loop");
+        assert!(!r.offer(t(2)), "behind one in the channel: queued");
+        assert!(!r.offer(t(3)));
+        r.polled();
+        assert!(
+            taken(&r).is_empty(),
+            "not before rumqttc wrote the one in the channel"
+        );
+        r.polled();
+        r.written_from_channel();
+        assert_eq!(taken(&r), [2, 3]);
+    }
+
+    #[test]
+    fn without_direct_writes_everything_takes_the_channel() {
+        let r = Ready::new(false);
+        assert!(r.offer(t(1)));
+        assert!(!r.push(t(2)));
+        assert!(taken(&r).is_empty());
+    }
+
+    #[test]
+    fn a_new_connection_forgets_what_was_queued_for_the_old_one() {
+        let r = Ready::new(true);
+        assert!(taken(&r).is_empty());
+        assert!(r.offer(t(1)));
+        assert!(!r.offer(t(2)));
+        r.clear();
+        assert!(
+            !r.offer(t(3)),
+            "not polling after a reconnect until the driver says so"
+        );
+        assert_eq!(taken(&r), [3]);
     }
 }

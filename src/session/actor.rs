@@ -170,6 +170,7 @@ impl SessionActor {
             connect_limit: Arc::clone(&self.p.connect_limit),
             last_out: Instant::now(),
             inbound: self.inbound.clone(),
+            ack_batch: Vec::new(),
         };
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));

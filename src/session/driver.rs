@@ -30,7 +30,7 @@ use super::backoff::Backoff;
 use super::counters::SessionCounters;
 use super::inbound::{InboundState, Verdict};
 use super::incoming::{Dispatcher, Pending};
-use super::link::{Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkEvent};
+use super::link::{Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkError, LinkEvent};
 use super::outbox::Resend;
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
@@ -117,6 +117,8 @@ pub(crate) struct Driver {
     pub(super) last_out: Instant,
     /// A persistent session's incoming QoS 2 state (`None` with a clean session).
     pub(super) inbound: Option<Arc<InboundState>>,
+    /// Acknowledgements taken from the acknowledger to write (kept for its allocation).
+    pub(super) ack_batch: Vec<AckToken>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -136,7 +138,11 @@ impl Driver {
                 .name()
                 .map_or_else(|| format!("{:?}", thread.id()), str::to_string),
         );
-        let acker = Acker::new(self.client.clone(), self.inbound.clone());
+        let acker = Acker::new(
+            self.client.clone(),
+            self.inbound.clone(),
+            self.link.writes_acks(),
+        );
         let mut backoff = Backoff::new(&self.opts.reconnect);
         let mut attempt: u32 = 0;
         let mut delay = self.initial_delay.take();
@@ -263,12 +269,37 @@ impl Driver {
     }
 
     /// rumqttc processed one of our requests: PUBCOMP ends an incoming QoS 2 message.
-    async fn on_outgoing(&mut self, out: Outgoing) {
+    async fn on_outgoing(&mut self, out: Outgoing, acker: &Acker) {
         self.last_out = Instant::now();
-        if let (Outgoing::PubComp(pkid), Some(inbound)) = (&out, &self.inbound) {
-            inbound.released(*pkid);
+        match &out {
+            Outgoing::PubComp(pkid) => {
+                if let Some(inbound) = &self.inbound {
+                    inbound.released(*pkid);
+                }
+            }
+            Outgoing::PubAck(_) | Outgoing::PubRec(_) => acker.ready().written_from_channel(),
+            _ => {}
         }
         self.report(DriverEvent::Outgoing(out)).await;
+    }
+
+    /// Writes the acknowledgements that are ready, in one go, before the next poll (see
+    /// the `ack` module's docs).
+    async fn write_acks(&mut self, acker: &Acker) -> Result<(), LinkError> {
+        let timeout = self
+            .opts
+            .connect
+            .connect_timeout
+            .max(Duration::from_secs(1));
+        loop {
+            self.ack_batch.clear();
+            acker.ready().take(&mut self.ack_batch);
+            if self.ack_batch.is_empty() {
+                return Ok(());
+            }
+            self.link.write_acks(&self.ack_batch, timeout).await?;
+            self.last_out = Instant::now();
+        }
     }
 
     async fn report(&self, ev: DriverEvent) {
@@ -301,13 +332,17 @@ impl Driver {
             if want > sleep.deadline().into_std() + rt / 4 {
                 sleep.as_mut().reset(want.into());
             }
+            if let Err(e) = self.write_acks(acker).await {
+                break e.classify(&self.brokers[broker]);
+            }
             let polled = tokio::select! {
                 biased;
                 r = self.link.poll() => Some(r),
                 _ = &mut sleep, if read_timeout.is_some() => None,
             };
+            acker.ready().polled();
             match polled {
-                Some(Ok(LinkEvent::Outgoing(out))) => self.on_outgoing(out).await,
+                Some(Ok(LinkEvent::Outgoing(out))) => self.on_outgoing(out, acker).await,
                 Some(Ok(ev)) => {
                     last_in = Instant::now();
                     self.on_incoming(ev, acker).await;
@@ -329,7 +364,7 @@ impl Driver {
         // knows their packet ids.
         while let Some(ev) = self.link.buffered() {
             match ev {
-                LinkEvent::Outgoing(out) => self.on_outgoing(out).await,
+                LinkEvent::Outgoing(out) => self.on_outgoing(out, acker).await,
                 ev => self.on_incoming(ev, acker).await,
             }
         }
@@ -353,7 +388,7 @@ impl Driver {
                 }
             }
             LinkEvent::Ack(ack) => self.report(DriverEvent::Ack(ack)).await,
-            LinkEvent::Outgoing(out) => self.on_outgoing(out).await,
+            LinkEvent::Outgoing(out) => self.on_outgoing(out, acker).await,
             LinkEvent::Other => {}
         }
     }

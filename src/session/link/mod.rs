@@ -14,6 +14,7 @@
 //! path exactly what it was (same rumqttc calls, same options).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -522,6 +523,70 @@ impl Link {
                     el.state.events.truncate(before);
                 }
             }
+        }
+    }
+
+    /// True when [`Link::write_acks`] writes on this connection itself (MQTT 3.1.1:
+    /// rumqttc's v5 event loop keeps its socket private).
+    pub(crate) fn writes_acks(&self) -> bool {
+        matches!(self, Link::V4 { .. })
+    }
+
+    /// Writes the PUBACK / PUBREC of `tokens`, in order, and flushes once: a burst of
+    /// acknowledgements in one `write`, where rumqttc's client channel would write each
+    /// on its own. Call it between polls only. rumqttc's state sees each acknowledgement
+    /// as if it came through its channel, minus the `Outgoing` event (nobody waits for
+    /// it). The flush is bounded by `timeout`, as rumqttc bounds its own.
+    pub(crate) async fn write_acks(
+        &mut self,
+        tokens: &[AckToken],
+        timeout: Duration,
+    ) -> Result<(), LinkError> {
+        let el = match self {
+            Link::V4 { el, .. } => &mut **el,
+            Link::V5 { el, .. } => {
+                // Not used (see `writes_acks`); kept correct all the same: the pending
+                // queue goes out before the client channel, one request at a time.
+                for t in tokens {
+                    el.pending.push_back(match t.qos {
+                        QoS::ExactlyOnce => v5::Request::PubRec(p5::PubRec::new(t.pkid, None)),
+                        _ => v5::Request::PubAck(p5::PubAck::new(t.pkid, None)),
+                    });
+                }
+                return Ok(());
+            }
+        };
+        let Some(network) = el.network.as_mut() else {
+            // Not connected: these belong to a connection that has ended.
+            return Ok(());
+        };
+        let state_err = |e| LinkError::V4(rumqttc::ConnectionError::MqttState(e));
+        for t in tokens {
+            let request = match t.qos {
+                QoS::ExactlyOnce => rumqttc::Request::PubRec(rumqttc::PubRec::new(t.pkid)),
+                _ => rumqttc::Request::PubAck(rumqttc::PubAck::new(t.pkid)),
+            };
+            let packet = el
+                .state
+                .handle_outgoing_packet(request)
+                .map_err(state_err)?;
+            let event = el.state.events.pop_back();
+            debug_assert!(
+                matches!(
+                    event,
+                    Some(rumqttc::Event::Outgoing(
+                        rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_)
+                    ))
+                ),
+                "an acknowledgement queues its own Outgoing event last"
+            );
+            if let Some(packet) = packet {
+                network.write(packet).await.map_err(state_err)?;
+            }
+        }
+        match tokio::time::timeout(timeout, network.flush()).await {
+            Ok(r) => r.map_err(state_err),
+            Err(_) => Err(LinkError::V4(rumqttc::ConnectionError::FlushTimeout)),
         }
     }
 
