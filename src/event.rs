@@ -8,7 +8,7 @@
 //! - a broadcast channel behind [`EventStream`]s (bounded, a lagging stream skips and counts).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -356,6 +356,8 @@ struct BusInner {
     stream: broadcast::Sender<Event>,
     panics: AtomicU64,
     dropped: AtomicU64,
+    /// Handlers registered: with none, events do not wake the dispatcher thread.
+    handler_count: AtomicUsize,
 }
 
 /// Fans events out to handlers and streams; cheap to clone.
@@ -384,6 +386,7 @@ impl EventBus {
             stream,
             panics: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            handler_count: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let spawned = std::thread::Builder::new()
@@ -417,7 +420,15 @@ impl EventBus {
     /// Publishes an event; never blocks.
     pub fn emit(&self, event: Event) {
         tracing::debug!(session = %event.session, kind = %event.kind(), data = ?event.data, "event");
-        let _ = self.inner.stream.send(event.clone());
+        // Events cost nothing past this point when nobody listens: no clone for an
+        // empty broadcast, no wake-up of the dispatcher thread without handlers (a
+        // handler registered later sees the events from then on either way).
+        if self.inner.stream.receiver_count() > 0 {
+            let _ = self.inner.stream.send(event.clone());
+        }
+        if self.inner.handler_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
         match self.inner.queue.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(ev)) => {
@@ -437,6 +448,9 @@ impl EventBus {
         h.next_id += 1;
         let id = h.next_id;
         h.list.push((id, kind, handler));
+        self.inner
+            .handler_count
+            .store(h.list.len(), Ordering::Release);
         EventGuard {
             bus: Arc::downgrade(&self.inner),
             id,
@@ -495,6 +509,7 @@ impl Drop for EventGuard {
                 Err(poisoned) => poisoned.into_inner(),
             };
             h.list.retain(|(id, _, _)| *id != self.id);
+            inner.handler_count.store(h.list.len(), Ordering::Release);
         }
     }
 }

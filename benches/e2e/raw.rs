@@ -182,8 +182,29 @@ pub(crate) fn spawn_subscriber(
     qos: QoS,
     tag: String,
     shared: Shared,
+    hop: bool,
 ) -> SubscriberThread {
     SubscriberThread::spawn(move |ready, mut stop| {
+        // `hop`: the poll loop hands each payload to a consumer thread (its own
+        // current-thread runtime) through a bounded channel, as an application that
+        // consumes away from its event loop would.
+        let (hop_tx, consumer) = if hop {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1024);
+            let s = shared.clone();
+            let consumer = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("consumer runtime")
+                    .block_on(async move {
+                        while let Some(p) = rx.recv().await {
+                            s.record(&p);
+                        }
+                    });
+            });
+            (Some(tx), Some(consumer))
+        } else {
+            (None, None)
+        };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -199,7 +220,12 @@ pub(crate) fn spawn_subscriber(
                         _ = &mut stop => break,
                     };
                     match ev {
-                        Ok(Event::Incoming(Packet::Publish(p))) => shared.record(&p.payload),
+                        Ok(Event::Incoming(Packet::Publish(p))) => match &hop_tx {
+                            Some(tx) => {
+                                let _ = tx.send(p.payload).await;
+                            }
+                            None => shared.record(&p.payload),
+                        },
                         Ok(Event::Incoming(Packet::SubAck(_))) => {
                             if let Some(r) = ready.take() {
                                 let _ = r.send(());
@@ -216,6 +242,9 @@ pub(crate) fn spawn_subscriber(
                 shared.set_diag(format!("connection errors {errors}"));
                 let _ = c.try_disconnect();
             });
+        if let Some(consumer) = consumer {
+            let _ = consumer.join();
+        }
     })
 }
 

@@ -168,6 +168,7 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) {
 fn color(v: Variant) -> &'static str {
     match v {
         Variant::Raw => "#888888",
+        Variant::RawHop => "#bbbbbb",
         Variant::Listen => "#1f77b4",
         Variant::Handle => "#ff7f0e",
         Variant::Library => "#2ca02c",
@@ -357,6 +358,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
     let mut lx = 60.0;
     for v in [
         Variant::Raw,
+        Variant::RawHop,
         Variant::Listen,
         Variant::Handle,
         Variant::Library,

@@ -66,6 +66,9 @@ impl Config {
 pub(crate) enum Variant {
     /// Raw rumqttc.
     Raw,
+    /// Raw rumqttc whose poll loop hands each message to a consumer on another thread
+    /// through a bounded tokio channel: what one thread hop costs, without the library.
+    RawHop,
     /// mqtt-sessions, `listen`.
     Listen,
     /// mqtt-sessions, `handle`.
@@ -88,6 +91,7 @@ impl Variant {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Variant::Raw => "raw rumqttc",
+            Variant::RawHop => "raw rumqttc + thread hop",
             Variant::Listen => "listen",
             Variant::Handle => "handle",
             Variant::Library => "mqtt-sessions",
@@ -102,6 +106,7 @@ impl Variant {
     fn arg(self) -> &'static str {
         match self {
             Variant::Raw => "raw",
+            Variant::RawHop => "raw-hop",
             Variant::Listen => "listen",
             Variant::Handle => "handle",
             Variant::Library => "library",
@@ -116,6 +121,7 @@ impl Variant {
     pub(crate) fn from_arg(s: &str) -> Option<Variant> {
         [
             Variant::Raw,
+            Variant::RawHop,
             Variant::Listen,
             Variant::Handle,
             Variant::Library,
@@ -215,7 +221,12 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         v.push(Scenario {
             name: format!("latency qos{q} 1000/s"),
             kind: Kind::Latency { qos, rate: 1000 },
-            variants: sub.clone(),
+            variants: vec![
+                Variant::Raw,
+                Variant::RawHop,
+                Variant::Listen,
+                Variant::Handle,
+            ],
         });
     }
     v.push(Scenario {
@@ -362,7 +373,10 @@ fn through_subscriber(
             shared.clone(),
         ),
         (Variant::Raw, None) => {
-            raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone())
+            raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone(), false)
+        }
+        (Variant::RawHop, _) => {
+            raw::spawn_subscriber(broker.port(), qos, tag.clone(), shared.clone(), true)
         }
         (Variant::Handle, None) => library::spawn_subscriber(
             broker.url(),
@@ -413,7 +427,7 @@ fn through_subscriber(
             .then(|| cpu_ticks as f64 * 1e6 / clock_ticks_per_s() as f64 / rec.received as f64),
         ..Sample::default()
     };
-    if variant != Variant::Raw {
+    if !matches!(variant, Variant::Raw | Variant::RawHop) {
         s.dropped = Some(shared.dropped());
     }
     if qos != RawQoS::AtMostOnce && s.lost.is_some_and(|l| l > 0) {
