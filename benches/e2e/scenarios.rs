@@ -191,7 +191,12 @@ const FAN_IN_SESSIONS: u32 = 100;
 
 /// Every scenario, in table order.
 pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
-    let sub = vec![Variant::Raw, Variant::Listen, Variant::Handle];
+    let sub = vec![
+        Variant::Raw,
+        Variant::RawHop,
+        Variant::Listen,
+        Variant::Handle,
+    ];
     let mut v = Vec::new();
     for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
         for publishers in [1, 8] {
@@ -221,12 +226,7 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         v.push(Scenario {
             name: format!("latency qos{q} 1000/s"),
             kind: Kind::Latency { qos, rate: 1000 },
-            variants: vec![
-                Variant::Raw,
-                Variant::RawHop,
-                Variant::Listen,
-                Variant::Handle,
-            ],
+            variants: sub.clone(),
         });
     }
     v.push(Scenario {

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use tokio::sync::watch;
 
 use super::commit::GroupCommit;
 use super::driver::Driver;
 use super::handlers::{EndReason, SessionEnded};
 use super::inbound::InboundState;
-use super::link::{BrokerLimits, Link};
+use super::link::{BrokerLimits, Link, LinkSpec};
 use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
 use super::status::{publish_if_changed, StatusView};
@@ -80,7 +79,7 @@ impl SessionActor {
             subscriptions: Subscriptions::default(),
             outbox,
             inbound,
-            outbox_len: watch::channel(0).0,
+            on_outbox_empty: None,
             on_disconnect_written: None,
             durable: GroupCommit::default(),
             meta,
@@ -100,7 +99,7 @@ impl SessionActor {
 
     /// Publishes the status (only when it changed: this runs after every actor message,
     /// publishes included) and the outbox figures.
-    pub(super) fn publish_status(&self) {
+    pub(super) fn publish_status(&mut self) {
         let view = StatusView {
             state: self.state,
             ready: self.ready,
@@ -120,11 +119,11 @@ impl SessionActor {
         publish_if_changed(&self.p.status, &view);
         let pending = self.outbox.len();
         self.p.counters.set_outbox(pending, self.outbox.inflight());
-        self.outbox_len.send_if_modified(|n| {
-            let modified = *n != pending;
-            *n = pending;
-            modified
-        });
+        if pending == 0 {
+            if let Some(tx) = self.on_outbox_empty.take() {
+                let _ = tx.send(());
+            }
+        }
     }
 
     /// Whether `tls.skip_verify` is on and some broker uses TLS.
@@ -148,19 +147,19 @@ impl SessionActor {
         ctx: &mut Context<Self>,
         initial_delay: Option<Duration>,
     ) {
-        let (client, link) = Link::new(
-            &self.p.opts,
-            &self.p.client_id,
-            &self.p.brokers,
-            self.p.tls.as_ref(),
-        );
+        let (client, link) = Link::new(LinkSpec {
+            opts: Arc::clone(&self.p.opts),
+            client_id: Arc::clone(&self.p.client_id),
+            brokers: Arc::clone(&self.p.brokers),
+            tls: self.p.tls.clone(),
+        });
         // flume allocates its buffer as events arrive (tokio's bounded channel starts with
         // a block of 32 slots): an idle session keeps almost nothing here.
         let (tx, rx) = flume::bounded(DRIVER_EVENTS);
         let d = Driver {
             session: Arc::clone(&self.name),
             opts: Arc::clone(&self.p.opts),
-            brokers: self.p.brokers.clone(),
+            brokers: Arc::clone(&self.p.brokers),
             link,
             client: client.clone(),
             events: tx,
@@ -201,7 +200,7 @@ impl SessionActor {
     fn put_meta(&self) {
         let Some(worker) = &self.p.store else { return };
         let mut meta = self.meta.clone();
-        meta.client_id = self.p.client_id.clone();
+        meta.client_id = self.p.client_id.to_string();
         let name = Arc::clone(&self.name);
         worker.submit(move |store| {
             if let Err(e) = store.session_meta_put(&name, &meta) {

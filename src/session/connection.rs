@@ -99,7 +99,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
             } => {
                 if let Some(id) = assigned_client_id {
                     tracing::info!(session = %self.name, client_id = %id, "broker assigned a client id");
-                    self.p.client_id = id;
+                    self.p.client_id = Arc::from(id);
                 }
                 self.broker_limits = limits;
                 if self.ever_connected {

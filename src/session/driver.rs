@@ -102,7 +102,7 @@ pub(crate) enum DriverEvent {
 pub(crate) struct Driver {
     pub(super) session: Arc<str>,
     pub(super) opts: Arc<SessionOptions>,
-    pub(super) brokers: Vec<BrokerUrl>,
+    pub(super) brokers: Arc<[BrokerUrl]>,
     pub(super) link: Link,
     pub(super) client: Client,
     pub(super) events: flume::Sender<DriverEvent>,

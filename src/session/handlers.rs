@@ -210,7 +210,11 @@ impl Handler<Close> for SessionActor {
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
         let connected = self.state == SessionState::Connected && !self.closed;
-        let mut len = self.outbox_len.subscribe();
+        let emptied = (!self.outbox.is_empty()).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.on_outbox_empty = Some(tx);
+            rx
+        });
         let (tx, rx) = oneshot::channel();
         if connected {
             self.on_disconnect_written = Some(tx);
@@ -221,7 +225,9 @@ impl Handler<Close> for SessionActor {
             if !connected {
                 return;
             }
-            let _ = tokio::time::timeout(flush, len.wait_for(|n| *n == 0)).await;
+            if let Some(emptied) = emptied {
+                let _ = tokio::time::timeout(flush, emptied).await;
+            }
             if let Some(c) = client {
                 if c.disconnect_now().is_ok() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;

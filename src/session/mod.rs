@@ -93,14 +93,14 @@ struct Completion {
 pub struct SessionParts {
     /// Validated options.
     pub opts: Arc<SessionOptions>,
-    /// Parsed broker URLs.
-    pub brokers: Vec<BrokerUrl>,
+    /// Parsed broker URLs (shared with each driver's link).
+    pub brokers: Arc<[BrokerUrl]>,
     /// TLS configuration for the TLS brokers (built once by validation, reused for every
     /// attempt). When it is missing, TLS brokers are tried with a configuration that
     /// trusts no certificate: never in clear text.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The client id in use.
-    pub client_id: String,
+    pub client_id: Arc<str>,
     /// Event bus of the manager.
     pub bus: EventBus,
     /// Where incoming messages go.
@@ -156,7 +156,8 @@ pub struct SessionActor {
     /// A persistent session's incoming QoS 2 state, shared with each driver (`None` with a
     /// clean session). It outlives drivers and actor restarts.
     inbound: Option<Arc<inbound::InboundState>>,
-    outbox_len: watch::Sender<usize>,
+    /// A graceful close waiting for the outbox to empty.
+    on_outbox_empty: Option<oneshot::Sender<()>>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
     durable: GroupCommit<(Publish, Completion)>,

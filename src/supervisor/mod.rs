@@ -300,9 +300,9 @@ impl Supervisor {
         let sinks = Arc::new(SessionSinks::default());
         let parts = SessionParts {
             opts: Arc::clone(&opts),
-            brokers,
+            brokers: brokers.into(),
             tls,
-            client_id,
+            client_id: client_id.into(),
             bus: self.bus.clone(),
             dispatcher: Arc::new(RouterDispatch::new(
                 Arc::clone(&name),

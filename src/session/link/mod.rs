@@ -6,9 +6,11 @@
 //! - [`Client`] is the request side the actor and the driver's `Acker` hold: publish (with
 //!   properties on MQTT 5), subscribe (with subscribe options on MQTT 5), unsubscribe,
 //!   acknowledge, disconnect — each non-blocking;
-//! - [`Link`] is the event-loop side the driver owns: connect to broker *i* (options built
-//!   once per broker), poll into a protocol-neutral [`LinkEvent`], and the clean-up after a
-//!   connection ends (empty rumqttc's retransmission state, count what it dropped).
+//! - [`Link`] is the event-loop side the driver owns: connect to broker *i* (its options
+//!   built when the link switches to it: an idle session keeps one set, in rumqttc's event
+//!   loop), poll into a protocol-neutral [`LinkEvent`], write acknowledgements, and the
+//!   clean-up after a connection ends (empty rumqttc's retransmission state, count what it
+//!   dropped).
 //!
 //! A `match` per call costs nothing next to a network packet, and keeps the MQTT 3.1.1
 //! path exactly what it was (same rumqttc calls, same options).
@@ -273,28 +275,39 @@ impl Client {
 
 /// The event-loop side of a connection, owned by the driver task. The event loops are
 /// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
-pub(crate) enum Link {
-    /// MQTT 3.1.1: rumqttc's event loop and one options value per broker.
-    V4 {
-        /// The event loop.
-        el: Box<rumqttc::EventLoop>,
-        /// Options per broker, in the session's broker order.
-        options: Vec<rumqttc::MqttOptions>,
-    },
+pub(crate) struct Link {
+    el: EventLoop,
+    /// What the options of any broker are built from.
+    spec: LinkSpec,
+    /// The broker the event loop's options are for.
+    current: usize,
+}
+
+/// The event loop of either protocol.
+enum EventLoop {
+    /// MQTT 3.1.1.
+    V4(Box<rumqttc::EventLoop>),
     /// MQTT 5.
-    V5 {
-        /// The event loop.
-        el: Box<v5::EventLoop>,
-        /// Options per broker.
-        options: Vec<v5::MqttOptions>,
-    },
+    V5(Box<v5::EventLoop>),
+}
+
+/// What rumqttc's options for one broker are built from (shared with the session).
+pub(crate) struct LinkSpec {
+    /// The session's options.
+    pub opts: Arc<SessionOptions>,
+    /// The client id (the broker's assigned one, once it gave one).
+    pub client_id: Arc<str>,
+    /// The session's brokers.
+    pub brokers: Arc<[BrokerUrl]>,
+    /// The TLS configuration for TLS brokers.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Link::V4 { .. } => "Link::V4",
-            Link::V5 { .. } => "Link::V5",
+        f.write_str(match self.el {
+            EventLoop::V4(_) => "Link::V4",
+            EventLoop::V5(_) => "Link::V5",
         })
     }
 }
@@ -305,65 +318,67 @@ pub(super) fn request_capacity(opts: &SessionOptions) -> usize {
 }
 
 impl Link {
-    /// A client and its event loop for the session's protocol; the options of every
-    /// broker are built once here.
-    pub(crate) fn new(
-        opts: &SessionOptions,
-        client_id: &str,
-        brokers: &[BrokerUrl],
-        tls: Option<&Arc<rustls::ClientConfig>>,
-    ) -> (Client, Link) {
-        let cap = request_capacity(opts);
-        match opts.protocol {
+    /// A client and its event loop for the session's protocol, set up for the first broker.
+    pub(crate) fn new(spec: LinkSpec) -> (Client, Link) {
+        let cap = request_capacity(&spec.opts);
+        let first = &spec.brokers[0];
+        let (client, el) = match spec.opts.protocol {
             Protocol::V311 => {
-                let options: Vec<_> = brokers
-                    .iter()
-                    .map(|b| options_v4(opts, client_id, b, tls))
-                    .collect();
-                let (client, mut el) = rumqttc::AsyncClient::new(options[0].clone(), cap);
+                let options = options_v4(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
+                let (client, mut el) = rumqttc::AsyncClient::new(options, cap);
                 let mut net = el.network_options();
-                net.set_connection_timeout(opts.connect.connect_timeout.as_secs().max(1));
+                net.set_connection_timeout(spec.opts.connect.connect_timeout.as_secs().max(1));
                 net.set_tcp_nodelay(true);
                 el.set_network_options(net);
-                (
-                    Client::V4(client),
-                    Link::V4 {
-                        el: Box::new(el),
-                        options,
-                    },
-                )
+                (Client::V4(client), EventLoop::V4(Box::new(el)))
             }
             Protocol::V5 => {
-                let options: Vec<_> = brokers
-                    .iter()
-                    .map(|b| options_v5(opts, client_id, b, tls))
-                    .collect();
-                let (client, el) = v5::AsyncClient::new(options[0].clone(), cap);
-                (
-                    Client::V5(client),
-                    Link::V5 {
-                        el: Box::new(el),
-                        options,
-                    },
-                )
+                let options = options_v5(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
+                let (client, el) = v5::AsyncClient::new(options, cap);
+                (Client::V5(client), EventLoop::V5(Box::new(el)))
             }
-        }
+        };
+        (
+            client,
+            Link {
+                el,
+                spec,
+                current: 0,
+            },
+        )
     }
 
     /// Uses `id` from now on (the broker assigned it; MQTT 5).
     pub(crate) fn set_client_id(&mut self, id: &str) {
-        if let Link::V5 { options, .. } = self {
-            for o in options {
-                o.set_client_id(id.to_string());
+        self.spec.client_id = Arc::from(id);
+        if let EventLoop::V5(el) = &mut self.el {
+            el.options.set_client_id(id.to_string());
+        }
+    }
+
+    /// Points the event loop at broker number `broker` (its options are built now).
+    fn switch_to(&mut self, broker: usize) {
+        if broker == self.current {
+            return;
+        }
+        let s = &self.spec;
+        let b = &s.brokers[broker];
+        match &mut self.el {
+            EventLoop::V4(el) => {
+                el.mqtt_options = options_v4(&s.opts, &s.client_id, b, s.tls.as_ref());
+            }
+            EventLoop::V5(el) => {
+                el.options = options_v5(&s.opts, &s.client_id, b, s.tls.as_ref());
             }
         }
+        self.current = broker;
     }
 
     /// Connects to broker number `broker`: returns at CONNACK.
     pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
-        match self {
-            Link::V4 { el, options } => {
-                el.mqtt_options = options[broker].clone();
+        self.switch_to(broker);
+        match &mut self.el {
+            EventLoop::V4(el) => {
                 el.network = None;
                 match el.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
@@ -376,10 +391,9 @@ impl Link {
                     Err(e) => Err(LinkError::V4(e)),
                 }
             }
-            Link::V5 { el, options } => {
+            EventLoop::V5(el) => {
                 // The network is always gone here: a failed poll cleans it up, and so does
                 // `abandon`.
-                el.options = options[broker].clone();
                 match el.poll().await {
                     Ok(v5::Event::Incoming(p5::Packet::ConnAck(ack))) => {
                         let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
@@ -423,9 +437,9 @@ impl Link {
 
     /// Polls an established connection once.
     pub(crate) async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
-        match self {
-            Link::V4 { el, .. } => el.poll().await.map(from_v4).map_err(LinkError::V4),
-            Link::V5 { el, .. } => el.poll().await.map(from_v5).map_err(LinkError::V5),
+        match &mut self.el {
+            EventLoop::V4(el) => el.poll().await.map(from_v4).map_err(LinkError::V4),
+            EventLoop::V5(el) => el.poll().await.map(from_v5).map_err(LinkError::V5),
         }
     }
 
@@ -438,8 +452,8 @@ impl Link {
     /// and reported back, to be sent again as new.
     pub(crate) fn resend(&mut self, items: Vec<Resend>, max: u16) -> Vec<u16> {
         let mut skipped = Vec::new();
-        match self {
-            Link::V4 { el, .. } => {
+        match &mut self.el {
+            EventLoop::V4(el) => {
                 for item in items {
                     match item {
                         Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
@@ -462,7 +476,7 @@ impl Link {
                     }
                 }
             }
-            Link::V5 { el, .. } => {
+            EventLoop::V5(el) => {
                 for item in items {
                     match item {
                         Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
@@ -497,8 +511,8 @@ impl Link {
     /// its state offers no other way in than a (synthetic) incoming PUBLISH, whose event
     /// is taken back at once. Call it after the CONNACK, before the next `poll`.
     pub(crate) fn expect_pubrel(&mut self, ids: &[u16]) {
-        match self {
-            Link::V4 { el, .. } => {
+        match &mut self.el {
+            EventLoop::V4(el) => {
                 for &pkid in ids {
                     let mut p = rumqttc::Publish::new("", rumqttc::QoS::ExactlyOnce, Vec::new());
                     p.pkid = pkid;
@@ -509,7 +523,7 @@ impl Link {
                     el.state.events.truncate(before);
                 }
             }
-            Link::V5 { el, .. } => {
+            EventLoop::V5(el) => {
                 for &pkid in ids {
                     let mut p = p5::Publish::new(
                         String::new(),
@@ -529,7 +543,7 @@ impl Link {
     /// True when [`Link::write_acks`] writes on this connection itself (MQTT 3.1.1:
     /// rumqttc's v5 event loop keeps its socket private).
     pub(crate) fn writes_acks(&self) -> bool {
-        matches!(self, Link::V4 { .. })
+        matches!(self.el, EventLoop::V4(_))
     }
 
     /// Writes the PUBACK / PUBREC of `tokens`, in order, and flushes once: a burst of
@@ -542,9 +556,9 @@ impl Link {
         tokens: &[AckToken],
         timeout: Duration,
     ) -> Result<(), LinkError> {
-        let el = match self {
-            Link::V4 { el, .. } => &mut **el,
-            Link::V5 { el, .. } => {
+        let el = match &mut self.el {
+            EventLoop::V4(el) => &mut **el,
+            EventLoop::V5(el) => {
                 // Not used (see `writes_acks`); kept correct all the same: the pending
                 // queue goes out before the client channel, one request at a time.
                 for t in tokens {
@@ -592,17 +606,17 @@ impl Link {
 
     /// The connection is declared dead while a poll was in progress (read timeout).
     pub(crate) fn abandon(&mut self) {
-        match self {
-            Link::V4 { el, .. } => el.clean(),
-            Link::V5 { el, .. } => el.clean(),
+        match &mut self.el {
+            EventLoop::V4(el) => el.clean(),
+            EventLoop::V5(el) => el.clean(),
         }
     }
 
     /// The next event rumqttc had already buffered, after a failure.
     pub(crate) fn buffered(&mut self) -> Option<LinkEvent> {
-        match self {
-            Link::V4 { el, .. } => el.state.events.pop_front().map(from_v4),
-            Link::V5 { el, .. } => el.state.events.pop_front().map(from_v5),
+        match &mut self.el {
+            EventLoop::V4(el) => el.state.events.pop_front().map(from_v4),
+            EventLoop::V5(el) => el.state.events.pop_front().map(from_v5),
         }
     }
 
@@ -610,8 +624,8 @@ impl Link {
     /// ended (the outbox re-sends what matters); returns what was dropped.
     pub(crate) fn reset(&mut self, inflight: u16) -> Drained {
         let mut d = Drained::default();
-        match self {
-            Link::V4 { el, .. } => {
+        match &mut self.el {
+            EventLoop::V4(el) => {
                 for req in el.pending.drain(..) {
                     match req {
                         rumqttc::Request::Publish(p) => match (p.pkid, p.qos) {
@@ -626,7 +640,7 @@ impl Link {
                 el.state = rumqttc::MqttState::new(inflight.saturating_add(1), true);
                 el.network = None;
             }
-            Link::V5 { el, .. } => {
+            EventLoop::V5(el) => {
                 for req in el.pending.drain(..) {
                     match req {
                         v5::Request::Publish(p) => match (p.pkid, p.qos) {
