@@ -118,15 +118,32 @@ impl StatusView<'_> {
 }
 
 /// Publishes `view` on `tx` when it differs from what `tx` holds; returns whether it did.
+/// Receivers are woken only when it matters to [`wakes_waiters`] (readiness, closing,
+/// giving up): the other fields are read with `borrow`, and a session's connect would
+/// otherwise wake every `wait_ready` caller two or three times for nothing.
 pub(crate) fn publish_if_changed(
     tx: &tokio::sync::watch::Sender<SessionStatus>,
     view: &StatusView<'_>,
 ) -> bool {
     let changed = view.differs_from(&tx.borrow());
     if changed {
-        tx.send_replace(view.to_status());
+        tx.send_if_modified(|s| {
+            let next = view.to_status();
+            let wake = wakes_waiters(s, &next);
+            *s = next;
+            wake
+        });
     }
     changed
+}
+
+/// Whether going from `old` to `new` concerns a `wait_ready` caller: readiness changed,
+/// or the session closed or gave up (or stopped being so).
+pub(crate) fn wakes_waiters(old: &SessionStatus, new: &SessionStatus) -> bool {
+    let final_state = |s: &SessionStatus| {
+        matches!(s.state, SessionState::Closed | SessionState::GaveUp) || s.gave_up.is_some()
+    };
+    old.ready != new.ready || final_state(old) != final_state(new)
 }
 
 #[cfg(test)]
@@ -202,5 +219,35 @@ mod tests {
         v.state = SessionState::Connected;
         assert!(publish_if_changed(&tx, &v));
         assert_eq!(rx.borrow().state, SessionState::Connected);
+    }
+
+    #[test]
+    fn only_readiness_closing_and_giving_up_wake_waiters() {
+        let (tx, mut rx) = tokio::sync::watch::channel(base());
+        rx.mark_unchanged();
+        let limits = BrokerLimits::default();
+        let mut v = view(&limits);
+        v.state = SessionState::Connecting;
+        assert!(publish_if_changed(&tx, &v));
+        v.state = SessionState::Connected;
+        v.subscriptions = 2;
+        assert!(publish_if_changed(&tx, &v));
+        assert!(!rx.has_changed().unwrap(), "no waiter woken for these");
+        assert_eq!(rx.borrow().subscriptions, 2, "yet the value is current");
+        v.ready = true;
+        assert!(publish_if_changed(&tx, &v));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        v.ready = false;
+        v.state = SessionState::GaveUp;
+        assert!(publish_if_changed(&tx, &v));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        v.state = SessionState::Closed;
+        assert!(publish_if_changed(&tx, &v));
+        assert!(
+            !rx.has_changed().unwrap(),
+            "gave up, then closed: both final"
+        );
     }
 }
