@@ -117,13 +117,19 @@ impl SessionActor {
             gave_up: self.gave_up.as_ref(),
         };
         publish_if_changed(&self.p.status, &view);
-        let pending = self.outbox.len();
-        self.p.counters.set_outbox(pending, self.outbox.inflight());
+        let pending = self.count_outbox();
         if pending == 0 {
             if let Some(tx) = self.on_outbox_empty.take() {
                 let _ = tx.send(());
             }
         }
+    }
+
+    /// Brings the pending and in-flight counters up to date; returns the pending count.
+    pub(super) fn count_outbox(&self) -> usize {
+        let pending = self.outbox.len();
+        self.p.counters.set_outbox(pending, self.outbox.inflight());
+        pending
     }
 
     /// Whether `tls.skip_verify` is on and some broker uses TLS.

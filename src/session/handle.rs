@@ -8,9 +8,10 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::counters::{SessionCounters, SessionMetrics};
+use super::handlers::PublishWith;
 use super::incoming::{SessionMessages, SessionSinks};
 use super::state::SessionState;
-use super::{DirectSubscription, Enqueue, PublishMsg, SessionActor, SessionStatus};
+use super::{DirectSubscription, SessionActor, SessionStatus};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
@@ -114,7 +115,7 @@ impl SessionHandle {
     /// [`Error::StoreWrite`], [`Error::SessionGaveUp`], [`Error::SessionClosed`].
     pub async fn publish(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
-        self.ask(PublishMsg(publish)).await
+        self.hand_over(publish, false).await
     }
 
     /// Queues a publish and returns once it is accepted: for QoS >= 1 with a store, once
@@ -125,19 +126,28 @@ impl SessionHandle {
     /// `publish_failures_total`.
     pub async fn enqueue(&self, publish: Publish) -> Result<(), Error> {
         self.check_publish(&publish)?;
-        self.ask(Enqueue(publish)).await
+        self.hand_over(publish, true).await
     }
 
-    /// Sends `msg` to the session's actor; a gone actor is [`Error::SessionClosed`].
-    async fn ask<M>(&self, msg: M) -> Result<(), Error>
-    where
-        M: actix::Message<Result = Result<(), Error>> + Send + 'static,
-        SessionActor: actix::Handler<M>,
-    {
-        self.addr
-            .send(msg)
-            .await
-            .map_err(|_| Error::SessionClosed(self.name.to_string()))?
+    /// Hands a publish to the actor with an answer channel of our own, and awaits the
+    /// answer. A full mailbox is waited on (its bound holds); a gone actor, or one that
+    /// drops the answer, is [`Error::SessionClosed`].
+    async fn hand_over(&self, publish: Publish, enqueue: bool) -> Result<(), Error> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        let msg = PublishWith {
+            publish,
+            answer,
+            enqueue,
+        };
+        let closed = || Error::SessionClosed(self.name.to_string());
+        match self.addr.try_send(msg) {
+            Ok(()) => {}
+            Err(actix::dev::SendError::Full(msg)) => {
+                self.addr.send(msg).await.map_err(|_| closed())?;
+            }
+            Err(actix::dev::SendError::Closed(_)) => return Err(closed()),
+        }
+        rx.await.unwrap_or_else(|_| Err(closed()))
     }
 
     /// Shorthand for [`publish`](Self::publish) of a non-retained message.

@@ -38,6 +38,71 @@ impl Handler<PublishMsg> for SessionActor {
     }
 }
 
+/// [`PublishMsg`] or [`Enqueue`] with the caller's own answer channel: the handle awaits
+/// the answer directly, so the actor spawns no task per publish and the caller is woken
+/// once, when the answer is there (not also when the message was handled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct PublishWith {
+    /// The message.
+    pub publish: Publish,
+    /// Answered when the broker acknowledged it (`publish`) or once it is accepted
+    /// (`enqueue`).
+    pub answer: super::Responder,
+    /// `enqueue`: answer on acceptance; later failures become events.
+    pub enqueue: bool,
+}
+
+impl Handler<PublishWith> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
+        if !msg.enqueue {
+            self.accept(
+                ctx,
+                msg.publish,
+                Completion {
+                    accepted: None,
+                    done: Some(msg.answer),
+                },
+            );
+            return;
+        }
+        let topic = msg.publish.topic.clone();
+        let done = self.watch_enqueued(ctx, topic);
+        self.accept(
+            ctx,
+            msg.publish,
+            Completion {
+                accepted: Some(msg.answer),
+                done: Some(done),
+            },
+        );
+    }
+}
+
+impl SessionActor {
+    /// The completion of an enqueued publish: nobody waits for it, so a failure after
+    /// acceptance is counted and announced as an event.
+    fn watch_enqueued(&self, ctx: &mut Context<Self>, topic: String) -> super::Responder {
+        let (done, outcome) = oneshot::channel::<Result<(), Error>>();
+        let (bus, counters, session) = (
+            self.p.bus.clone(),
+            Arc::clone(&self.p.counters),
+            Arc::clone(&self.name),
+        );
+        ctx.spawn(
+            async move {
+                if let Ok(Err(e)) = outcome.await {
+                    report_failed_publish(&bus, &counters, session, topic, &e);
+                }
+            }
+            .into_actor(self),
+        );
+        done
+    }
+}
+
 /// Queue a message for publishing through this session. Completes once it is accepted:
 /// written to the store's outbox (with a store, for QoS >= 1) or queued (without one).
 /// What happens to it later — acknowledged, refused by the broker, too large for the
@@ -52,9 +117,8 @@ impl Handler<Enqueue> for SessionActor {
 
     fn handle(&mut self, Enqueue(publish): Enqueue, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.to_string();
-        let topic = publish.topic.clone();
         let (accepted, rx) = oneshot::channel();
-        let (done, outcome) = oneshot::channel::<Result<(), Error>>();
+        let done = self.watch_enqueued(ctx, publish.topic.clone());
         self.accept(
             ctx,
             publish,
@@ -62,20 +126,6 @@ impl Handler<Enqueue> for SessionActor {
                 accepted: Some(accepted),
                 done: Some(done),
             },
-        );
-        // Later failures are events and counters; nobody waits for them.
-        let (bus, counters, session) = (
-            self.p.bus.clone(),
-            Arc::clone(&self.p.counters),
-            Arc::clone(&self.name),
-        );
-        ctx.spawn(
-            async move {
-                if let Ok(Err(e)) = outcome.await {
-                    report_failed_publish(&bus, &counters, session, topic, &e);
-                }
-            }
-            .into_actor(self),
         );
         Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }

@@ -65,6 +65,7 @@ impl SessionActor {
     /// it also leaves the store.
     pub(super) fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
         self.remove_stored(entry.seq);
+        self.count_outbox();
         if let Some(r) = entry.responder {
             let _ = r.send(Err(err));
         }
@@ -72,6 +73,7 @@ impl SessionActor {
 
     pub(super) fn complete(&mut self, entry: outbox::Entry<Responder>) {
         self.remove_stored(entry.seq);
+        self.count_outbox();
         let c = &self.p.counters;
         if entry.publish.qos != QoS::AtMostOnce {
             if let Some(written) = entry.written_at {
@@ -121,6 +123,8 @@ impl SessionActor {
         match self.outbox.push(publish, c.done) {
             Ok(_) => {
                 if let Some(tx) = c.accepted {
+                    // The caller may read the pending count as soon as it hears back.
+                    self.count_outbox();
                     let _ = tx.send(Ok(()));
                 }
             }
@@ -204,11 +208,15 @@ impl SessionActor {
             act.durable.finish();
             match res {
                 Ok(Ok(seqs)) => {
+                    let mut accepted = Vec::with_capacity(batch.len());
                     for ((publish, c), seq) in batch.into_iter().zip(seqs) {
                         act.outbox.push_stored(publish, seq, c.done);
-                        if let Some(tx) = c.accepted {
-                            let _ = tx.send(Ok(()));
-                        }
+                        accepted.extend(c.accepted);
+                    }
+                    // The callers may read the pending count as soon as they hear back.
+                    act.count_outbox();
+                    for tx in accepted {
+                        let _ = tx.send(Ok(()));
                     }
                 }
                 Ok(Err(e)) => {
