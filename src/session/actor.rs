@@ -269,6 +269,10 @@ impl Actor for SessionActor {
                     timeout,
                 }));
             }
+            // A publish left waiting for room in rumqttc's channel is retried after each
+            // request rumqttc reports; this covers a channel that held only
+            // acknowledgements, which are not reported (see the driver's `on_outgoing`).
+            act.pump();
         });
         self.publish_status();
     }

@@ -269,6 +269,10 @@ impl Driver {
     }
 
     /// rumqttc processed one of our requests: PUBCOMP ends an incoming QoS 2 message.
+    /// The actor hears of what concerns its outbox and subscriptions, and of an
+    /// acknowledgement that took the client channel on MQTT 5 (where they all do, and each
+    /// frees a slot a waiting publish may need); on MQTT 3.1.1 an acknowledgement takes
+    /// the channel only while nothing else is in flight, so it is not worth a message.
     async fn on_outgoing(&mut self, out: Outgoing, acker: &Acker) {
         self.last_out = Instant::now();
         match &out {
@@ -276,8 +280,15 @@ impl Driver {
                 if let Some(inbound) = &self.inbound {
                     inbound.released(*pkid);
                 }
+                return;
             }
-            Outgoing::PubAck(_) | Outgoing::PubRec(_) => acker.ready().written_from_channel(),
+            Outgoing::PubAck(_) | Outgoing::PubRec(_) => {
+                acker.ready().written_from_channel();
+                if self.link.writes_acks() {
+                    return;
+                }
+            }
+            Outgoing::PingReq | Outgoing::PingResp => return,
             _ => {}
         }
         self.report(DriverEvent::Outgoing(out)).await;
