@@ -17,23 +17,51 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// bytes sent.
 pub type Totals = [u64; 4];
 
-/// Recent samples of [`Totals`].
+/// Recent samples of [`Totals`]. While every total is still zero (a session that has not
+/// received or sent anything yet) it keeps no samples: it only remembers since when, and
+/// allocates nothing.
 #[derive(Debug, Clone)]
 pub struct RateWindow {
     samples: VecDeque<(Instant, Totals)>,
+    /// When the window started.
+    start: Instant,
+    /// The last time every total was seen at zero (while `samples` is empty).
+    zero_until: Instant,
 }
 
 impl RateWindow {
-    /// A window whose first sample is all zeros at `start`.
+    /// A window whose totals are all zero at `start`.
     pub fn new(start: Instant) -> Self {
-        let mut samples = VecDeque::with_capacity(8);
-        samples.push_back((start, [0; 4]));
-        RateWindow { samples }
+        RateWindow {
+            samples: VecDeque::new(),
+            start,
+            zero_until: start,
+        }
+    }
+
+    /// The sample all-zero totals stand for while no sample is kept: zeros held from
+    /// `start` to `zero_until`, so any time in between will do; the one a full window
+    /// before `now` is what a kept sample would have been.
+    fn zero_sample(&self, now: Instant) -> (Instant, Totals) {
+        let t = now
+            .checked_sub(RATE_WINDOW)
+            .unwrap_or(self.start)
+            .clamp(self.start, self.zero_until);
+        (t, [0; 4])
     }
 
     /// Records `totals` at `now` if the newest sample is at least [`SAMPLE_EVERY`] old,
     /// and forgets samples no rate needs any more.
     pub fn record(&mut self, now: Instant, totals: Totals) {
+        if self.samples.is_empty() {
+            if totals == [0; 4] {
+                self.zero_until = self.zero_until.max(now);
+                return;
+            }
+            let first = self.zero_sample(now);
+            self.samples.reserve_exact(8);
+            self.samples.push_back(first);
+        }
         let due = self
             .samples
             .back()
@@ -54,15 +82,21 @@ impl RateWindow {
 
     /// Per-second rates of `totals` at `now`, over the window (at least [`MIN_WINDOW`]).
     pub fn rates(&self, now: Instant, totals: Totals) -> [f64; 4] {
-        let base = self
+        let zero;
+        let base = match self
             .samples
             .iter()
             .rev()
             .find(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
-            .or_else(|| self.samples.front());
-        let Some((t, old)) = base else {
-            return [0.0; 4];
+            .or_else(|| self.samples.front())
+        {
+            Some(b) => b,
+            None => {
+                zero = self.zero_sample(now);
+                &zero
+            }
         };
+        let (t, old) = base;
         let dt = now
             .saturating_duration_since(*t)
             .max(MIN_WINDOW)
@@ -127,6 +161,25 @@ mod tests {
         for ms in 1..100 {
             w.record(t0 + Duration::from_millis(ms), [ms, 0, 0, 0]);
         }
+        // Only the all-zero start: no sample a second apart yet.
         assert_eq!(w.samples.len(), 1);
+    }
+
+    #[test]
+    fn an_idle_window_keeps_nothing_and_traffic_after_a_long_idle_spreads_over_the_window() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(t0);
+        for s in 1..=60 {
+            w.record(t0 + secs(f64::from(s)), [0; 4]);
+        }
+        assert_eq!(w.samples.capacity(), 0, "nothing allocated while idle");
+        assert_eq!(w.rates(t0 + secs(60.0), [0; 4]), [0.0; 4]);
+        // 50 messages in the half second after a minute of nothing: over the 5 s window,
+        // as a kept all-zero sample from 5 s earlier would give.
+        let now = t0 + secs(60.5);
+        assert_eq!(w.rates(now, [50, 0, 0, 0])[0], 10.0);
+        w.record(now, [50, 0, 0, 0]);
+        assert_eq!(w.rates(now, [50, 0, 0, 0])[0], 10.0);
+        assert_eq!(w.rates(t0 + secs(62.0), [50, 0, 0, 0])[0], 50.0 / 6.5);
     }
 }
