@@ -314,16 +314,19 @@ impl SessionManager {
     pub async fn wait_for_all_sessions(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let handles: Vec<SessionHandle> = self.registry.load().values().cloned().collect();
-        let waits = handles
-            .iter()
-            .map(|h| h.wait_ready(deadline.saturating_duration_since(Instant::now())));
-        let results = futures_util::future::join_all(waits).await;
-        let not_ready: Vec<String> = handles
-            .iter()
-            .zip(results)
-            .filter(|(_, r)| r.is_err())
-            .map(|(h, _)| h.name().to_string())
-            .collect();
+        // One session at a time: those that became ready meanwhile cost nothing, and only
+        // the one waited on can wake this task (thousands of connecting sessions would
+        // otherwise each wake the caller's thread).
+        let mut not_ready = Vec::new();
+        for h in &handles {
+            if h.is_ready() {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || h.wait_ready(left).await.is_err() {
+                not_ready.push(h.name().to_string());
+            }
+        }
         if not_ready.is_empty() {
             Ok(())
         } else {
