@@ -29,7 +29,7 @@ impl SessionActor {
         let mut outbox = Outbox::new(limit);
         // Packet ids are only resumed by a persistent session, and only within rumqttc's
         // window (a lowered `inflight` sends the others again as new).
-        let max_pkid = p.opts.performance.inflight.saturating_add(1);
+        let max_pkid = super::link::packet_id_window(&p.opts);
         let ids: std::collections::HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
             .into_iter()
             .filter(|id| persistent && id.pkid <= max_pkid)

@@ -251,7 +251,7 @@ impl Driver {
         let items = resends.await.unwrap_or_default();
         if session_present && !items.is_empty() {
             let count = items.len();
-            let max = self.opts.performance.inflight.saturating_add(1);
+            let max = super::link::packet_id_window(&self.opts);
             let skipped = self.link.resend(items, max);
             if !skipped.is_empty() {
                 tracing::warn!(session = %self.session, ?skipped,

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use self::convert::qos_v4;
 use self::convert::{ack_publish_v4, ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
+pub(crate) use self::options::packet_id_window;
 use self::options::{options_v4, options_v5};
 use super::failure::{classify_v4, classify_v5};
 use super::outbox::Resend;

@@ -38,6 +38,13 @@ fn transport(broker: &BrokerUrl, tls: Option<&Arc<rustls::ClientConfig>>) -> rum
     }
 }
 
+/// rumqttc's window of outgoing packet ids: one slot more than the outbox ever uses, so
+/// rumqttc never stops reading requests (acknowledgements of incoming messages travel the
+/// same channel). An id above it cannot be sent.
+pub(crate) fn packet_id_window(opts: &SessionOptions) -> u16 {
+    opts.performance.inflight.saturating_add(1)
+}
+
 fn host(broker: &BrokerUrl) -> String {
     match broker.transport {
         Transport::Ws | Transport::Wss => broker.url.clone(),
@@ -57,9 +64,7 @@ pub(super) fn options_v4(
     mo.set_keep_alive(opts.connect.keep_alive);
     mo.set_clean_session(opts.connect.clean_session);
     mo.set_max_packet_size(max_packet(opts), max_packet(opts));
-    // One slot more than the outbox ever uses, so rumqttc never stops reading requests
-    // (acknowledgements of incoming messages travel the same channel).
-    mo.set_inflight(opts.performance.inflight.saturating_add(1));
+    mo.set_inflight(packet_id_window(opts));
     mo.set_manual_acks(true);
     mo.set_request_channel_capacity(request_capacity(opts));
     if let Some((user, pass)) = credentials(opts) {
@@ -112,7 +117,7 @@ pub(super) fn options_v5(
     mo.set_network_options(net);
     // Tells the broker too: it does not send us larger packets [MQTT-3.1.2-24].
     mo.set_max_packet_size(Some(u32::try_from(max_packet(opts)).unwrap_or(u32::MAX)));
-    mo.set_outgoing_inflight_upper_limit(opts.performance.inflight.saturating_add(1));
+    mo.set_outgoing_inflight_upper_limit(packet_id_window(opts));
     mo.set_manual_acks(true);
     mo.set_request_channel_capacity(request_capacity(opts));
     if let Some(expiry) = opts.connect.session_expiry {
