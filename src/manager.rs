@@ -188,17 +188,51 @@ impl SessionManagerBuilder {
             },
         )
         .start();
+        let running = Arc::new(AtomicBool::new(true));
+        sample_rates(Arc::downgrade(&registry), Arc::clone(&running));
         Ok(SessionManager {
             sup,
             router,
             registry,
             bus,
             metrics,
-            running: Arc::new(AtomicBool::new(true)),
+            running,
             requests: Arc::default(),
             workers,
         })
     }
+}
+
+/// Samples every session's message and byte rates once a second, from its counters
+/// (atomics): one timer for the whole manager, so an idle session costs its worker no
+/// wake-up. Ends when the manager shuts down or its registry is gone.
+fn sample_rates(
+    registry: std::sync::Weak<crate::supervisor::SessionRegistry>,
+    running: Arc<AtomicBool>,
+) {
+    actix_rt::spawn(async move {
+        let mut every = tokio::time::interval(crate::session::rates::SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            if !running.load(Ordering::Relaxed) {
+                return;
+            }
+            let counters: Vec<_> = registry
+                .load()
+                .values()
+                .map(|h| Arc::clone(&h.counters))
+                .collect();
+            drop(registry);
+            let now = Instant::now();
+            for c in counters {
+                c.sample_rates(now);
+            }
+        }
+    });
 }
 
 /// Many MQTT sessions under one supervisor. Cheap to clone, `Send + Sync`.

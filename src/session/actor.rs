@@ -80,6 +80,7 @@ impl SessionActor {
             outbox,
             inbound,
             on_outbox_empty: None,
+            tick: None,
             on_disconnect_written: None,
             durable: GroupCommit::default(),
             meta,
@@ -123,6 +124,32 @@ impl SessionActor {
                 let _ = tx.send(());
             }
         }
+    }
+
+    /// Starts the one-second tick of a session with queued publishes (if it is not
+    /// running): it answers overdue publishes with `PublishTimeout` and retries a publish
+    /// left waiting for room in rumqttc's channel (acknowledgements, which are not reported
+    /// to the actor, may have filled it). It stops itself once nothing is queued: an idle
+    /// session costs its worker no wake-up.
+    pub(super) fn tick_while_queued(&mut self, ctx: &mut Context<Self>) {
+        if self.tick.is_some() || self.pending_total() == 0 {
+            return;
+        }
+        self.tick = Some(ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            let timeout = act.p.opts.performance.write_timeout;
+            for r in act.outbox.take_overdue(Instant::now(), timeout) {
+                let _ = r.send(Err(Error::PublishTimeout {
+                    session: act.name.to_string(),
+                    timeout,
+                }));
+            }
+            act.pump();
+            if act.pending_total() == 0 {
+                if let Some(h) = act.tick.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+        }));
     }
 
     /// Brings the pending and in-flight counters up to date; returns the pending count.
@@ -260,20 +287,7 @@ impl Actor for SessionActor {
         } else if !self.awaiting_verdict {
             self.start_driver(ctx, None);
         }
-        ctx.run_interval(Duration::from_secs(1), |act, _| {
-            act.p.counters.sample_rates(Instant::now());
-            let timeout = act.p.opts.performance.write_timeout;
-            for r in act.outbox.take_overdue(Instant::now(), timeout) {
-                let _ = r.send(Err(Error::PublishTimeout {
-                    session: act.name.to_string(),
-                    timeout,
-                }));
-            }
-            // A publish left waiting for room in rumqttc's channel is retried after each
-            // request rumqttc reports; this covers a channel that held only
-            // acknowledgements, which are not reported (see the driver's `on_outgoing`).
-            act.pump();
-        });
+        self.tick_while_queued(ctx);
         self.publish_status();
     }
 
@@ -289,6 +303,7 @@ impl Supervised for SessionActor {
         // The context already dropped its streams and timers; cancelling their handles
         // here would cancel the new ones, which reuse the same handle numbers.
         self.stream = None;
+        self.tick = None;
         if let Some(d) = self.driver.take() {
             d.abort();
         }

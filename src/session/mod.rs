@@ -158,6 +158,8 @@ pub struct SessionActor {
     inbound: Option<Arc<inbound::InboundState>>,
     /// A graceful close waiting for the outbox to empty.
     on_outbox_empty: Option<oneshot::Sender<()>>,
+    /// The one-second tick, running while publishes are queued.
+    tick: Option<SpawnHandle>,
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
     durable: GroupCommit<(Publish, Completion)>,

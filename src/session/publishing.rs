@@ -118,6 +118,7 @@ impl SessionActor {
         if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
             self.durable.push((publish, c));
             self.commit_durable(ctx);
+            self.tick_while_queued(ctx);
             return;
         }
         match self.outbox.push(publish, c.done) {
@@ -141,6 +142,7 @@ impl SessionActor {
             }
         }
         self.pump();
+        self.tick_while_queued(ctx);
         self.publish_status();
     }
 
