@@ -34,7 +34,7 @@
 //! [`Delivery`]: crate::delivery::Delivery
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +82,10 @@ struct Job {
 pub(super) struct Ready {
     /// The driver may write acknowledgements itself (an MQTT 3.1.1 connection).
     direct: bool,
+    /// The driver is waiting inside `poll`: an acknowledgement queued now would wait for
+    /// the next packet, so it takes the channel (which wakes the event loop). Set under
+    /// the lock (by `take`), cleared without it after every poll.
+    polling: AtomicBool,
     inner: Mutex<ReadyInner>,
 }
 
@@ -92,15 +96,13 @@ struct ReadyInner {
     /// Sent through rumqttc's client channel and not yet reported written: nothing may
     /// be written directly before they are.
     in_channel: usize,
-    /// The driver is waiting inside `poll`: an acknowledgement queued now would wait for
-    /// the next packet, so it takes the channel (which wakes the event loop).
-    polling: bool,
 }
 
 impl Ready {
     fn new(direct: bool) -> Ready {
         Ready {
             direct,
+            polling: AtomicBool::new(false),
             inner: Mutex::new(ReadyInner::default()),
         }
     }
@@ -118,7 +120,7 @@ impl Ready {
             return true;
         }
         let mut g = self.lock();
-        if g.polling && g.tokens.is_empty() && g.in_channel == 0 {
+        if self.polling.load(Ordering::Acquire) && g.tokens.is_empty() && g.in_channel == 0 {
             g.in_channel += 1;
             true
         } else {
@@ -139,17 +141,20 @@ impl Ready {
     /// Moves the acknowledgements the driver may write now into `out`. When there are
     /// none, the driver is taken to poll next (until [`Ready::polled`]).
     pub(super) fn take(&self, out: &mut Vec<AckToken>) {
+        if !self.direct {
+            return;
+        }
         let mut g = self.lock();
         if g.in_channel == 0 && !g.tokens.is_empty() {
             out.extend(g.tokens.drain(..));
         } else {
-            g.polling = true;
+            self.polling.store(true, Ordering::Release);
         }
     }
 
     /// The driver's `poll` returned.
     pub(super) fn polled(&self) {
-        self.lock().polling = false;
+        self.polling.store(false, Ordering::Release);
     }
 
     /// rumqttc wrote an acknowledgement that came through the channel.
@@ -163,7 +168,7 @@ impl Ready {
         let mut g = self.lock();
         g.tokens.clear();
         g.in_channel = 0;
-        g.polling = false;
+        self.polling.store(false, Ordering::Release);
     }
 }
 

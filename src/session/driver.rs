@@ -297,18 +297,13 @@ impl Driver {
     /// Writes the acknowledgements that are ready, in one go, before the next poll (see
     /// the `ack` module's docs).
     async fn write_acks(&mut self, acker: &Acker) -> Result<(), LinkError> {
-        let timeout = self
-            .opts
-            .connect
-            .connect_timeout
-            .max(Duration::from_secs(1));
         loop {
             self.ack_batch.clear();
             acker.ready().take(&mut self.ack_batch);
             if self.ack_batch.is_empty() {
                 return Ok(());
             }
-            self.link.write_acks(&self.ack_batch, timeout).await?;
+            self.link.write_acks(&self.ack_batch).await?;
             self.last_out = Instant::now();
         }
     }

@@ -24,17 +24,7 @@ impl Handler<PublishMsg> for SessionActor {
     type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(&mut self, PublishMsg(publish): PublishMsg, ctx: &mut Context<Self>) -> Self::Result {
-        let name = self.name.to_string();
-        let (tx, rx) = oneshot::channel();
-        self.accept(
-            ctx,
-            publish,
-            Completion {
-                accepted: None,
-                done: Some(tx),
-            },
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+        self.answer_later(ctx, publish, false)
     }
 }
 
@@ -57,31 +47,48 @@ impl Handler<PublishWith> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
-        if !msg.enqueue {
-            self.accept(
-                ctx,
-                msg.publish,
-                Completion {
-                    accepted: None,
-                    done: Some(msg.answer),
-                },
-            );
-            return;
-        }
-        let topic = msg.publish.topic.clone();
-        let done = self.watch_enqueued(ctx, topic);
-        self.accept(
-            ctx,
-            msg.publish,
-            Completion {
-                accepted: Some(msg.answer),
-                done: Some(done),
-            },
-        );
+        self.take_publish(ctx, msg.publish, msg.answer, msg.enqueue);
     }
 }
 
 impl SessionActor {
+    /// Takes a publish in for `publish` (`answer` on the broker's acknowledgement) or
+    /// `enqueue` (`answer` on acceptance; a later failure becomes an event).
+    fn take_publish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        publish: Publish,
+        answer: super::Responder,
+        enqueue: bool,
+    ) {
+        let c = if enqueue {
+            Completion {
+                done: Some(self.watch_enqueued(ctx, publish.topic.clone())),
+                accepted: Some(answer),
+            }
+        } else {
+            Completion {
+                accepted: None,
+                done: Some(answer),
+            }
+        };
+        self.accept(ctx, publish, c);
+    }
+
+    /// [`take_publish`](Self::take_publish) answered through a future, for the public
+    /// [`PublishMsg`] and [`Enqueue`] messages.
+    fn answer_later(
+        &mut self,
+        ctx: &mut Context<Self>,
+        publish: Publish,
+        enqueue: bool,
+    ) -> ResponseFuture<Result<(), Error>> {
+        let name = self.name.to_string();
+        let (answer, rx) = oneshot::channel();
+        self.take_publish(ctx, publish, answer, enqueue);
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+    }
+
     /// The completion of an enqueued publish: nobody waits for it, so a failure after
     /// acceptance is counted and announced as an event.
     fn watch_enqueued(&self, ctx: &mut Context<Self>, topic: String) -> super::Responder {
@@ -116,18 +123,7 @@ impl Handler<Enqueue> for SessionActor {
     type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(&mut self, Enqueue(publish): Enqueue, ctx: &mut Context<Self>) -> Self::Result {
-        let name = self.name.to_string();
-        let (accepted, rx) = oneshot::channel();
-        let done = self.watch_enqueued(ctx, publish.topic.clone());
-        self.accept(
-            ctx,
-            publish,
-            Completion {
-                accepted: Some(accepted),
-                done: Some(done),
-            },
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+        self.answer_later(ctx, publish, true)
     }
 }
 

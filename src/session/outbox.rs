@@ -49,6 +49,15 @@ pub enum Resend {
     PubRel(u16),
 }
 
+impl Resend {
+    /// The packet id it goes out with.
+    pub fn pkid(&self) -> u16 {
+        match self {
+            Resend::Publish { pkid, .. } | Resend::PubRel(pkid) => *pkid,
+        }
+    }
+}
+
 /// The packet id of one outbox entry, as the store records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryId {

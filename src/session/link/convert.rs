@@ -25,6 +25,23 @@ pub(super) fn ack_publish_v5(t: AckToken) -> p5::Publish {
     p
 }
 
+/// The PUBACK (QoS 1) or PUBREC (QoS 2) of a received message, as a request to rumqttc's
+/// MQTT 3.1.1 state.
+pub(super) fn ack_request_v4(t: AckToken) -> rumqttc::Request {
+    match t.qos {
+        QoS::ExactlyOnce => rumqttc::Request::PubRec(rumqttc::PubRec::new(t.pkid)),
+        _ => rumqttc::Request::PubAck(rumqttc::PubAck::new(t.pkid)),
+    }
+}
+
+/// The same for MQTT 5.
+pub(super) fn ack_request_v5(t: AckToken) -> v5::Request {
+    match t.qos {
+        QoS::ExactlyOnce => v5::Request::PubRec(p5::PubRec::new(t.pkid, None)),
+        _ => v5::Request::PubAck(p5::PubAck::new(t.pkid, None)),
+    }
+}
+
 pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
     use rumqttc::{Event, Packet};
     match ev {

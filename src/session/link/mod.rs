@@ -452,57 +452,40 @@ impl Link {
     /// `inflight` was lowered since) would make rumqttc fail: such an entry is skipped
     /// and reported back, to be sent again as new.
     pub(crate) fn resend(&mut self, items: Vec<Resend>, max: u16) -> Vec<u16> {
-        let mut skipped = Vec::new();
+        let (items, skipped): (Vec<Resend>, Vec<Resend>) =
+            items.into_iter().partition(|item| item.pkid() <= max);
         match &mut self.el {
-            EventLoop::V4(el) => {
-                for item in items {
-                    match item {
-                        Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
-                            skipped.push(pkid);
-                        }
-                        Resend::Publish { pkid, publish } => {
-                            let mut p = rumqttc::Publish::from_bytes(
-                                publish.topic.clone(),
-                                qos_v4(publish.qos),
-                                publish.payload.clone(),
-                            );
-                            p.retain = publish.retain;
-                            p.pkid = pkid;
-                            p.dup = true;
-                            el.pending.push_back(rumqttc::Request::Publish(p));
-                        }
-                        Resend::PubRel(pkid) => el
-                            .pending
-                            .push_back(rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid))),
-                    }
+            EventLoop::V4(el) => el.pending.extend(items.into_iter().map(|item| match item {
+                Resend::Publish { pkid, publish } => {
+                    let mut p = rumqttc::Publish::from_bytes(
+                        publish.topic.clone(),
+                        qos_v4(publish.qos),
+                        publish.payload.clone(),
+                    );
+                    p.retain = publish.retain;
+                    p.pkid = pkid;
+                    p.dup = true;
+                    rumqttc::Request::Publish(p)
                 }
-            }
-            EventLoop::V5(el) => {
-                for item in items {
-                    match item {
-                        Resend::Publish { pkid, .. } | Resend::PubRel(pkid) if pkid > max => {
-                            skipped.push(pkid);
-                        }
-                        Resend::Publish { pkid, publish } => {
-                            let mut p = p5::Publish::new(
-                                publish.topic.as_str(),
-                                qos5(publish.qos),
-                                publish.payload.clone(),
-                                publish.properties.as_ref().map(|p| props_to_v5(p)),
-                            );
-                            p.retain = publish.retain;
-                            p.pkid = pkid;
-                            p.dup = true;
-                            el.pending.push_back(v5::Request::Publish(p));
-                        }
-                        Resend::PubRel(pkid) => el
-                            .pending
-                            .push_back(v5::Request::PubRel(p5::PubRel::new(pkid, None))),
-                    }
+                Resend::PubRel(pkid) => rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid)),
+            })),
+            EventLoop::V5(el) => el.pending.extend(items.into_iter().map(|item| match item {
+                Resend::Publish { pkid, publish } => {
+                    let mut p = p5::Publish::new(
+                        publish.topic.as_str(),
+                        qos5(publish.qos),
+                        publish.payload.clone(),
+                        publish.properties.as_ref().map(|p| props_to_v5(p)),
+                    );
+                    p.retain = publish.retain;
+                    p.pkid = pkid;
+                    p.dup = true;
+                    v5::Request::Publish(p)
                 }
-            }
+                Resend::PubRel(pkid) => v5::Request::PubRel(p5::PubRel::new(pkid, None)),
+            })),
         }
-        skipped
+        skipped.iter().map(Resend::pkid).collect()
     }
 
     /// Tells rumqttc that the incoming QoS 2 messages `ids` were acknowledged with PUBREC
@@ -551,39 +534,28 @@ impl Link {
     /// acknowledgements in one `write`, where rumqttc's client channel would write each
     /// on its own. Call it between polls only. rumqttc's state sees each acknowledgement
     /// as if it came through its channel, minus the `Outgoing` event (nobody waits for
-    /// it). The flush is bounded by `timeout`, as rumqttc bounds its own.
-    pub(crate) async fn write_acks(
-        &mut self,
-        tokens: &[AckToken],
-        timeout: Duration,
-    ) -> Result<(), LinkError> {
+    /// it). The flush is bounded by the connection timeout, as rumqttc bounds its own.
+    pub(crate) async fn write_acks(&mut self, tokens: &[AckToken]) -> Result<(), LinkError> {
         let el = match &mut self.el {
             EventLoop::V4(el) => &mut **el,
             EventLoop::V5(el) => {
                 // Not used (see `writes_acks`); kept correct all the same: the pending
                 // queue goes out before the client channel, one request at a time.
-                for t in tokens {
-                    el.pending.push_back(match t.qos {
-                        QoS::ExactlyOnce => v5::Request::PubRec(p5::PubRec::new(t.pkid, None)),
-                        _ => v5::Request::PubAck(p5::PubAck::new(t.pkid, None)),
-                    });
-                }
+                el.pending
+                    .extend(tokens.iter().map(|&t| convert::ack_request_v5(t)));
                 return Ok(());
             }
         };
+        let timeout = Duration::from_secs(el.network_options.connection_timeout());
         let Some(network) = el.network.as_mut() else {
             // Not connected: these belong to a connection that has ended.
             return Ok(());
         };
         let state_err = |e| LinkError::V4(rumqttc::ConnectionError::MqttState(e));
-        for t in tokens {
-            let request = match t.qos {
-                QoS::ExactlyOnce => rumqttc::Request::PubRec(rumqttc::PubRec::new(t.pkid)),
-                _ => rumqttc::Request::PubAck(rumqttc::PubAck::new(t.pkid)),
-            };
+        for &t in tokens {
             let packet = el
                 .state
-                .handle_outgoing_packet(request)
+                .handle_outgoing_packet(convert::ack_request_v4(t))
                 .map_err(state_err)?;
             let event = el.state.events.pop_back();
             debug_assert!(
