@@ -191,6 +191,13 @@ pub enum Error {
     #[error("the session manager is shut down")]
     Shutdown,
 
+    /// A publish submitted through a held [`PublishLane`](crate::PublishLane): an earlier
+    /// publish of the lane was refused for a passing reason, and this one must not
+    /// overtake it. Submit both again, in order, after
+    /// [`PublishLane::reopen`](crate::PublishLane::reopen).
+    #[error("session {0:?}: publish held behind an earlier refused publish of its lane")]
+    LaneHeld(String),
+
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -219,5 +226,24 @@ pub enum Error {
 impl From<actix::MailboxError> for Error {
     fn from(_: actix::MailboxError) -> Self {
         Error::Shutdown
+    }
+}
+
+impl Error {
+    /// True for a refusal of a publish that no retry can change: a bad topic or QoS, a
+    /// payload or packet too large, a QoS 0 publish while disconnected (never queued), a
+    /// refusal by the broker. False for what may pass (a full queue, a closing or
+    /// restarting session, a store error, a held [`PublishLane`](crate::PublishLane)).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::PayloadTooLarge { .. }
+                | Error::PacketTooLarge { .. }
+                | Error::PublishRefused { .. }
+                | Error::Topic(_)
+                | Error::InvalidQos(_)
+                | Error::NotConnected { .. }
+                | Error::Options(_)
+        )
     }
 }

@@ -134,6 +134,7 @@ pub use router::route::{
 pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::incoming::SessionMessages;
+pub use session::lane::{PublishLane, Submitted};
 pub use session::state::SessionState;
 pub use session::SessionStatus;
 pub use supervisor::SupervisionOptions;

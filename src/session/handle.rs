@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::counters::{SessionCounters, SessionMetrics};
 use super::handlers::PublishWith;
 use super::incoming::{SessionMessages, SessionSinks};
+use super::lane::{PublishLane, Submitted};
 use super::state::SessionState;
 use super::{DirectSubscription, SessionActor, SessionStatus};
 use crate::error::Error;
@@ -134,10 +135,20 @@ impl SessionHandle {
     /// drops the answer, is [`Error::SessionClosed`].
     async fn hand_over(&self, publish: Publish, enqueue: bool) -> Result<(), Error> {
         let (answer, rx) = tokio::sync::oneshot::channel();
-        let msg = PublishWith {
-            publish,
-            answer,
-            enqueue,
+        let msg = if enqueue {
+            PublishWith {
+                publish,
+                accepted: Some(answer),
+                done: None,
+                lane: None,
+            }
+        } else {
+            PublishWith {
+                publish,
+                accepted: None,
+                done: Some(answer),
+                lane: None,
+            }
         };
         let closed = || Error::SessionClosed(self.name.to_string());
         match self.addr.try_send(msg) {
@@ -148,6 +159,38 @@ impl SessionHandle {
             Err(actix::dev::SendError::Closed(_)) => return Err(closed()),
         }
         rx.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Submits a publish through an ordered [`PublishLane`] and returns once it is in the
+    /// session's mailbox (a full mailbox is waited on), so that publishes submitted one
+    /// after another reach the session in that order. The returned [`Submitted`] tells
+    /// when the session accepted it (queued; with a store and QoS >= 1, written to the
+    /// store's outbox) and when the broker acknowledged it. A refusal that may pass
+    /// ([`Error::QueueFull`], a closing session) holds the lane: see [`PublishLane`].
+    ///
+    /// Errors here: [`Error::Topic`], [`Error::PayloadTooLarge`] (checked before it is
+    /// handed over), [`Error::SessionClosed`] (the session is gone; the lane is held).
+    pub async fn submit(&self, lane: &PublishLane, publish: Publish) -> Result<Submitted, Error> {
+        self.check_publish(&publish)?;
+        let (submitted, accepted, done) = Submitted::new(Arc::clone(&self.name));
+        let msg = PublishWith {
+            publish,
+            accepted: Some(accepted),
+            done: Some(done),
+            lane: Some(lane.ticket()),
+        };
+        let closed = || {
+            lane.hold();
+            Error::SessionClosed(self.name.to_string())
+        };
+        match self.addr.try_send(msg) {
+            Ok(()) => Ok(submitted),
+            Err(actix::dev::SendError::Full(msg)) => {
+                self.addr.send(msg).await.map_err(|_| closed())?;
+                Ok(submitted)
+            }
+            Err(actix::dev::SendError::Closed(_)) => Err(closed()),
+        }
     }
 
     /// Shorthand for [`publish`](Self::publish) of a non-retained message.

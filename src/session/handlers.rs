@@ -28,7 +28,7 @@ impl Handler<PublishMsg> for SessionActor {
     }
 }
 
-/// [`PublishMsg`] or [`Enqueue`] with the caller's own answer channel: the handle awaits
+/// [`PublishMsg`] or [`Enqueue`] with the caller's own answer channels: the handle awaits
 /// the answer directly, so the actor spawns no task per publish and the caller is woken
 /// once, when the answer is there (not also when the message was handled).
 #[derive(Debug, Message)]
@@ -36,18 +36,46 @@ impl Handler<PublishMsg> for SessionActor {
 pub(crate) struct PublishWith {
     /// The message.
     pub publish: Publish,
-    /// Answered when the broker acknowledged it (`publish`) or once it is accepted
-    /// (`enqueue`).
-    pub answer: super::Responder,
-    /// `enqueue`: answer on acceptance; later failures become events.
-    pub enqueue: bool,
+    /// Answered once the publish is accepted (queued; durable with a store) or refused.
+    /// `None`: a refusal goes to `done`.
+    pub accepted: Option<super::Responder>,
+    /// Answered once the broker acknowledged it. `None` with `accepted` set (`enqueue`):
+    /// a later failure becomes an event.
+    pub done: Option<super::Responder>,
+    /// Submitted through a [`PublishLane`](super::lane::PublishLane): refused while the
+    /// lane is held, and holds it on a refusal that may pass.
+    pub lane: Option<super::lane::LaneTicket>,
 }
 
 impl Handler<PublishWith> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
-        self.take_publish(ctx, msg.publish, msg.answer, msg.enqueue);
+        let PublishWith {
+            publish,
+            accepted,
+            done,
+            lane,
+        } = msg;
+        if let Some(ticket) = lane {
+            let refusal = if ticket.is_held() {
+                Some(Error::LaneHeld(self.name.to_string()))
+            } else {
+                self.admit(&publish).err()
+            };
+            if let Some(e) = refusal {
+                if !e.is_permanent() {
+                    ticket.hold();
+                }
+                Completion { accepted, done }.refuse(e);
+                return;
+            }
+        }
+        let done = match (&accepted, done) {
+            (Some(_), None) => Some(self.watch_enqueued(ctx, publish.topic.clone())),
+            (_, done) => done,
+        };
+        self.accept(ctx, publish, Completion { accepted, done });
     }
 }
 

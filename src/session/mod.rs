@@ -35,6 +35,7 @@ pub mod handle;
 mod handlers;
 mod inbound;
 pub(crate) mod incoming;
+pub mod lane;
 pub mod latency;
 pub(crate) mod link;
 pub mod outbox;

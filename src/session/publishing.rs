@@ -147,7 +147,7 @@ impl SessionActor {
     }
 
     /// The checks of [`accept`](Self::accept) that need no queue.
-    fn admit(&self, publish: &Publish) -> Result<(), Error> {
+    pub(super) fn admit(&self, publish: &Publish) -> Result<(), Error> {
         let session = || self.name.to_string();
         if self.closed {
             return Err(Error::SessionClosed(session()));

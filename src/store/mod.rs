@@ -65,6 +65,9 @@ struct Inner {
     /// Next sequence number per key prefix (`tree byte ++ prefix`), initialised from the
     /// highest stored key, so numbers are never reused while the store is open.
     next_seq: Mutex<HashMap<Vec<u8>, u64>>,
+    /// Held messages per `session \0 route` prefix, counted once from the tree and kept
+    /// up to date by every held write, so that a push costs no scan.
+    held_counts: Mutex<HashMap<Vec<u8>, usize>>,
     /// Extra time every flush takes, in milliseconds (a test hook: a slow disk).
     flush_delay_ms: std::sync::atomic::AtomicU64,
 }
@@ -139,6 +142,7 @@ impl Store {
             path,
             memory,
             next_seq: Mutex::new(HashMap::new()),
+            held_counts: Mutex::new(HashMap::new()),
             flush_delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
         Ok(Store {
@@ -176,8 +180,13 @@ impl Store {
         }
     }
 
-    /// Writes everything to disk (fsync). Call it at shutdown.
+    /// Writes everything to disk (fsync). Call it at shutdown. On the store worker's
+    /// thread, inside a group, the flush is owed instead and made once for the group
+    /// before its answers go out (see [`StoreWorker`]).
     pub fn flush(&self) -> Result<()> {
+        if worker::defer_flush() {
+            return Ok(());
+        }
         let delay = self
             .inner
             .flush_delay_ms
@@ -299,6 +308,11 @@ impl Store {
         );
         let [ids_tree, inbound_tree] = self.session_state_trees();
         let (ids, inbound) = (keys(ids_tree)?, keys(inbound_tree)?);
+        self.inner
+            .held_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|k, _| !k.starts_with(&prefix));
         let i = &self.inner;
         let result: Result<(), TransactionError<std::convert::Infallible>> = (
             &i.outbox,

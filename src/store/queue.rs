@@ -131,7 +131,7 @@ impl Store {
         check_name("route", route)?;
         let prefix = prefix(&[session, route]);
         let value = Frame::from(msg).encode()?;
-        let mut held = count(self, &self.inner.held, &prefix)?;
+        let mut held = self.held_counted(&prefix)?;
         if held >= limit.max_per_route {
             let mut batch = sled::Batch::default();
             for entry in self.inner.held.scan_prefix(&prefix) {
@@ -147,6 +147,7 @@ impl Store {
                 .held
                 .apply_batch(batch)
                 .map_err(|e| self.sled(e))?;
+            self.held_recount(&prefix, Some(held));
             if held >= limit.max_per_route {
                 return Ok(HeldPush::Full);
             }
@@ -157,6 +158,7 @@ impl Store {
             .held
             .insert(seq_key(&prefix, seq), value)
             .map_err(|e| self.sled(e))?;
+        self.held_recount(&prefix, Some(held + 1));
         self.flush()?;
         Ok(HeldPush::Stored(seq))
     }
@@ -223,6 +225,7 @@ impl Store {
                 loaded.messages.push((seq, frame.into()));
             }
         }
+        self.held_recount(&prefix, None);
         if loaded.expired > 0 {
             self.inner
                 .held
@@ -239,9 +242,42 @@ impl Store {
     pub fn held_remove(&self, session: &str, route: &str, seq: u64) -> Result<bool> {
         check_name("session", session)?;
         check_name("route", route)?;
-        let key = seq_key(&prefix(&[session, route]), seq);
+        let prefix = prefix(&[session, route]);
+        let key = seq_key(&prefix, seq);
         let old = self.inner.held.remove(key).map_err(|e| self.sled(e))?;
+        if old.is_some() {
+            let mut counts = self.held_counts();
+            if let Some(n) = counts.get_mut(&prefix) {
+                *n = n.saturating_sub(1);
+            }
+        }
         Ok(old.is_some())
+    }
+
+    fn held_counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
+        self.inner
+            .held_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Messages held under `prefix`: counted from the tree the first time, then kept.
+    fn held_counted(&self, prefix: &[u8]) -> Result<usize> {
+        if let Some(n) = self.held_counts().get(prefix) {
+            return Ok(*n);
+        }
+        let n = count(self, &self.inner.held, prefix)?;
+        self.held_recount(prefix, Some(n));
+        Ok(n)
+    }
+
+    /// Sets the kept count of `prefix` (`None`: forget it, count again next time).
+    pub(super) fn held_recount(&self, prefix: &[u8], n: Option<usize>) {
+        let mut counts = self.held_counts();
+        match n {
+            Some(n) => counts.insert(prefix.to_vec(), n),
+            None => counts.remove(prefix),
+        };
     }
 
     /// How many messages are held for all routes of `session`.

@@ -7,13 +7,45 @@
 //! them in submission order (a held-message take sees every hold submitted before it; a
 //! removal never overtakes the write it removes) and keeps a slow disk away from every
 //! session's keep-alive and message path.
+//!
+//! Group commit: the worker takes every job waiting (up to [`GROUP_MAX`]) as one group.
+//! While a group runs, [`Store::flush`] only notes that a flush is owed; the worker then
+//! flushes once for the whole group and only after that hands out the group's answers
+//! ([`StoreWorker::run`]). So a burst of writes that each must be durable before they are
+//! acknowledged (held messages of a durable route, outbox batches, ...) costs one fsync,
+//! not one each, and an answer never claims what is not on disk yet: when the group's
+//! flush fails, its answers are withheld (their receivers see the worker as gone, which
+//! callers report as a store error).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Store;
 
-type Job = Box<dyn FnOnce(&Store) + Send>;
+/// Answers of a group, sent once the group's flush (if any) succeeded.
+type Answers = Vec<Box<dyn FnOnce() + Send>>;
+
+type Job = Box<dyn FnOnce(&Store, &mut Answers) + Send>;
+
+/// The most jobs run as one group (one flush).
+pub(crate) const GROUP_MAX: usize = 512;
+
+std::thread_local! {
+    /// On the worker thread, while a group runs: whether a flush is owed.
+    static GROUP: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Inside a group on the worker thread: notes the flush as owed and returns true (the
+/// caller skips its own flush). False elsewhere.
+pub(super) fn defer_flush() -> bool {
+    GROUP.with(|g| match g.get() {
+        Some(_) => {
+            g.set(Some(true));
+            true
+        }
+        None => false,
+    })
+}
 
 /// A handle on the store worker; cheap to clone. The thread ends when the last handle is
 /// dropped, after the jobs already submitted.
@@ -51,9 +83,27 @@ impl StoreWorker {
             .name("mqtt-sessions-store".into())
             .spawn(move || {
                 let _log = tracing::dispatcher::set_default(&dispatch);
-                while let Ok(job) = rx.recv() {
-                    q.fetch_sub(1, Ordering::Relaxed);
-                    job(&s);
+                let mut answers: Answers = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    group.extend(rx.try_iter().take(GROUP_MAX - 1));
+                    q.fetch_sub(group.len(), Ordering::Relaxed);
+                    GROUP.with(|g| g.set(Some(false)));
+                    for job in group {
+                        job(&s, &mut answers);
+                    }
+                    let owed = GROUP.with(|g| g.replace(None)) == Some(true);
+                    if owed {
+                        if let Err(e) = s.flush() {
+                            tracing::error!(error = %e, withheld = answers.len(),
+                                "store flush failed; the writes of this group are not reported done");
+                            answers.clear();
+                            continue;
+                        }
+                    }
+                    for answer in answers.drain(..) {
+                        answer();
+                    }
                 }
             })?;
         Ok(StoreWorker {
@@ -80,16 +130,23 @@ impl StoreWorker {
         f: impl FnOnce(&Store) -> T + Send + 'static,
     ) -> tokio::sync::oneshot::Receiver<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(move |store| {
-            let _ = tx.send(f(store));
-        });
+        self.push(Box::new(move |store, answers| {
+            let result = f(store);
+            answers.push(Box::new(move || {
+                let _ = tx.send(result);
+            }));
+        }));
         rx
     }
 
     /// Runs `f` on the worker after every job submitted before, without waiting for it.
     pub fn submit(&self, f: impl FnOnce(&Store) + Send + 'static) {
+        self.push(Box::new(move |store, _| f(store)));
+    }
+
+    fn push(&self, job: Job) {
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.jobs.send(Box::new(f)).is_err() {
+        if self.jobs.send(job).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("store worker gone; a store write was not made");
         }
