@@ -245,6 +245,11 @@ pub struct SessionConfig {
     /// away (a backup link) can say false: it is then neither waited for nor listed.
     #[serde(default = "default_true")]
     pub required_for_ready: bool,
+    /// A topic on which the daemon announces this session's link state, like mosquitto's
+    /// bridge notifications: a retained `1` on every connect, a retained `0` as the
+    /// session's will and at a clean shutdown. Off by default; not with `connect.will`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state_topic: Option<Spanned<String>>,
     /// The password, once read from wherever it comes from (set by validation).
     #[serde(skip)]
     pub(crate) resolved_password: Option<Secret>,
@@ -385,6 +390,11 @@ pub struct ForwardConfig {
     /// flag (instead of `to`, `topic`, `qos` and `retain` on the rule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<ForwardTarget>,
+    /// Messages each target may have in flight at once (taken from the source, not yet
+    /// handled by the target: durable in its outbox with a `[store]`, acknowledged by its
+    /// broker without). Default: the target session's `performance.inflight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u16>,
 }
 
 /// One target of a forwarding rule: a session and how to publish through it.
@@ -607,6 +617,16 @@ impl SessionConfig {
         o.username = self.username.clone();
         o.password = self.resolved_password.clone().or(self.password.clone());
         o.connect = self.connect.clone();
+        if let Some(topic) = &self.link_state_topic {
+            o.connect.will = Some(
+                mqtt_sessions::options::WillOptions::new(
+                    topic.get_ref().clone(),
+                    super::link_state::DOWN,
+                )
+                .qos(mqtt_sessions::QoS::AtLeastOnce)
+                .retain(true),
+            );
+        }
         o.reconnect = self.reconnect.clone();
         o.tls = self.tls.clone();
         o.performance = PerformanceOptions::from(&self.performance);

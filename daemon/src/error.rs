@@ -86,6 +86,20 @@ pub enum ConfigErrorKind {
         /// The template.
         template: String,
     },
+    /// A bad `link_state_topic`.
+    #[error("session {session:?}: link_state_topic: {reason}")]
+    LinkState {
+        /// The session.
+        session: String,
+        /// Why.
+        reason: String,
+    },
+    /// Rules that feed each other in a circle over shared brokers.
+    #[error("forward rules loop: {}; each rule's output can match the next rule's filter on a broker they share (MQTT 5 sessions mark forwarded messages and stop a loop across daemons, but one configuration must not contain a circle)", path.join(" -> "))]
+    RuleCycle {
+        /// The rules of the circle, the first repeated at the end.
+        path: Vec<String>,
+    },
     /// More than one of `password`, `password_file`, `password_env`.
     #[error("session {0:?}: give only one of password, password_file and password_env")]
     PasswordSources(String),

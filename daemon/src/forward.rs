@@ -1,45 +1,64 @@
 //! Forwarding rules: what matches a filter on one session is published through another,
-//! at least once.
+//! at least once, pipelined and in order.
 //!
-//! A rule is a route on its `from` session (subscribed at QoS 1) whose async handler
-//! publishes each message through every target at once and returns when each target's
-//! publish completed: the target broker's PUBACK/PUBCOMP, or, with a store, the publish
-//! written to the target's durable outbox. Each target's publish holds its own clone of
-//! the message until it completed; the source session acknowledges a QoS >= 1 message to
-//! its broker only once the last clone is dropped — after the slowest target. So a message
-//! is always held by someone who will deliver it — the source broker, or every target's
-//! outbox — even when the daemon is killed: at least once across a crash (a target that
-//! had it already may get it twice). A slow target slows the source (the route's queue is
-//! bounded, and so is the source broker's in-flight window).
+//! A rule is a route on its `from` session (subscribed at the highest QoS its targets can
+//! need) whose handler hands each message to one [`lane`](run_lane) per target and
+//! returns: the route takes the next message at once. Each target's lane submits the
+//! messages into the target session in arrival order through a
+//! [`PublishLane`], so up to `window` of them are in flight at once, and a refusal
+//! never lets a later message overtake an earlier one (the lane is held, the refused
+//! message and those behind it are submitted again in order).
 //!
-//! A failed publish that may succeed later (queue full, target being restarted) is retried
-//! with a growing delay. A publish that can never succeed (payload too large for the
-//! target, ...) is dropped, counted and acknowledged. When the rule stops before a message
-//! could be forwarded (shutdown, reload), the message is left unacknowledged, so that the
-//! source broker delivers it again to the persistent session.
+//! When a message counts as handled for a target (the source session acknowledges a
+//! QoS >= 1 message to its broker only once every target handled it: each target holds
+//! its own clone, and the acknowledger acknowledges in arrival order):
+//! - with a store: once it is written to the target's durable outbox (store-and-forward:
+//!   an outage of the target's link is absorbed by the outbox, up to its
+//!   `max_pending_messages`; past that the window fills, the route's queue fills, and the
+//!   source broker's in-flight window stops the flow — backpressure, never a drop);
+//! - without a store: once the target's broker acknowledged it (PUBACK / PUBCOMP).
+//!
+//! So a message is always held by someone who will deliver it — the source broker, or
+//! every target's durable outbox — even when the daemon is killed: at least once across
+//! a crash (a target that had it already may get it twice).
+//!
+//! A publish that can never succeed (payload too large for the target, ...) is dropped,
+//! counted and acknowledged. When the rule stops before a message could be forwarded
+//! (shutdown, reload), the message is left unacknowledged, so that the source broker
+//! delivers it again to the persistent session.
+//!
+//! Loops: on MQTT 5, a forwarded message carries the brokers it has been on in a user
+//! property ([`HOPS_PROPERTY`]); a rule does not forward a message to a broker it has
+//! been on already (so two daemons with rules A→B and B→A carry a message across once).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::config::{ForwardConfig, ForwardTarget, Keep};
 use super::template::Template;
 use mqtt_sessions::error::Error;
 use mqtt_sessions::manager::SessionManager;
 use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
+use mqtt_sessions::options::{BrokerUrl, Protocol};
 use mqtt_sessions::router::route::Route;
+use mqtt_sessions::{PublishLane, SessionHandle, Submitted};
 
-/// First delay before retrying a failed forward.
+/// First delay before submitting a refused message again.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
 /// Longest delay between retries.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Capacity of a rule's route queue.
 const RULE_CAPACITY: usize = 256;
+/// The MQTT 5 user property that lists the brokers (`host:port`, comma-separated) a
+/// forwarded message has been on.
+pub const HOPS_PROPERTY: &str = "mqtt-sessions-hops";
 
 /// Live counters of one forwarding rule, per target session.
 #[derive(Debug, Default)]
@@ -47,48 +66,109 @@ pub struct ForwardStats {
     targets: Mutex<BTreeMap<String, Arc<TargetStats>>>,
 }
 
-/// Live counters of one target of a rule.
+/// Live counters and backlog of one target of a rule.
 #[derive(Debug, Default)]
 pub struct TargetStats {
     forwarded: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
+    looped: AtomicU64,
+    in_flight: AtomicU64,
+    in_flight_peak: AtomicU64,
+    waiting: AtomicU64,
+    /// When each message not yet acknowledged by the target's broker was taken from the
+    /// source, by the lane's sequence number.
+    taken: Mutex<BTreeMap<u64, Instant>>,
 }
 
 impl TargetStats {
     fn snapshot(&self) -> ForwardStatsSnapshot {
+        let oldest = self
+            .taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .next()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
         ForwardStatsSnapshot {
             forwarded: self.forwarded.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            looped: self.looped.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight_peak: self.in_flight_peak.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            oldest_age_seconds: oldest,
+        }
+    }
+
+    fn took(&self, seq: u64) {
+        self.taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, Instant::now());
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight_peak.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn settled(&self, seq: u64) {
+        self.taken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+    }
+}
+
+/// A rule's (or one target's) counters and backlog as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ForwardStatsSnapshot {
+    /// Messages published through the target (acknowledged by its broker for QoS >= 1);
+    /// for a rule, the sum over its targets.
+    pub forwarded: u64,
+    /// Submissions refused for a passing reason (queue full, target restarting) and made
+    /// again.
+    pub retries: u64,
+    /// Messages given up on (cannot ever be published, or the daemon stopped first).
+    pub dropped: u64,
+    /// Messages not forwarded because they had been on the target's broker already (MQTT
+    /// 5 loop prevention).
+    pub looped: u64,
+    /// Messages taken from the source and not yet handled by the target (not yet durable
+    /// in its outbox with a store, not yet acknowledged by its broker without): the
+    /// window in use.
+    pub in_flight: u64,
+    /// The most messages ever in flight at once.
+    pub in_flight_peak: u64,
+    /// Messages the target session accepted that its broker has not acknowledged yet
+    /// (queued in its outbox, or sent and awaiting PUBACK / PUBCOMP).
+    pub waiting: u64,
+    /// Age, in seconds, of the oldest message taken from the source and not yet
+    /// acknowledged by the target's broker (0 when there is none).
+    pub oldest_age_seconds: f64,
+}
+
+impl ForwardStatsSnapshot {
+    fn add(self, t: &ForwardStatsSnapshot) -> ForwardStatsSnapshot {
+        ForwardStatsSnapshot {
+            forwarded: self.forwarded + t.forwarded,
+            retries: self.retries + t.retries,
+            dropped: self.dropped + t.dropped,
+            looped: self.looped + t.looped,
+            in_flight: self.in_flight + t.in_flight,
+            in_flight_peak: self.in_flight_peak.max(t.in_flight_peak),
+            waiting: self.waiting + t.waiting,
+            oldest_age_seconds: self.oldest_age_seconds.max(t.oldest_age_seconds),
         }
     }
 }
 
-/// A rule's (or one target's) counters as plain numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ForwardStatsSnapshot {
-    /// Messages published through the target (acknowledged for QoS >= 1); for a rule,
-    /// the sum over its targets.
-    pub forwarded: u64,
-    /// Publish attempts that failed and were retried.
-    pub retries: u64,
-    /// Messages given up on (cannot ever be published, or the daemon stopped first).
-    pub dropped: u64,
-}
-
 impl ForwardStats {
-    /// The rule's totals: the sums over its targets.
+    /// The rule's totals: the sums over its targets (the peak and the oldest age: the
+    /// highest).
     pub fn snapshot(&self) -> ForwardStatsSnapshot {
         self.by_target()
             .values()
-            .fold(ForwardStatsSnapshot::default(), |a, t| {
-                ForwardStatsSnapshot {
-                    forwarded: a.forwarded + t.forwarded,
-                    retries: a.retries + t.retries,
-                    dropped: a.dropped + t.dropped,
-                }
-            })
+            .fold(ForwardStatsSnapshot::default(), |a, t| a.add(t))
     }
 
     /// The counters of each target, by target session.
@@ -114,22 +194,34 @@ impl ForwardStats {
 pub struct RunningRule {
     config: ForwardConfig,
     route: Option<Route>,
-    /// Resolves (with an error) once the route's handler is gone: the queue is drained.
+    /// Resolves (with an error) once the handler, the lanes and every message they held
+    /// are gone: the rule is drained.
     done: oneshot::Receiver<()>,
     cancel: watch::Sender<bool>,
     stats: Arc<ForwardStats>,
 }
 
+/// Held by everything that holds a rule's messages; the rule is drained when the last
+/// one is dropped.
+type Drain = Rc<oneshot::Sender<()>>;
+
 /// What one rule's handler needs.
 struct Forwarder {
     rule: String,
-    manager: SessionManager,
-    filter: mqtt_sessions::topic::TopicFilter,
     forward_retained: bool,
-    targets: Vec<Target>,
-    cancel: watch::Receiver<bool>,
-    /// Dropped with the handler: tells [`RunningRule::drain`] the queue is empty.
-    _done: oneshot::Sender<()>,
+    lanes: Vec<LaneInput>,
+}
+
+/// The handler's side of one target's lane.
+struct LaneInput {
+    to: String,
+    /// The target's brokers (`host:port`): a message that has been on one is not
+    /// forwarded to it again.
+    brokers: Vec<String>,
+    window: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Item>,
+    stats: Arc<TargetStats>,
+    next_seq: std::cell::Cell<u64>,
 }
 
 /// One target of a rule, ready to publish.
@@ -153,14 +245,61 @@ impl Target {
             stats: stats.target(t.to.get_ref()),
         })
     }
+
+    /// The QoS the source subscription needs for this target: `keep` may need QoS 2.
+    fn source_qos(&self) -> QoS {
+        match self.qos {
+            Keep::Keep => QoS::ExactlyOnce,
+            Keep::Set(q) => q,
+        }
+    }
+}
+
+/// One message on its way through one target's lane.
+struct Item {
+    /// Arrival order in the lane.
+    seq: u64,
+    /// The message (this target's share of its acknowledgement: dropped once handled).
+    msg: Message,
+    /// Its slot in the window.
+    slot: Slot,
+}
+
+/// A message's place in a lane's window: counted in flight while it lives.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<TargetStats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The `host:port` of each of `session`'s brokers.
+fn broker_ids(session: Option<&SessionHandle>) -> Vec<String> {
+    session
+        .map(|s| {
+            let o = s.options();
+            o.brokers
+                .iter()
+                .filter_map(|b| BrokerUrl::parse(&o.name, b).ok())
+                .map(|b| b.authority())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl RunningRule {
-    /// Registers the rule's route on its source session.
+    /// Starts the rule: one lane per target, and the route on its source session.
+    /// `store`: the daemon has a store (a message is handled once durable in the
+    /// target's outbox).
     pub async fn start(
         manager: &SessionManager,
         config: &ForwardConfig,
         stats: Arc<ForwardStats>,
+        store: bool,
     ) -> Result<RunningRule, Error> {
         let rule = config.name.get_ref().clone();
         let targets = config
@@ -173,36 +312,79 @@ impl RunningRule {
                 "forward rule {rule:?}: no target"
             )));
         }
+        let source_qos = targets
+            .iter()
+            .map(Target::source_qos)
+            .max()
+            .unwrap_or(QoS::AtLeastOnce);
         let to = targets
             .iter()
             .map(|t| t.to.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         let (done_tx, done) = oneshot::channel();
+        let drain: Drain = Rc::new(done_tx);
         let (cancel, cancel_rx) = watch::channel(false);
+        let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
+            .map_err(Error::Topic)?;
+        let source = manager.session(config.from.get_ref()).ok();
+        let lanes = targets
+            .into_iter()
+            .map(|target| {
+                let handle = manager.session(&target.to).ok();
+                let window = config.window.map_or_else(
+                    || {
+                        handle
+                            .as_ref()
+                            .map_or(100, |h| usize::from(h.options().performance.inflight))
+                    },
+                    usize::from,
+                );
+                let (tx, rx) = mpsc::unbounded_channel();
+                let input = LaneInput {
+                    to: target.to.clone(),
+                    brokers: broker_ids(handle.as_ref()),
+                    window: Arc::new(Semaphore::new(window)),
+                    tx,
+                    stats: Arc::clone(&target.stats),
+                    next_seq: std::cell::Cell::new(0),
+                };
+                let lane = Lane {
+                    rule: rule.clone(),
+                    manager: manager.clone(),
+                    filter: filter.clone(),
+                    source_broker: source
+                        .as_ref()
+                        .and_then(|s| broker_ids(Some(s)).into_iter().next()),
+                    target,
+                    store,
+                    cancel: cancel_rx.clone(),
+                    _drain: Rc::clone(&drain),
+                };
+                actix::spawn(run_lane(Rc::new(lane), rx));
+                input
+            })
+            .collect();
         let fwd = Rc::new(Forwarder {
             rule: rule.clone(),
-            manager: manager.clone(),
-            filter: mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
-                .map_err(Error::Topic)?,
             forward_retained: config.forward_retained,
-            targets,
-            cancel: cancel_rx,
-            _done: done_tx,
+            lanes,
         });
+        let handler_drain = Rc::clone(&drain);
+        drop(drain);
         let route = manager
             .route(config.filter.get_ref())
             .session(config.from.get_ref())
-            .qos(QoS::AtLeastOnce)
+            .qos(source_qos)
             .capacity(RULE_CAPACITY)
             .name(format!("forward.{rule}"))
             .handle_async(move |msg| {
-                let fwd = Rc::clone(&fwd);
-                async move { fwd.forward(msg).await }
+                let (fwd, _drain) = (Rc::clone(&fwd), Rc::clone(&handler_drain));
+                async move { fwd.take(msg).await }
             })
             .await?;
         tracing::info!(rule = %rule, from = %config.from.get_ref(), filter = %config.filter.get_ref(),
-            to = %to, "forward rule started");
+            to = %to, qos = %source_qos, store, "forward rule started");
         Ok(RunningRule {
             config: config.clone(),
             route: Some(route),
@@ -222,8 +404,9 @@ impl RunningRule {
         self.stats.snapshot()
     }
 
-    /// Stops taking messages, lets the queued ones be forwarded for up to `grace`, then
-    /// stops retrying (messages still failing then are dropped and counted).
+    /// Stops taking messages, lets those taken be forwarded for up to `grace`, then
+    /// stops retrying (messages not handled by then are left unacknowledged for the
+    /// source broker to deliver again, and counted as dropped).
     pub async fn stop(mut self, grace: Duration) {
         drop(self.route.take());
         let drained = tokio::time::timeout(grace, &mut self.done).await.is_ok();
@@ -239,109 +422,339 @@ impl RunningRule {
     }
 }
 
+/// The brokers listed in `msg`'s hops property.
+fn hops(msg: &Message) -> Vec<&str> {
+    msg.properties
+        .iter()
+        .flat_map(|p| p.user_properties.iter())
+        .filter(|(k, _)| k == HOPS_PROPERTY)
+        .flat_map(|(_, v)| v.split(','))
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
 impl Forwarder {
-    /// Publishes `msg` through every target at once; returns when each is done with it.
-    async fn forward(&self, msg: Message) {
+    /// Takes `msg` into every target's lane (waiting for room in each window) and
+    /// returns: the lanes forward it and release its acknowledgement.
+    async fn take(&self, msg: Message) {
         if msg.retain && !self.forward_retained {
             // A retained message sent on (re)subscribe: forwarded when it was published.
             tracing::debug!(rule = %self.rule, topic = %msg.topic,
                 "retained message from the subscription not forwarded (forward_retained = false)");
             return;
         }
-        match self.targets.as_slice() {
-            [one] => self.forward_to(one, msg).await,
-            targets => {
-                // One clone per target, each dropped when that target's publish completed:
-                // the source's acknowledgement waits for the last of them.
-                let each = targets.iter().map(|t| self.forward_to(t, msg.clone()));
-                let all = futures_util::future::join_all(each);
-                drop(msg);
-                all.await;
+        let been_on = hops(&msg);
+        for lane in &self.lanes {
+            if lane.brokers.iter().any(|b| been_on.contains(&b.as_str())) {
+                lane.stats.looped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(rule = %self.rule, target = %lane.to, topic = %msg.topic,
+                    "message has been on the target's broker already; not forwarded (loop)");
+                continue;
             }
-        }
-    }
-
-    /// Publishes `msg` through `target`, retrying what may succeed later; drops `msg`
-    /// (its share of the acknowledgement) only once done.
-    async fn forward_to(&self, target: &Target, msg: Message) {
-        let mut publish = Publish::new(
-            target
-                .template
-                .render(&msg.topic, &msg.session, &self.filter),
-            msg.payload.clone(),
-        )
-        .qos(target.qos.apply(msg.qos))
-        .retain(target.retain.apply(msg.retain));
-        // MQTT 5 properties pass through when the target speaks MQTT 5 too (the source
-        // does, or the message would have none).
-        if let Some(props) = &msg.properties {
-            let v5 = self
-                .manager
-                .session(&target.to)
-                .is_ok_and(|t| t.options().protocol == mqtt_sessions::options::Protocol::V5);
-            if v5 {
-                let mut props = MessageProperties::clone(props);
-                // Subscription identifiers belong to the source's subscription.
-                props.subscription_identifiers.clear();
-                publish = publish.properties(props);
-            }
-        }
-        let stats = &target.stats;
-        let mut delay = RETRY_INITIAL;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let result = match self.manager.session(&target.to) {
-                Ok(session) => session.publish(publish.clone()).await,
-                Err(e) => Err(e),
+            let Ok(permit) = Arc::clone(&lane.window).acquire_owned().await else {
+                return;
             };
-            let err = match result {
-                // A timed-out publish stays queued in the target's outbox and is still
-                // delivered: retrying would only duplicate it.
-                Ok(()) | Err(Error::PublishTimeout { .. }) => {
-                    stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => e,
+            let seq = lane.next_seq.get();
+            lane.next_seq.set(seq + 1);
+            lane.stats.took(seq);
+            let item = Item {
+                seq,
+                msg: msg.clone(),
+                slot: Slot {
+                    _permit: permit,
+                    stats: Arc::clone(&lane.stats),
+                },
             };
-            if matches!(err, Error::Shutdown) || *self.cancel.borrow() {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
-                    "rule stopping; message left unacknowledged for the source broker to deliver again");
-                msg.leave_unacknowledged();
+            if let Err(mpsc::error::SendError(item)) = lane.tx.send(item) {
+                // The lane is gone (the rule is stopping): the source delivers it again.
+                lane.stats.settled(item.seq);
+                item.msg.leave_unacknowledged();
                 return;
             }
-            if is_permanent(&err) {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
-                    "message cannot be forwarded; dropped");
-                return;
-            }
-            stats.retries.fetch_add(1, Ordering::Relaxed);
-            if attempt == 1 {
-                tracing::warn!(rule = %self.rule, target = %target.to, topic = %publish.topic, error = %err,
-                    "forward failed; retrying");
-            } else {
-                tracing::debug!(rule = %self.rule, target = %target.to, attempt, error = %err,
-                    "forward retry failed");
-            }
-            let mut cancel = self.cancel.clone();
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = cancel.wait_for(|c| *c) => {}
-            }
-            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 }
 
-/// Errors that no retry can fix.
-fn is_permanent(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::PayloadTooLarge { .. }
-            | Error::Topic(_)
-            | Error::InvalidQos(_)
-            | Error::NotConnected { .. }
-    )
+/// One target's lane: submits the rule's messages into the target session, in order,
+/// up to the window at once.
+struct Lane {
+    rule: String,
+    manager: SessionManager,
+    filter: mqtt_sessions::topic::TopicFilter,
+    /// The source session's broker (`host:port`), added to the hops property.
+    source_broker: Option<String>,
+    target: Target,
+    /// Handled once durable in the target's outbox (else: once its broker acknowledged).
+    store: bool,
+    cancel: watch::Receiver<bool>,
+    _drain: Drain,
+}
+
+/// What a submission's task reports to its lane.
+enum Back {
+    /// The target session accepted it (or refused it for good: dropped and counted).
+    Answered,
+    /// Refused for a passing reason: to be submitted again, in order.
+    Refused(Item, Error),
+    /// Accepted, then lost with the target session (no store): to be submitted again.
+    Lost(Item, Error),
+}
+
+/// The lane's loop: submits what the handler takes, in order; after a refusal, waits
+/// until every submission has been answered, then submits the refused messages again
+/// in their order (after a growing delay) before anything new.
+async fn run_lane(lane: Rc<Lane>, mut input: mpsc::UnboundedReceiver<Item>) {
+    let state = Rc::new(LaneState {
+        publish: PublishLane::new(),
+        session: RefCell::new(None),
+    });
+    let (back_tx, mut back) = mpsc::unbounded_channel::<Back>();
+    let mut unanswered = 0usize;
+    let mut retry: BTreeMap<u64, Item> = BTreeMap::new();
+    let mut delay = RETRY_INITIAL;
+    let mut cancel = lane.cancel.clone();
+    let mut cancel_open = true;
+    let mut input_open = true;
+    loop {
+        if !retry.is_empty() && unanswered == 0 {
+            if *cancel.borrow() {
+                for (_, item) in std::mem::take(&mut retry) {
+                    lane.give_back(item);
+                }
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = cancel.wait_for(|c| *c), if cancel_open => { continue; }
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+            state.publish.reopen();
+            for (_, item) in std::mem::take(&mut retry) {
+                lane.target.stats.retries.fetch_add(1, Ordering::Relaxed);
+                unanswered += 1;
+                lane.submit(&state, item, &back_tx).await;
+            }
+            continue;
+        }
+        if !input_open && unanswered == 0 && retry.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(b) = back.recv() => match b {
+                Back::Answered => {
+                    unanswered -= 1;
+                    if retry.is_empty() {
+                        delay = RETRY_INITIAL;
+                    }
+                }
+                Back::Refused(item, e) => {
+                    unanswered -= 1;
+                    lane.refused(&item, &e, retry.is_empty());
+                    retry.insert(item.seq, item);
+                }
+                Back::Lost(item, e) => {
+                    state.publish.hold();
+                    lane.refused(&item, &e, retry.is_empty());
+                    retry.insert(item.seq, item);
+                }
+            },
+            item = input.recv(), if input_open && retry.is_empty() => match item {
+                Some(item) => {
+                    unanswered += 1;
+                    lane.submit(&state, item, &back_tx).await;
+                }
+                None => input_open = false,
+            },
+            r = cancel.changed(), if cancel_open => {
+                if r.is_err() {
+                    cancel_open = false;
+                }
+            }
+        }
+    }
+}
+
+/// A lane's connection to its target session.
+struct LaneState {
+    publish: PublishLane,
+    /// The target session's handle, looked up again after it closed.
+    session: RefCell<Option<SessionHandle>>,
+}
+
+impl Lane {
+    /// Logs a refusal (the first of a run at `warn`).
+    fn refused(&self, item: &Item, e: &Error, first: bool) {
+        if first && !matches!(e, Error::LaneHeld(_)) {
+            tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic, error = %e,
+                "forward refused by the target session; retrying in order");
+        } else {
+            tracing::debug!(rule = %self.rule, target = %self.target.to, error = %e, "forward held for a retry");
+        }
+    }
+
+    /// Gives a message up unforwarded because the rule stops: the source broker delivers
+    /// it again to the persistent session.
+    fn give_back(&self, item: Item) {
+        self.target.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.target.stats.settled(item.seq);
+        tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic,
+            "rule stopping; message left unacknowledged for the source broker to deliver again");
+        item.msg.leave_unacknowledged();
+    }
+
+    /// The publish of `msg` through this target.
+    fn publish_for(&self, msg: &Message, v5: bool) -> Publish {
+        let t = &self.target;
+        let mut publish = Publish::new(
+            t.template.render(&msg.topic, &msg.session, &self.filter),
+            msg.payload.clone(),
+        )
+        .qos(t.qos.apply(msg.qos))
+        .retain(t.retain.apply(msg.retain));
+        if v5 {
+            // MQTT 5 properties pass through; subscription identifiers belong to the
+            // source's subscription; the hops property gains the source's broker.
+            let mut props = msg
+                .properties
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(MessageProperties::default);
+            props.subscription_identifiers.clear();
+            let mut been: Vec<String> = hops(msg).into_iter().map(str::to_string).collect();
+            props.user_properties.retain(|(k, _)| k != HOPS_PROPERTY);
+            if let Some(b) = &self.source_broker {
+                if !been.contains(b) {
+                    been.push(b.clone());
+                }
+            }
+            if !been.is_empty() {
+                props
+                    .user_properties
+                    .push((HOPS_PROPERTY.to_string(), been.join(",")));
+            }
+            if !props.is_empty() {
+                publish = publish.properties(props);
+            }
+        }
+        publish
+    }
+
+    /// Submits `item` into the target session and starts the task that follows it; that
+    /// task reports on `back` exactly once for its acceptance.
+    async fn submit(
+        self: &Rc<Self>,
+        state: &Rc<LaneState>,
+        item: Item,
+        back: &mpsc::UnboundedSender<Back>,
+    ) {
+        let cached = state.session.borrow().clone();
+        let session = match cached {
+            Some(s) => Ok(s),
+            None => self.manager.session(&self.target.to),
+        };
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                state.publish.hold();
+                let _ = back.send(Back::Refused(item, e));
+                return;
+            }
+        };
+        let v5 = session.options().protocol == Protocol::V5;
+        let publish = self.publish_for(&item.msg, v5);
+        match session.submit(&state.publish, publish).await {
+            Ok(submitted) => {
+                *state.session.borrow_mut() = Some(session);
+                actix::spawn(Rc::clone(self).follow(item, submitted, back.clone()));
+            }
+            Err(e) if e.is_permanent() => {
+                self.dropped(&item, &e);
+                drop(item);
+                let _ = back.send(Back::Answered);
+            }
+            Err(e) => {
+                *state.session.borrow_mut() = None;
+                state.publish.hold();
+                let _ = back.send(Back::Refused(item, e));
+            }
+        }
+    }
+
+    fn dropped(&self, item: &Item, e: &Error) {
+        self.target.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.target.stats.settled(item.seq);
+        tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic, error = %e,
+            "message cannot be forwarded; dropped");
+    }
+
+    /// Follows one submission: its acceptance (reported to the lane), then its
+    /// acknowledgement by the target's broker. Releases the message's share of the
+    /// source acknowledgement once it is handled (durable with a store, acknowledged
+    /// without).
+    async fn follow(
+        self: Rc<Self>,
+        item: Item,
+        mut submitted: Submitted,
+        back: mpsc::UnboundedSender<Back>,
+    ) {
+        let stats = &self.target.stats;
+        match submitted.accepted().await {
+            Err(e) if e.is_permanent() => {
+                self.dropped(&item, &e);
+                drop(item);
+                let _ = back.send(Back::Answered);
+                return;
+            }
+            Err(e) => {
+                if let Err(mpsc::error::SendError(Back::Refused(item, _))) =
+                    back.send(Back::Refused(item, e))
+                {
+                    self.give_back(item);
+                }
+                return;
+            }
+            Ok(()) => {
+                let _ = back.send(Back::Answered);
+            }
+        }
+        stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let Item { seq, msg, slot } = item;
+        let mut held = Some((msg, slot));
+        if self.store {
+            // Durable in the target's outbox: handled (the source may acknowledge it).
+            held = None;
+        }
+        let result = submitted.acknowledged().await;
+        stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            // A timed-out publish stays queued in the target's outbox and is still
+            // delivered: retrying would only duplicate it.
+            Ok(()) | Err(Error::PublishTimeout { .. }) => {
+                stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.is_permanent() => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(rule = %self.rule, target = %self.target.to, error = %e,
+                    "target broker refused a forwarded message; dropped");
+            }
+            Err(e) => {
+                if let Some((msg, slot)) = held.take() {
+                    // Accepted into memory only, and the session went away with it.
+                    let item = Item { seq, msg, slot };
+                    if let Err(mpsc::error::SendError(Back::Lost(item, _))) =
+                        back.send(Back::Lost(item, e))
+                    {
+                        self.give_back(item);
+                    }
+                    return;
+                }
+                // With a store it stays in the target's durable outbox, and the session
+                // that takes the outbox over sends it.
+                tracing::debug!(rule = %self.rule, target = %self.target.to, error = %e,
+                    "forwarded message left in the target's durable outbox");
+            }
+        }
+        stats.settled(seq);
+        drop(held);
+    }
 }

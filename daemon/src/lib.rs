@@ -24,6 +24,7 @@ pub mod error;
 mod explain;
 pub mod forward;
 pub mod limits;
+mod link_state;
 pub mod logging;
 mod metrics;
 pub mod notify;

@@ -89,16 +89,21 @@ pub(crate) struct Running {
     subscriptions: BTreeMap<SubKey, Route>,
     rules: BTreeMap<String, RunningRule>,
     stats: Arc<DaemonStats>,
+    /// The sessions' link-state topics (see [`link_state`](super::link_state)).
+    link_topics: super::link_state::Topics,
 }
 
 impl Running {
     pub(crate) fn new(manager: SessionManager, stats: Arc<DaemonStats>) -> Self {
+        let link_topics = super::link_state::Topics::default();
+        super::link_state::watch(&manager, Arc::clone(&link_topics));
         Running {
             manager,
             config: None,
             subscriptions: BTreeMap::new(),
             rules: BTreeMap::new(),
             stats,
+            link_topics,
         }
     }
 
@@ -173,7 +178,9 @@ impl Running {
         self.subscriptions
             .retain(|k, _| wanted.contains(k) && !restarted.contains(&k.0));
 
-        // 3. Sessions.
+        // 3. Sessions (their link-state topics known before they connect).
+        *self.link_topics.write().unwrap_or_else(|e| e.into_inner()) =
+            super::link_state::topics_of(&new);
         for name in &restarted {
             tracing::info!(session = %name, "stopping session (removed or changed)");
             if let Err(e) = self.manager.remove_session(name).await {
@@ -215,11 +222,13 @@ impl Running {
                 Err(e) => errors.push(e),
             }
         }
+        // Store-and-forward when the sessions' outboxes are on disk.
+        let durable = new.store.as_ref().is_some_and(|s| s.path.is_some());
         for (name, rule) in new_rules {
             if self.rules.contains_key(name) {
                 continue;
             }
-            match RunningRule::start(&self.manager, rule, self.stats.rule(name)).await {
+            match RunningRule::start(&self.manager, rule, self.stats.rule(name), durable).await {
                 Ok(r) => {
                     self.rules.insert(name.to_string(), r);
                 }
@@ -236,6 +245,7 @@ impl Running {
         self.subscriptions.clear();
         let rules = std::mem::take(&mut self.rules);
         futures_util::future::join_all(rules.into_values().map(|r| r.stop(grace))).await;
+        super::link_state::announce_down(&self.manager, &self.link_topics).await;
     }
 
     /// Counts a reload and remembers how it went (`summary`: `ok` or the reason); returns

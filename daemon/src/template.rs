@@ -114,7 +114,19 @@ impl Template {
     /// match `filter` again? (Conservative: may say yes for a template that splits a
     /// level around `{topic}`.)
     pub fn output_may_match(&self, filter: &TopicFilter, session: &str) -> bool {
-        let input = filter.match_filter();
+        self.output_may_match_other(filter, session, filter)
+    }
+
+    /// Could a message matching `input`, forwarded through this template by `session`,
+    /// match `other`? (Conservative, as [`output_may_match`](Self::output_may_match).)
+    pub fn output_may_match_other(
+        &self,
+        input: &TopicFilter,
+        session: &str,
+        other: &TopicFilter,
+    ) -> bool {
+        let other = other.match_filter();
+        let input = input.match_filter();
         // A capture may be anything: a wildcard level (conservative).
         let pattern = self.fill(input, session, &[], "#");
         let normalise = |level: &str| -> String {
@@ -127,7 +139,7 @@ impl Template {
             }
         };
         let out: Vec<String> = pattern.split('/').map(normalise).collect();
-        let inp: Vec<String> = input.split('/').map(normalise).collect();
+        let inp: Vec<String> = other.split('/').map(normalise).collect();
         let out: Vec<&str> = out.iter().map(String::as_str).collect();
         let inp: Vec<&str> = inp.iter().map(String::as_str).collect();
         overlap(&out, &inp)

@@ -29,6 +29,24 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
             return Err((span, ConfigErrorKind::DuplicateSession(name)));
         }
         s.resolved_password = resolve_password(s, &base, &mut warnings)?;
+        if let Some(topic) = &s.link_state_topic {
+            let refuse = |reason: String| {
+                (
+                    Some(topic.span()),
+                    ConfigErrorKind::LinkState {
+                        session: name.clone(),
+                        reason,
+                    },
+                )
+            };
+            if s.connect.will.is_some() {
+                return Err(refuse(
+                    "link_state_topic sets the session's will (a retained \"0\"); remove connect.will".into(),
+                ));
+            }
+            mqtt_sessions::topic::validate_topic_name(topic.get_ref())
+                .map_err(|e| refuse(e.to_string()))?;
+        }
         let parsed = s
             .options()
             .validate()
@@ -92,6 +110,11 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
                 "no target: set `to` (one target) or add [[forward.targets]] (several)",
             ));
         }
+        if r.window == Some(0) {
+            return Err(targets_err(
+                "window = 0: a rule needs at least one message in flight",
+            ));
+        }
         let targets = r.all_targets();
         let mut seen = BTreeSet::new();
         for t in &targets {
@@ -141,6 +164,7 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
             )?;
         }
     }
+    check_cycles(config, &brokers)?;
     // The single-target form with every default filled in (`print-config` shows them).
     for r in &mut config.forward {
         r.fill_defaults();
@@ -226,6 +250,91 @@ fn check_target(
                     template: template.to_string(),
                 },
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a circle of rules: rule A's output reaches rule B's filter on a broker they
+/// share, B's reaches A's (or through more rules). A rule into itself is refused by
+/// [`check_target`].
+#[expect(clippy::result_large_err, reason = "cold path, boxed in ConfigError")]
+fn check_cycles(config: &Config, brokers: &BTreeMap<String, Vec<String>>) -> Result<(), Refusal> {
+    let rules = &config.forward;
+    let parsed: Vec<Option<TopicFilter>> = rules
+        .iter()
+        .map(|r| TopicFilter::new(r.filter.get_ref().as_str()).ok())
+        .collect();
+    // feeds[i]: the rules that rule i's output can reach.
+    let feeds: Vec<Vec<usize>> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let Some(input) = &parsed[i] else {
+                return Vec::new();
+            };
+            let mut next = BTreeSet::new();
+            for t in r.all_targets() {
+                let Ok(template) = Template::parse(t.topic.get_ref()) else {
+                    continue;
+                };
+                let out_brokers = brokers.get(t.to.get_ref()).cloned().unwrap_or_default();
+                for (j, other) in rules.iter().enumerate() {
+                    let Some(filter) = &parsed[j] else { continue };
+                    let shared = brokers
+                        .get(other.from.get_ref())
+                        .is_some_and(|b| b.iter().any(|b| out_brokers.contains(b)));
+                    if i != j
+                        && shared
+                        && template.output_may_match_other(input, r.from.get_ref(), filter)
+                    {
+                        next.insert(j);
+                    }
+                }
+            }
+            next.into_iter().collect()
+        })
+        .collect();
+    // Depth-first search; a rule met again on the current path closes a circle.
+    fn visit(
+        i: usize,
+        feeds: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[i] = 1;
+        path.push(i);
+        for &j in &feeds[i] {
+            if state[j] == 1 {
+                let start = path.iter().position(|&p| p == j).unwrap_or(0);
+                let mut circle = path[start..].to_vec();
+                circle.push(j);
+                return Some(circle);
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, feeds, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; rules.len()];
+    for i in 0..rules.len() {
+        if state[i] == 0 {
+            if let Some(circle) = visit(i, &feeds, &mut state, &mut Vec::new()) {
+                return Err((
+                    Some(rules[circle[0]].name.span()),
+                    ConfigErrorKind::RuleCycle {
+                        path: circle
+                            .iter()
+                            .map(|&k| rules[k].name.get_ref().clone())
+                            .collect(),
+                    },
+                ));
+            }
         }
     }
     Ok(())
@@ -344,6 +453,43 @@ brokers = ["mqtt://127.0.0.1:1884"]
 
     fn check(extra: &str) -> Result<Config, String> {
         Config::parse(&format!("{SESSIONS}{extra}"), Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_circle_of_rules_over_shared_brokers_is_refused_and_a_chain_is_not() {
+        let rule = |name: &str, from: &str, filter: &str, to: &str, topic: &str| {
+            format!("[[forward]]\nname = \"{name}\"\nfrom = \"{from}\"\nfilter = \"{filter}\"\nto = \"{to}\"\ntopic = \"{topic}\"\n")
+        };
+        // a -> b and b -> a over the same topics: a circle.
+        let e = check(&format!(
+            "{}{}",
+            rule("up", "a", "s/#", "b", "{topic}"),
+            rule("down", "b", "s/#", "a", "{topic}")
+        ))
+        .unwrap_err();
+        assert!(e.contains("forward rules loop: up -> down -> up"), "{e}");
+        // Prefixed outputs that the other filter cannot match: no circle.
+        check(&format!(
+            "{}{}",
+            rule("up", "a", "edge/#", "b", "cloud/{topic}"),
+            rule("down", "b", "cmd/#", "a", "edge-cmd/{topic}")
+        ))
+        .unwrap();
+        // Three rules in a circle are found too.
+        let three = format!(
+            "[[sessions]]\nname = \"c\"\nbrokers = [\"mqtt://127.0.0.1:1885\"]\n{}{}{}",
+            rule("ab", "a", "x/#", "b", "{topic}"),
+            rule("bc", "b", "x/#", "c", "{topic}"),
+            rule("ca", "c", "x/#", "a", "{topic}")
+        );
+        let e = check(&three).unwrap_err();
+        assert!(e.contains("ab -> bc -> ca -> ab"), "{e}");
+        let e = check(&format!(
+            "{}window = 0\n",
+            rule("w", "a", "x/#", "b", "y/{topic}")
+        ))
+        .unwrap_err();
+        assert!(e.contains("window = 0"), "{e}");
     }
 
     #[test]
