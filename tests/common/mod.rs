@@ -56,6 +56,8 @@ pub use figures::*;
 pub use fuzz::*;
 mod paced;
 pub use paced::*;
+mod proxy;
+pub use proxy::*;
 mod netstat;
 #[allow(unused_imports, reason = "used by the option tests only")]
 pub use netstat::*;
