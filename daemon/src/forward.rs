@@ -215,8 +215,9 @@ struct Forwarder {
 /// The handler's side of one target's lane.
 struct LaneInput {
     to: String,
-    /// The target's brokers (`host:port`): a message that has been on one is not
-    /// forwarded to it again.
+    /// The target's brokers (`host:port`) that the source does not use: a message that
+    /// has been on one is not forwarded to it again. (A rule within one broker is checked
+    /// by `check-config` instead: its message has always been there.)
     brokers: Vec<String>,
     window: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Item>,
@@ -328,6 +329,7 @@ impl RunningRule {
         let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
             .map_err(Error::Topic)?;
         let source = manager.session(config.from.get_ref()).ok();
+        let source_brokers = broker_ids(source.as_ref());
         let lanes = targets
             .into_iter()
             .map(|target| {
@@ -343,7 +345,10 @@ impl RunningRule {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let input = LaneInput {
                     to: target.to.clone(),
-                    brokers: broker_ids(handle.as_ref()),
+                    brokers: broker_ids(handle.as_ref())
+                        .into_iter()
+                        .filter(|b| !source_brokers.contains(b))
+                        .collect(),
                     window: Arc::new(Semaphore::new(window)),
                     tx,
                     stats: Arc::clone(&target.stats),

@@ -66,6 +66,12 @@ impl RulesSource for RuleTable {
                         c.map_or(0, |c| c.dropped),
                     ],
                 )
+                .backlog(
+                    c.map_or(0, |c| c.in_flight),
+                    c.map_or(0, |c| c.waiting),
+                    std::time::Duration::from_secs_f64(c.map_or(0.0, |c| c.oldest_age_seconds)),
+                )
+                .peaks(c.map_or(0, |c| c.in_flight_peak), c.map_or(0, |c| c.looped))
             })
             .collect()
     }

@@ -9,163 +9,15 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mqtt-sessions");
-const T: Duration = Duration::from_secs(30);
-
-/// A running daemon process with its config and stderr in a temp dir; killed on drop.
-struct Daemon {
-    dir: TempDir,
-    child: Child,
-    http: u16,
-}
-
-impl Daemon {
-    /// Writes `config` (with `{http}` replaced by a free port) and starts `run` on it.
-    fn start(config: &str) -> Daemon {
-        Self::start_with_env(config, &[])
-    }
-
-    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let http = free_port();
-        let config = config.replace("{http}", &http.to_string());
-        fs::write(dir.path().join("config.toml"), config).unwrap();
-        let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["-v", "run", "--config"])
-            .arg(dir.path().join("config.toml"))
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Daemon { dir, child, http }
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn rewrite(&self, config: &str) {
-        let config = config.replace("{http}", &self.http.to_string());
-        fs::write(self.config_path(), config).unwrap();
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(send_signal(self.child.id(), sig), "kill -{sig} failed");
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.http, path)
-    }
-
-    async fn wait_ready(&self) {
-        let ok = poll_until_async(T, || async {
-            matches!(self.get("/readyz"), Some((200, _)))
-        })
-        .await;
-        assert!(ok, "daemon not ready in {T:?}:\n{}", self.stderr());
-    }
-
-    /// The `messages_received` of one session, from `/sessions`.
-    fn received(&self, session: &str) -> u64 {
-        let (_, body) = self.get("/sessions").unwrap();
-        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == session)
-            .and_then(|r| r["metrics"]["messages_received"].as_u64())
-            .unwrap_or(0)
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        poll_until(timeout, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.0 GET on 127.0.0.1:`port`: status and body, `None` if unreachable.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
-/// A `[[sessions]]` block with quick reconnects.
-fn session(name: &str, client_id: &str, port: u16) -> String {
-    format!(
-        r#"
-[[sessions]]
-name = "{name}"
-brokers = ["mqtt://127.0.0.1:{port}"]
-client_id = "{client_id}"
-[sessions.connect]
-keep_alive = "5s"
-connect_timeout = "2s"
-[sessions.reconnect]
-initial_delay = "100ms"
-max_delay = "1s"
-[sessions.performance]
-max_pending_messages = 20000
-"#
-    )
-}
-
-fn rule(name: &str, from: &str, filter: &str, to: &str, topic: &str) -> String {
-    format!(
-        "\n[[forward]]\nname = \"{name}\"\nfrom = \"{from}\"\nfilter = \"{filter}\"\nto = \"{to}\"\ntopic = \"{topic}\"\nqos = 1\n"
-    )
-}
-
-const HTTP: &str = "shutdown_timeout = \"10s\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n";
-
-fn check_config(path: &Path) -> (Option<i32>, String, String) {
-    let out = run_with_timeout(
-        Command::new(BIN).arg("check-config").arg(path),
-        None,
-        Duration::from_secs(30),
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::*;
 
 #[tokio::test]
 async fn a_forwarding_rule_carries_10000_qos1_messages_between_two_mosquittos_without_loss() {
@@ -656,154 +508,6 @@ async fn sigterm_with_a_store_and_a_persistent_source_loses_nothing_the_source_b
 }
 
 /// A `[[sessions]]` block of a persistent session (clean session off).
-fn persistent_session(name: &str, client_id: &str, port: u16) -> String {
-    session(name, client_id, port).replace(
-        "[sessions.connect]\n",
-        "[sessions.connect]\nclean_session = false\npersistent = true\n",
-    )
-}
-
-/// The distinct payloads `sub` received, and how many arrived more than once.
-fn distinct_and_duplicates(sub: &Sub) -> (BTreeSet<String>, usize) {
-    let all = sub.payloads();
-    let distinct: BTreeSet<String> = all.iter().cloned().collect();
-    let dups = all.len() - distinct.len();
-    (distinct, dups)
-}
-
-/// Waits until `sub` has `n` distinct payloads.
-async fn wait_distinct(sub: &Sub, n: usize, timeout: Duration) -> bool {
-    poll_until_async(timeout, || {
-        let c = distinct_and_duplicates(sub).0.len();
-        async move { c >= n }
-    })
-    .await
-}
-
-/// Reports the run and fails naming the missing payloads.
-fn assert_none_missing(what: &str, sub: &Sub, n: usize) {
-    let (distinct, dups) = distinct_and_duplicates(sub);
-    let missing: Vec<usize> = (0..n)
-        .filter(|i| !distinct.contains(&i.to_string()))
-        .collect();
-    println!(
-        "{what}: {n} sent, {} received, {} missing, {dups} duplicates",
-        sub.count(),
-        missing.len()
-    );
-    assert!(
-        missing.is_empty(),
-        "{what}: {} of {n} missing: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(50)]
-    );
-}
-
-#[tokio::test]
-async fn a_daemon_sigkilled_ten_times_while_forwarding_with_a_store_loses_nothing() {
-    let src = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
-    let dst = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
-    let store = tempfile::tempdir().unwrap();
-    let config = format!(
-        "{HTTP}[store]\npath = \"{}\"\n{}{}{}",
-        store.path().join("data").display(),
-        persistent_session("src", "kill-src", src.port()),
-        persistent_session("dst", "kill-dst", dst.port()),
-        rule("copy", "src", "load/#", "dst", "copied/{topic}")
-    );
-    let sub = Sub::spawn(dst.port(), "copied/#", 1);
-    const N: usize = 10_000;
-    const KILLS: usize = 10;
-    // The first daemon subscribes the persistent source session before anything is sent;
-    // from then on the source broker keeps what the daemon has not acknowledged.
-    let first = Daemon::start(&config);
-    first.wait_ready().await;
-    let port = src.port();
-    let publisher = std::thread::spawn(move || publish_many(port, "load/x", N, 1));
-    let mut daemon = first;
-    for kill in 1..=KILLS {
-        // Kill once forwarding has moved on by about a twelfth of the messages (or, when
-        // the daemon is faster than that, after a short run).
-        let target = (distinct_and_duplicates(&sub).0.len() + N / 12).min(N);
-        let moved = wait_distinct(&sub, target, T).await;
-        assert!(
-            moved || kill > 1,
-            "no progress before kill {kill}:\n{}",
-            daemon.stderr()
-        );
-        if !moved {
-            println!(
-                "daemon before kill {kill} made no progress in {T:?}; its /sessions: {:?}\nits log:\n{}",
-                daemon.get("/sessions"),
-                daemon.stderr()
-            );
-        }
-        daemon.signal("KILL");
-        let _ = daemon.wait_exit(Duration::from_secs(10));
-        println!(
-            "kill {kill}: {} distinct forwarded so far",
-            distinct_and_duplicates(&sub).0.len()
-        );
-        daemon = Daemon::start(&config);
-        // Each restarted daemon comes up (or the test shows why not).
-        daemon.wait_ready().await;
-    }
-    publisher.join().unwrap();
-    // The verdict is the missing list below; the wait only gives the last daemon time.
-    if !wait_distinct(&sub, N, Duration::from_secs(120)).await {
-        println!("last daemon's log:\n{}", daemon.stderr());
-        println!("last daemon's /sessions:\n{:?}", daemon.get("/sessions"));
-        println!("last daemon's /metrics:\n{:?}", daemon.get("/metrics"));
-        let log = src.log();
-        let tail: Vec<&str> = log.lines().rev().take(150).collect();
-        println!(
-            "source broker's log, last lines:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    assert_none_missing("10 SIGKILLs with a store", &sub, N);
-    drop(daemon);
-}
-
-#[tokio::test]
-async fn two_daemons_sharing_a_subscription_lose_nothing_when_one_is_sigkilled_and_restarted() {
-    let broker = Mosquitto::start_with(MosquittoConfig::new().max_queued_messages(100_000));
-    let store = tempfile::tempdir().unwrap();
-    let config = |i: u32| {
-        format!(
-            "{HTTP}[store]\npath = \"{}\"\n{}{}{}",
-            store.path().join(format!("data-{i}")).display(),
-            persistent_session("src", &format!("kshare-src-{i}"), broker.port()),
-            session("dst", &format!("kshare-dst-{i}"), broker.port()),
-            rule(
-                "jobs",
-                "src",
-                "$share/workers/jobs/#",
-                "dst",
-                "done/{topic}"
-            )
-        )
-    };
-    let (one, two) = (Daemon::start(&config(1)), Daemon::start(&config(2)));
-    one.wait_ready().await;
-    two.wait_ready().await;
-    let sub = Sub::spawn(broker.port(), "done/#", 1);
-    const N: usize = 5000;
-    let port = broker.port();
-    let publisher = std::thread::spawn(move || publish_many(port, "jobs/x", N, 1));
-    assert!(wait_distinct(&sub, N / 5, T).await, "{}", two.stderr());
-    two.signal("KILL");
-    let mut two = two;
-    let _ = two.wait_exit(Duration::from_secs(10));
-    let restarted = Daemon::start(&config(2));
-    publisher.join().unwrap();
-    restarted.wait_ready().await;
-    let _ = wait_distinct(&sub, N, Duration::from_secs(60)).await;
-    assert_none_missing("$share group, one daemon SIGKILLed", &sub, N);
-    drop(one);
-}
-
-/// Metric names (`prefix…`) in a PromQL expression or alert rule text.
 fn metric_names_in(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (i, _) in text.char_indices() {
@@ -945,31 +649,6 @@ async fn a_session_named_in_chinese_goes_through_config_sessions_metrics_and_the
 /// One message read by a fresh `mosquitto_sub` (MQTT 5) on `filter`, formatted with
 /// `format` (`%r` retain, `%q` QoS, `%t` topic, `%p` payload, `%C` content type, `%R`
 /// response topic, `%D` correlation data, `%P` user properties); `None` if none came.
-fn sub_once(port: u16, filter: &str, format: &str, wait_secs: u32) -> Option<String> {
-    let out = run_with_timeout(
-        Command::new(require_binary("mosquitto_sub")).args([
-            "-p",
-            &port.to_string(),
-            "-V",
-            "mqttv5",
-            "-t",
-            filter,
-            "-q",
-            "2",
-            "-C",
-            "1",
-            "-W",
-            &wait_secs.to_string(),
-            "-F",
-            format,
-        ]),
-        None,
-        T,
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!text.is_empty()).then_some(text)
-}
-
 #[tokio::test]
 async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_levels() {
     let broker = Mosquitto::start();
@@ -1057,7 +736,11 @@ async fn forwarding_keeps_retain_qos_and_mqtt5_properties_and_fills_in_captured_
     assert!(got, "{}", d.stderr());
     assert_eq!(
         live.join().unwrap().as_deref(),
-        Some("0 0 out/p/q live|text/x|resp/1|abc|k:v"),
+        // The user properties gain the hops property: the brokers the message has been on.
+        Some(
+            format!("0 0 out/p/q live|text/x|resp/1|abc|k:v mqtt-sessions-hops:127.0.0.1:{port}")
+                .as_str()
+        ),
         "{}",
         d.stderr()
     );

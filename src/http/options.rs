@@ -76,6 +76,19 @@ pub struct RuleInfo {
     pub retries: u64,
     /// Messages given up on.
     pub dropped: u64,
+    /// Messages taken from the source and not yet handled by the target (the window in
+    /// use).
+    pub in_flight: u64,
+    /// Messages the target session accepted that its broker has not acknowledged yet.
+    pub waiting: u64,
+    /// Age of the oldest message not yet acknowledged by the target's broker, in
+    /// milliseconds (0 when there is none).
+    pub oldest_age_ms: u64,
+    /// The most messages that were ever in flight at once.
+    pub in_flight_peak: u64,
+    /// Messages not forwarded because they had been on the target's broker already
+    /// (loop prevention).
+    pub looped: u64,
 }
 
 impl RuleInfo {
@@ -95,7 +108,34 @@ impl RuleInfo {
             forwarded: counts[0],
             retries: counts[1],
             dropped: counts[2],
+            in_flight: 0,
+            waiting: 0,
+            oldest_age_ms: 0,
+            in_flight_peak: 0,
+            looped: 0,
         }
+    }
+
+    /// The rule's backlog: messages in flight, waiting for the target's broker, and the
+    /// age of the oldest of them.
+    pub fn backlog(
+        mut self,
+        in_flight: u64,
+        waiting: u64,
+        oldest_age: std::time::Duration,
+    ) -> Self {
+        self.in_flight = in_flight;
+        self.waiting = waiting;
+        self.oldest_age_ms = u64::try_from(oldest_age.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The most messages ever in flight at once, and the messages not forwarded because
+    /// of a loop.
+    pub fn peaks(mut self, in_flight_peak: u64, looped: u64) -> Self {
+        self.in_flight_peak = in_flight_peak;
+        self.looped = looped;
+        self
     }
 }
 

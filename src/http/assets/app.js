@@ -167,6 +167,9 @@ function renderRules(rules, dt) {
       tr.appendChild(el('td', { class: 'num' }, r[k]));
       tr.appendChild(el('td', { class: 'num' }, rate(perSecond(previous.rules, r.name + '/' + k, r[k], dt))));
     }
+    tr.appendChild(el('td', { class: 'num' }, r.in_flight));
+    tr.appendChild(el('td', { class: 'num' }, r.waiting));
+    tr.appendChild(el('td', { class: 'num' }, (r.oldest_age_ms / 1000).toFixed(1) + ' s'));
     return tr;
   });
   $('#rules tbody').replaceChildren(...rows);

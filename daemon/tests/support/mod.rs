@@ -1,0 +1,232 @@
+//! What the daemon tests share: a daemon process on a config in a temp dir, config
+//! snippets (sessions, rules) and ways to count what a subscriber got.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of it"
+)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::common::*;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mqtt-sessions");
+pub const T: Duration = Duration::from_secs(30);
+
+/// A running daemon process with its config and stderr in a temp dir; killed on drop.
+pub struct Daemon {
+    pub dir: TempDir,
+    pub child: Child,
+    pub http: u16,
+}
+
+impl Daemon {
+    /// Writes `config` (with `{http}` replaced by a free port) and starts `run` on it.
+    pub fn start(config: &str) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http = free_port();
+        let config = config.replace("{http}", &http.to_string());
+        fs::write(dir.path().join("config.toml"), config).unwrap();
+        let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["-v", "run", "--config"])
+            .arg(dir.path().join("config.toml"))
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Daemon { dir, child, http }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn rewrite(&self, config: &str) {
+        let config = config.replace("{http}", &self.http.to_string());
+        fs::write(self.config_path(), config).unwrap();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        assert!(send_signal(self.child.id(), sig), "kill -{sig} failed");
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.http, path)
+    }
+
+    pub async fn wait_ready(&self) {
+        let ok = poll_until_async(T, || async {
+            matches!(self.get("/readyz"), Some((200, _)))
+        })
+        .await;
+        assert!(ok, "daemon not ready in {T:?}:\n{}", self.stderr());
+    }
+
+    /// The `messages_received` of one session, from `/sessions`.
+    pub fn received(&self, session: &str) -> u64 {
+        let (_, body) = self.get("/sessions").unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == session)
+            .and_then(|r| r["metrics"]["messages_received"].as_u64())
+            .unwrap_or(0)
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET on 127.0.0.1:`port`: status and body, `None` if unreachable.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// A `[[sessions]]` block with quick reconnects.
+pub fn session(name: &str, client_id: &str, port: u16) -> String {
+    format!(
+        r#"
+[[sessions]]
+name = "{name}"
+brokers = ["mqtt://127.0.0.1:{port}"]
+client_id = "{client_id}"
+[sessions.connect]
+keep_alive = "5s"
+connect_timeout = "2s"
+[sessions.reconnect]
+initial_delay = "100ms"
+max_delay = "1s"
+[sessions.performance]
+max_pending_messages = 20000
+"#
+    )
+}
+
+pub fn rule(name: &str, from: &str, filter: &str, to: &str, topic: &str) -> String {
+    format!(
+        "\n[[forward]]\nname = \"{name}\"\nfrom = \"{from}\"\nfilter = \"{filter}\"\nto = \"{to}\"\ntopic = \"{topic}\"\nqos = 1\n"
+    )
+}
+
+pub const HTTP: &str = "shutdown_timeout = \"10s\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n";
+
+pub fn check_config(path: &Path) -> (Option<i32>, String, String) {
+    let out = run_with_timeout(
+        Command::new(BIN).arg("check-config").arg(path),
+        None,
+        Duration::from_secs(30),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn persistent_session(name: &str, client_id: &str, port: u16) -> String {
+    session(name, client_id, port).replace(
+        "[sessions.connect]\n",
+        "[sessions.connect]\nclean_session = false\npersistent = true\n",
+    )
+}
+
+/// The distinct payloads `sub` received, and how many arrived more than once.
+pub fn distinct_and_duplicates(sub: &Sub) -> (BTreeSet<String>, usize) {
+    let all = sub.payloads();
+    let distinct: BTreeSet<String> = all.iter().cloned().collect();
+    let dups = all.len() - distinct.len();
+    (distinct, dups)
+}
+
+/// Waits until `sub` has `n` distinct payloads.
+pub async fn wait_distinct(sub: &Sub, n: usize, timeout: Duration) -> bool {
+    poll_until_async(timeout, || {
+        let c = distinct_and_duplicates(sub).0.len();
+        async move { c >= n }
+    })
+    .await
+}
+
+/// Reports the run and fails naming the missing payloads.
+pub fn assert_none_missing(what: &str, sub: &Sub, n: usize) {
+    let (distinct, dups) = distinct_and_duplicates(sub);
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !distinct.contains(&i.to_string()))
+        .collect();
+    println!(
+        "{what}: {n} sent, {} received, {} missing, {dups} duplicates",
+        sub.count(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{what}: {} of {n} missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(50)]
+    );
+}
+
+pub fn sub_once(port: u16, filter: &str, format: &str, wait_secs: u32) -> Option<String> {
+    let out = run_with_timeout(
+        Command::new(require_binary("mosquitto_sub")).args([
+            "-p",
+            &port.to_string(),
+            "-V",
+            "mqttv5",
+            "-t",
+            filter,
+            "-q",
+            "2",
+            "-C",
+            "1",
+            "-W",
+            &wait_secs.to_string(),
+            "-F",
+            format,
+        ]),
+        None,
+        T,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
