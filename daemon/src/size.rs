@@ -1,12 +1,16 @@
 //! [`ByteSize`]: a size in bytes written as an integer (`32768`) or with a unit
-//! (`"256KiB"`, `"1 MiB"`, `"64kB"`).
+//! (`"256KiB"`, `"1 MiB"`, `"64kB"`), read by the `bytesize` crate.
 
 use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-/// A size in bytes. In a config file: an integer, or a string with one of the units
-/// `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or `kB`, `MB`, `GB` (powers of 1000).
+/// A size in bytes. In a config file: an integer, or a string: a number (a fraction such
+/// as `"1.5MiB"` is rounded down to whole bytes) and a unit of the `bytesize` crate, in
+/// any case: `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024) or `kB`, `MB`, `GB`, `TB`
+/// (powers of 1000). A bare `K`, `M` or `G` means KiB, MiB or GiB (bytesize would read
+/// it as kB, MB or GB; this file always read it as binary); other one-letter units are
+/// refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub usize);
 
@@ -19,33 +23,43 @@ impl ByteSize {
     /// Parses `"256KiB"`, `"1 MiB"`, `"64kB"`, `"512"` (bytes).
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (digits, unit) = t.split_at(split);
-        if digits.is_empty() {
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        if number.parse::<f64>().is_err() {
             return Err(format!(
                 "invalid size {text:?}: expected a number with an optional unit, like \"256KiB\""
             ));
         }
-        let n: usize = digits
-            .parse()
-            .map_err(|_| format!("invalid size {text:?}: number too large"))?;
-        let factor: usize = match unit.trim() {
-            "" | "B" | "b" => 1,
-            "KiB" | "kiB" | "K" | "k" => 1 << 10,
-            "MiB" | "M" => 1 << 20,
-            "GiB" | "G" => 1 << 30,
-            "kB" | "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "invalid size {text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, kB, MB or GB)"
-                ))
-            }
+        let unknown = |unit: &str| {
+            format!(
+                "invalid size {text:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, kB, MB or GB)"
+            )
         };
-        n.checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("invalid size {text:?}: too large"))
+        let unit = match unit.trim() {
+            "" => "B",
+            "K" | "k" => "KiB",
+            "M" => "MiB",
+            "G" => "GiB",
+            one if one.chars().count() == 1 && !one.eq_ignore_ascii_case("b") => {
+                return Err(unknown(one))
+            }
+            other => other,
+        };
+        if unit.parse::<bytesize::Unit>().is_err() {
+            return Err(unknown(unit));
+        }
+        let size: bytesize::ByteSize = format!("{number} {unit}")
+            .parse()
+            .map_err(|e| format!("invalid size {text:?}: {e}"))?;
+        // bytesize saturates at u64::MAX: that is "too large", as is what a usize cannot hold.
+        match size.as_u64() {
+            u64::MAX => None,
+            n => usize::try_from(n).ok(),
+        }
+        .map(ByteSize)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))
     }
 }
 
@@ -102,18 +116,46 @@ mod tests {
         let cases = [
             ("512", 512),
             ("512B", 512),
+            ("512 b", 512),
             ("32KiB", 32 * 1024),
             ("256 KiB", 256 * 1024),
             ("1MiB", 1 << 20),
+            ("1mib", 1 << 20),
             ("2GiB", 2 << 30),
             ("64kB", 64_000),
+            ("64KB", 64_000),
             ("1MB", 1_000_000),
+            ("1.5MiB", 3 << 19),
+            // A bare K, M, G is binary, as this file always read it.
+            ("64K", 64 * 1024),
+            ("64k", 64 * 1024),
+            ("2M", 2 << 20),
+            ("1G", 1 << 30),
         ];
         for (text, bytes) in cases {
             assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text}");
         }
-        for bad in ["", "KiB", "12 parsecs", "-1", "1.5MiB"] {
-            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_saying_why() {
+        let expected = "expected a number with an optional unit, like \"256KiB\"";
+        let unknown = "(use B, KiB, MiB, GiB, kB, MB or GB)";
+        let cases = [
+            ("", expected),
+            ("KiB", expected),
+            ("-1", expected),
+            ("1.2.3KiB", expected),
+            ("12 parsecs", unknown),
+            ("12 m", unknown),
+            ("3T", unknown),
+            ("99999999999999999999", "too large"),
+            ("99999999999EiB", "too large"),
+        ];
+        for (text, reason) in cases {
+            let e = ByteSize::parse(text).expect_err(text);
+            assert!(e.starts_with(&format!("invalid size {text:?}: ")), "{e}");
+            assert!(e.contains(reason), "{text}: {e}");
         }
     }
 

@@ -176,26 +176,9 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 
 /// `%XX` escapes of a URL's user info decoded (invalid ones are kept as they are).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The base URL of the daemon configured in `config` (its `[http]` address, `https`
@@ -281,24 +264,10 @@ pub fn table(rows: &[Value], before: Option<(&[Value], Duration)>) -> String {
     out
 }
 
-/// Columns a terminal gives `s`: two for East Asian wide and fullwidth characters (CJK,
-/// Hangul, fullwidth forms), one for the others. (Enough to align the table for session
-/// names such as "生产设备" without a dependency; combining marks count one.)
+/// Columns a terminal gives `s` (two for East Asian wide and fullwidth characters such
+/// as "生产设备", none for combining marks), as `unicode-width` reckons them.
 fn display_width(s: &str) -> usize {
-    s.chars()
-        .map(|c| {
-            let wide = matches!(u32::from(c),
-                0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
-                | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
-                | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6
-                | 0x1F300..=0x1F64F | 0x1F900..=0x1F9FF | 0x20000..=0x3FFFD);
-            if wide {
-                2
-            } else {
-                1
-            }
-        })
-        .sum()
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 /// A field of a `/sessions` row: at its top level or among its `metrics`.

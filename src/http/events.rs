@@ -75,22 +75,21 @@ impl EventFilter {
     }
 }
 
-/// `application/x-www-form-urlencoded` value decoding (`%XX` and `+`).
+/// `application/x-www-form-urlencoded` value decoding (`%XX` and `+`); `None` for a
+/// malformed escape (`%zz`, a `%` near the end) or bytes that are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = [bytes.next()?, bytes.next()?];
-                let hex = std::str::from_utf8(&hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-            }
-            _ => out.push(b),
-        }
+    // percent-encoding keeps a malformed escape as it is: a filter refuses it instead.
+    let malformed = s.match_indices('%').any(|(i, _)| {
+        !s.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if malformed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
 }
 
 /// One event as a JSON object: kind, session, time (Unix seconds), data.
@@ -230,6 +229,13 @@ mod tests {
         assert!(EventFilter::parse("kind=nope").is_err());
         assert!(EventFilter::parse("colour=red").is_err());
         assert!(EventFilter::parse("session=%zz").is_err());
+        assert!(EventFilter::parse("session=a%2").is_err());
+        assert!(EventFilter::parse("session=%ff").is_err(), "not UTF-8");
+        let f = EventFilter::parse("session=%E7%94%9F%E4%BA%A7,plant+1").expect("valid");
+        assert_eq!(
+            f.sessions.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["plant 1", "生产"]
+        );
     }
 
     #[test]
