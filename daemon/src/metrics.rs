@@ -83,6 +83,14 @@ families! {
         "Publishes of a forwarding rule through a target session that failed and were retried."),
     ForwardDropped => ("forward_dropped_total", COUNTER, RULE_TARGET,
         "Messages a forwarding rule gave up on for a target session (they can never be published)."),
+    ForwardLooped => ("forward_looped_total", COUNTER, RULE_TARGET,
+        "Messages a forwarding rule did not forward because they had been on the target's broker already (MQTT 5 loop prevention)."),
+    ForwardInFlight => ("forward_in_flight", GAUGE, RULE_TARGET,
+        "Messages a forwarding rule took from its source and the target has not handled yet (durable in its outbox with a store, acknowledged by its broker without): the window in use."),
+    ForwardWaiting => ("forward_waiting", GAUGE, RULE_TARGET,
+        "Messages of a forwarding rule that the target session accepted and its broker has not acknowledged yet (queued in its outbox or awaiting PUBACK/PUBCOMP)."),
+    ForwardOldestAge => ("forward_oldest_age_seconds", GAUGE, RULE_TARGET,
+        "Age of the oldest message a forwarding rule took and the target's broker has not acknowledged yet (0 when none): the backlog's age."),
 }
 
 /// What one scrape reads from [`DaemonStats`] (once, for every family).
@@ -137,10 +145,10 @@ impl DaemonCollector {
     /// The samples of one family: label values (as many as its spec's labels) and value.
     fn samples(&self, family: Family, now: &Snapshot) -> Vec<(Vec<String>, f64)> {
         let single = |v: f64| vec![(Vec::new(), v)];
-        let per_target = |value: fn(&ForwardStatsSnapshot) -> u64| {
+        let per_target = |value: fn(&ForwardStatsSnapshot) -> f64| {
             now.rules
                 .iter()
-                .map(|((rule, target), s)| (vec![rule.clone(), target.clone()], value(s) as f64))
+                .map(|((rule, target), s)| (vec![rule.clone(), target.clone()], value(s)))
                 .collect()
         };
         match family {
@@ -158,9 +166,13 @@ impl DaemonCollector {
                     .as_ref()
                     .map_or(self.started, |r| r.timestamp_seconds),
             ),
-            Family::ForwardMessages => per_target(|s| s.forwarded),
-            Family::ForwardRetries => per_target(|s| s.retries),
-            Family::ForwardDropped => per_target(|s| s.dropped),
+            Family::ForwardMessages => per_target(|s| s.forwarded as f64),
+            Family::ForwardRetries => per_target(|s| s.retries as f64),
+            Family::ForwardDropped => per_target(|s| s.dropped as f64),
+            Family::ForwardLooped => per_target(|s| s.looped as f64),
+            Family::ForwardInFlight => per_target(|s| s.in_flight as f64),
+            Family::ForwardWaiting => per_target(|s| s.waiting as f64),
+            Family::ForwardOldestAge => per_target(|s| s.oldest_age_seconds),
         }
     }
 }

@@ -216,6 +216,19 @@ async fn rules_a_to_b_and_b_to_a_in_two_mqtt5_daemons_carry_a_message_across_onc
         one.stderr(),
         two.stderr()
     );
+    // Both messages reach both brokers' subscribers (the counters move on the PUBACK,
+    // the subscriber's copy may come a moment later); the loop counters show that
+    // nothing else can follow.
+    assert!(
+        on_a.wait_for_count_async(2, T).await,
+        "on A: {:?}",
+        on_a.lines()
+    );
+    assert!(
+        on_b.wait_for_count_async(2, T).await,
+        "on B: {:?}",
+        on_b.lines()
+    );
     let mut got_a = on_a.lines();
     let mut got_b = on_b.lines();
     got_a.sort();
