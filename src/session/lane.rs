@@ -171,3 +171,30 @@ impl Submitted {
         self.acknowledged.await.unwrap_or(Err(closed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_refuses_what_was_submitted_before_it_and_a_reopen_lets_new_submissions_in() {
+        let lane = PublishLane::new();
+        let before = lane.ticket();
+        assert!(!lane.is_held() && !before.is_held());
+        // The session refuses `before` for a passing reason: it holds the lane.
+        before.hold();
+        let queued_behind = lane.ticket();
+        assert!(lane.is_held());
+        assert!(queued_behind.is_held(), "submitted after the refusal, before the reopen");
+        lane.reopen();
+        assert!(!lane.is_held());
+        let resubmitted = lane.ticket();
+        assert!(!resubmitted.is_held());
+        // A late refusal of an old submission does not hold the reopened lane.
+        queued_behind.hold();
+        assert!(!lane.is_held() && !resubmitted.is_held());
+        // A caller's own hold (the session is gone) holds the current epoch.
+        lane.hold();
+        assert!(lane.is_held() && resubmitted.is_held());
+    }
+}
