@@ -185,7 +185,10 @@ mod tests {
         before.hold();
         let queued_behind = lane.ticket();
         assert!(lane.is_held());
-        assert!(queued_behind.is_held(), "submitted after the refusal, before the reopen");
+        assert!(
+            queued_behind.is_held(),
+            "submitted after the refusal, before the reopen"
+        );
         lane.reopen();
         assert!(!lane.is_held());
         let resubmitted = lane.ticket();

@@ -192,6 +192,7 @@ impl Store {
             .held
             .apply_batch(batch)
             .map_err(|e| self.sled(e))?;
+        self.held_recount(&prefix, None);
         self.flush()?;
         Ok(taken)
     }
