@@ -91,7 +91,12 @@ impl Collector for FleetCollector {
         }
         let required = SessionState::ALL
             .iter()
-            .map(|s| gauge(Some(("state", s.as_str())), by_state[usize::from(s.code())] as f64))
+            .map(|s| {
+                gauge(
+                    Some(("state", s.as_str())),
+                    by_state[usize::from(s.code())] as f64,
+                )
+            })
             .collect();
         vec![
             family(&self.descs[0], required),
