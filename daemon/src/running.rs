@@ -325,3 +325,33 @@ impl Running {
         counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_hash_follows_the_contents_of_the_tls_and_password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, ca) = (dir.path().join("pw"), dir.path().join("ca.pem"));
+        std::fs::write(&pw, "one\n").unwrap();
+        std::fs::write(&ca, "not checked here").unwrap();
+        let text = format!(
+            "[[sessions]]\nname = \"s\"\nbrokers = [\"mqtts://127.0.0.1:8883\"]\nusername = \"u\"\npassword_file = \"{}\"\n[sessions.tls]\nca_file = \"{}\"\n",
+            pw.display(),
+            ca.display()
+        );
+        // Parsed only (absolute paths): the hash needs the paths, not valid files.
+        let session = || toml::from_str::<Config>(&text).unwrap().sessions[0].clone();
+        let hash = |s: &SessionConfig| files_hash(s, &mut BTreeMap::new());
+        let first = hash(&session());
+        assert_eq!(first, hash(&session()), "same contents, same hash");
+        std::fs::write(&pw, "two\n").unwrap();
+        let second = hash(&session());
+        assert_ne!(first, second, "password file changed in place");
+        std::fs::write(&ca, "renewed").unwrap();
+        assert_ne!(second, hash(&session()), "CA changed in place");
+        std::fs::remove_file(&ca).unwrap();
+        assert_ne!(second, hash(&session()), "CA gone");
+    }
+}
