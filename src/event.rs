@@ -103,6 +103,9 @@ pub enum ErrorKind {
     Tls,
     /// The broker broke the protocol, or sent a packet this client cannot take.
     Protocol,
+    /// The session's [`CredentialsProvider`](crate::CredentialsProvider) failed or took
+    /// longer than the connect timeout; no CONNECT was sent.
+    Credentials,
 }
 
 impl ErrorKind {
@@ -115,18 +118,20 @@ impl ErrorKind {
             ErrorKind::Auth => "auth",
             ErrorKind::Tls => "tls",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::Credentials => "credentials",
         }
     }
 
     /// Every kind, in [`index`](Self::index) order (the `kind` label values of
     /// `connection_errors_total`).
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Io,
         ErrorKind::Timeout,
         ErrorKind::Refused,
         ErrorKind::Auth,
         ErrorKind::Tls,
         ErrorKind::Protocol,
+        ErrorKind::Credentials,
     ];
 
     /// The kind's position in [`ALL`](Self::ALL) (an array index for per-kind counters).
@@ -138,6 +143,7 @@ impl ErrorKind {
             ErrorKind::Auth => 3,
             ErrorKind::Tls => 4,
             ErrorKind::Protocol => 5,
+            ErrorKind::Credentials => 6,
         }
     }
 }

@@ -80,6 +80,7 @@
 // a `cfg(feature = ...)`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod credentials;
 mod delivery;
 
 /// The README's Rust blocks, compiled (and the ones without `no_run` run) as doctests.
@@ -114,6 +115,7 @@ pub mod bench_internals {
     pub use crate::router::table::FilterTrie;
 }
 
+pub use credentials::{Credentials, CredentialsError, CredentialsProvider};
 pub use error::{Error, Result};
 pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::{Credentials, CredentialsError, CredentialsProvider};
 use crate::message::QoS;
 use crate::tls::TlsError;
 pub use crate::tls::TlsOptions;
@@ -168,6 +169,11 @@ pub struct SessionOptions {
     /// MQTT protocol version.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Called before every connection attempt for the user name and password of that
+    /// CONNECT, replacing `username` and `password` (short-lived tokens, rotated
+    /// passwords); see [`credentials`](crate::credentials). Not serialised.
+    #[serde(skip)]
+    pub credentials_provider: Option<CredentialsProvider>,
 }
 
 /// Connection behaviour of a session.
@@ -491,6 +497,7 @@ impl SessionOptions {
             tls: None,
             performance: PerformanceOptions::default(),
             protocol: Protocol::default(),
+            credentials_provider: None,
         }
     }
 
@@ -510,6 +517,16 @@ impl SessionOptions {
     pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// Asks `provider` for the user name and password of every connection attempt (they
+    /// replace [`credentials`](Self::credentials)); see [`crate::credentials`].
+    pub fn credentials_provider(
+        mut self,
+        provider: impl Fn() -> Result<Credentials, CredentialsError> + Send + Sync + 'static,
+    ) -> Self {
+        self.credentials_provider = Some(CredentialsProvider::new(provider));
         self
     }
 

@@ -1,5 +1,6 @@
 //! `docs/alerts.yml`: valid for Prometheus (`promtool check rules`), and its unit tests
-//! (`docs/alerts-test.yml`, `promtool test rules`) fire "session down" after 5 minutes.
+//! (`docs/alerts-test.yml`, `promtool test rules`, one test per `[metrics] per_session`
+//! mode) fire each alert once per daemon and condition, never for a backup session.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::path::Path;
@@ -26,15 +27,37 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_alert_rules_pass_promtool_check_rules() {
     let out = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
 }
 
 #[test]
-fn a_session_down_for_five_minutes_fires_its_alert_in_promtool_test_rules() {
+fn every_alert_fires_once_per_condition_in_each_per_session_mode_in_promtool_test_rules() {
     let tests =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts-test.yml"))
             .unwrap();
-    assert!(tests.contains("alertname: MqttSessionDown"), "{tests}");
+    for mode in ["full", "counters", "off"] {
+        assert!(
+            tests.contains(&format!("# per_session = \"{mode}\"")),
+            "no test for {mode}"
+        );
+    }
+    for alert in [
+        "MqttSessionsDown",
+        "MqttSessionsGaveUp",
+        "MqttSessionsPendingNearLimit",
+        "MqttForwardingDrops",
+        "MqttForwardingBacklogOld",
+        "MqttSessionsConfigReloadFailed",
+        "MqttSessionsFileDescriptorsNearLimit",
+    ] {
+        let tested = tests.matches(&format!("alertname: {alert}\n")).count();
+        assert!(
+            tested >= 3,
+            "{alert} is tested {tested} times, not in every mode"
+        );
+    }
+    // Alerts name no session: they fire once per daemon.
+    assert!(!tests.contains("              session:"), "{tests}");
     let out = promtool(&["test", "rules", "alerts-test.yml"]);
     assert!(out.contains("SUCCESS"), "{out}");
 }

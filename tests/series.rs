@@ -51,8 +51,8 @@ async fn each_per_session_mode_costs_what_the_readme_says() {
         .unwrap_or(50);
     let mut report = Vec::new();
     for (mode, per_session) in [
-        (PerSessionMetrics::Full, 44),
-        (PerSessionMetrics::Counters, 24),
+        (PerSessionMetrics::Full, 45),
+        (PerSessionMetrics::Counters, 25),
         (PerSessionMetrics::Off, 0),
     ] {
         let base = count(mode, 0, closed).await;

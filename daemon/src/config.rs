@@ -67,14 +67,29 @@ fn default_shutdown_timeout() -> Duration {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Per-session series: `"full"` (default: every series, with the publish→ack latency
-    /// histogram), `"counters"` (no per-session histogram) or `"off"` (totals and the
-    /// count of sessions by state only). See the README for the series count of each.
-    #[serde(default)]
+    /// Per-session series: `"off"` (default: totals, sessions by state and one latency
+    /// histogram, the same few dozen series at any number of sessions), `"counters"`
+    /// (every per-session counter and gauge) or `"full"` (also a latency histogram per
+    /// session). See the README's "Metrics at scale" for the measured sizes and why.
+    #[serde(default = "default_per_session")]
     pub per_session: mqtt_sessions::metrics::PerSessionMetrics,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_session: default_per_session(),
+        }
+    }
+}
+
+/// The daemon's default `per_session`: `"off"`, the one mode whose scrape does not grow
+/// with the fleet (the library's default stays `"full"`).
+fn default_per_session() -> mqtt_sessions::metrics::PerSessionMetrics {
+    mqtt_sessions::metrics::PerSessionMetrics::Off
 }
 
 /// `[store]`.

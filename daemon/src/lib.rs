@@ -22,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 mod explain;
+mod fleet;
 pub mod forward;
 pub mod limits;
 mod link_state;
@@ -139,6 +140,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let rules = Arc::new(rules::RuleTable::new(Arc::clone(&stats)));
     // Sessions `/readyz` does not wait for (`required_for_ready = false`).
     let optional: Arc<RwLock<BTreeSet<String>>> = Arc::new(RwLock::new(optional_sessions(&config)));
+    match fleet::FleetCollector::new(
+        manager.clone(),
+        Arc::clone(&optional),
+        mqtt_sessions::metrics::DEFAULT_PREFIX,
+    ) {
+        Ok(c) => {
+            if let Err(e) = manager.registry().register(Box::new(c)) {
+                tracing::warn!(error = %e, "cannot register the fleet metrics");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot build the fleet metrics"),
+    }
     let http_options = match &config.http {
         Some(h) => {
             let optional = Arc::clone(&optional);

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mqtt_sessions_daemon::{self as daemon, logging, status, Config, EX_CONFIG};
@@ -56,20 +55,78 @@ enum Command {
         #[arg(long)]
         example: bool,
     },
-    /// Asks a running daemon for its sessions and prints a table.
+    /// Asks a running daemon for its sessions and rules and prints them as tables.
     Status {
         /// The daemon's config file: its `[http] listen` address is asked when `--url`
         /// is not given (a missing file means the default address).
         #[arg(short, long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
         /// Base URL of the daemon's HTTP endpoint (default: from the config file, else
-        /// `http://127.0.0.1:9883`).
+        /// `http://127.0.0.1:9883`). `user:password@` in it still works but puts the
+        /// password in the process list: prefer the options below.
         #[arg(long)]
         url: Option<String>,
-        /// Seconds between the two samples the rates are computed from (0: no rates).
-        #[arg(long, default_value_t = 1.0)]
-        interval: f64,
+        /// Send the bearer token read from this file (its first line).
+        #[arg(long, value_name = "FILE", group = "credentials")]
+        token_file: Option<PathBuf>,
+        /// Send the bearer token held by this environment variable.
+        #[arg(long, value_name = "VAR", group = "credentials")]
+        token_env: Option<String>,
+        /// Basic auth as this user; the password comes from `--password-file` or
+        /// `--password-env`.
+        #[arg(long, group = "credentials", requires = "password")]
+        user: Option<String>,
+        /// The basic-auth password, read from this file (its first line).
+        #[arg(long, value_name = "FILE", group = "password", requires = "user")]
+        password_file: Option<PathBuf>,
+        /// The basic-auth password, held by this environment variable.
+        #[arg(long, value_name = "VAR", group = "password", requires = "user")]
+        password_env: Option<String>,
+        /// Print the daemon's answers as one JSON object (`{"sessions": [...], "rules":
+        /// [...]}`) instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Ignored (the rates are the daemon's own now); kept so that scripts still run.
+        #[arg(long, hide = true)]
+        interval: Option<f64>,
     },
+}
+
+/// Where the credentials of `status` come from.
+#[derive(Debug)]
+struct StatusAuth {
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+}
+
+impl StatusAuth {
+    /// Reads the token or password the options point at.
+    fn read(self) -> Result<status::HttpAuth, status::StatusError> {
+        use status::{HttpAuth, SecretSource};
+        let token = match (self.token_file, self.token_env) {
+            (Some(f), _) => Some(SecretSource::File(f)),
+            (None, Some(v)) => Some(SecretSource::Env(v)),
+            (None, None) => None,
+        };
+        if let Some(token) = token {
+            return Ok(HttpAuth::Bearer(token.read("bearer token")?));
+        }
+        let password = match (self.password_file, self.password_env) {
+            (Some(f), _) => Some(SecretSource::File(f)),
+            (None, Some(v)) => Some(SecretSource::Env(v)),
+            (None, None) => None,
+        };
+        match (self.user, password) {
+            (Some(user), Some(p)) => Ok(HttpAuth::Basic {
+                user,
+                password: p.read("password")?,
+            }),
+            _ => Ok(HttpAuth::None),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -105,31 +162,53 @@ fn main() -> ExitCode {
         Command::Status {
             config,
             url,
+            token_file,
+            token_env,
+            user,
+            password_file,
+            password_env,
+            json,
             interval,
         } => {
+            if interval.is_some() {
+                warn("--interval is ignored: the rates come from the daemon");
+            }
             let url = url.unwrap_or_else(|| status::default_url(&config));
-            let wait = Duration::try_from_secs_f64(interval).unwrap_or_default();
-            match actix_rt::System::new().block_on(sample(&url, wait)) {
-                Ok(table) => out(&table),
+            let auth = StatusAuth {
+                token_file,
+                token_env,
+                user,
+                password_file,
+                password_env,
+            };
+            match actix_rt::System::new().block_on(fetch(&url, auth)) {
+                Ok(snapshot) if json => out(&status::json(&snapshot)),
+                Ok(snapshot) => out(&status::render(&snapshot)),
                 Err(e) => fail(69, &e),
             }
         }
     }
 }
 
-/// The status table of the daemon at `url`: with a non-zero `wait`, two samples that far
-/// apart (for the rates), both through one kept client.
-async fn sample(url: &str, wait: Duration) -> Result<String, status::StatusError> {
+/// One snapshot of the daemon at `url` (its sessions and rules, each fetched once).
+async fn fetch(url: &str, auth: StatusAuth) -> Result<status::Snapshot, status::StatusError> {
+    let auth = auth.read()?;
     let client = status::StatusClient::new(url)?;
-    let before = if wait.is_zero() {
-        None
-    } else {
-        let rows = client.sessions().await?;
-        actix_rt::time::sleep(wait).await;
-        Some(rows)
-    };
-    let rows = client.sessions().await?;
-    Ok(status::table(&rows, before.as_deref().map(|b| (b, wait))))
+    if client.credentials_in_url() {
+        if auth == status::HttpAuth::None {
+            warn(
+                "credentials in the URL show in the process list; use --token-file/--token-env \
+                 or --user with --password-file/--password-env",
+            );
+        } else {
+            warn("the credentials in the URL are ignored: the options' are used");
+        }
+    }
+    client.with_auth(auth).snapshot().await
+}
+
+fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr(), "mqtt-sessions: warning: {text}");
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -1,13 +1,18 @@
 //! `Running`: what the daemon runs for a configuration (sessions, subscription routes,
 //! forwarding rules), and how it moves to another configuration on reload: only the
-//! sessions and rules whose configuration changed are restarted.
+//! sessions and rules whose configuration changed are restarted. A session's
+//! configuration includes the contents of the files it reads when it starts (TLS CA,
+//! client certificate and key, password file): a certificate renewed in place restarts
+//! its session at the next reload, as a changed path would.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::config::Config;
+use super::config::{Config, SessionConfig};
 use super::forward::{ForwardStats, ForwardStatsSnapshot, RunningRule};
 use mqtt_sessions::error::Error;
 use mqtt_sessions::manager::SessionManager;
@@ -78,6 +83,37 @@ impl DaemonStats {
     }
 }
 
+/// A hash of the contents of the files `session` reads when it starts: its TLS CA, client
+/// certificate and key, and its password file (a missing or unreadable file hashes as
+/// such, so that it becoming readable counts as a change). `by_path` keeps each file's
+/// hash for the rest of one reload: sessions sharing a CA read it once.
+fn files_hash(session: &SessionConfig, by_path: &mut BTreeMap<PathBuf, u64>) -> u64 {
+    let tls = session.tls.as_ref();
+    let files = [
+        tls.and_then(|t| t.ca_file.as_deref()),
+        tls.and_then(|t| t.client_cert.as_deref()),
+        tls.and_then(|t| t.client_key.as_deref()),
+        session
+            .password_file
+            .as_ref()
+            .map(|p| p.get_ref().as_path()),
+    ];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.map(|p| file_hash(p, by_path)).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// One file's content hash (through `by_path`).
+fn file_hash(path: &Path, by_path: &mut BTreeMap<PathBuf, u64>) -> u64 {
+    *by_path.entry(path.to_path_buf()).or_insert_with(|| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(path).map_err(|e| e.kind()).hash(&mut h);
+        h.finish()
+    })
+}
+
 /// Key of a subscription route: session, filter, QoS, route name.
 type SubKey = (String, String, QoS, String);
 
@@ -88,6 +124,8 @@ pub(crate) struct Running {
     config: Option<Config>,
     subscriptions: BTreeMap<SubKey, Route>,
     rules: BTreeMap<String, RunningRule>,
+    /// Per running session: the hash of its files' contents taken when it started.
+    files: BTreeMap<String, u64>,
     stats: Arc<DaemonStats>,
     /// The sessions' link-state topics (see [`link_state`](super::link_state)).
     link_topics: super::link_state::Topics,
@@ -102,6 +140,7 @@ impl Running {
             config: None,
             subscriptions: BTreeMap::new(),
             rules: BTreeMap::new(),
+            files: BTreeMap::new(),
             stats,
             link_topics,
         }
@@ -126,10 +165,29 @@ impl Running {
             .iter()
             .map(|s| (s.name().to_string(), s.options()))
             .collect();
-        // Sessions to take down: gone, or changed.
+        // The files of every session of the new configuration, hashed before any session
+        // starts (reading them): a file changed after this is seen at the next reload.
+        let mut by_path = BTreeMap::new();
+        let new_files: BTreeMap<String, u64> = new
+            .sessions
+            .iter()
+            .map(|s| (s.name().to_string(), files_hash(s, &mut by_path)))
+            .collect();
+        // Sessions to take down: gone, changed, or a file of theirs changed.
         let restarted: BTreeSet<String> = old_sessions
             .iter()
-            .filter(|(n, o)| new_sessions.get(*n) != Some(o))
+            .filter(|(n, o)| {
+                let changed = new_sessions.get(*n) != Some(o);
+                let files_changed = !changed
+                    && self
+                        .files
+                        .get(*n)
+                        .is_some_and(|h| Some(h) != new_files.get(*n));
+                if files_changed {
+                    tracing::info!(session = %n, "the contents of its TLS or password files changed");
+                }
+                changed || files_changed
+            })
             .map(|(n, _)| n.clone())
             .collect();
         let added: Vec<String> = new_sessions
@@ -183,6 +241,7 @@ impl Running {
             super::link_state::topics_of(&new);
         for name in &restarted {
             tracing::info!(session = %name, "stopping session (removed or changed)");
+            self.files.remove(name);
             if let Err(e) = self.manager.remove_session(name).await {
                 errors.push(e);
             }
@@ -190,7 +249,12 @@ impl Running {
         for name in &added {
             let opts = new_sessions[name].clone();
             match self.manager.add_session(opts).await {
-                Ok(_) => tracing::info!(session = %name, "session started"),
+                Ok(_) => {
+                    tracing::info!(session = %name, "session started");
+                    if let Some(h) = new_files.get(name) {
+                        self.files.insert(name.clone(), *h);
+                    }
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -269,5 +333,35 @@ impl Running {
             &self.stats.config_reload_failures
         };
         counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_hash_follows_the_contents_of_the_tls_and_password_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, ca) = (dir.path().join("pw"), dir.path().join("ca.pem"));
+        std::fs::write(&pw, "one\n").unwrap();
+        std::fs::write(&ca, "not checked here").unwrap();
+        let text = format!(
+            "[[sessions]]\nname = \"s\"\nbrokers = [\"mqtts://127.0.0.1:8883\"]\nusername = \"u\"\npassword_file = \"{}\"\n[sessions.tls]\nca_file = \"{}\"\n",
+            pw.display(),
+            ca.display()
+        );
+        // Parsed only (absolute paths): the hash needs the paths, not valid files.
+        let session = || toml::from_str::<Config>(&text).unwrap().sessions[0].clone();
+        let hash = |s: &SessionConfig| files_hash(s, &mut BTreeMap::new());
+        let first = hash(&session());
+        assert_eq!(first, hash(&session()), "same contents, same hash");
+        std::fs::write(&pw, "two\n").unwrap();
+        let second = hash(&session());
+        assert_ne!(first, second, "password file changed in place");
+        std::fs::write(&ca, "renewed").unwrap();
+        assert_ne!(second, hash(&session()), "CA changed in place");
+        std::fs::remove_file(&ca).unwrap();
+        assert_ne!(second, hash(&session()), "CA gone");
     }
 }

@@ -324,7 +324,7 @@ fn print_config_of_a_file_fills_in_every_default_and_round_trips_through_check_c
         "shutdown_timeout = \"10s\"",
         "keep_alive = \"1m\"",
         "max_message_size = \"32KiB\"",
-        "per_session = \"full\"",
+        "per_session = \"off\"",
         "required_for_ready = false",
         "mqtt://127.0.0.9:1883",
         &format!("path = \"{}\"", dir.path().join("conf/state").display()),

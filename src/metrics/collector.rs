@@ -365,7 +365,26 @@ impl SessionsCollector {
     }
 
     fn histogram(r: &Row) -> Metric {
-        let snap = r.counters.ack_latency.snapshot();
+        let mut m = Self::histogram_metric(r.counters.ack_latency.snapshot());
+        m.set_label(labels(&[(LABEL_SESSION, &r.name)]));
+        m
+    }
+
+    /// The latency histogram of all sessions together (the `counters` and `off` modes).
+    fn total_histogram(rows: &[Row]) -> Metric {
+        let mut total = crate::session::latency::LatencySnapshot::default();
+        for r in rows {
+            let snap = r.counters.ack_latency.snapshot();
+            for (t, c) in total.cumulative.iter_mut().zip(snap.cumulative) {
+                *t += c;
+            }
+            total.count += snap.count;
+            total.sum_seconds += snap.sum_seconds;
+        }
+        Self::histogram_metric(total)
+    }
+
+    fn histogram_metric(snap: crate::session::latency::LatencySnapshot) -> Metric {
         let mut h = Histogram::default();
         h.set_sample_count(snap.count);
         h.set_sample_sum(snap.sum_seconds);
@@ -382,7 +401,6 @@ impl SessionsCollector {
                 .collect(),
         );
         let mut m = Metric::default();
-        m.set_label(labels(&[(LABEL_SESSION, &r.name)]));
         m.set_histogram(h);
         m
     }
@@ -413,8 +431,8 @@ impl Collector for SessionsCollector {
             let k = s.kind;
             let skipped = match mode {
                 PerSessionMetrics::Full => false,
-                PerSessionMetrics::Counters => s.kind == HISTOGRAM,
-                PerSessionMetrics::Off => s.kind == HISTOGRAM || NOT_SUMMED.contains(&s.name),
+                PerSessionMetrics::Counters => false,
+                PerSessionMetrics::Off => NOT_SUMMED.contains(&s.name),
             };
             if skipped {
                 continue;
@@ -511,7 +529,11 @@ impl Collector for SessionsCollector {
                 "last_message_timestamp_seconds" => Self::per_session(&rows, k, mode, |r| {
                     r.counters.last_message_timestamp_seconds()
                 }),
-                "publish_ack_latency_seconds" => rows.iter().map(Self::histogram).collect(),
+                "publish_ack_latency_seconds" if mode == PerSessionMetrics::Full => {
+                    rows.iter().map(Self::histogram).collect()
+                }
+                // One histogram of every session's observations, without a session label.
+                "publish_ack_latency_seconds" => vec![Self::total_histogram(&rows)],
                 "event_handler_panics_total" => {
                     vec![value_metric(k, Vec::new(), src.bus.handler_panics() as f64)]
                 }

@@ -41,11 +41,13 @@ use crate::supervisor::Registry;
 pub const DEFAULT_PREFIX: &str = "mqtt_sessions";
 
 /// Which per-session series a manager exports (`metrics.per_session` in the daemon's
-/// configuration). Each session costs, in series: `Full` 43 (the counters, gauges,
+/// configuration). Each session costs, in series: `Full` 45 (the counters, gauges,
 /// errors by kind, drops by reason, and the 20-series publish→ack latency histogram),
-/// `Counters` 23 (the same without the histogram), `Off` none — manager-wide totals
+/// `Counters` 25 (the same without the histogram), `Off` none — manager-wide totals
 /// (errors by kind and drops by reason added up) and the count of sessions by state
-/// remain. The `README` gives the figures at 10,000 sessions (`tests/series.rs`).
+/// remain. In `Counters` and `Off` the publish→ack latency is one histogram of every
+/// session's observations, without a `session` label. The `README` gives the figures at
+/// 10,000 sessions (`tests/series.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -53,9 +55,10 @@ pub enum PerSessionMetrics {
     /// Every per-session series, including the publish→ack latency histogram.
     #[default]
     Full,
-    /// Per-session counters and gauges, no per-session histogram.
+    /// Per-session counters and gauges; one latency histogram for all sessions.
     Counters,
-    /// No per-session series: the count of sessions by state and the manager-wide totals.
+    /// No per-session series: the count of sessions by state, the manager-wide totals and
+    /// one latency histogram for all sessions.
     Off,
 }
 

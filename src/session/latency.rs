@@ -24,7 +24,7 @@ pub struct LatencyHistogram {
 }
 
 /// A consistent-enough copy of a [`LatencyHistogram`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatencySnapshot {
     /// Cumulative counts per bound of [`LATENCY_BUCKETS`] (`le` semantics).
     pub cumulative: [u64; LATENCY_BUCKETS.len()],

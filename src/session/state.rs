@@ -169,4 +169,32 @@ mod tests {
             assert_eq!(from.on(t), want, "{from:?} on {t:?}");
         }
     }
+
+    #[test]
+    fn the_readme_and_the_status_page_list_every_state() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("<!-- state-codes -->")
+            .expect("state-codes marker");
+        let end = readme.find("<!-- /state-codes -->").expect("end marker");
+        let rows: Vec<(u8, String)> = readme[start..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.parse().ok()?;
+                Some((code, cells.get(2)?.trim_matches('`').to_string()))
+            })
+            .collect();
+        let expected: Vec<(u8, String)> = SessionState::ALL
+            .iter()
+            .map(|s| (s.code(), s.as_str().to_string()))
+            .collect();
+        assert_eq!(rows, expected);
+        // The status page's state filter offers every state.
+        let page = include_str!("../http/assets/index.html");
+        for state in SessionState::ALL {
+            let option = format!("<option value=\"{state}\">");
+            assert!(page.contains(&option), "the state filter lacks {state}");
+        }
+    }
 }

@@ -42,6 +42,11 @@ impl DaemonProcess {
         DaemonProcess { dir, http, child }
     }
 
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's log so far.
     pub fn stderr(&self) -> String {
         fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()

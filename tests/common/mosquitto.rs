@@ -441,6 +441,33 @@ impl Mosquitto {
         self.kill_child();
     }
 
+    /// Sets `user`'s password in the broker's password file (`mosquitto_passwd -b`); the
+    /// running broker reads it at its next [`Self::restart`]. The broker must have been
+    /// started with at least one [`MosquittoConfig::password`].
+    #[track_caller]
+    pub fn set_password(&self, user: &str, pass: &str) {
+        assert!(
+            !self.config.users.is_empty(),
+            "set_password on a broker without a password file"
+        );
+        let bin = require_binary("mosquitto_passwd");
+        let out = run_with_timeout(
+            Command::new(&bin)
+                .arg("-b")
+                .arg(self.dir.path().join(PASSWD_FILE))
+                .arg(user)
+                .arg(pass),
+            None,
+            BROKER_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "mosquitto_passwd -b for user {user:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts the broker again on the same port with the same config, log and
     /// persistence dir (stopping it with SIGTERM first if it is running), and
     /// waits until it accepts connections. Retries while the port is still

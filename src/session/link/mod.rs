@@ -34,6 +34,7 @@ use super::outbox::Resend;
 
 mod convert;
 mod options;
+use crate::credentials::{Credentials, CredentialsProvider};
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{MessageProperties, Publish, QoS};
 use crate::message::{RetainHandling, SubscribeOptions};
@@ -129,6 +130,8 @@ pub(crate) enum LinkError {
     V5(v5::ConnectionError),
     /// The first packet after CONNECT was not a CONNACK.
     NotConnAck(String),
+    /// The credentials provider supplied no credentials (why, one line); nothing was sent.
+    Credentials(String),
 }
 
 impl LinkError {
@@ -141,6 +144,12 @@ impl LinkError {
                 kind: ErrorKind::Protocol,
                 broker: broker.url.clone(),
                 message: format!("expected CONNACK, got {what}"),
+                reason: None,
+            },
+            LinkError::Credentials(why) => ConnectionFailure {
+                kind: ErrorKind::Credentials,
+                broker: broker.url.clone(),
+                message: why.clone(),
                 reason: None,
             },
         }
@@ -313,6 +322,24 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// Asks `provider` for the credentials of one connection attempt, on a blocking thread,
+/// waiting at most `timeout`; the error is the failure's one-line message.
+async fn fetch_credentials(
+    provider: &CredentialsProvider,
+    timeout: Duration,
+) -> Result<Credentials, String> {
+    let provider = provider.clone();
+    let call = tokio::task::spawn_blocking(move || provider.get());
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(Ok(credentials))) => Ok(credentials),
+        Ok(Ok(Err(e))) => Err(format!("credentials provider failed: {e}")),
+        Ok(Err(_)) => Err("credentials provider panicked".into()),
+        Err(_) => Err(format!(
+            "credentials provider gave no answer within {timeout:?} (the connect timeout)"
+        )),
+    }
+}
+
 /// Capacity of rumqttc's request channel for a session.
 pub(super) fn request_capacity(opts: &SessionOptions) -> usize {
     usize::from(opts.performance.inflight) + 256
@@ -378,6 +405,21 @@ impl Link {
     /// Connects to broker number `broker`: returns at CONNACK.
     pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
         self.switch_to(broker);
+        if let Some(provider) = &self.spec.opts.credentials_provider {
+            let timeout = self.spec.opts.connect.connect_timeout;
+            let c = fetch_credentials(provider, timeout)
+                .await
+                .map_err(LinkError::Credentials)?;
+            let password = c.password.expose();
+            match &mut self.el {
+                EventLoop::V4(el) => {
+                    el.mqtt_options.set_credentials(c.username, password);
+                }
+                EventLoop::V5(el) => {
+                    el.options.set_credentials(c.username, password);
+                }
+            }
+        }
         match &mut self.el {
             EventLoop::V4(el) => {
                 el.network = None;
