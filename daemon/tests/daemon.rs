@@ -581,8 +581,9 @@ async fn a_session_named_in_chinese_goes_through_config_sessions_metrics_and_the
     const NAME: &str = "生产设备";
     let broker = Mosquitto::start();
     let store = tempfile::tempdir().unwrap();
+    // Per-session series (the daemon's default is "off"): the name goes into labels.
     let config = format!(
-        "{HTTP}[store]\npath = \"{}\"\n{}[[sessions.subscriptions]]\nfilter = \"设备/#\"\n{}{}",
+        "{HTTP}[metrics]\nper_session = \"full\"\n[store]\npath = \"{}\"\n{}[[sessions.subscriptions]]\nfilter = \"设备/#\"\n{}{}",
         store.path().join("db").display(),
         session(NAME, "device-cn", broker.port()).replace(
             "[sessions.connect]\n",
