@@ -241,14 +241,15 @@ async fn rules_a_to_b_and_b_to_a_in_two_mqtt5_daemons_carry_a_message_across_onc
 async fn a_link_state_topic_says_1_while_connected_and_0_after_a_clean_stop() {
     let edge = Mosquitto::start();
     let cloud = Mosquitto::start();
-    let mut d = Daemon::start(&format!(
+    let config = format!(
         "{HTTP}{}{}",
         session("edge", "ls-edge", edge.port()),
         session("cloud", "ls-cloud", cloud.port()).replace(
             "[sessions.connect]\n",
             "link_state_topic = \"bridge/cloud/state\"\n[sessions.connect]\n"
         ),
-    ));
+    );
+    let mut d = Daemon::start(&config);
     d.wait_ready().await;
     let port = cloud.port();
     let up = poll_until_async(T, || async {
@@ -269,6 +270,20 @@ async fn a_link_state_topic_says_1_while_connected_and_0_after_a_clean_stop() {
         "a clean stop publishes a retained 0\n{}",
         d.stderr()
     );
+    // Killed: the broker publishes the will (a retained 0) once the keep-alive lapses.
+    let d = Daemon::start(&config);
+    d.wait_ready().await;
+    let up = poll_until_async(T, || async {
+        sub_once(port, "bridge/cloud/state", "%r %p", 1).as_deref() == Some("1 1")
+    })
+    .await;
+    assert!(up, "no retained 1 after the restart\n{}", d.stderr());
+    d.signal("KILL");
+    let down = poll_until_async(T, || async {
+        sub_once(port, "bridge/cloud/state", "%r %p", 1).as_deref() == Some("1 0")
+    })
+    .await;
+    assert!(down, "no will after a SIGKILL");
 }
 
 /// A restarted daemon must forward again within this.
