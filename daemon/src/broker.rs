@@ -36,7 +36,14 @@ pub enum BrokerError {
 
 /// Starts the broker and waits until it accepts connections on `config.listen`.
 pub fn start(config: &EmbeddedBrokerConfig) -> Result<(), BrokerError> {
-    let addr = config.listen;
+    let addr = *config.listen.get_ref();
+    if addr.ip().to_canonical().is_loopback() {
+        tracing::warn!(listen = %addr,
+            "the embedded broker has no authentication and no TLS: any local process can connect, publish and subscribe");
+    } else {
+        tracing::warn!(listen = %addr,
+            "the embedded broker has no authentication and no TLS, and listens beyond loopback (allow_remote = true): anyone who reaches this address can connect, publish and subscribe");
+    }
     // rumqttd only logs a failed bind from its listener thread: find out first.
     TcpListener::bind(addr)
         .map(drop)
@@ -72,7 +79,7 @@ fn rumqttd_config(c: &EmbeddedBrokerConfig) -> rumqttd::Config {
     };
     let server = rumqttd::ServerSettings {
         name: "embedded-v4".into(),
-        listen: c.listen,
+        listen: *c.listen.get_ref(),
         tls: None,
         next_connection_delay_ms: 1,
         connections,

@@ -191,9 +191,14 @@ fn default_http_listen() -> SocketAddr {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedBrokerConfig {
-    /// Address of its MQTT 3.1.1 listener. Default `127.0.0.1:1883`.
+    /// Address of its MQTT 3.1.1 listener. Default `127.0.0.1:1883`. An address that is
+    /// not loopback needs `allow_remote = true`: the broker has no authentication or TLS.
     #[serde(default = "default_broker_listen")]
-    pub listen: SocketAddr,
+    pub listen: Spanned<SocketAddr>,
+    /// Accept a `listen` address beyond loopback, knowing that anyone who reaches it may
+    /// connect, publish and subscribe without credentials. Default false.
+    #[serde(default)]
+    pub allow_remote: bool,
     /// Largest payload it accepts. Default `"256KiB"`.
     #[serde(default = "default_broker_max_message_size")]
     pub max_message_size: ByteSize,
@@ -202,8 +207,8 @@ pub struct EmbeddedBrokerConfig {
     pub max_connections: usize,
 }
 
-fn default_broker_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 1883))
+fn default_broker_listen() -> Spanned<SocketAddr> {
+    Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 1883)))
 }
 fn default_broker_max_message_size() -> ByteSize {
     ByteSize(256 * 1024)

@@ -140,6 +140,9 @@ pub enum ConfigErrorKind {
     /// hash, an unreadable token file.
     #[error("http: {0}")]
     Http(#[source] mqtt_sessions::http::HttpError),
+    /// `[embedded_broker] listen` beyond loopback without `allow_remote = true`.
+    #[error("[embedded_broker] listen = \"{0}\" is not a loopback address and the embedded broker has no authentication or TLS: anyone who reaches it could publish and subscribe; listen on 127.0.0.1, or set allow_remote = true to accept that")]
+    EmbeddedBrokerRemote(std::net::SocketAddr),
     /// A bad `[store]` section.
     #[error("store: {0}")]
     Store(String),

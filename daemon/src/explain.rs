@@ -22,7 +22,9 @@ impl Config {
                 let _ = writeln!(
                     o,
                     "embedded broker: mqtt://{} (max message size {}, max {} connections)",
-                    b.listen, b.max_message_size, b.max_connections
+                    b.listen.get_ref(),
+                    b.max_message_size,
+                    b.max_connections
                 );
             }
             None => {

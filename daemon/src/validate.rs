@@ -195,6 +195,15 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
             ));
         }
     }
+    if let Some(b) = &config.embedded_broker {
+        let addr = *b.listen.get_ref();
+        if !addr.ip().to_canonical().is_loopback() && !b.allow_remote {
+            return Err((
+                Some(b.listen.span()),
+                ConfigErrorKind::EmbeddedBrokerRemote(addr),
+            ));
+        }
+    }
     warnings.extend(size_warnings(config));
     config.warnings = warnings;
     Ok(())
@@ -367,7 +376,7 @@ fn size_warnings(config: &Config) -> Vec<String> {
         }
     }
     if let Some(b) = &config.embedded_broker {
-        let addr = b.listen.to_string();
+        let addr = b.listen.get_ref().to_string();
         for sess in &config.sessions {
             let on_it = sess.brokers.iter().any(|u| u.contains(&addr));
             let max = sess.performance.max_message_size;

@@ -227,9 +227,12 @@ fn the_readme_install_steps_work_in_a_scratch_root_and_the_unit_verifies() {
         .into_iter()
         .find(|p| Path::new(p).is_file())
         .expect("systemd-analyze is missing: apt-get install systemd");
+    // The unit names a bare `mqtt-sessions` (systemd finds it in /usr/local/bin or
+    // /usr/bin); systemd-analyze would look on this machine: point it at the scratch root's.
+    assert!(unit.contains("\nExecStart=mqtt-sessions "), "{unit}");
     let local = unit.replace(
-        "/usr/local/bin/mqtt-sessions",
-        r.join("usr/local/bin/mqtt-sessions").to_str().unwrap(),
+        "=mqtt-sessions ",
+        &format!("={} ", r.join("usr/local/bin/mqtt-sessions").display()),
     );
     let unit_path = r.join("mqtt-sessions.service");
     fs::write(&unit_path, local).unwrap();
