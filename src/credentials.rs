@@ -1,5 +1,5 @@
 //! Credentials supplied afresh for every connection attempt: short-lived tokens, passwords
-//! rotated by a vault, anything that must not be fixed once in [`SessionOptions`].
+//! rotated by a vault, anything that must not be fixed once in [`SessionOptions`](crate::SessionOptions).
 //!
 //! A [`CredentialsProvider`] set with
 //! [`SessionOptions::credentials_provider`](crate::SessionOptions::credentials_provider) is

@@ -25,15 +25,14 @@ fn child_opts(name: &str, url: &str) -> SessionOptions {
     o
 }
 
-/// Child process entry: does nothing unless the parent set `MQTT_SESSIONS_PERSISTENCE_CHILD`
+/// Child process entry: run by its parent test with `MQTT_SESSIONS_PERSISTENCE_CHILD`
 /// (`mode store_dir broker_url`). Modes: `publish` (publish QoS 1 forever, printing
 /// `accepted N` after each accepted publish), `replay` (open the store, let the outbox
 /// drain, print `drained`), `durable-route` (register the named route and print what it gets).
 #[actix_rt::test]
+#[ignore = "a child process of other tests of this binary, run by them"]
 async fn child_process() {
-    let Ok(spec) = std::env::var(CHILD) else {
-        return;
-    };
+    let spec = child_spec(CHILD);
     let parts: Vec<&str> = spec.splitn(3, ' ').collect();
     let (mode, dir, url) = (parts[0], parts[1], parts[2]);
     let m = SessionManager::builder().store(dir).build().unwrap();

@@ -20,6 +20,7 @@
 mod broker;
 mod common;
 mod library;
+mod provenance;
 mod raw;
 mod report;
 mod scenarios;
@@ -118,6 +119,11 @@ impl Machine {
 /// Everything `--results` writes.
 #[derive(Debug, Serialize)]
 struct Results {
+    /// Commit, dirty flag and start time, read before the first measurement.
+    #[serde(flatten)]
+    provenance: provenance::Provenance,
+    /// When the results were written, UTC.
+    ended: String,
     machine: Machine,
     runs_per_scenario: usize,
     quick: bool,
@@ -250,6 +256,14 @@ fn main() {
         }
         return;
     }
+    // Read before anything is measured: where these results come from.
+    let provenance = provenance::read();
+    if provenance.dirty {
+        eprintln!(
+            "e2e: warning: uncommitted changes ({}); scripts/figures --check refuses such results",
+            provenance.dirty_paths.join(", ")
+        );
+    }
     let machine = Machine::probe();
     let load_before = common::loadavg();
     eprintln!(
@@ -336,6 +350,8 @@ fn main() {
         report::write_json(
             path,
             &Results {
+                provenance,
+                ended: provenance::utc_now(),
                 machine,
                 runs_per_scenario: cfg.runs,
                 quick: args.quick,

@@ -2,7 +2,7 @@
 //! at least once, pipelined and in order.
 //!
 //! A rule is a route on its `from` session (subscribed at the highest QoS its targets can
-//! need) whose handler hands each message to one [`lane`](run_lane) per target and
+//! need) whose handler hands each message to one *lane* per target and
 //! returns: the route takes the next message at once. Each target's lane submits the
 //! messages into the target session in arrival order through a
 //! [`PublishLane`], so up to `window` of them are in flight at once, and a refusal

@@ -13,7 +13,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fuzz, tally};
+use common::{fuzz_reaching, tally};
 use proptest::prelude::*;
 
 /// Mutations of a config text: where (a fraction of its length), how (insert, replace,
@@ -57,9 +57,12 @@ fn fuzz_daemon_config_text_parses_or_fails_with_a_located_error_never_panics() {
         .chain([DEFAULT_CONFIG.to_string()])
         .collect();
     let n = seeds.len();
-    fuzz(
+    // Both outcomes must be common: refusals (the located-error path) and configs that
+    // still parse (the options path). Measured over 865,792 cases: 69 % and 31 %.
+    fuzz_reaching(
         "config",
         (0..n, prop::collection::vec(config_mutation(), 1..6)),
+        &[("refused", 0.2), ("parsed", 0.1)],
         |(seed, muts)| {
             let mut text = seeds[seed].clone();
             for (at, kind, insert) in muts {

@@ -1,8 +1,8 @@
 //! [`PublishLane`]: ordered, pipelined publishing into one session.
 //!
-//! [`SessionHandle::publish`](super::SessionHandle::publish) awaits each publish; a caller
+//! [`SessionHandle::publish`](crate::SessionHandle::publish) awaits each publish; a caller
 //! that wants many publishes in flight at once *and* their order kept (a forwarding rule)
-//! submits them through a lane with [`SessionHandle::submit`](super::SessionHandle::submit):
+//! submits them through a lane with [`SessionHandle::submit`](crate::SessionHandle::submit):
 //! each submission returns once the publish is in the session's mailbox (so submissions
 //! reach the session in the order they were made), with a [`Submitted`] to await its
 //! acceptance and its acknowledgement.

@@ -1,6 +1,10 @@
 //! A child process running one test of the current test binary (the `child_process`
-//! test, which does nothing unless its environment variable is set): for tests that kill
-//! a process of the crate with SIGKILL.
+//! test): for tests that kill a process of the crate with SIGKILL.
+//!
+//! Each binary's `child_process` is `#[ignore]`d, so the suite lists it as ignored instead
+//! of reporting a pass for a test that ran nothing; [`ChildProc::spawn`] runs it with
+//! `--ignored --exact` and its environment variable set, and [`child_spec`] makes it fail
+//! when run by hand without that variable.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +15,21 @@ use super::poll_until_async;
 
 /// How long [`ChildProc`]'s waits last.
 const CHILD_WAIT: Duration = Duration::from_secs(30);
+
+/// The value of the child process's environment variable `env`, set by the parent test.
+///
+/// # Panics
+///
+/// When `env` is not set: the test was run by hand (`--ignored`), not by its parent, and
+/// must not report a pass for running nothing.
+pub fn child_spec(env: &str) -> String {
+    std::env::var(env).unwrap_or_else(|_| {
+        panic!(
+            "child_process is run by the other tests of this binary, with {env} set; \
+             run those instead"
+        )
+    })
+}
 
 /// A child process whose stdout lines are collected.
 pub struct ChildProc {
@@ -25,6 +44,7 @@ impl ChildProc {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "child_process",
+                "--ignored",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

@@ -17,6 +17,25 @@ pub fn fuzz<S: Strategy>(
 ) where
     S::Value: std::fmt::Debug,
 {
+    fuzz_reaching(name, strategy, &[], test);
+}
+
+/// Batches run past the time box, at most, while an outcome of [`fuzz_reaching`] is still
+/// below its share (a short run's few cases can fall short by chance).
+const EXTRA_BATCHES: u32 = 15;
+
+/// [`fuzz`], and each outcome `what` of `reach` (a name given to [`tally`]) must have been
+/// counted in at least `share` of the cases: evidence that the inputs reach that path
+/// (an error path above all), not only that nothing panicked. While one falls short when
+/// the time is up, up to [`EXTRA_BATCHES`] more batches run; then the harness fails.
+pub fn fuzz_reaching<S: Strategy>(
+    name: &str,
+    strategy: S,
+    reach: &[(&str, f64)],
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
     let secs: u64 = std::env::var("MQTT_SESSIONS_FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -24,6 +43,8 @@ pub fn fuzz<S: Strategy>(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let cases = Cell::new(0u64);
+    TALLY.with(|t| t.take());
+    let mut extra = 0;
     loop {
         let mut runner = TestRunner::new(Config {
             cases: 256,
@@ -36,9 +57,21 @@ pub fn fuzz<S: Strategy>(
         }) {
             panic!("{name}: {e}");
         }
-        if Instant::now() >= deadline {
+        if Instant::now() < deadline {
+            continue;
+        }
+        let short = short_of(reach, cases.get());
+        if short.is_empty() {
             break;
         }
+        assert!(
+            extra < EXTRA_BATCHES,
+            "{name}: after {} cases, outcomes reached less often than required: {}; counted: {:?}",
+            cases.get(),
+            short.join(", "),
+            TALLY.with(|t| t.borrow().clone())
+        );
+        extra += 1;
     }
     let mut figures =
         serde_json::json!({"cases": cases.get(), "seconds": started.elapsed().as_secs_f64()});
@@ -46,6 +79,19 @@ pub fn fuzz<S: Strategy>(
         figures[k] = v.into();
     }
     super::figure(&format!("fuzz-{name}"), figures);
+}
+
+/// The outcomes of `reach` counted in less than their share of `cases`, described.
+fn short_of(reach: &[(&str, f64)], cases: u64) -> Vec<String> {
+    let counted = TALLY.with(|t| t.borrow().clone());
+    reach
+        .iter()
+        .filter_map(|&(what, share)| {
+            let n = counted.get(what).copied().unwrap_or(0);
+            let want = (share * cases as f64).ceil().max(1.0) as u64;
+            (n < want).then(|| format!("{what} {n} (want ≥ {want}, {:.1} %)", share * 100.0))
+        })
+        .collect()
 }
 
 thread_local! {
