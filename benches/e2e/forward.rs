@@ -268,25 +268,30 @@ impl Drop for Daemon {
     }
 }
 
-/// Polls the daemon's `GET /rules` while a run lasts: the highest value of every number
-/// it reports (the rule's backlog: messages in flight, waiting; its counters).
-struct RulesSampler {
+/// Polls the daemon while a run lasts, every 250 ms: the highest value of every number
+/// `GET /rules` reports (the rule's counters and backlog), and of the sessions'
+/// `inflight_messages` and `pending_messages` from `GET /sessions` (the cloud session's:
+/// the edge session publishes nothing).
+struct Sampler {
     stop: Arc<AtomicBool>,
     join: JoinHandle<Vec<(String, f64)>>,
 }
 
-fn fold_numbers(v: &serde_json::Value, max: &mut Vec<(String, f64)>) {
+/// Folds every number of `v` named by `keep` (all when `None`) into `max`.
+fn fold_numbers(v: &serde_json::Value, keep: Option<&[&str]>, max: &mut Vec<(String, f64)>) {
     match v {
-        serde_json::Value::Array(a) => a.iter().for_each(|x| fold_numbers(x, max)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| fold_numbers(x, keep, max)),
         serde_json::Value::Object(o) => {
             for (k, x) in o {
-                if let Some(n) = x.as_f64() {
-                    match max.iter_mut().find(|(name, _)| name == k) {
-                        Some((_, m)) => *m = m.max(n),
-                        None => max.push((k.clone(), n)),
+                match x.as_f64() {
+                    Some(n) if keep.is_none_or(|keep| keep.contains(&k.as_str())) => {
+                        match max.iter_mut().find(|(name, _)| name == k) {
+                            Some((_, m)) => *m = m.max(n),
+                            None => max.push((k.clone(), n)),
+                        }
                     }
-                } else {
-                    fold_numbers(x, max);
+                    Some(_) => {}
+                    None => fold_numbers(x, keep, max),
                 }
             }
         }
@@ -294,26 +299,29 @@ fn fold_numbers(v: &serde_json::Value, max: &mut Vec<(String, f64)>) {
     }
 }
 
-impl RulesSampler {
-    fn start(http: u16) -> RulesSampler {
+impl Sampler {
+    fn start(http: u16) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
         let join = std::thread::spawn(move || {
             let mut max = Vec::new();
+            let sessions: &[&str] = &["inflight_messages", "pending_messages"];
             while !s.load(Ordering::Relaxed) {
-                if let Some((200, body)) = http_get(http, "/rules") {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-                        fold_numbers(&v, &mut max);
+                for (path, keep) in [("/rules", None), ("/sessions", Some(sessions))] {
+                    if let Some((200, body)) = http_get(http, path) {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                            fold_numbers(&v, keep, &mut max);
+                        }
                     }
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(250));
             }
             max
         });
-        RulesSampler { stop, join }
+        Sampler { stop, join }
     }
 
-    /// `name max, …` of what `/rules` reported.
+    /// `name max, …` of what the daemon reported.
     fn stop(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
         let max = self.join.join().unwrap_or_default();
@@ -607,7 +615,7 @@ pub(crate) fn run(
         sub.wait_ready(Duration::from_secs(30)),
         "forward: subscriber on B not ready"
     );
-    let sampler = daemon.as_ref().map(|d| RulesSampler::start(d.http));
+    let sampler = daemon.as_ref().map(|d| Sampler::start(d.http));
     let mut pids = vec![a.pid()];
     pids.extend(daemon.as_ref().map(|d| d.child.id()));
     let out = publish(Plan {
@@ -620,7 +628,7 @@ pub(crate) fn run(
         probe_seen,
         pids,
     });
-    let rules = sampler.map(RulesSampler::stop);
+    let rules = sampler.map(Sampler::stop);
     if out.ready {
         shared.wait_drained(
             Some(out.acked),
@@ -680,7 +688,7 @@ pub(crate) fn run(
             .map_or_else(String::new, |&t| format!(", daemon {:.1}", per_msg(t)))
     ));
     if let Some(r) = rules.filter(|r| !r.is_empty()) {
-        notes.push(format!("/rules max: {r}"));
+        notes.push(format!("daemon max: {r}"));
     }
     Sample {
         msgs_per_s: (secs > 0.0).then(|| out.distinct as f64 / secs),
