@@ -86,10 +86,25 @@ pub(crate) fn bridge_section(proxy_port: u16) -> String {
     )
 }
 
+/// A diagnostic, not part of the measured set-up: `E2E_FORWARD_INFLIGHT=N` gives the
+/// daemon's cloud session `inflight = N` (hence the rule's window) instead of the default
+/// 100, to see whether that window bounds a run. Runs made with it say so in their note.
+const INFLIGHT_ENV: &str = "E2E_FORWARD_INFLIGHT";
+
+fn inflight_override() -> Option<u16> {
+    std::env::var(INFLIGHT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// The daemon's configuration: `edge` → A (persistent: clean session off), `cloud` → B
 /// through the proxy, one rule `in/#` → `out/{topic}` at QoS 1; library defaults
-/// otherwise (the cloud session's `inflight` 100, hence the rule's window).
+/// otherwise (the cloud session's `inflight` 100, hence the rule's window; see
+/// [`INFLIGHT_ENV`]).
 pub(crate) fn daemon_config(http: u16, a: u16, b: u16, store: Option<&Path>, tag: &str) -> String {
+    let cloud_performance = inflight_override().map_or_else(String::new, |n| {
+        format!("[sessions.performance]\ninflight = {n}\n")
+    });
     let store = store.map_or_else(String::new, |p| {
         format!("[store]\npath = \"{}\"\n", p.display())
     });
@@ -116,7 +131,7 @@ client_id = "{tag}-cloud"
 [sessions.reconnect]
 initial_delay = "100ms"
 max_delay = "1s"
-
+{cloud_performance}
 [[forward]]
 name = "edge-to-cloud"
 from = "edge"
@@ -668,7 +683,12 @@ pub(crate) fn run(
     if out.stalled {
         notes.push(format!("nothing crossed for {STALL:?}: publishing stopped"));
     }
-    if a.log().contains("dropped") {
+    if let Some(n) = inflight_override().filter(|_| daemon.is_some()) {
+        notes.push(format!(
+            "diagnostic: cloud session inflight = {n} ({INFLIGHT_ENV})"
+        ));
+    }
+    if a.log().contains("Outgoing messages are being dropped") {
         notes.push("A dropped outgoing messages (its queue limit)".to_string());
     }
     if lost > 0 {
