@@ -283,6 +283,12 @@ pub(crate) fn process_cpu_ticks() -> u64 {
     stat_cpu_ticks("/proc/self/stat")
 }
 
+/// User + system CPU time of process `pid` so far (every thread), clock ticks; 0 when
+/// the process is gone.
+pub(crate) fn pid_cpu_ticks(pid: u32) -> u64 {
+    stat_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
 /// User + system CPU time of the calling thread so far, clock ticks.
 pub(crate) fn thread_cpu_ticks() -> u64 {
     stat_cpu_ticks("/proc/thread-self/stat")

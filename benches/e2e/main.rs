@@ -6,7 +6,11 @@
 //! cargo bench --bench e2e -- --quick           # smoke run: 1 short run each
 //! cargo bench --bench e2e -- fan-in latency    # only scenarios whose name contains a word
 //! cargo bench --bench e2e -- --runs 5 --results target/bench/e2e.json --svg docs/benchmarks.svg
+//! cargo bench --bench e2e -- forward           # forwarding: mosquitto's bridge against the daemon
 //! ```
+//!
+//! The forwarding scenarios run the `mqtt-sessions` daemon binary of the same profile
+//! (`cargo build -p mqtt-sessions-daemon [--release]` first; `scripts/bench` does).
 //!
 //! `scripts/bench` runs this and the matching micro-benchmarks with the right open-file
 //! limit and writes `target/bench/results.json` and `docs/benchmarks.svg`;
@@ -19,8 +23,11 @@
 
 mod broker;
 mod common;
+mod forward;
 mod library;
 mod provenance;
+#[path = "../../tests/common/proxy.rs"]
+mod proxy;
 mod raw;
 mod report;
 mod scenarios;
@@ -263,6 +270,21 @@ fn main() {
             "e2e: warning: uncommitted changes ({}); scripts/figures --check refuses such results",
             provenance.dirty_paths.join(", ")
         );
+    }
+    if scenarios
+        .iter()
+        .any(|s| matches!(s.kind, Kind::Forward { .. }))
+    {
+        match forward::daemon_binary() {
+            Ok(bin) => {
+                eprintln!("e2e: forwarding through {}", bin.display());
+                cfg.daemon = Some(bin);
+            }
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let machine = Machine::probe();
     let load_before = common::loadavg();

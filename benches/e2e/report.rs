@@ -60,11 +60,13 @@ impl ScenarioResult {
         }
     }
 
-    fn raw(&self) -> Option<&Sample> {
+    /// The variant the others are compared with: raw rumqttc, or else the scenario's
+    /// first (forwarding: mosquitto's bridge).
+    fn reference(&self) -> Option<&VariantResult> {
         self.variants
             .iter()
             .find(|v| v.variant == Variant::Raw)
-            .map(|v| &v.median)
+            .or_else(|| self.variants.first())
     }
 }
 
@@ -82,6 +84,7 @@ fn aggregate(runs: &[Sample]) -> Sample {
         published: u(|s| s.published),
         received: u(|s| s.received),
         lost: runs.iter().filter_map(|s| s.lost).max(),
+        duplicates: runs.iter().filter_map(|s| s.duplicates).max(),
         dropped: runs.iter().filter_map(|s| s.dropped).max(),
         p50_us: f(|s| s.p50_us),
         p99_us: f(|s| s.p99_us),
@@ -97,18 +100,21 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
 }
 
-/// The table, as Markdown (also readable in a terminal).
+/// The table, as Markdown (also readable in a terminal). *x ref*: against raw rumqttc,
+/// or, in a scenario without it, against its first variant (forwarding: the bridge);
+/// the p50 and p99 columns show the difference to the same reference.
 pub(crate) fn table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | variant | msgs/s | x raw | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
+        "| scenario | variant | msgs/s | x ref | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for sc in results {
-        let raw = sc.raw().cloned().unwrap_or_default();
+        let reference = sc.reference();
+        let raw = reference.map(|r| r.median.clone()).unwrap_or_default();
         for v in &sc.variants {
             let m = &v.median;
-            let is_raw = v.variant == Variant::Raw;
+            let is_raw = reference.is_some_and(|r| r.variant == v.variant);
             let ratio = match (m.msgs_per_s, raw.msgs_per_s) {
                 (Some(a), Some(b)) if !is_raw && b > 0.0 => format!("{:.3}", a / b),
                 (Some(_), Some(_)) if is_raw => "1".to_string(),
@@ -140,9 +146,10 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
                 opt(m.msgs_per_s, 0),
                 ratio,
                 cpu,
-                match (m.lost, m.dropped) {
-                    (Some(l), Some(d)) if d > 0 => format!("{l} ({d})"),
-                    (Some(l), _) => l.to_string(),
+                match (m.lost, m.dropped, m.duplicates) {
+                    (Some(l), Some(d), _) if d > 0 => format!("{l} ({d})"),
+                    (Some(l), _, Some(dup)) if dup > 0 => format!("{l}, {dup} dup"),
+                    (Some(l), _, _) => l.to_string(),
                     _ => "-".to_string(),
                 },
                 delta(m.p50_us, raw.p50_us),
@@ -176,6 +183,9 @@ fn color(v: Variant) -> &'static str {
         Variant::LibraryStore => "#8c564b",
         Variant::LibraryWorkers1 => "#17becf",
         Variant::LibraryWorkersN => "#bcbd22",
+        Variant::Bridge => "#7f7f7f",
+        Variant::Daemon => "#e377c2",
+        Variant::DaemonStore => "#d62728",
     }
 }
 
@@ -305,7 +315,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
     let mut ratio_groups: Vec<Group> = Vec::new();
     let mut latency_groups: Vec<Group> = Vec::new();
     for sc in results {
-        let raw = sc.raw().cloned().unwrap_or_default();
+        let raw = sc.reference().map(|r| r.median.clone()).unwrap_or_default();
         match kind(&sc.name) {
             Some(Kind::FanIn { .. } | Kind::FanInSessions { .. } | Kind::PublishQos1) => {
                 let bars = sc

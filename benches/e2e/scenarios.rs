@@ -3,6 +3,7 @@
 //! To add a scenario: add a [`Kind`] (or reuse one) and an entry in [`all`]; to add a
 //! variant, a [`Variant`] and its arm in [`run`].
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,6 +32,13 @@ pub(crate) struct Config {
     pub(crate) concurrency: usize,
     /// Publishing time of the publish-throughput scenario.
     pub(crate) publish: Duration,
+    /// Forwarding: messages of the throughput phase.
+    pub(crate) forward_messages: u64,
+    /// Forwarding: measurement time of the latency phase (after its warm-up).
+    pub(crate) forward_latency: Duration,
+    /// The daemon binary the forwarding scenario runs (found by `main` when a forwarding
+    /// scenario is selected).
+    pub(crate) daemon: Option<PathBuf>,
 }
 
 impl Config {
@@ -45,6 +53,9 @@ impl Config {
                 sessions: 500,
                 concurrency: 64,
                 publish: Duration::from_millis(500),
+                forward_messages: 2_000,
+                forward_latency: Duration::from_secs(1),
+                daemon: None,
             }
         } else {
             Config {
@@ -55,6 +66,9 @@ impl Config {
                 sessions: 10_000,
                 concurrency: 64,
                 publish: Duration::from_secs(3),
+                forward_messages: 20_000,
+                forward_latency: Duration::from_secs(5),
+                daemon: None,
             }
         }
     }
@@ -84,6 +98,14 @@ pub(crate) enum Variant {
     LibraryWorkers1,
     /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
     LibraryWorkersN,
+    /// Forwarding: mosquitto's own bridge (a `connection` section in the edge broker).
+    Bridge,
+    /// Forwarding: the `mqtt-sessions` daemon's rule, no store (handled on the target's
+    /// PUBACK).
+    Daemon,
+    /// Forwarding: the daemon's rule with a `[store]` (handled once durable in the
+    /// target's outbox).
+    DaemonStore,
 }
 
 impl Variant {
@@ -99,6 +121,9 @@ impl Variant {
             Variant::LibraryStore => "mqtt-sessions + store",
             Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
             Variant::LibraryWorkersN => "mqtt-sessions, workers nproc",
+            Variant::Bridge => "mosquitto bridge",
+            Variant::Daemon => "daemon",
+            Variant::DaemonStore => "daemon + store",
         }
     }
 
@@ -114,6 +139,9 @@ impl Variant {
             Variant::LibraryStore => "library-store",
             Variant::LibraryWorkers1 => "library-workers-1",
             Variant::LibraryWorkersN => "library-workers-n",
+            Variant::Bridge => "bridge",
+            Variant::Daemon => "daemon",
+            Variant::DaemonStore => "daemon-store",
         }
     }
 
@@ -129,6 +157,9 @@ impl Variant {
             Variant::LibraryStore,
             Variant::LibraryWorkers1,
             Variant::LibraryWorkersN,
+            Variant::Bridge,
+            Variant::Daemon,
+            Variant::DaemonStore,
         ]
         .into_iter()
         .find(|v| v.arg() == s)
@@ -167,6 +198,13 @@ pub(crate) enum Kind {
     Sessions,
     /// One session publishing QoS 1 flat out; publish→PUBACK completions per second.
     PublishQos1,
+    /// Forwarding from an edge broker to a cloud broker through a delay proxy adding
+    /// `one_way` each way: mosquitto's bridge against the daemon's rule (see
+    /// [`crate::forward`]).
+    Forward {
+        /// Delay added each way on the link to the cloud broker.
+        one_way: Duration,
+    },
     /// Not measurable yet; the reason.
     #[allow(
         dead_code,
@@ -182,7 +220,8 @@ pub(crate) struct Scenario {
     pub(crate) name: String,
     /// What it measures.
     pub(crate) kind: Kind,
-    /// Variants, raw first (the ratio column is relative to the first).
+    /// Variants, the reference first (raw rumqttc; for forwarding, mosquitto's bridge):
+    /// the ratio column is relative to it.
     pub(crate) variants: Vec<Variant>,
 }
 
@@ -239,6 +278,15 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         kind: Kind::Sessions,
         variants: vec![Variant::Raw, Variant::Library, Variant::LibraryBounded],
     });
+    for rtt_ms in [0u64, 20] {
+        v.push(Scenario {
+            name: format!("forward +{rtt_ms} ms rtt"),
+            kind: Kind::Forward {
+                one_way: Duration::from_millis(rtt_ms / 2),
+            },
+            variants: vec![Variant::Bridge, Variant::Daemon, Variant::DaemonStore],
+        });
+    }
     v
 }
 
@@ -253,6 +301,8 @@ pub(crate) struct Sample {
     pub(crate) received: Option<u64>,
     /// `published - distinct received`.
     pub(crate) lost: Option<u64>,
+    /// Messages received more than once (forwarding: `received - distinct`).
+    pub(crate) duplicates: Option<u64>,
     /// QoS 0 messages the route's queue dropped (mqtt-sessions only), included in `lost`.
     pub(crate) dropped: Option<u64>,
     /// Latency median, µs.
@@ -316,6 +366,15 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
             }
         }
         Kind::Sessions => sessions_in_child(variant, broker, cfg),
+        Kind::Forward { one_way } => crate::forward::run(
+            variant,
+            *one_way,
+            cfg.forward_messages,
+            cfg.forward_latency,
+            cfg.daemon
+                .as_deref()
+                .expect("the daemon binary, found by main"),
+        ),
         Kind::Pending(why) => Sample {
             note: Some((*why).to_string()),
             ..Sample::default()
