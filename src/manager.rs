@@ -417,7 +417,8 @@ impl SessionManager {
     }
 
     /// Calls `f` for every message matching `filter` on every session (including sessions
-    /// added later), on the route's own thread. Subscribes at QoS 1.
+    /// added later), on the shared pool of callback threads (one route on one thread at a
+    /// time, in order). Subscribes at QoS 1.
     pub async fn handle<F>(&self, filter: &str, f: F) -> Result<Route, Error>
     where
         F: Fn(&Message) + Send + 'static,

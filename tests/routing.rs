@@ -496,3 +496,112 @@ async fn route_figures_appear_in_the_metrics_and_vanish_when_the_route_stops() {
     );
     m.shutdown().await;
 }
+
+/// Threads of this process, from `/proc/self/status`.
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn two_thousand_handle_routes_run_on_a_bounded_shared_pool_not_a_thread_each() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("s", &broker.url())).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let before = threads();
+    const ROUTES: usize = 2000;
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut routes = Vec::with_capacity(ROUTES);
+    for i in 0..ROUTES {
+        let handled = Arc::clone(&handled);
+        let route = m
+            .handle_to("s", &format!("pool/{i}"), move |_| {
+                // Slow enough that several run at once.
+                std::thread::sleep(Duration::from_millis(20));
+                handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+        routes.push(route);
+    }
+    // A message for each of 200 routes at once: the pool runs them, many in parallel.
+    let lines: Vec<String> = (0..200).map(|i| format!("pool/{i}")).collect();
+    for topic in &lines {
+        publish(broker.port(), topic, "x", 1, false);
+    }
+    let mut peak = 0;
+    let done = poll_until_async(Duration::from_secs(60), || {
+        peak = peak.max(threads());
+        let n = handled.load(std::sync::atomic::Ordering::SeqCst);
+        async move { n >= 200 }
+    })
+    .await;
+    assert!(
+        done,
+        "{} of 200 handled",
+        handled.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let pool = 2 * std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    let bound = before + pool.max(4) + 1 + 8;
+    println!("threads: {before} before, peak {peak} with {ROUTES} handle routes (bound {bound})");
+    assert!(
+        peak <= bound,
+        "{peak} threads for {ROUTES} handle routes (before: {before}, bound {bound})"
+    );
+    drop(routes);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_handle_routes_messages_arrive_in_order_while_another_handle_route_is_stuck() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    // Two sessions: one session acknowledges in arrival order, so a message stuck in one
+    // of its routes holds back its later acknowledgements (and the broker's window); the
+    // pool is what the two routes share.
+    for name in ["s", "t"] {
+        m.add_session(fast_opts(name, &broker.url())).await.unwrap();
+        m.wait_for_session(name, T).await.unwrap();
+    }
+    let (release, stuck) = std::sync::mpsc::channel::<()>();
+    let stuck = Mutex::new(stuck);
+    let _stuck = m
+        .handle_to("s", "stuck/#", move |_| {
+            // Blocks its pool thread until the test releases it.
+            let _ = stuck.lock().unwrap().recv_timeout(Duration::from_secs(60));
+        })
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let got = Arc::clone(&seen);
+    let _ordered = m
+        .handle_to("t", "ordered/#", move |msg| {
+            got.lock()
+                .unwrap()
+                .push(msg.payload_str().unwrap().to_string());
+        })
+        .await
+        .unwrap();
+    publish(broker.port(), "stuck/1", "wedge", 1, false);
+    publish_many(broker.port(), "ordered/x", 300, 1);
+    let all = poll_until_async(T, || {
+        let n = seen.lock().unwrap().len();
+        async move { n >= 300 }
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(all, "{} of 300 while the other route is stuck", seen.len());
+    let expected: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "in order");
+    release.send(()).unwrap();
+    m.shutdown().await;
+}

@@ -148,8 +148,10 @@ impl RouteBuilder {
         Ok(Listener { rx, route })
     }
 
-    /// Calls `f` for every message, on the route's own thread (a slow callback slows only
-    /// this route; QoS >= 1 messages wait for it, QoS 0 overflow is dropped and counted).
+    /// Calls `f` for every message, in order, on the shared pool of callback threads (at
+    /// most 2 × cores threads for all `handle` routes; a route's callback runs on one of
+    /// them at a time, so a slow callback slows only this route; QoS >= 1 messages wait for
+    /// it, QoS 0 overflow is dropped and counted).
     pub async fn handle<F>(self, f: F) -> Result<Route, Error>
     where
         F: Fn(&Message) + Send + 'static,

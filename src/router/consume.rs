@@ -1,5 +1,5 @@
-//! The consumers at the far end of a route's queue: a callback thread, an async task, or
-//! an actix actor.
+//! The consumers at the far end of a route's queue: a callback on the shared pool of
+//! callback threads, an async task, or an actix actor.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,9 +12,41 @@ use futures_util::FutureExt;
 use super::route::RouteStats;
 use crate::message::Message;
 
-/// Runs a synchronous callback on its own thread, one message after another, until the
-/// route ends. A slow or blocking callback never stalls a session's event loop; a panic is
-/// caught and counted.
+/// Most threads the shared pool runs blocking callbacks on at once, whatever the number
+/// of `handle` routes: twice the machine's cores, at least 4.
+fn callback_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
+}
+
+/// The process's pool for blocking route callbacks: a current-thread tokio runtime on one
+/// thread of its own (`mqtt-route-callbacks`) that moves each route's messages, and its
+/// blocking threads (at most `callback_threads()`, idle ones end after 10 s) that run the
+/// callbacks. Made on first use; an error (no thread could be started) is kept and
+/// returned to every `handle` call.
+fn callback_pool() -> Result<&'static tokio::runtime::Handle, &'static std::io::Error> {
+    static POOL: std::sync::OnceLock<Result<tokio::runtime::Handle, std::io::Error>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(callback_threads())
+            .thread_name("mqtt-route-callback")
+            .enable_time()
+            .build()?;
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("mqtt-route-callbacks".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        Ok(handle)
+    })
+    .as_ref()
+}
+
+/// Runs a synchronous callback for each message of a route, one after another, on the
+/// shared pool of callback threads (`callback_pool`): a route's callback runs on at most
+/// one pool thread at a time, so its messages stay in order and a slow or blocked callback
+/// holds one thread, never the whole pool, and never stalls a session's event loop. The
+/// number of threads does not grow with the number of routes. A panic is caught and
+/// counted; the message is handled (acknowledged) once the callback returned.
 pub fn spawn_callback<F>(
     name: &str,
     rx: flume::Receiver<Message>,
@@ -24,21 +56,34 @@ pub fn spawn_callback<F>(
 where
     F: Fn(&Message) + Send + 'static,
 {
+    let pool = callback_pool().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
     let route = name.to_string();
-    // The callback's thread logs through the subscriber of the thread registering it.
+    // The callback logs through the subscriber of the thread registering it.
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
-    std::thread::Builder::new()
-        .name(format!("mqtt-route-{name}"))
-        .spawn(move || {
-            let _log = tracing::dispatcher::set_default(&dispatch);
-            while let Ok(m) = rx.recv() {
-                if catch_unwind(AssertUnwindSafe(|| f(&m))).is_err() {
+    pool.spawn(async move {
+        // The callback travels to a pool thread with each message and comes back with it.
+        let mut f = Some(f);
+        while let Ok(m) = rx.recv_async().await {
+            let Some(callback) = f.take() else { break };
+            let (stats, route, dispatch) = (Arc::clone(&stats), route.clone(), dispatch.clone());
+            let ran = tokio::task::spawn_blocking(move || {
+                let _log = tracing::dispatcher::set_default(&dispatch);
+                if catch_unwind(AssertUnwindSafe(|| callback(&m))).is_err() {
                     stats.panics.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(route = %route, topic = %m.topic, "route handler panicked");
                 }
+                drop(m);
+                callback
+            })
+            .await;
+            match ran {
+                Ok(callback) => f = Some(callback),
+                // The pool is shutting down with the process.
+                Err(_) => break,
             }
-        })
-        .map(drop)
+        }
+    });
+    Ok(())
 }
 
 /// Runs an async handler on the current actix arbiter, one message after another.
