@@ -12,6 +12,10 @@ use futures_util::FutureExt;
 use super::route::RouteStats;
 use crate::message::Message;
 
+/// Most messages of one route a pool thread handles per hand-over, before the route goes
+/// back in line (so a busy route shares the pool with the others).
+const CALLBACK_BATCH: usize = 64;
+
 /// Most threads the shared pool runs blocking callbacks on at once, whatever the number
 /// of `handle` routes: twice the machine's cores, at least 4.
 fn callback_threads() -> usize {
@@ -66,13 +70,18 @@ where
         while let Ok(m) = rx.recv_async().await {
             let Some(callback) = f.take() else { break };
             let (stats, route, dispatch) = (Arc::clone(&stats), route.clone(), dispatch.clone());
+            let queue = rx.clone();
             let ran = tokio::task::spawn_blocking(move || {
                 let _log = tracing::dispatcher::set_default(&dispatch);
-                if catch_unwind(AssertUnwindSafe(|| callback(&m))).is_err() {
-                    stats.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(route = %route, topic = %m.topic, "route handler panicked");
+                // This message, then what queued behind it meanwhile (up to a batch), on
+                // this pool thread: one hand-over per burst, not per message.
+                let burst = std::iter::once(m).chain(queue.try_iter().take(CALLBACK_BATCH - 1));
+                for m in burst {
+                    if catch_unwind(AssertUnwindSafe(|| callback(&m))).is_err() {
+                        stats.panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(route = %route, topic = %m.topic, "route handler panicked");
+                    }
                 }
-                drop(m);
                 callback
             })
             .await;
