@@ -42,7 +42,7 @@ use tokio::sync::Semaphore;
 use crate::broker::{Broker, Limits};
 use crate::common::{clock_ticks_per_s, now_ns, payload, pid_cpu_ticks, quantile, run_tag, Shared};
 use crate::proxy::Proxy;
-use crate::raw::client;
+use crate::raw::{client, connected_publisher};
 use crate::scenarios::{Sample, Variant};
 use crate::SubscriberThread;
 
@@ -478,31 +478,7 @@ fn publish(plan: Plan) -> Outcome {
 
 async fn publish_phases(plan: Plan) -> Outcome {
     let mut out = Outcome::default();
-    let (c, mut el) = client(&format!("{}-pub", plan.tag), plan.port, 100);
-    let acked = Arc::new(AtomicU64::new(0));
-    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
-    let a = Arc::clone(&acked);
-    let poller = tokio::spawn(async move {
-        let mut up = Some(up_tx);
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Some(up) = up.take() {
-                        let _ = up.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    a.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "publisher into A: connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    up_rx.await.expect("publisher connected to A");
+    let (c, acked, poller) = connected_publisher(&format!("{}-pub", plan.tag), plan.port).await;
 
     // The path is up once a probe crossed.
     let deadline = Instant::now() + READY;

@@ -320,6 +320,42 @@ pub(crate) fn spawn_subscribers_multi_thread(
     })
 }
 
+/// A raw QoS 1 publisher, connected: its client, the PUBACKs counted so far, and the task
+/// polling its event loop (abort it when done; it retries a failed connection after
+/// 100 ms).
+pub(crate) async fn connected_publisher(
+    id: &str,
+    port: u16,
+) -> (AsyncClient, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let (c, mut el) = client(id, port, 100);
+    let acked = Arc::new(AtomicU64::new(0));
+    let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+    let a = Arc::clone(&acked);
+    let id = id.to_string();
+    let poller = tokio::spawn(async move {
+        let mut up = Some(up_tx);
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(up) = up.take() {
+                        let _ = up.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(publisher = %id, error = %e, "publisher: connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    up_rx.await.expect("publisher connected");
+    (c, acked, poller)
+}
+
 /// One QoS 1 publisher flat out for `duration`: PUBACKs per second.
 pub(crate) fn publish_qos1(port: u16, duration: Duration, tag: &str) -> f64 {
     let tag = tag.to_string();
@@ -329,28 +365,7 @@ pub(crate) fn publish_qos1(port: u16, duration: Duration, tag: &str) -> f64 {
             .build()
             .expect("runtime")
             .block_on(async move {
-                let (c, mut el) = client(&format!("{tag}-p"), port, 100);
-                let acked = Arc::new(AtomicU64::new(0));
-                let (up_tx, up_rx) = tokio::sync::oneshot::channel();
-                let a = Arc::clone(&acked);
-                let poller = tokio::spawn(async move {
-                    let mut up = Some(up_tx);
-                    loop {
-                        match el.poll().await {
-                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                                if let Some(up) = up.take() {
-                                    let _ = up.send(());
-                                }
-                            }
-                            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                                a.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        }
-                    }
-                });
-                up_rx.await.expect("connected");
+                let (c, acked, poller) = connected_publisher(&format!("{tag}-p"), port).await;
                 let deadline = Instant::now() + duration;
                 let mut seq = 0;
                 while Instant::now() < deadline {

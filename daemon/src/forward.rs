@@ -328,8 +328,7 @@ impl RunningRule {
         let (cancel, cancel_rx) = watch::channel(false);
         let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
             .map_err(Error::Topic)?;
-        let source = manager.session(config.from.get_ref()).ok();
-        let source_brokers = broker_ids(source.as_ref());
+        let source_brokers = broker_ids(manager.session(config.from.get_ref()).ok().as_ref());
         let lanes = targets
             .into_iter()
             .map(|target| {
@@ -358,9 +357,7 @@ impl RunningRule {
                     rule: rule.clone(),
                     manager: manager.clone(),
                     filter: filter.clone(),
-                    source_broker: source
-                        .as_ref()
-                        .and_then(|s| broker_ids(Some(s)).into_iter().next()),
+                    source_broker: source_brokers.first().cloned(),
                     target,
                     store,
                     cancel: cancel_rx.clone(),
@@ -509,10 +506,10 @@ enum Back {
 /// until every submission has been answered, then submits the refused messages again
 /// in their order (after a growing delay) before anything new.
 async fn run_lane(lane: Rc<Lane>, mut input: mpsc::UnboundedReceiver<Item>) {
-    let state = Rc::new(LaneState {
+    let state = LaneState {
         publish: PublishLane::new(),
         session: RefCell::new(None),
-    });
+    };
     let (back_tx, mut back) = mpsc::unbounded_channel::<Back>();
     let mut unanswered = 0usize;
     let mut retry: BTreeMap<u64, Item> = BTreeMap::new();
@@ -648,7 +645,7 @@ impl Lane {
     /// task reports on `back` exactly once for its acceptance.
     async fn submit(
         self: &Rc<Self>,
-        state: &Rc<LaneState>,
+        state: &LaneState,
         item: Item,
         back: &mpsc::UnboundedSender<Back>,
     ) {

@@ -135,30 +135,24 @@ impl SessionHandle {
     /// drops the answer, is [`Error::SessionClosed`].
     async fn hand_over(&self, publish: Publish, enqueue: bool) -> Result<(), Error> {
         let (answer, rx) = tokio::sync::oneshot::channel();
-        let msg = if enqueue {
-            PublishWith {
-                publish,
-                accepted: Some(answer),
-                done: None,
-                lane: None,
-            }
-        } else {
-            PublishWith {
-                publish,
-                accepted: None,
-                done: Some(answer),
-                lane: None,
-            }
-        };
         let closed = || Error::SessionClosed(self.name.to_string());
-        match self.addr.try_send(msg) {
-            Ok(()) => {}
-            Err(actix::dev::SendError::Full(msg)) => {
-                self.addr.send(msg).await.map_err(|_| closed())?;
-            }
-            Err(actix::dev::SendError::Closed(_)) => return Err(closed()),
+        if !self
+            .deliver(PublishWith::answering(publish, answer, enqueue))
+            .await
+        {
+            return Err(closed());
         }
         rx.await.unwrap_or_else(|_| Err(closed()))
+    }
+
+    /// Puts a publish in the actor's mailbox, waiting while it is full (its bound holds;
+    /// calls awaited one after another keep their order). False when the actor is gone.
+    async fn deliver(&self, msg: PublishWith) -> bool {
+        match self.addr.try_send(msg) {
+            Ok(()) => true,
+            Err(actix::dev::SendError::Full(msg)) => self.addr.send(msg).await.is_ok(),
+            Err(actix::dev::SendError::Closed(_)) => false,
+        }
     }
 
     /// Submits a publish through an ordered [`PublishLane`] and returns once it is in the
@@ -179,17 +173,11 @@ impl SessionHandle {
             done: Some(done),
             lane: Some(lane.ticket()),
         };
-        let closed = || {
+        if self.deliver(msg).await {
+            Ok(submitted)
+        } else {
             lane.hold();
-            Error::SessionClosed(self.name.to_string())
-        };
-        match self.addr.try_send(msg) {
-            Ok(()) => Ok(submitted),
-            Err(actix::dev::SendError::Full(msg)) => {
-                self.addr.send(msg).await.map_err(|_| closed())?;
-                Ok(submitted)
-            }
-            Err(actix::dev::SendError::Closed(_)) => Err(closed()),
+            Err(Error::SessionClosed(self.name.to_string()))
         }
     }
 

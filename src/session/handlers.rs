@@ -47,60 +47,61 @@ pub(crate) struct PublishWith {
     pub lane: Option<super::lane::LaneTicket>,
 }
 
+impl PublishWith {
+    /// `publish` answered on `answer`: on acceptance (`enqueue`: a later failure becomes
+    /// an event) or on the broker's acknowledgement.
+    pub(crate) fn answering(publish: Publish, answer: super::Responder, enqueue: bool) -> Self {
+        let (accepted, done) = if enqueue {
+            (Some(answer), None)
+        } else {
+            (None, Some(answer))
+        };
+        PublishWith {
+            publish,
+            accepted,
+            done,
+            lane: None,
+        }
+    }
+}
+
 impl Handler<PublishWith> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
+        self.take_publish(ctx, msg);
+    }
+}
+
+impl SessionActor {
+    /// Takes a publish in, the one way for every kind of publish message: refused (for
+    /// the caller waiting for acceptance, or else for completion) when it cannot be
+    /// admitted or its lane is held — a refusal that may pass holds the lane — otherwise
+    /// queued. An enqueued publish nobody waits on to completion gets a watcher that turns
+    /// a later failure into an event.
+    fn take_publish(&mut self, ctx: &mut Context<Self>, msg: PublishWith) {
         let PublishWith {
             publish,
             accepted,
             done,
             lane,
         } = msg;
-        if let Some(ticket) = lane {
-            let refusal = if ticket.is_held() {
-                Some(Error::LaneHeld(self.name.to_string()))
-            } else {
-                self.admit(&publish).err()
-            };
-            if let Some(e) = refusal {
-                if !e.is_permanent() {
-                    ticket.hold();
-                }
-                Completion { accepted, done }.refuse(e);
-                return;
+        let refusal = match &lane {
+            Some(ticket) if ticket.is_held() => Some(Error::LaneHeld(self.name.to_string())),
+            _ => self.admit(&publish).err(),
+        };
+        if let Some(e) = refusal {
+            if let Some(ticket) = lane.filter(|_| !e.is_permanent()) {
+                ticket.hold();
             }
+            Completion { accepted, done }.refuse(e);
+            return;
         }
         let done = match (&accepted, done) {
             (Some(_), None) => Some(self.watch_enqueued(ctx, publish.topic.clone())),
             (_, done) => done,
         };
-        self.accept(ctx, publish, Completion { accepted, done });
-    }
-}
-
-impl SessionActor {
-    /// Takes a publish in for `publish` (`answer` on the broker's acknowledgement) or
-    /// `enqueue` (`answer` on acceptance; a later failure becomes an event).
-    fn take_publish(
-        &mut self,
-        ctx: &mut Context<Self>,
-        publish: Publish,
-        answer: super::Responder,
-        enqueue: bool,
-    ) {
-        let c = if enqueue {
-            Completion {
-                done: Some(self.watch_enqueued(ctx, publish.topic.clone())),
-                accepted: Some(answer),
-            }
-        } else {
-            Completion {
-                accepted: None,
-                done: Some(answer),
-            }
-        };
-        self.accept(ctx, publish, c);
+        self.queue_admitted(ctx, publish, Completion { accepted, done });
     }
 
     /// [`take_publish`](Self::take_publish) answered through a future, for the public
@@ -113,7 +114,7 @@ impl SessionActor {
     ) -> ResponseFuture<Result<(), Error>> {
         let name = self.name.to_string();
         let (answer, rx) = oneshot::channel();
-        self.take_publish(ctx, publish, answer, enqueue);
+        self.take_publish(ctx, PublishWith::answering(publish, answer, enqueue));
         Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }
 

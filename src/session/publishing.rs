@@ -106,15 +106,15 @@ impl SessionActor {
         });
     }
 
-    /// Takes a publish in: refused when the session is closed or gave up, for QoS 0 while
-    /// disconnected, for a bad topic or size, or past `max_pending_messages`. With a
-    /// store a QoS >= 1 publish is written (group commit) before it is queued. `accepted`
-    /// hears once it is queued (durable), `done` once the broker acknowledged it.
-    pub(super) fn accept(&mut self, ctx: &mut Context<Self>, publish: Publish, c: Completion) {
-        if let Err(e) = self.admit(&publish) {
-            c.refuse(e);
-            return;
-        }
+    /// Queues a publish that [`admit`](Self::admit) let in. With a store a QoS >= 1
+    /// publish is written (group commit) before it is queued. `accepted` hears once it is
+    /// queued (durable), `done` once the broker acknowledged it.
+    pub(super) fn queue_admitted(
+        &mut self,
+        ctx: &mut Context<Self>,
+        publish: Publish,
+        c: Completion,
+    ) {
         if publish.qos != QoS::AtMostOnce && self.p.store.is_some() {
             self.durable.push((publish, c));
             self.commit_durable(ctx);
@@ -146,7 +146,8 @@ impl SessionActor {
         self.publish_status();
     }
 
-    /// The checks of [`accept`](Self::accept) that need no queue.
+    /// Whether a publish may come in: refused when the session is closed or gave up, for
+    /// QoS 0 while disconnected, for a bad topic or size, or past `max_pending_messages`.
     pub(super) fn admit(&self, publish: &Publish) -> Result<(), Error> {
         let session = || self.name.to_string();
         if self.closed {

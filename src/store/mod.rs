@@ -308,11 +308,7 @@ impl Store {
         );
         let [ids_tree, inbound_tree] = self.session_state_trees();
         let (ids, inbound) = (keys(ids_tree)?, keys(inbound_tree)?);
-        self.inner
-            .held_counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|k, _| !k.starts_with(&prefix));
+        self.held_counts().retain(|k, _| !k.starts_with(&prefix));
         let i = &self.inner;
         let result: Result<(), TransactionError<std::convert::Infallible>> = (
             &i.outbox,

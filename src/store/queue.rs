@@ -255,7 +255,10 @@ impl Store {
         Ok(old.is_some())
     }
 
-    fn held_counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
+    /// The kept counts of held messages, by `session \0 route` prefix.
+    pub(super) fn held_counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
         self.inner
             .held_counts
             .lock()
