@@ -434,6 +434,16 @@ impl SessionManager {
         self.route(filter).session(session).handle(f).await
     }
 
+    /// Calls `f` for every message matching `filter` on every session, in place: on the
+    /// receiving session's worker, with no queue and no thread crossing. For callbacks
+    /// that take microseconds; see [`RouteBuilder::handle_inline`]. Subscribes at QoS 1.
+    pub async fn handle_inline<F>(&self, filter: &str, f: F) -> Result<Route, Error>
+    where
+        F: Fn(&Message) + Send + Sync + 'static,
+    {
+        self.route(filter).handle_inline(f).await
+    }
+
     /// Awaits `f(message)` for every message matching `filter` on every session.
     pub async fn handle_async<F, Fut>(&self, filter: &str, f: F) -> Result<Route, Error>
     where

@@ -346,6 +346,14 @@ pub struct PerformanceOptions {
     /// lapses; must be below the keep-alive.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub max_stall: Option<Duration>,
+    /// Run the session on this worker of the manager (the index modulo the number of
+    /// workers, see [`SessionManagerBuilder::workers`](crate::SessionManagerBuilder::workers))
+    /// instead of the least loaded one. Sessions that pass messages to each other (a
+    /// route on one publishing through the other) share a worker this way, so that a
+    /// message between them never crosses threads. Absent: the worker running the fewest
+    /// sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
 }
 
 impl Default for PerformanceOptions {
@@ -359,6 +367,7 @@ impl Default for PerformanceOptions {
             read_timeout: None,
             unrouted_hold: Duration::from_secs(5),
             max_stall: None,
+            worker: None,
         }
     }
 }

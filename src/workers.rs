@@ -63,12 +63,18 @@ impl Workers {
         Workers { workers }
     }
 
-    /// Chooses the worker for a new session and counts it there.
-    pub(crate) fn place(&self) -> (usize, ArbiterHandle) {
-        let index = least_loaded(
-            self.workers
-                .iter()
-                .map(|w| w.sessions.load(Ordering::Relaxed)),
+    /// Chooses the worker for a new session (`preferred`, modulo the number of workers,
+    /// else the least loaded) and counts it there.
+    pub(crate) fn place(&self, preferred: Option<usize>) -> (usize, ArbiterHandle) {
+        let index = preferred.map_or_else(
+            || {
+                least_loaded(
+                    self.workers
+                        .iter()
+                        .map(|w| w.sessions.load(Ordering::Relaxed)),
+                )
+            },
+            |i| i % self.workers.len(),
         );
         let w = &self.workers[index];
         w.sessions.fetch_add(1, Ordering::Relaxed);

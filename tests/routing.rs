@@ -605,3 +605,62 @@ async fn a_handle_routes_messages_arrive_in_order_while_another_handle_route_is_
     release.send(()).unwrap();
     m.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn an_inline_route_runs_on_the_session_worker_in_order_and_survives_a_panic() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("in", &broker.url())).await.unwrap();
+    m.wait_for_session("in", T).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let threads = Arc::new(Mutex::new(BTreeSet::new()));
+    let (got, on) = (Arc::clone(&seen), Arc::clone(&threads));
+    let route = m
+        .route("inline/#")
+        .session("in")
+        .handle_inline(move |msg| {
+            let t = std::thread::current();
+            on.lock()
+                .unwrap()
+                .insert((format!("{:?}", t.id()), t.name().unwrap_or("").to_string()));
+            let p = msg.payload_str().unwrap().to_string();
+            if p == "boom" {
+                panic!("handler bug");
+            }
+            got.lock().unwrap().push(p);
+        })
+        .await
+        .unwrap();
+    publish(broker.port(), "inline/x", "boom", 1, false);
+    publish_many(broker.port(), "inline/x", 500, 1);
+    let all = poll_until_async(T, || {
+        let n = seen.lock().unwrap().len();
+        async move { n >= 500 }
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(all, "{} of 500", seen.len());
+    let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(seen, expected, "in arrival order");
+    let threads = threads.lock().unwrap().clone();
+    assert_eq!(
+        threads.len(),
+        1,
+        "one session, one worker thread: {threads:?}"
+    );
+    let (id, name) = threads.into_iter().next().unwrap();
+    assert_ne!(
+        id,
+        format!("{:?}", std::thread::current().id()),
+        "not the caller's thread"
+    );
+    assert!(
+        !name.starts_with("mqtt-route-callback"),
+        "in place, not on the callback pool: {name}"
+    );
+    let stats = route.stats();
+    assert_eq!((stats.handler_panics, stats.delivered), (1, 501));
+    assert!(m.session("in").unwrap().is_ready());
+    m.shutdown().await;
+}

@@ -273,7 +273,21 @@ pub struct SessionConfig {
     /// The password, once read from wherever it comes from (set by validation).
     #[serde(skip)]
     pub(crate) resolved_password: Option<Secret>,
+    /// A `[[forward]]` rule publishes through this session (set by validation): its
+    /// `inflight` defaults to [`FORWARD_TARGET_INFLIGHT`].
+    #[serde(skip)]
+    pub(crate) forward_target: bool,
+    /// The worker shared by the sessions joined by forwarding rules (set by validation;
+    /// `performance.worker` wins).
+    #[serde(skip)]
+    pub(crate) forward_worker: Option<usize>,
 }
+
+/// The default `performance.inflight` of a session that a forwarding rule publishes
+/// through, hence the rule's default window: enough for a rule to carry 50,000 msgs/s
+/// over a link with 20 ms of round trip (a window of `n` messages carries at most `n`
+/// per round trip; the library's default of 100 would cap it at 5,000).
+pub const FORWARD_TARGET_INFLIGHT: u16 = 1000;
 
 /// [`PerformanceOptions`] as written in a config file (`max_message_size` takes units).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,8 +299,10 @@ pub struct PerformanceConfig {
     pub max_message_size: ByteSize,
     /// QoS >= 1 publishes that may wait for a connection or an acknowledgement. Default 1000.
     pub max_pending_messages: usize,
-    /// QoS >= 1 publishes in flight. Default 100.
-    pub inflight: u16,
+    /// QoS >= 1 publishes in flight. Default 100; [`FORWARD_TARGET_INFLIGHT`] for a
+    /// session that a `[[forward]]` rule publishes through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inflight: Option<u16>,
     /// How long a publish may wait for its acknowledgement. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
@@ -301,6 +317,11 @@ pub struct PerformanceConfig {
     /// holds the messages meanwhile). Default: half the keep-alive.
     #[serde(with = "humantime_serde")]
     pub max_stall: Option<Duration>,
+    /// Run the session on this worker thread (index modulo `workers`). Default: sessions
+    /// joined by `[[forward]]` rules share one worker (a forwarded message never crosses
+    /// threads), the others go to the least loaded worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
 }
 
 impl Default for PerformanceConfig {
@@ -310,11 +331,12 @@ impl Default for PerformanceConfig {
             message_channel_size: d.message_channel_size,
             max_message_size: ByteSize(d.max_message_size),
             max_pending_messages: d.max_pending_messages,
-            inflight: d.inflight,
+            inflight: None,
             write_timeout: d.write_timeout,
             read_timeout: d.read_timeout,
             unrouted_hold: d.unrouted_hold,
             max_stall: d.max_stall,
+            worker: None,
         }
     }
 }
@@ -327,11 +349,14 @@ impl From<&PerformanceConfig> for PerformanceOptions {
         o.message_channel_size = p.message_channel_size;
         o.max_message_size = p.max_message_size.bytes();
         o.max_pending_messages = p.max_pending_messages;
-        o.inflight = p.inflight;
+        if let Some(n) = p.inflight {
+            o.inflight = n;
+        }
         o.write_timeout = p.write_timeout;
         o.read_timeout = p.read_timeout;
         o.unrouted_hold = p.unrouted_hold;
         o.max_stall = p.max_stall;
+        o.worker = p.worker;
         o
     }
 }
@@ -650,6 +675,10 @@ impl SessionConfig {
         o.reconnect = self.reconnect.clone();
         o.tls = self.tls.clone();
         o.performance = PerformanceOptions::from(&self.performance);
+        if self.forward_target && self.performance.inflight.is_none() {
+            o.performance.inflight = FORWARD_TARGET_INFLIGHT;
+        }
+        o.performance.worker = self.performance.worker.or(self.forward_worker);
         o.protocol = self.protocol;
         o
     }

@@ -1,13 +1,18 @@
 //! Forwarding rules: what matches a filter on one session is published through another,
 //! at least once, pipelined and in order.
 //!
-//! A rule is a route on its `from` session (subscribed at the highest QoS its targets can
-//! need) whose handler hands each message to one *lane* per target and
-//! returns: the route takes the next message at once. Each target's lane submits the
-//! messages into the target session in arrival order through a
+//! A rule is a queue route on its `from` session (subscribed at the highest QoS its
+//! targets can need). The rule's task takes each message from the route's queue and
+//! hands it to one *lane* per target, waiting only for room in that lane's window. Each
+//! target's lane submits the messages into the target session in arrival order through a
 //! [`PublishLane`], so up to `window` of them are in flight at once, and a refusal
 //! never lets a later message overtake an earlier one (the lane is held, the refused
 //! message and those behind it are submitted again in order).
+//!
+//! Threads: each lane runs on its target session's worker, and the rule's task beside its
+//! first lane; the daemon puts the sessions a rule joins on one worker
+//! (`performance.worker`), so that a forwarded message, its publish, the target's
+//! acknowledgement and the source's acknowledgement never cross threads.
 //!
 //! When a message counts as handled for a target (the source session acknowledges a
 //! QoS >= 1 message to its broker only once every target handled it: each target holds
@@ -47,7 +52,7 @@ use mqtt_sessions::error::Error;
 use mqtt_sessions::manager::SessionManager;
 use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
 use mqtt_sessions::options::{BrokerUrl, Protocol};
-use mqtt_sessions::router::route::Route;
+use mqtt_sessions::router::route::Listener;
 use mqtt_sessions::{PublishLane, SessionHandle, Submitted};
 
 /// First delay before submitting a refused message again.
@@ -56,6 +61,13 @@ const RETRY_INITIAL: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Capacity of a rule's route queue.
 const RULE_CAPACITY: usize = 256;
+/// Most messages in a rule's window by default without a store. Every message in the
+/// window is then also unacknowledged at the source broker, which keeps it in its queue
+/// for the source session, and mosquitto drops what a client's queue holds past its
+/// default limit (`max_queued_messages` 1,000): the window and the rule's route queue
+/// stay well inside it. With a store a message leaves the window once durable in the
+/// target's outbox, so the window is the target's `inflight`.
+const NO_STORE_WINDOW: usize = 500;
 /// The MQTT 5 user property that lists the brokers (`host:port`, comma-separated) a
 /// forwarded message has been on.
 pub const HOPS_PROPERTY: &str = "mqtt-sessions-hops";
@@ -193,7 +205,8 @@ impl ForwardStats {
 #[derive(Debug)]
 pub struct RunningRule {
     config: ForwardConfig,
-    route: Option<Route>,
+    /// Tells the rule's task to stop taking messages (it drops the route's listener).
+    stop: watch::Sender<bool>,
     /// Resolves (with an error) once the handler, the lanes and every message they held
     /// are gone: the rule is drained.
     done: oneshot::Receiver<()>,
@@ -203,13 +216,14 @@ pub struct RunningRule {
 
 /// Held by everything that holds a rule's messages; the rule is drained when the last
 /// one is dropped.
-type Drain = Rc<oneshot::Sender<()>>;
+type Drain = Arc<oneshot::Sender<()>>;
 
 /// What one rule's handler needs.
 struct Forwarder {
     rule: String,
     forward_retained: bool,
     lanes: Vec<LaneInput>,
+    _drain: Drain,
 }
 
 /// The handler's side of one target's lane.
@@ -324,72 +338,86 @@ impl RunningRule {
             .collect::<Vec<_>>()
             .join(", ");
         let (done_tx, done) = oneshot::channel();
-        let drain: Drain = Rc::new(done_tx);
+        let drain: Drain = Arc::new(done_tx);
         let (cancel, cancel_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
         let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
             .map_err(Error::Topic)?;
         let source_brokers = broker_ids(manager.session(config.from.get_ref()).ok().as_ref());
-        let lanes = targets
-            .into_iter()
-            .map(|target| {
-                let handle = manager.session(&target.to).ok();
-                let window = config.window.map_or_else(
-                    || {
-                        handle
-                            .as_ref()
-                            .map_or(100, |h| usize::from(h.options().performance.inflight))
-                    },
-                    usize::from,
-                );
-                let (tx, rx) = mpsc::unbounded_channel();
-                let input = LaneInput {
-                    to: target.to.clone(),
-                    brokers: broker_ids(handle.as_ref())
-                        .into_iter()
-                        .filter(|b| !source_brokers.contains(b))
-                        .collect(),
-                    window: Arc::new(Semaphore::new(window)),
-                    tx,
-                    stats: Arc::clone(&target.stats),
-                    next_seq: std::cell::Cell::new(0),
-                };
-                let lane = Lane {
-                    rule: rule.clone(),
-                    manager: manager.clone(),
-                    filter: filter.clone(),
-                    source_broker: source_brokers.first().cloned(),
-                    target,
-                    store,
-                    cancel: cancel_rx.clone(),
-                    _drain: Rc::clone(&drain),
-                };
+        // Each lane runs on its target session's worker, so that its submissions and
+        // their answers stay on one thread; the rule's task runs beside its first lane.
+        let mut home = None;
+        let mut lanes = Vec::with_capacity(targets.len());
+        for target in targets {
+            let handle = manager.session(&target.to).ok();
+            let window = config.window.map_or_else(
+                || {
+                    let inflight = handle
+                        .as_ref()
+                        .map_or(100, |h| usize::from(h.options().performance.inflight));
+                    if store {
+                        inflight
+                    } else {
+                        inflight.min(NO_STORE_WINDOW)
+                    }
+                },
+                usize::from,
+            );
+            let (tx, rx) = mpsc::unbounded_channel();
+            lanes.push(LaneInput {
+                to: target.to.clone(),
+                brokers: broker_ids(handle.as_ref())
+                    .into_iter()
+                    .filter(|b| !source_brokers.contains(b))
+                    .collect(),
+                window: Arc::new(Semaphore::new(window)),
+                tx,
+                stats: Arc::clone(&target.stats),
+                next_seq: std::cell::Cell::new(0),
+            });
+            let lane = Lane {
+                rule: rule.clone(),
+                manager: manager.clone(),
+                filter: filter.clone(),
+                source_broker: source_brokers.first().cloned(),
+                target,
+                store,
+                cancel: cancel_rx.clone(),
+                _drain: Arc::clone(&drain),
+            };
+            let arbiter = handle.map_or_else(actix::Arbiter::current, |h| h.arbiter());
+            home.get_or_insert_with(|| arbiter.clone());
+            if !arbiter.spawn_fn(move || {
                 actix::spawn(run_lane(Rc::new(lane), rx));
-                input
-            })
-            .collect();
-        let fwd = Rc::new(Forwarder {
+            }) {
+                return Err(Error::Shutdown);
+            }
+        }
+        let fwd = Forwarder {
             rule: rule.clone(),
             forward_retained: config.forward_retained,
             lanes,
-        });
-        let handler_drain = Rc::clone(&drain);
-        drop(drain);
-        let route = manager
+            _drain: drain,
+        };
+        let listener = manager
             .route(config.filter.get_ref())
             .session(config.from.get_ref())
             .qos(source_qos)
             .capacity(RULE_CAPACITY)
             .name(format!("forward.{rule}"))
-            .handle_async(move |msg| {
-                let (fwd, _drain) = (Rc::clone(&fwd), Rc::clone(&handler_drain));
-                async move { fwd.take(msg).await }
-            })
+            .listen()
             .await?;
+        let home = home.unwrap_or_else(actix::Arbiter::current);
+        if !home.spawn_fn(move || {
+            actix::spawn(fwd.run(listener, stop_rx));
+        }) {
+            return Err(Error::Shutdown);
+        }
         tracing::info!(rule = %rule, from = %config.from.get_ref(), filter = %config.filter.get_ref(),
             to = %to, qos = %source_qos, store, "forward rule started");
         Ok(RunningRule {
             config: config.clone(),
-            route: Some(route),
+            stop,
             done,
             cancel,
             stats,
@@ -410,7 +438,7 @@ impl RunningRule {
     /// stops retrying (messages not handled by then are left unacknowledged for the
     /// source broker to deliver again, and counted as dropped).
     pub async fn stop(mut self, grace: Duration) {
-        drop(self.route.take());
+        let _ = self.stop.send(true);
         let drained = tokio::time::timeout(grace, &mut self.done).await.is_ok();
         if !drained {
             tracing::warn!(rule = %self.config.name.get_ref(), ?grace,
@@ -436,14 +464,35 @@ fn hops(msg: &Message) -> Vec<&str> {
 }
 
 impl Forwarder {
+    /// The rule's task: takes each message of the route's queue into the lanes, until
+    /// told to stop (or the route ends); then drops the listener, which leaves what is
+    /// still queued unacknowledged for the source broker to deliver again.
+    async fn run(self, listener: Listener, mut stop: watch::Receiver<bool>) {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                m = listener.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            if !self.take(msg, &mut stop).await {
+                break;
+            }
+        }
+    }
+
     /// Takes `msg` into every target's lane (waiting for room in each window) and
-    /// returns: the lanes forward it and release its acknowledgement.
-    async fn take(&self, msg: Message) {
+    /// returns: the lanes forward it and release its acknowledgement. False when the rule
+    /// was told to stop while it waited (the message is then left unacknowledged, for the
+    /// source broker to deliver again) or its lanes are gone.
+    async fn take(&self, msg: Message, stop: &mut watch::Receiver<bool>) -> bool {
         if msg.retain && !self.forward_retained {
             // A retained message sent on (re)subscribe: forwarded when it was published.
             tracing::debug!(rule = %self.rule, topic = %msg.topic,
                 "retained message from the subscription not forwarded (forward_retained = false)");
-            return;
+            return true;
         }
         let been_on = hops(&msg);
         for lane in &self.lanes {
@@ -453,8 +502,14 @@ impl Forwarder {
                     "message has been on the target's broker already; not forwarded (loop)");
                 continue;
             }
-            let Ok(permit) = Arc::clone(&lane.window).acquire_owned().await else {
-                return;
+            let permit = tokio::select! {
+                biased;
+                p = Arc::clone(&lane.window).acquire_owned() => p.ok(),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(permit) = permit else {
+                msg.leave_unacknowledged();
+                return false;
             };
             let seq = lane.next_seq.get();
             lane.next_seq.set(seq + 1);
@@ -471,9 +526,10 @@ impl Forwarder {
                 // The lane is gone (the rule is stopping): the source delivers it again.
                 lane.stats.settled(item.seq);
                 item.msg.leave_unacknowledged();
-                return;
+                return false;
             }
         }
+        true
     }
 }
 

@@ -165,6 +165,18 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
         }
     }
     check_cycles(config, &brokers)?;
+    // A session a rule publishes through gets the forwarding default of `inflight`.
+    let targets: BTreeSet<String> = config
+        .forward
+        .iter()
+        .flat_map(|r| r.all_targets())
+        .map(|t| t.to.get_ref().clone())
+        .collect();
+    let groups = forward_groups(config);
+    for s in &mut config.sessions {
+        s.forward_target = targets.contains(s.name());
+        s.forward_worker = groups.get(s.name()).copied();
+    }
     // The single-target form with every default filled in (`print-config` shows them).
     for r in &mut config.forward {
         r.fill_defaults();
@@ -588,4 +600,38 @@ brokers = ["mqtt://127.0.0.1:1884"]
             assert!(err.starts_with(at) && err.contains(needle), "{err}");
         }
     }
+}
+
+/// The sessions joined by forwarding rules (a rule joins its source and its targets),
+/// numbered by group in the order of the rules: each group shares a worker thread.
+fn forward_groups(config: &Config) -> BTreeMap<String, usize> {
+    let mut group: BTreeMap<String, usize> = BTreeMap::new();
+    let mut next = 0;
+    for r in &config.forward {
+        let mut members: Vec<String> = r
+            .all_targets()
+            .iter()
+            .map(|t| t.to.get_ref().clone())
+            .collect();
+        members.push(r.from.get_ref().clone());
+        // The groups these sessions are in already merge into the lowest of them.
+        let joined: BTreeSet<usize> = members
+            .iter()
+            .filter_map(|m| group.get(m))
+            .copied()
+            .collect();
+        let g = joined.first().copied().unwrap_or_else(|| {
+            next += 1;
+            next - 1
+        });
+        for v in group.values_mut() {
+            if joined.contains(v) {
+                *v = g;
+            }
+        }
+        for m in members {
+            group.insert(m, g);
+        }
+    }
+    group
 }

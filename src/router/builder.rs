@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Addr, Recipient};
 
 use super::consume;
+use super::dispatch::InlineCallback;
 use super::route::{
     Listener, Overflow, RetainHandling, Route, RouteOptions, RouteScope, RouteStats,
     SubscribeOptions,
@@ -104,6 +105,14 @@ impl RouteBuilder {
         self,
         kind: &'static str,
     ) -> Result<(Route, flume::Receiver<Message>), Error> {
+        self.register_with(kind, None).await
+    }
+
+    async fn register_with(
+        self,
+        kind: &'static str,
+        inline: Option<InlineCallback>,
+    ) -> Result<(Route, flume::Receiver<Message>), Error> {
         let filter = self.filter?;
         let opts = self.opts;
         if opts.capacity == 0 || opts.capacity > MAX_CAPACITY {
@@ -128,6 +137,7 @@ impl RouteBuilder {
                 kind,
                 tx,
                 oldest,
+                inline,
                 stats: Arc::clone(&stats),
             })
             .await??;
@@ -159,6 +169,54 @@ impl RouteBuilder {
         let (route, rx) = self.register("handle").await?;
         consume::spawn_callback(route.name(), rx, Arc::clone(&route.stats), f)
             .map_err(Error::Spawn)?;
+        Ok(route)
+    }
+
+    /// Calls `f` for every message *where it arrives*: on the receiving session's worker
+    /// thread, inside its dispatch, with no queue and no thread crossing. The cheapest
+    /// consumer (a QoS >= 1 message is acknowledged as `f` returns, written with the
+    /// session's next burst of acknowledgements), and the one to use for callbacks that
+    /// take microseconds: count, filter, decode, hand over to your own queue, publish.
+    ///
+    /// While `f` runs, every session on that worker waits (a worker carries many
+    /// sessions): a callback that blocks or takes milliseconds belongs in
+    /// [`handle`](Self::handle) (the shared pool of callback threads) instead.
+    /// `docs/BENCHMARKS.md` measures what a slow one costs the other sessions.
+    ///
+    /// `f` is `Sync`: a route covering several sessions is called from their workers at
+    /// once. For one session, messages come in the order they arrived. A panic is caught
+    /// and counted (`handler_panics`) and the message counts as handled. The capacity
+    /// option sizes only the queue that a durable route's held messages (kept in the
+    /// store while the route was not registered) come through after a restart; they are
+    /// handed to `f` on the pool of callback threads.
+    ///
+    /// ```no_run
+    /// # async fn f(manager: mqtt_sessions::SessionManager) -> Result<(), mqtt_sessions::Error> {
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let bytes = Arc::new(AtomicU64::new(0));
+    /// let counted = Arc::clone(&bytes);
+    /// let route = manager
+    ///     .route("plant/+/power")
+    ///     .handle_inline(move |m| {
+    ///         counted.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+    ///     })
+    ///     .await?;
+    /// # drop(route); Ok(()) }
+    /// ```
+    pub async fn handle_inline<F>(self, f: F) -> Result<Route, Error>
+    where
+        F: Fn(&Message) + Send + Sync + 'static,
+    {
+        let callback: InlineCallback = Arc::new(f);
+        let (route, rx) = self
+            .register_with("handle_inline", Some(Arc::clone(&callback)))
+            .await?;
+        consume::spawn_callback(route.name(), rx, Arc::clone(&route.stats), move |m| {
+            callback(m)
+        })
+        .map_err(Error::Spawn)?;
         Ok(route)
     }
 

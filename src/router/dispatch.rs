@@ -41,8 +41,10 @@ pub struct RouteEntry {
     pub stats: Arc<RouteStats>,
 }
 
+/// A route's in-place callback ([`RouteBuilder::handle_inline`](super::builder::RouteBuilder::handle_inline)).
+pub(crate) type InlineCallback = Arc<dyn Fn(&Message) + Send + Sync>;
+
 /// Where a route's messages go.
-#[derive(Debug)]
 pub enum Target {
     /// The route's bounded queue.
     Queue {
@@ -50,6 +52,12 @@ pub enum Target {
         tx: flume::Sender<Message>,
         /// A receiver kept only for [`Overflow::DropOldest`] (to pop the oldest when full).
         oldest: Option<flume::Receiver<Message>>,
+    },
+    /// A callback called where the message arrives: on the receiving session's worker,
+    /// inside the dispatch, with no queue and no thread crossing.
+    Inline {
+        /// The callback.
+        callback: InlineCallback,
     },
     /// A durable route restored from the store whose application has not registered it
     /// again yet: QoS >= 1 messages are held in the store until it does.
@@ -62,6 +70,18 @@ pub enum Target {
         /// The session.
         session: Arc<str>,
     },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Queue { tx, .. } => f.debug_struct("Queue").field("len", &tx.len()).finish(),
+            Target::Inline { .. } => f.write_str("Inline"),
+            Target::Hold { session, .. } => {
+                f.debug_struct("Hold").field("session", session).finish()
+            }
+        }
+    }
 }
 
 /// Counts one message waiting for room in a route while it lives (also when its future
@@ -96,6 +116,10 @@ impl RouteEntry {
     fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<Pending>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
+            Target::Inline { callback } => {
+                self.call(callback, msg);
+                return Some(None);
+            }
             Target::Hold {
                 queue,
                 session,
@@ -128,6 +152,18 @@ impl RouteEntry {
                 self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 None
             }
+        }
+    }
+
+    /// Calls an in-place callback with `msg`: the message is handled (a QoS >= 1 one may
+    /// be acknowledged) once it returns, unless the callback kept a clone. A panic is
+    /// caught and counted, and the message counts as handled.
+    #[inline]
+    fn call(&self, callback: &InlineCallback, msg: &Message) {
+        self.stats.record_delivery(msg.received_at);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(msg))).is_err() {
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(route = %self.name, topic = %msg.topic, "in-place route handler panicked");
         }
     }
 

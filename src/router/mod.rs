@@ -207,6 +207,9 @@ pub struct AddRoute {
     pub tx: flume::Sender<MqttMessage>,
     /// The queue's receiver, kept for drop-oldest overflow.
     pub oldest: Option<flume::Receiver<MqttMessage>>,
+    /// An in-place callback: live messages go to it, and the queue takes only what a
+    /// durable route held while it was not registered.
+    pub inline: Option<dispatch::InlineCallback>,
     /// Counters.
     pub stats: Arc<RouteStats>,
 }
@@ -250,17 +253,18 @@ impl Handler<AddRoute> for RouterActor {
             qos: msg.opts.qos,
             subscribe: msg.opts.subscribe,
             overflow: msg.opts.overflow,
-            target: Target::Queue {
-                tx: msg.tx,
-                oldest: msg.oldest,
+            target: match msg.inline {
+                Some(callback) => Target::Inline { callback },
+                None => Target::Queue {
+                    tx: msg.tx.clone(),
+                    oldest: msg.oldest,
+                },
             },
             named: msg.opts.name.is_some(),
             stats: msg.stats,
         });
-        if let Target::Queue { tx, .. } = &entry.target {
-            for s in &held_for {
-                self.deliver_held(s, &name, tx, &entry.stats);
-            }
+        for s in &held_for {
+            self.deliver_held(s, &name, &msg.tx, &entry.stats);
         }
         self.insert_entry(entry);
         self.publish();

@@ -34,6 +34,8 @@ pub struct SessionHandle {
     pub(crate) sinks: Arc<SessionSinks>,
     /// The manager's worker the session runs on.
     pub(crate) worker: usize,
+    /// That worker's arbiter.
+    pub(crate) arbiter: actix::ArbiterHandle,
     /// The router, owner of the session's subscriptions.
     pub(crate) router: Recipient<DirectSubscription>,
 }
@@ -52,6 +54,29 @@ impl SessionHandle {
     /// [`SessionManagerBuilder::workers`](crate::SessionManagerBuilder::workers)).
     pub fn worker(&self) -> usize {
         self.worker
+    }
+
+    /// The actix arbiter of the worker thread this session runs on. What runs there
+    /// talks to the session without a thread crossing: an actor started with
+    /// `Actor::start_in_arbiter(&handle.arbiter(), ..)`, or a task spawned with
+    /// `handle.arbiter().spawn_fn(..)`, that publishes into the session (request /
+    /// response, echo, forwarding) hands each publish over on its own thread.
+    ///
+    /// ```no_run
+    /// # fn f(handle: mqtt_sessions::SessionHandle) {
+    /// use mqtt_sessions::Publish;
+    ///
+    /// let on_worker = handle.clone();
+    /// handle.arbiter().spawn_fn(move || {
+    ///     actix::spawn(async move {
+    ///         // Runs on the session's own worker thread.
+    ///         let _ = on_worker.publish(Publish::new("echo/ready", "1")).await;
+    ///     });
+    /// });
+    /// # }
+    /// ```
+    pub fn arbiter(&self) -> actix::ArbiterHandle {
+        self.arbiter.clone()
     }
 
     /// The name of the thread that runs the session's connection, once it has started

@@ -323,7 +323,7 @@ impl Supervisor {
         };
         self.bus
             .emit(Event::new(Arc::clone(&name), EventData::SessionAdded));
-        let (worker, arbiter) = self.workers.place();
+        let (worker, arbiter) = self.workers.place(opts.performance.worker);
         let addr = actix::Supervisor::start_in_arbiter(&arbiter, move |_| SessionActor::new(parts));
         let handle = SessionHandle {
             name,
@@ -333,6 +333,7 @@ impl Supervisor {
             opts,
             sinks,
             worker,
+            arbiter,
             router: self.router.clone().recipient(),
         };
         self.registry
