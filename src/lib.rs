@@ -97,6 +97,7 @@ pub mod message;
 pub mod metrics;
 pub mod options;
 pub mod reason;
+mod request;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -115,18 +116,18 @@ pub mod bench_internals {
     pub use crate::router::table::FilterTrie;
 }
 
-pub use credentials::{Credentials, CredentialsError, CredentialsProvider};
+pub use credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
 pub use error::{Error, Result};
 pub use event::{
     ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
     GiveUpReason,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
-pub use message::{Message, MessageProperties, Publish, QoS};
+pub use message::{InvalidQos, Message, MessageProperties, Publish, QoS};
 pub use metrics::{ManagerMetrics, PerSessionMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
-    ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
-    SessionOptions, TlsOptions, WillOptions,
+    ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, SessionOptions,
+    TlsOptions, WillOptions,
 };
 pub use reason::ReasonCode;
 pub use router::builder::RouteBuilder;

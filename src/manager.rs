@@ -16,12 +16,12 @@ use crate::metrics::{
     ManagerMetrics, Metrics, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
 };
 use crate::options::SessionOptions;
+use crate::request::{self, RequestRegistry};
 use crate::router::builder::RouteBuilder;
 use crate::router::dispatch::RouteTable;
 use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
-use crate::session::request::{self, RequestRegistry};
 use crate::session::state::SessionState;
 use crate::store::{Store, StoreWorker};
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
@@ -574,7 +574,7 @@ impl SessionManager {
         self.metrics.sources()
     }
 
-    // ---- MQTT 5 request/response (`session/request.rs`) ----
+    // ---- MQTT 5 request/response (`request.rs`) ----
 
     /// Sends a request and waits for its response (MQTT 5 request/response).
     ///

@@ -475,7 +475,8 @@ async fn bad_inputs_give_typed_errors() {
         "{e}"
     );
     let e = QoS::try_from(3u8).unwrap_err();
-    assert!(matches!(e, Error::InvalidQos(3)), "{e}");
+    assert_eq!(e, mqtt_sessions::InvalidQos(3));
+    assert!(matches!(Error::from(e), Error::InvalidQos(3)), "{e}");
     let e = serde_json::from_str::<QoS>("7").unwrap_err();
     assert!(e.to_string().contains("invalid QoS 7"), "{e}");
     let e = h

@@ -41,7 +41,6 @@ pub(crate) mod link;
 pub mod outbox;
 mod publishing;
 pub mod rates;
-pub(crate) mod request;
 pub mod state;
 mod status;
 mod subscriptions;
