@@ -119,8 +119,8 @@ pub mod bench_internals {
 pub use credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
 pub use error::{Error, Result};
 pub use event::{
-    ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
-    GiveUpReason,
+    ActorFailure, ConnectionFailure, ErrorKind, Event, EventData, EventForwarder, EventGuard,
+    EventKind, EventStream, GiveUpReason,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{InvalidQos, Message, MessageProperties, Publish, QoS};

@@ -361,7 +361,7 @@ impl Handler<SessionEnded> for Supervisor {
                 .histories
                 .entry(session.to_string())
                 .or_default()
-                .on_failure(&self.supervision, Instant::now(), &what, fastrand::f64()),
+                .on_failure(&self.supervision, Instant::now(), what, fastrand::f64()),
         };
         match verdict {
             Verdict::Restart(delay) => {
