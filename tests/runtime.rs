@@ -328,7 +328,7 @@ async fn past_the_restart_limit_a_session_gives_up_with_event_state_metric_and_w
             ..
         })
     ));
-    // The typed failure reads as its name in JSON (events, `/sessions`).
+    // The typed failure reads as its name in JSON (the `session_gave_up` event, `/events`).
     let json = serde_json::to_value(h.status().gave_up).unwrap();
     assert_eq!(json["reason"], "too_many_restarts", "{json}");
     assert_eq!(json["last_failure"], "actor_stopped", "{json}");
