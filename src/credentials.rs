@@ -34,7 +34,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::options::Secret;
+use serde::{Deserialize, Serialize};
 
 /// A user name and password for one CONNECT, as a [`CredentialsProvider`] supplies them.
 /// `Debug` shows the user name only.
@@ -118,6 +118,41 @@ impl fmt::Debug for CredentialsProvider {
 impl PartialEq for CredentialsProvider {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// A password or other secret: never printed by `Debug` or `Display`, never serialised.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is really needed (the CONNECT packet).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
     }
 }
 

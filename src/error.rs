@@ -247,3 +247,8 @@ impl Error {
         )
     }
 }
+impl From<crate::message::InvalidQos> for Error {
+    fn from(e: crate::message::InvalidQos) -> Self {
+        Error::InvalidQos(e.0)
+    }
+}

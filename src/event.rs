@@ -6,15 +6,30 @@
 //!   panicking handler is caught and counted; its queue is bounded ([`EVENT_QUEUE`]) and an
 //!   event that does not fit is counted as dropped, never blocking the session;
 //! - a broadcast channel behind [`EventStream`]s (bounded, a lagging stream skips and counts).
+//!
+//! Three ways to read events, all bounded and none able to slow a session:
+//! - handlers ([`EventBus::subscribe`], `SessionManager::on_event`): closures on the
+//!   dispatcher thread;
+//! - an [`EventStream`] (`SessionManager::events`): `recv().await`, or a
+//!   [`futures_core::Stream`](futures_util::Stream) (`StreamExt`, or actix's
+//!   `ctx.add_stream`, which reads it as fast as the actor handles it);
+//! - an actix [`Recipient<Event>`](actix::Recipient) ([`EventBus::forward_to`],
+//!   `SessionManager::events_to`): a task on an arbiter reads an [`EventStream`] and
+//!   hands each event to the actor's mailbox, waiting for room there; an actor more than
+//!   [`EVENT_QUEUE`] events behind skips the oldest, counted
+//!   ([`EventForwarder::skipped`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::session::state::SessionState;
 
@@ -265,8 +280,42 @@ pub enum GiveUpReason {
         #[serde(with = "humantime_serde")]
         window: Duration,
         /// The last failure.
-        last_failure: String,
+        last_failure: ActorFailure,
     },
+}
+
+/// Why a session's actor failed (stopped without being closed or retired); the
+/// supervisor restarts it, or retires it past its policy's limit
+/// ([`GiveUpReason::TooManyRestarts`]). Serialised as its [`as_str`](Self::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ActorFailure {
+    /// `driver_ended`: the driver task (the rumqttc event loop) ended without giving up:
+    /// it panicked or was aborted.
+    DriverEnded,
+    /// `actor_stopped`: the session actor stopped on its own (what
+    /// `session::InjectFailure`, feature `fault-injection`, does).
+    ActorStopped,
+}
+
+impl ActorFailure {
+    /// The failure's name (`driver_ended`, `actor_stopped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorFailure::DriverEnded => "driver_ended",
+            ActorFailure::ActorStopped => "actor_stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for ActorFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActorFailure::DriverEnded => "the session driver ended unexpectedly",
+            ActorFailure::ActorStopped => "the session actor stopped unexpectedly",
+        })
+    }
 }
 
 impl std::fmt::Display for GiveUpReason {
@@ -330,6 +379,12 @@ pub struct Event {
     /// What happened.
     #[serde(flatten)]
     pub data: EventData,
+}
+
+/// An event is an actix message, so that an actor can take events through a
+/// [`Recipient<Event>`](actix::Recipient) ([`EventBus::forward_to`]).
+impl actix::Message for Event {
+    type Result = ();
 }
 
 impl Event {
@@ -465,9 +520,62 @@ impl EventBus {
 
     /// A stream of every event from now on.
     pub fn stream(&self) -> EventStream {
-        EventStream {
-            rx: self.inner.stream.subscribe(),
-            lagged: 0,
+        EventStream::new(self.inner.stream.subscribe())
+    }
+
+    /// Hands every event from now on to `recipient`, an actix actor's mailbox, from a task
+    /// on `arbiter`; see [`EventForwarder`]. The task ends when the forwarder is dropped
+    /// or stopped, when the actor is gone, or with the bus.
+    ///
+    /// Bounded and non-blocking: the task reads an [`EventStream`] (the bus's broadcast
+    /// ring, [`EVENT_QUEUE`] events) and hands each event over with `try_send`; when the
+    /// actor's mailbox is full it waits for room (`send`), never the session. An actor
+    /// that falls more than [`EVENT_QUEUE`] events behind skips the oldest ones, counted
+    /// by [`EventForwarder::skipped`].
+    pub fn forward_to(
+        &self,
+        recipient: actix::Recipient<Event>,
+        arbiter: &actix_rt::ArbiterHandle,
+    ) -> EventForwarder {
+        let counts = Arc::new(ForwardCounts::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let mut events = self.stream();
+        let c = Arc::clone(&counts);
+        let task = async move {
+            let forward = async {
+                while let Some(ev) = events.recv().await {
+                    c.skipped.store(events.lagged(), Ordering::Relaxed);
+                    let handed = match recipient.try_send(ev) {
+                        Ok(()) => true,
+                        Err(actix::dev::SendError::Full(ev)) => recipient.send(ev).await.is_ok(),
+                        Err(actix::dev::SendError::Closed(_)) => false,
+                    };
+                    if !handed {
+                        break; // the actor is gone
+                    }
+                    c.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            // Only an explicit stop ends it: a sender dropped unsent is `forget`.
+            let stop = async {
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = forward => {}
+                () = stop => {}
+            }
+            c.running.store(false, Ordering::Release);
+        };
+        counts.running.store(true, Ordering::Release);
+        if !arbiter.spawn(task) {
+            counts.running.store(false, Ordering::Release);
+            tracing::error!("the arbiter is gone: events are not forwarded to the actor");
+        }
+        EventForwarder {
+            counts,
+            stop: Some(stop),
         }
     }
 
@@ -520,29 +628,156 @@ impl Drop for EventGuard {
     }
 }
 
+/// What one receive of an [`EventStream`] yields, with the receiver handed back.
+type Received = (
+    Result<Event, broadcast::error::RecvError>,
+    broadcast::Receiver<Event>,
+);
+
+async fn receive(mut rx: broadcast::Receiver<Event>) -> Received {
+    let result = rx.recv().await;
+    (result, rx)
+}
+
 /// A stream of all events (bounded by [`EVENT_QUEUE`]; a reader that falls behind
 /// skips the oldest events and [`lagged`](Self::lagged) counts them).
-#[derive(Debug)]
+///
+/// Read it with [`recv`](Self::recv), or as a [`futures_core::Stream`](futures_util::Stream)
+/// of [`Event`]s (`StreamExt::next`, combinators, actix's `ctx.add_stream`); it ends once
+/// the manager is gone.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use mqtt_sessions::{EventKind, SessionManager};
+///
+/// # async fn f(manager: SessionManager) {
+/// let mut ready = manager.events().filter(|ev| {
+///     std::future::ready(ev.kind() == EventKind::SessionReady)
+/// });
+/// while let Some(ev) = ready.next().await {
+///     println!("{} ready", ev.session);
+/// }
+/// # }
+/// ```
 pub struct EventStream {
-    rx: broadcast::Receiver<Event>,
+    /// The pending receive; the receiver travels inside it and comes back with each event.
+    next: ReusableBoxFuture<'static, Received>,
     lagged: u64,
+    ended: bool,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("lagged", &self.lagged)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventStream {
+    fn new(rx: broadcast::Receiver<Event>) -> Self {
+        EventStream {
+            next: ReusableBoxFuture::new(receive(rx)),
+            lagged: 0,
+            ended: false,
+        }
+    }
+
     /// The next event; `None` once the manager is gone.
     pub async fn recv(&mut self) -> Option<Event> {
-        loop {
-            match self.rx.recv().await {
-                Ok(ev) => return Some(ev),
-                Err(broadcast::error::RecvError::Lagged(n)) => self.lagged += n,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// Events skipped because this stream fell behind.
     pub fn lagged(&self) -> u64 {
         self.lagged
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            let (result, rx) = std::task::ready!(self.next.poll(cx));
+            match result {
+                Ok(ev) => {
+                    self.next.set(receive(rx));
+                    return Poll::Ready(Some(ev));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.lagged += n;
+                    self.next.set(receive(rx));
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+#[derive(Debug, Default)]
+struct ForwardCounts {
+    delivered: AtomicU64,
+    skipped: AtomicU64,
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// Events forwarded to an actix actor ([`EventBus::forward_to`],
+/// `SessionManager::events_to`), with what it cost: events handed to the actor's
+/// mailbox, events skipped because the actor fell more than [`EVENT_QUEUE`] events
+/// behind. Dropping it (or [`stop`](Self::stop)) stops the forwarding;
+/// [`forget`](Self::forget) keeps it for as long as the actor and the manager live.
+#[derive(Debug)]
+#[must_use = "the forwarding stops when the forwarder is dropped"]
+pub struct EventForwarder {
+    counts: Arc<ForwardCounts>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl EventForwarder {
+    /// Events handed to the actor's mailbox.
+    pub fn delivered(&self) -> u64 {
+        self.counts.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Events the actor missed because it fell more than [`EVENT_QUEUE`] events behind.
+    pub fn skipped(&self) -> u64 {
+        self.counts.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Whether events are still forwarded (false once the actor is gone, the manager is
+    /// gone, or the arbiter of the forwarding task stopped).
+    pub fn is_running(&self) -> bool {
+        self.counts.running.load(Ordering::Acquire)
+    }
+
+    /// Stops the forwarding now.
+    pub fn stop(self) {}
+
+    /// Keeps forwarding for as long as the actor and the manager live (the counts are
+    /// no longer readable).
+    pub fn forget(mut self) {
+        // Dropped without a word: the task takes that as "keep going".
+        drop(self.stop.take());
+    }
+}
+
+impl Drop for EventForwarder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

@@ -27,8 +27,9 @@
 //!
 //! # Layout
 //!
-//! - [`manager`]: [`SessionManager`], the cloneable façade; reads go to a lock-free
-//!   registry snapshot, changes to the supervisor.
+//! - [`manager`]: [`SessionManager`], the cloneable façade; reads take a short read lock
+//!   on the session registry (an `RwLock` only the supervisor writes), changes go to the
+//!   supervisor.
 //! - [`supervisor`]: the [`Supervisor`](supervisor::Supervisor) actor; owns the set of
 //!   sessions, refuses duplicate names and client ids, starts each session under actix
 //!   supervision.
@@ -39,12 +40,17 @@
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
 //!   MQTT 5 (`protocol = "5"`) share all of it: `session::link` (crate-private) is the one place that
 //!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
-//!   MQTT 5 request/response ([`SessionManager::request`], [`SessionManager::respond`])
-//!   runs on a per-session response route (`session/request.rs`).
+//!   The session layer names no router or supervisor type: it talks to them through
+//!   `Recipient`s of messages it declares ([`SessionEnded`](session::SessionEnded),
+//!   [`DirectSubscription`](session::DirectSubscription)).
+//! - `request` (crate-private): MQTT 5 request/response ([`SessionManager::request`],
+//!   [`SessionManager::respond`]) on a per-session response route, above both the router
+//!   and the sessions.
 //! - [`reason`]: [`ReasonCode`], the MQTT 5 reason codes carried by errors and events.
 //! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
-//!   subscriptions), the lock-free dispatch path and the route consumers (callback thread,
-//!   async task, actix actor, channel).
+//!   subscriptions), the dispatch path (a route table snapshot in an `ArcSwap`: no actor hop,
+//!   no lock on the table) and the route consumers (callback pool, async task, actix actor,
+//!   channel).
 //! - [`topic`]: topic name and filter validation and matching.
 //! - [`store`]: the sled [`Store`](store::Store) (subscriptions, session metadata, the
 //!   durable outbox, held messages) with its versioned schema and `migrations/`; the
@@ -59,7 +65,13 @@
 //!   `/healthz`, `/readyz`, `/sessions` (paged), `/events` (Server-Sent Events) and the
 //!   live status page `/`, to mount on an application's `App` or serve on their own
 //!   (loopback by default; TLS, basic auth with bcrypt hashes, bearer token).
-//! - [`options`], [`message`], [`event`], [`error`]: the public data types.
+//! - [`options`], [`message`], [`event`], [`error`], [`credentials`], [`reason`]: the public
+//!   data types. [`event`]'s streams are `futures::Stream`s, and
+//!   [`SessionManager::events_to`] hands events to an actix `Recipient<Event>`.
+//!
+//! Dependencies point one way and no two files import each other, directly or around a
+//! circle (`docs/ARCHITECTURE.md`, section "Threads", lists the layers; `tests/hygiene.rs`
+//! checks it).
 //!
 //! The `mqtt-sessions` daemon (TOML config, forwarding rules, reload on SIGHUP, the
 //! embedded broker, systemd notification) is a separate package, `mqtt-sessions-daemon`,
@@ -97,6 +109,7 @@ pub mod message;
 pub mod metrics;
 pub mod options;
 pub mod reason;
+mod request;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -115,18 +128,18 @@ pub mod bench_internals {
     pub use crate::router::table::FilterTrie;
 }
 
-pub use credentials::{Credentials, CredentialsError, CredentialsProvider};
+pub use credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
 pub use error::{Error, Result};
 pub use event::{
-    ConnectionFailure, ErrorKind, Event, EventData, EventGuard, EventKind, EventStream,
-    GiveUpReason,
+    ActorFailure, ConnectionFailure, ErrorKind, Event, EventData, EventForwarder, EventGuard,
+    EventKind, EventStream, GiveUpReason,
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
-pub use message::{Message, MessageProperties, Publish, QoS};
+pub use message::{InvalidQos, Message, MessageProperties, Publish, QoS};
 pub use metrics::{ManagerMetrics, PerSessionMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
-    ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, Secret,
-    SessionOptions, TlsOptions, WillOptions,
+    ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, SessionOptions,
+    TlsOptions, WillOptions,
 };
 pub use reason::ReasonCode;
 pub use router::builder::RouteBuilder;

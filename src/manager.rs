@@ -10,18 +10,18 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::event::{Event, EventBus, EventGuard, EventKind, EventStream};
+use crate::event::{Event, EventBus, EventForwarder, EventGuard, EventKind, EventStream};
 use crate::message::{Message, Publish, QoS};
 use crate::metrics::{
     ManagerMetrics, Metrics, Readiness, RouteStatsSource, SessionInfo, DEFAULT_PREFIX,
 };
 use crate::options::SessionOptions;
+use crate::request::{self, RequestRegistry};
 use crate::router::builder::RouteBuilder;
 use crate::router::dispatch::RouteTable;
 use crate::router::route::{Listener, Route};
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
-use crate::session::request::{self, RequestRegistry};
 use crate::session::state::SessionState;
 use crate::store::{Store, StoreWorker};
 use crate::supervisor::{AddSession, Registry, RemoveSession, Shutdown, Supervisor};
@@ -515,9 +515,22 @@ impl SessionManager {
         self.bus.subscribe(None, Arc::new(handler))
     }
 
-    /// A stream of every event from now on.
+    /// A stream of every event from now on: [`EventStream::recv`], or a
+    /// `futures::Stream` (an actor can read it with `ctx.add_stream`).
     pub fn events(&self) -> EventStream {
         self.bus.stream()
+    }
+
+    /// Hands every event from now on to an actix actor, as [`Event`] messages in order,
+    /// from a task on the caller's arbiter, for as long as the returned forwarder lives.
+    /// Bounded and non-blocking (see [`EventBus::forward_to`]): a slow actor never slows
+    /// a session; one more than [`EVENT_QUEUE`](crate::event::EVENT_QUEUE) events behind
+    /// skips the oldest, counted by [`EventForwarder::skipped`].
+    ///
+    /// Errors: [`Error::NoActixSystem`] when called outside an actix arbiter.
+    pub fn events_to(&self, recipient: actix::Recipient<Event>) -> Result<EventForwarder, Error> {
+        let arbiter = actix_rt::Arbiter::try_current().ok_or(Error::NoActixSystem)?;
+        Ok(self.bus.forward_to(recipient, &arbiter))
     }
 
     /// Event handler calls that panicked so far.
@@ -584,7 +597,7 @@ impl SessionManager {
         self.metrics.sources()
     }
 
-    // ---- MQTT 5 request/response (`session/request.rs`) ----
+    // ---- MQTT 5 request/response (`request.rs`) ----
 
     /// Sends a request and waits for its response (MQTT 5 request/response).
     ///

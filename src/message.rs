@@ -7,7 +7,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::Delivery;
-use crate::error::Error;
 
 /// MQTT quality of service. Serialised as the number 0, 1 or 2.
 #[derive(
@@ -31,14 +30,20 @@ impl QoS {
     }
 }
 
+/// A number that is not a QoS (0, 1 or 2): what [`QoS::try_from`] refuses. It converts
+/// into [`Error::InvalidQos`](crate::Error::InvalidQos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid QoS {0}: must be 0, 1 or 2")]
+pub struct InvalidQos(pub u8);
+
 impl TryFrom<u8> for QoS {
-    type Error = Error;
-    fn try_from(v: u8) -> Result<Self, Error> {
+    type Error = InvalidQos;
+    fn try_from(v: u8) -> Result<Self, InvalidQos> {
         match v {
             0 => Ok(QoS::AtMostOnce),
             1 => Ok(QoS::AtLeastOnce),
             2 => Ok(QoS::ExactlyOnce),
-            other => Err(Error::InvalidQos(other)),
+            other => Err(InvalidQos(other)),
         }
     }
 }

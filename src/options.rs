@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::credentials::{Credentials, CredentialsError, CredentialsProvider};
+use crate::credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
 use crate::message::QoS;
 use crate::tls::TlsError;
 pub use crate::tls::TlsOptions;
@@ -86,41 +86,6 @@ pub enum OptionsError {
         /// What was asked for.
         feature: &'static str,
     },
-}
-
-/// A password or other secret: never printed by `Debug` or `Display`, never serialised.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself; call only where it is really needed (the CONNECT packet).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
 }
 
 /// Everything one session needs: where to connect, as whom, and how to behave.

@@ -178,7 +178,7 @@ async fn every_bad_input_gives_its_typed_error() {
         h.subscribe("$share/g+/x", QoS::AtMostOnce).await,
         is_topic(|t| matches!(t, TopicError::WildcardInShareGroup { .. })),
     );
-    c.check("QoS 3", QoS::try_from(3u8), |e| {
+    c.check("QoS 3", QoS::try_from(3u8).map_err(Error::from), |e| {
         matches!(e, Error::InvalidQos(3))
     });
     c.check(

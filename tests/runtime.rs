@@ -322,8 +322,16 @@ async fn past_the_restart_limit_a_session_gives_up_with_event_state_metric_and_w
     assert_eq!(h.state(), mqtt_sessions::SessionState::GaveUp);
     assert!(matches!(
         h.status().gave_up,
-        Some(GiveUpReason::TooManyRestarts { restarts: 3, .. })
+        Some(GiveUpReason::TooManyRestarts {
+            restarts: 3,
+            last_failure: mqtt_sessions::ActorFailure::ActorStopped,
+            ..
+        })
     ));
+    // The typed failure reads as its name in JSON (the `session_gave_up` event, `/events`).
+    let json = serde_json::to_value(h.status().gave_up).unwrap();
+    assert_eq!(json["reason"], "too_many_restarts", "{json}");
+    assert_eq!(json["last_failure"], "actor_stopped", "{json}");
     assert_eq!(m.status()["s"], mqtt_sessions::SessionState::GaveUp);
     assert!(
         poll_until_async(T, || {

@@ -475,7 +475,8 @@ async fn bad_inputs_give_typed_errors() {
         "{e}"
     );
     let e = QoS::try_from(3u8).unwrap_err();
-    assert!(matches!(e, Error::InvalidQos(3)), "{e}");
+    assert_eq!(e, mqtt_sessions::InvalidQos(3));
+    assert!(matches!(Error::from(e), Error::InvalidQos(3)), "{e}");
     let e = serde_json::from_str::<QoS>("7").unwrap_err();
     assert!(e.to_string().contains("invalid QoS 7"), "{e}");
     let e = h
@@ -750,4 +751,177 @@ async fn messages_say_which_session_received_them_and_at_which_qos() {
         ("a", "m/q0", QoS::AtMostOnce)
     );
     m.shutdown().await;
+}
+
+/// An actor that keeps every event it is sent.
+struct EventCollector(Arc<std::sync::Mutex<Vec<mqtt_sessions::Event>>>);
+
+impl actix::Actor for EventCollector {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<mqtt_sessions::Event> for EventCollector {
+    type Result = ();
+    fn handle(&mut self, ev: mqtt_sessions::Event, _: &mut actix::Context<Self>) {
+        self.0.lock().unwrap().push(ev);
+    }
+}
+
+/// Stops the actor it is sent to.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct StopCollector;
+
+impl actix::Handler<StopCollector> for EventCollector {
+    type Result = ();
+    fn handle(&mut self, _: StopCollector, ctx: &mut actix::Context<Self>) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+fn kind_names(events: &[mqtt_sessions::Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match &e.data {
+            EventData::SessionStateChanged { old, new } => format!("state:{old}->{new}"),
+            other => other.kind().as_str().to_string(),
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn events_read_as_a_stream_and_by_an_actor_through_a_recipient_come_in_the_same_order() {
+    use actix::Actor;
+    use futures_util::StreamExt;
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let mut stream = m.events();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let actor = EventCollector(Arc::clone(&seen)).start();
+    let forwarder = m.events_to(actor.clone().recipient()).unwrap();
+    assert!(forwarder.is_running());
+
+    m.add_session(fast_opts("ev", &broker.url())).await.unwrap();
+    m.wait_for_session("ev", T).await.unwrap();
+    let want = vec![
+        "session_added",
+        "session_connecting",
+        "state:disconnected->connecting",
+        "session_connected",
+        "state:connecting->connected",
+        "session_ready",
+    ];
+
+    // As a `futures::Stream`: the first connect's events, in order.
+    let mut read = Vec::new();
+    while read.len() < want.len() {
+        let ev = tokio::time::timeout(T, stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        read.push(ev);
+    }
+    assert_eq!(kind_names(&read), want);
+    assert_eq!(stream.lagged(), 0);
+
+    // Through the `Recipient<Event>`: the same events, in the same order.
+    assert!(
+        poll_until_async(T, || {
+            let n = seen.lock().unwrap().len();
+            async move { n >= 6 }
+        })
+        .await,
+        "the actor got {:?}",
+        kind_names(&seen.lock().unwrap())
+    );
+    assert_eq!(kind_names(&seen.lock().unwrap()), want);
+    assert_eq!(*seen.lock().unwrap(), read);
+    assert_eq!(forwarder.delivered(), 6);
+    assert_eq!(forwarder.skipped(), 0);
+
+    // The forwarding ends with the actor: the next event finds its mailbox closed.
+    actor.send(StopCollector).await.unwrap();
+    m.remove_session("ev").await.unwrap();
+    assert!(
+        poll_until_async(T, || {
+            let running = forwarder.is_running();
+            async move { !running }
+        })
+        .await,
+        "the forwarder outlived its actor"
+    );
+    assert_eq!(forwarder.delivered(), 6);
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_reader_more_than_the_event_queue_behind_skips_the_oldest_events_and_counts_them() {
+    use actix::Actor;
+    use futures_util::StreamExt;
+    use mqtt_sessions::event::{EventBus, EVENT_QUEUE};
+    use mqtt_sessions::Event;
+    const BEHIND: usize = 904;
+    let bus = EventBus::new();
+    let mut stream = bus.stream();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let actor = EventCollector(Arc::clone(&seen)).start();
+    let forwarder = bus.forward_to(actor.recipient(), &actix_rt::Arbiter::current());
+    // Emitted without a yield: neither the stream nor the forwarding task reads meanwhile.
+    let total = EVENT_QUEUE + BEHIND;
+    for attempt in 0..total {
+        let data = EventData::SessionConnecting {
+            broker: "b".into(),
+            attempt: u32::try_from(attempt).unwrap(),
+        };
+        bus.emit(Event::new("lag".into(), data));
+    }
+    let attempt = |ev: &Event| match ev.data {
+        EventData::SessionConnecting { attempt, .. } => attempt as usize,
+        _ => usize::MAX,
+    };
+
+    // The stream: the newest EVENT_QUEUE events, in order, the skipped ones counted.
+    let first = stream.next().await.unwrap();
+    assert_eq!(attempt(&first), BEHIND);
+    assert_eq!(stream.lagged(), BEHIND as u64);
+    let rest: Vec<Event> = stream.by_ref().take(EVENT_QUEUE - 1).collect().await;
+    assert_eq!(attempt(rest.last().unwrap()), total - 1);
+
+    // The actor: the same, through its bounded mailbox.
+    assert!(
+        poll_until_async(T, || {
+            let n = forwarder.delivered();
+            async move { n == EVENT_QUEUE as u64 }
+        })
+        .await,
+        "delivered {} skipped {}",
+        forwarder.delivered(),
+        forwarder.skipped()
+    );
+    assert_eq!(forwarder.skipped(), BEHIND as u64);
+    assert!(
+        poll_until_async(T, || {
+            let n = seen.lock().unwrap().len();
+            async move { n == EVENT_QUEUE }
+        })
+        .await
+    );
+    let got: Vec<usize> = seen.lock().unwrap().iter().map(attempt).collect();
+    assert_eq!(got, (BEHIND..total).collect::<Vec<_>>());
+
+    // Without its bus, the stream ends and the forwarding stops.
+    drop(bus);
+    assert!(tokio::time::timeout(T, stream.next())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        poll_until_async(T, || {
+            let running = forwarder.is_running();
+            async move { !running }
+        })
+        .await
+    );
 }

@@ -43,7 +43,7 @@ use crate::broker::{Broker, Limits};
 use crate::common::{clock_ticks_per_s, now_ns, payload, pid_cpu_ticks, quantile, run_tag, Shared};
 use crate::proxy::Proxy;
 use crate::raw::{client, connected_publisher};
-use crate::scenarios::{Sample, Variant};
+use crate::sample::{Sample, Variant};
 use crate::SubscriberThread;
 
 /// Throughput phase: at most this many messages published and not yet received at B.

@@ -30,6 +30,7 @@ mod provenance;
 mod proxy;
 mod raw;
 mod report;
+mod sample;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -307,7 +308,7 @@ fn main() {
         } else {
             cfg.runs
         };
-        let mut samples: Vec<(scenarios::Variant, Vec<scenarios::Sample>)> =
+        let mut samples: Vec<(sample::Variant, Vec<sample::Sample>)> =
             sc.variants.iter().map(|v| (*v, Vec::new())).collect();
         // Variants alternate within each run, so a change of machine load hits them alike.
         for run in 0..runs {

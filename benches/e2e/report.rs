@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::common::median;
-use crate::scenarios::{Kind, Sample, Scenario, Variant};
+use crate::sample::{Sample, Variant};
+use crate::scenarios::{Kind, Scenario};
 
 /// Every run of one variant of one scenario, and their median.
 #[derive(Debug, Clone, Serialize)]

@@ -26,6 +26,7 @@ mod fleet;
 pub mod forward;
 pub mod limits;
 mod link_state;
+mod load;
 pub mod logging;
 mod metrics;
 pub mod notify;

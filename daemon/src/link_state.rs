@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::config::Config;
 use mqtt_sessions::event::EventKind;
 use mqtt_sessions::manager::SessionManager;
 use mqtt_sessions::message::{Publish, QoS};
@@ -22,19 +21,6 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Session name → its link-state topic, for the configuration in force.
 pub(crate) type Topics = Arc<RwLock<BTreeMap<String, String>>>;
-
-/// The link-state topics `config` asks for.
-pub(crate) fn topics_of(config: &Config) -> BTreeMap<String, String> {
-    config
-        .sessions
-        .iter()
-        .filter_map(|s| {
-            s.link_state_topic
-                .as_ref()
-                .map(|t| (s.name().to_string(), t.get_ref().clone()))
-        })
-        .collect()
-}
 
 /// The publish announcing a link's state.
 fn announcement(topic: &str, payload: &'static str) -> Publish {

@@ -237,8 +237,7 @@ impl Running {
             .retain(|k, _| wanted.contains(k) && !restarted.contains(&k.0));
 
         // 3. Sessions (their link-state topics known before they connect).
-        *self.link_topics.write().unwrap_or_else(|e| e.into_inner()) =
-            super::link_state::topics_of(&new);
+        *self.link_topics.write().unwrap_or_else(|e| e.into_inner()) = new.link_state_topics();
         for name in &restarted {
             tracing::info!(session = %name, "stopping session (removed or changed)");
             self.files.remove(name);

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use super::config::{Config, ConfigErrorKind, ForwardTarget, SessionConfig};
 use super::template::Template;
-use mqtt_sessions::options::{validate_name, Secret};
+use mqtt_sessions::credentials::Secret;
+use mqtt_sessions::options::validate_name;
 use mqtt_sessions::topic::TopicFilter;
 
 /// A refusal: where in the file (a byte range), and why.

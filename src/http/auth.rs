@@ -12,9 +12,9 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use futures_util::future::LocalBoxFuture;
 
-use super::options::HttpError;
+use super::error::HttpError;
 use super::State;
-use crate::options::Secret;
+use crate::credentials::Secret;
 
 /// Successful basic-auth checks remembered, so that a page polling every two seconds does
 /// not pay a bcrypt verification (tens of milliseconds of CPU) per request. Bounded: the

@@ -45,6 +45,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 mod auth;
+mod error;
 pub mod events;
 mod options;
 pub mod page;
@@ -52,9 +53,8 @@ mod sessions;
 mod stats;
 
 use self::auth::{Authorized, Open};
-pub use self::options::{
-    HttpError, HttpOptions, RequiredForReady, RuleInfo, RulesSource, DEFAULT_SSE_BUFFER,
-};
+pub use self::error::HttpError;
+pub use self::options::{HttpOptions, RequiredForReady, RuleInfo, RulesSource, DEFAULT_SSE_BUFFER};
 pub use self::sessions::{Overview, MAX_PAGE, TOTAL_COUNT_HEADER};
 use self::stats::HttpStats;
 use crate::manager::SessionManager;

@@ -1,5 +1,4 @@
-//! [`HttpOptions`]: TLS, credentials, open paths and extra sources of the endpoints, and
-//! [`HttpError`], why they could not be set up.
+//! [`HttpOptions`]: TLS, credentials, open paths and extra sources of the endpoints.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,55 +7,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::auth::Auth;
-use crate::options::Secret;
+use super::error::HttpError;
+use crate::credentials::Secret;
 
 /// Events a `GET /events` client may have waiting before it counts as too slow and is
 /// disconnected (unless set with [`HttpOptions::sse_buffer`]).
 pub const DEFAULT_SSE_BUFFER: usize = 256;
-
-/// Why the HTTP endpoints could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HttpError {
-    /// A TLS certificate or key file could not be read or parsed.
-    #[error("cannot read {what} file {}: {reason}", file.display())]
-    TlsFile {
-        /// `certificate` or `private key`.
-        what: &'static str,
-        /// The file.
-        file: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The certificate and key do not make a TLS configuration.
-    #[error("tls: {0}")]
-    Tls(#[source] rustls::Error),
-    /// A `basic_auth_users` entry is not a bcrypt hash.
-    #[error("basic auth user {user:?}: not a bcrypt hash: {reason}")]
-    BadHash {
-        /// The user.
-        user: String,
-        /// Why.
-        reason: String,
-    },
-    /// A user name that basic auth cannot carry (empty, or with a `:`).
-    #[error("basic auth user {user:?}: a user name must be non-empty and have no ':'")]
-    BadUser {
-        /// The user.
-        user: String,
-    },
-    /// The bearer token file could not be read, or is empty.
-    #[error("cannot read bearer_token_file {}: {reason}", file.display())]
-    TokenFile {
-        /// The file.
-        file: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// An open path that does not start with `/`.
-    #[error("open path {0:?} must start with '/'")]
-    BadOpenPath(String),
-}
 
 /// One forwarding rule as `GET /rules` reports it (the daemon's `[[forward]]` rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 //! Each [`SessionManager`](crate::SessionManager) registers one collector in its own
 //! [`prometheus::Registry`] (given to the builder, or a fresh one; never the global
 //! default registry). The collector keeps no state of its own: when scraped it walks the
-//! lock-free registry snapshot of sessions and reads their atomic counters, status and
+//! session registry (under its read lock) and reads their atomic counters, status and
 //! latency histograms, so the message path pays nothing beyond its relaxed atomic adds,
 //! and a removed session's series disappear with it.
 //!

@@ -17,7 +17,7 @@ use super::status::{publish_if_changed, StatusView};
 use super::subscriptions::Subscriptions;
 use super::{backoff, SessionActor, SessionParts, DRIVER_EVENTS};
 use crate::error::Error;
-use crate::event::{ConnectionFailure, Event, EventData, GiveUpReason};
+use crate::event::{ActorFailure, ConnectionFailure, Event, EventData, GiveUpReason};
 use crate::message::{Publish, QoS};
 use crate::store::unix_ms;
 
@@ -88,6 +88,7 @@ impl SessionActor {
             closed: false,
             awaiting_verdict: false,
             driver_gave_up: false,
+            failure: None,
             gave_up: None,
         };
         actor.put_meta();
@@ -311,14 +312,13 @@ impl Supervised for SessionActor {
         if self.closed || self.gave_up.is_some() {
             return;
         }
-        tracing::warn!(session = %self.name, restarts = self.restarts, "session actor stopped unexpectedly");
+        tracing::warn!(session = %self.name, restarts = self.restarts, failure = ?self.failure, "session actor stopped unexpectedly");
         // Restarted in place by actix (same outbox, same subscriptions), it starts no
         // driver until the supervisor, told why, answers `Resume` or `Retire`.
         self.awaiting_verdict = true;
         self.driver_gave_up = false;
-        self.report_end(EndReason::Failed(
-            "the session actor stopped unexpectedly".into(),
-        ));
+        let failure = self.failure.take().unwrap_or(ActorFailure::ActorStopped);
+        self.report_end(EndReason::Failed(failure));
         // The old request channel is gone with its client: everything handed to it is
         // treated as dropped (QoS >= 1 goes back to waiting).
         let drained = self.outbox.len();

@@ -142,6 +142,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
         // The driver only ends by giving up (reported before) or by dying.
         if !self.closed && !self.driver_gave_up && self.gave_up.is_none() {
             tracing::error!(session = %self.name, "session driver ended unexpectedly; restarting the actor");
+            self.failure = Some(crate::event::ActorFailure::DriverEnded);
             ctx.stop();
         }
     }

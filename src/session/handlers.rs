@@ -10,7 +10,7 @@ use super::{Completion, SessionActor, SessionStatus, CLOSE_FLUSH};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::event::GiveUpReason;
+use crate::event::{ActorFailure, GiveUpReason};
 use crate::message::{Publish, QoS, SubscribeOptions};
 use crate::topic::TopicFilter;
 
@@ -321,7 +321,7 @@ impl Handler<Close> for SessionActor {
 #[non_exhaustive]
 pub enum EndReason {
     /// The actor (or its driver task) stopped unexpectedly; it waits for the verdict.
-    Failed(String),
+    Failed(ActorFailure),
     /// The session stopped trying on its own terms (attempts exhausted, connection lost
     /// without auto-reconnect): the supervisor retires it.
     GaveUp(GiveUpReason),
@@ -403,6 +403,7 @@ impl Handler<InjectFailure> for SessionActor {
 
     fn handle(&mut self, _: InjectFailure, ctx: &mut Context<Self>) {
         tracing::warn!(session = %self.name, "fault injected: stopping the session actor");
+        self.failure = Some(ActorFailure::ActorStopped);
         ctx.stop();
     }
 }

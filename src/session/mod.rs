@@ -41,7 +41,6 @@ pub(crate) mod link;
 pub mod outbox;
 mod publishing;
 pub mod rates;
-pub(crate) mod request;
 pub mod state;
 mod status;
 mod subscriptions;
@@ -69,7 +68,7 @@ use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;
 use crate::error::Error;
-use crate::event::{ConnectionFailure, EventBus, GiveUpReason};
+use crate::event::{ActorFailure, ConnectionFailure, EventBus, GiveUpReason};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::store::{SessionMeta, StoreWorker, StoredPacketId, StoredPublish};
@@ -171,6 +170,9 @@ pub struct SessionActor {
     awaiting_verdict: bool,
     /// The driver reported that it stopped trying (its task ends next).
     driver_gave_up: bool,
+    /// Why the actor is stopping, when it stops itself after a failure (reported to the
+    /// supervisor on restart; `ActorStopped` when not set).
+    failure: Option<ActorFailure>,
     /// Why the session gave up, once it did.
     gave_up: Option<GiveUpReason>,
 }

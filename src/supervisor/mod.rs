@@ -4,8 +4,8 @@
 //! through it, so the duplicate-name and duplicate-client-id checks cannot race. It
 //! starts each [`SessionActor`] under actix supervision ([`actix::Supervisor`]), which
 //! restarts an actor that stops unexpectedly; the actor itself waits a backoff delay
-//! before reconnecting after a restart. Readers (`list`, `session`, `status`) use the
-//! registry snapshot published in an [`ArcSwap`] and never wait for this actor.
+//! before reconnecting after a restart. Readers (`list`, `session`, `status`) take a short
+//! read lock on the [`SessionRegistry`] and never wait for this actor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use self::policy::{RestartHistory, Verdict};
 
 mod policy;
 
-/// The registry snapshot: session name → handle.
+/// The shared session registry: session name → handle.
 pub type Registry = Arc<SessionRegistry>;
 
 /// The sessions of a manager by name. Only the supervisor writes it (one short write lock
@@ -362,7 +362,7 @@ impl Handler<SessionEnded> for Supervisor {
                 .histories
                 .entry(session.to_string())
                 .or_default()
-                .on_failure(&self.supervision, Instant::now(), &what, fastrand::f64()),
+                .on_failure(&self.supervision, Instant::now(), what, fastrand::f64()),
         };
         match verdict {
             Verdict::Restart(delay) => {

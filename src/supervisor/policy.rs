@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::GiveUpReason;
+use crate::event::{ActorFailure, GiveUpReason};
 
 /// How the supervisor restarts a session whose actor failed
 /// ([`SessionManagerBuilder::supervision`](crate::SessionManagerBuilder::supervision)).
@@ -96,7 +96,7 @@ impl RestartHistory {
         &mut self,
         opts: &SupervisionOptions,
         now: Instant,
-        what: &str,
+        what: ActorFailure,
         unit: f64,
     ) -> Verdict {
         if self
@@ -118,7 +118,7 @@ impl RestartHistory {
             return Verdict::GiveUp(GiveUpReason::TooManyRestarts {
                 restarts: in_window,
                 window: opts.window,
-                last_failure: what.to_string(),
+                last_failure: what,
             });
         }
         self.consecutive += 1;
@@ -167,7 +167,7 @@ mod tests {
             (21, None),      // the sixth failure within 60 s
         ];
         for &(s, want) in table {
-            let v = h.on_failure(&o, at(s), "boom", 0.5);
+            let v = h.on_failure(&o, at(s), ActorFailure::DriverEnded, 0.5);
             assert_eq!(delay_ms(&v), want, "failure at {s} s: {v:?}");
         }
     }
@@ -178,10 +178,16 @@ mod tests {
         let t0 = Instant::now();
         let mut h = RestartHistory::default();
         for s in 0..5 {
-            assert!(delay_ms(&h.on_failure(&o, t0 + Duration::from_secs(s), "x", 0.5)).is_some());
+            assert!(delay_ms(&h.on_failure(
+                &o,
+                t0 + Duration::from_secs(s),
+                ActorFailure::ActorStopped,
+                0.5
+            ))
+            .is_some());
         }
         let later = t0 + Duration::from_secs(200);
-        assert!(delay_ms(&h.on_failure(&o, later, "x", 0.5)).is_some());
+        assert!(delay_ms(&h.on_failure(&o, later, ActorFailure::ActorStopped, 0.5)).is_some());
     }
 
     #[test]

@@ -22,14 +22,13 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::error::Error;
-use crate::message::{Message, Publish};
+use crate::message::{Message, Publish, QoS};
 use crate::options::Protocol;
 use crate::router::builder::RouteBuilder;
 use crate::router::route::Route;
 use crate::router::RouterActor;
 use crate::session::handle::SessionHandle;
 use crate::session::SessionActor;
-use crate::QoS;
 
 /// Prefix of the response topics.
 pub(crate) const RESPONSE_TOPIC_PREFIX: &str = "mqtt-sessions/responses/";

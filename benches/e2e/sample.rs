@@ -1,0 +1,130 @@
+//! What one run is made with ([`Variant`]: who does the work) and what it yields
+//! ([`Sample`]: one measurement), shared by the scenarios, the forwarding runs and the
+//! report.
+
+use serde::Serialize;
+
+/// Who does the work in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Variant {
+    /// Raw rumqttc.
+    Raw,
+    /// Raw rumqttc whose poll loop hands each message to a consumer on another thread
+    /// through a bounded tokio channel: what one thread hop costs, without the library.
+    RawHop,
+    /// mqtt-sessions, `listen`.
+    Listen,
+    /// mqtt-sessions, `handle`.
+    Handle,
+    /// mqtt-sessions, the library's own path (`add_session` storm, `publish`).
+    Library,
+    /// mqtt-sessions with at most `concurrency` sessions connecting (application-side).
+    LibraryBounded,
+    /// mqtt-sessions with a sled store: a publish completes once it is on disk.
+    LibraryStore,
+    /// mqtt-sessions, every session on one worker thread (`workers(1)`).
+    #[serde(rename = "library-workers-1")]
+    LibraryWorkers1,
+    /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
+    LibraryWorkersN,
+    /// Forwarding: mosquitto's own bridge (a `connection` section in the edge broker).
+    Bridge,
+    /// Forwarding: the `mqtt-sessions` daemon's rule, no store (handled on the target's
+    /// PUBACK).
+    Daemon,
+    /// Forwarding: the daemon's rule with a `[store]` (handled once durable in the
+    /// target's outbox).
+    DaemonStore,
+}
+
+impl Variant {
+    /// The name in the table.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Variant::Raw => "raw rumqttc",
+            Variant::RawHop => "raw rumqttc + thread hop",
+            Variant::Listen => "listen",
+            Variant::Handle => "handle",
+            Variant::Library => "mqtt-sessions",
+            Variant::LibraryBounded => "mqtt-sessions (64 at once)",
+            Variant::LibraryStore => "mqtt-sessions + store",
+            Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
+            Variant::LibraryWorkersN => "mqtt-sessions, workers nproc",
+            Variant::Bridge => "mosquitto bridge",
+            Variant::Daemon => "daemon",
+            Variant::DaemonStore => "daemon + store",
+        }
+    }
+
+    /// The name in a child process's arguments.
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            Variant::Raw => "raw",
+            Variant::RawHop => "raw-hop",
+            Variant::Listen => "listen",
+            Variant::Handle => "handle",
+            Variant::Library => "library",
+            Variant::LibraryBounded => "library-bounded",
+            Variant::LibraryStore => "library-store",
+            Variant::LibraryWorkers1 => "library-workers-1",
+            Variant::LibraryWorkersN => "library-workers-n",
+            Variant::Bridge => "bridge",
+            Variant::Daemon => "daemon",
+            Variant::DaemonStore => "daemon-store",
+        }
+    }
+
+    /// The inverse of [`arg`](Self::arg).
+    pub(crate) fn from_arg(s: &str) -> Option<Variant> {
+        [
+            Variant::Raw,
+            Variant::RawHop,
+            Variant::Listen,
+            Variant::Handle,
+            Variant::Library,
+            Variant::LibraryBounded,
+            Variant::LibraryStore,
+            Variant::LibraryWorkers1,
+            Variant::LibraryWorkersN,
+            Variant::Bridge,
+            Variant::Daemon,
+            Variant::DaemonStore,
+        ]
+        .into_iter()
+        .find(|v| v.arg() == s)
+    }
+}
+
+/// One measurement; absent figures do not apply to the scenario.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub(crate) struct Sample {
+    /// Messages per second.
+    pub(crate) msgs_per_s: Option<f64>,
+    /// Messages published (written for QoS 0, acknowledged for QoS 1).
+    pub(crate) published: Option<u64>,
+    /// Distinct messages received.
+    pub(crate) received: Option<u64>,
+    /// `published - distinct received`.
+    pub(crate) lost: Option<u64>,
+    /// Messages received more than once (forwarding: `received - distinct`).
+    pub(crate) duplicates: Option<u64>,
+    /// QoS 0 messages the route's queue dropped (mqtt-sessions only), included in `lost`.
+    pub(crate) dropped: Option<u64>,
+    /// Latency median, µs.
+    pub(crate) p50_us: Option<f64>,
+    /// Latency 99th percentile, µs.
+    pub(crate) p99_us: Option<f64>,
+    /// Seconds until every session was ready.
+    pub(crate) ready_s: Option<f64>,
+    /// Sessions ready at the end.
+    pub(crate) ready: Option<usize>,
+    /// Resident memory per session, kB.
+    pub(crate) kb_per_session: Option<f64>,
+    /// Fan-in only: user + system CPU time of this bench process per message received,
+    /// µs, over the measured window (subscriber ready → every message in), less the
+    /// publishers' thread; see `scenarios::through_subscriber`.
+    pub(crate) cpu_us_per_msg: Option<f64>,
+    /// Free text.
+    pub(crate) note: Option<String>,
+}
