@@ -88,6 +88,15 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Most threads the process's shared pool of `handle` callbacks runs at once
+    /// (default: twice the cores, at least 4). The pool is one per process, started by
+    /// the first `handle` route: a size given after that is ignored (with a warning),
+    /// and the first manager's size holds for every later one.
+    pub fn callback_threads(self, n: usize) -> Self {
+        crate::router::consume::set_callback_threads(n);
+        self
+    }
+
     /// How a session whose actor fails is restarted: backoff with jitter, reset after a
     /// healthy run, and a limit of restarts within a window past which it gives up
     /// (state `gave_up`, event `session_gave_up`). See [`SupervisionOptions`](crate::SupervisionOptions).

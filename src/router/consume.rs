@@ -16,11 +16,40 @@ use crate::message::Message;
 /// back in line (so a busy route shares the pool with the others).
 const CALLBACK_BATCH: usize = 64;
 
-/// Most threads the shared pool runs blocking callbacks on at once, whatever the number
-/// of `handle` routes: twice the machine's cores, at least 4.
-fn callback_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
+/// The pool size asked for before the pool started (0: the default).
+static REQUESTED_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Largest pool.
+const MAX_CALLBACK_THREADS: usize = 4096;
+
+/// Asks for a pool of `n` threads (clamped to 1..=4096); too late once the pool runs.
+pub(crate) fn set_callback_threads(n: usize) {
+    let n = n.clamp(1, MAX_CALLBACK_THREADS);
+    REQUESTED_THREADS.store(n, Ordering::Relaxed);
+    if let Some(Ok(size)) = POOL.get().map(|p| p.as_ref().map(|(_, size)| *size)) {
+        if size != n {
+            tracing::warn!(
+                running = size,
+                asked = n,
+                "the callback pool is already running; its size stays (it is one per process)"
+            );
+        }
+    }
 }
+
+/// Most threads the shared pool runs blocking callbacks on at once, whatever the number
+/// of `handle` routes: as asked ([`SessionManagerBuilder::callback_threads`](crate::SessionManagerBuilder::callback_threads)),
+/// else twice the machine's cores, at least 4.
+fn callback_threads() -> usize {
+    match REQUESTED_THREADS.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4)),
+        n => n,
+    }
+}
+
+/// The pool: its runtime's handle and its size.
+type Pool = Result<(tokio::runtime::Handle, usize), std::io::Error>;
+static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
 
 /// The process's pool for blocking route callbacks: a current-thread tokio runtime on one
 /// thread of its own (`mqtt-route-callbacks`) that moves each route's messages, and its
@@ -28,11 +57,10 @@ fn callback_threads() -> usize {
 /// callbacks. Made on first use; an error (no thread could be started) is kept and
 /// returned to every `handle` call.
 fn callback_pool() -> Result<&'static tokio::runtime::Handle, &'static std::io::Error> {
-    static POOL: std::sync::OnceLock<Result<tokio::runtime::Handle, std::io::Error>> =
-        std::sync::OnceLock::new();
     POOL.get_or_init(|| {
+        let size = callback_threads();
         let rt = tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(callback_threads())
+            .max_blocking_threads(size)
             .thread_name("mqtt-route-callback")
             .enable_time()
             .build()?;
@@ -40,9 +68,10 @@ fn callback_pool() -> Result<&'static tokio::runtime::Handle, &'static std::io::
         std::thread::Builder::new()
             .name("mqtt-route-callbacks".into())
             .spawn(move || rt.block_on(std::future::pending::<()>()))?;
-        Ok(handle)
+        Ok((handle, size))
     })
     .as_ref()
+    .map(|(handle, _)| handle)
 }
 
 /// Runs a synchronous callback for each message of a route, one after another, on the

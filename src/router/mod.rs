@@ -101,25 +101,27 @@ impl RouterActor {
             return None;
         }
         let filter = filter.clone();
+        // The request goes into the session's mailbox now (`send` queues at once), not
+        // when the returned future is first polled: a removal's UNSUBSCRIBE and the next
+        // route's SUBSCRIBE of the same filter reach the session in the order decided
+        // here, whichever future runs first.
         match want {
             Some((qos, options)) => {
                 subs.insert(filter.as_str().to_string(), (qos, options));
+                let request = addr.send(Subscribe {
+                    filter,
+                    qos,
+                    options,
+                });
                 Some(Box::pin(async move {
-                    addr.send(Subscribe {
-                        filter,
-                        qos,
-                        options,
-                    })
-                    .await
-                    .map_err(|_| Error::Shutdown)?
+                    request.await.map_err(|_| Error::Shutdown)?
                 }))
             }
             None => {
                 subs.remove(filter.as_str());
+                let request = addr.send(Unsubscribe { filter });
                 Some(Box::pin(async move {
-                    addr.send(Unsubscribe { filter })
-                        .await
-                        .map_err(|_| Error::Shutdown)?
+                    request.await.map_err(|_| Error::Shutdown)?
                 }))
             }
         }

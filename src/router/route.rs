@@ -235,6 +235,34 @@ impl Listener {
         self.rx.recv_async().await.ok()
     }
 
+    /// Waits for at least one message, then moves up to `limit` queued messages into
+    /// `out` (one wake-up for a burst, not one per message). Returns how many it moved; 0
+    /// once the route was removed (or when `limit` is 0).
+    ///
+    /// ```no_run
+    /// # async fn f(listener: mqtt_sessions::Listener) {
+    /// let mut batch = Vec::with_capacity(64);
+    /// while listener.recv_many(&mut batch, 64).await > 0 {
+    ///     for m in batch.drain(..) {
+    ///         // handle `m`; dropping it acknowledges it
+    ///         drop(m);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_many(&self, out: &mut Vec<Message>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let Ok(first) = self.rx.recv_async().await else {
+            return 0;
+        };
+        let before = out.len();
+        out.push(first);
+        out.extend(self.rx.try_iter().take(limit - 1));
+        out.len() - before
+    }
+
     /// A message if one is queued.
     pub fn try_recv(&self) -> Option<Message> {
         self.rx.try_recv().ok()
