@@ -393,6 +393,7 @@ impl RunningRule {
                 return Err(Error::Shutdown);
             }
         }
+        let fwd_cancel = cancel_rx.clone();
         let fwd = Forwarder {
             rule: rule.clone(),
             forward_retained: config.forward_retained,
@@ -409,7 +410,7 @@ impl RunningRule {
             .await?;
         let home = home.unwrap_or_else(actix::Arbiter::current);
         if !home.spawn_fn(move || {
-            actix::spawn(fwd.run(listener, stop_rx));
+            actix::spawn(fwd.run(listener, stop_rx, fwd_cancel));
         }) {
             return Err(Error::Shutdown);
         }
@@ -464,20 +465,32 @@ fn hops(msg: &Message) -> Vec<&str> {
 }
 
 impl Forwarder {
-    /// The rule's task: takes each message of the route's queue into the lanes, until
-    /// told to stop (or the route ends); then drops the listener, which leaves what is
-    /// still queued unacknowledged for the source broker to deliver again.
-    async fn run(self, listener: Listener, mut stop: watch::Receiver<bool>) {
+    /// The rule's task: takes each message of the route's queue into the lanes. Told to
+    /// stop, it removes the route and goes on with what the route had queued already
+    /// (the source sends no more), until the queue ends; a message it cannot take into a
+    /// lane (the rule is abandoned: `cancel`) is left unacknowledged for the source broker
+    /// to deliver again.
+    async fn run(
+        self,
+        mut listener: Listener,
+        mut stop: watch::Receiver<bool>,
+        mut cancel: watch::Receiver<bool>,
+    ) {
+        let mut stopping = false;
         loop {
             let msg = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    listener.close();
+                    continue;
+                }
                 m = listener.recv() => match m {
                     Some(m) => m,
                     None => break,
                 },
             };
-            if !self.take(msg, &mut stop).await {
+            if !self.take(msg, &mut cancel).await {
                 break;
             }
         }
@@ -485,9 +498,9 @@ impl Forwarder {
 
     /// Takes `msg` into every target's lane (waiting for room in each window) and
     /// returns: the lanes forward it and release its acknowledgement. False when the rule
-    /// was told to stop while it waited (the message is then left unacknowledged, for the
+    /// was abandoned while it waited (the message is then left unacknowledged, for the
     /// source broker to deliver again) or its lanes are gone.
-    async fn take(&self, msg: Message, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn take(&self, msg: Message, cancel: &mut watch::Receiver<bool>) -> bool {
         if msg.retain && !self.forward_retained {
             // A retained message sent on (re)subscribe: forwarded when it was published.
             tracing::debug!(rule = %self.rule, topic = %msg.topic,
@@ -505,7 +518,7 @@ impl Forwarder {
             let permit = tokio::select! {
                 biased;
                 p = Arc::clone(&lane.window).acquire_owned() => p.ok(),
-                _ = stop.wait_for(|s| *s) => None,
+                _ = cancel.wait_for(|c| *c) => None,
             };
             let Some(permit) = permit else {
                 msg.leave_unacknowledged();

@@ -288,6 +288,20 @@ impl Listener {
         self.rx.is_empty()
     }
 
+    /// Removes the route but keeps its queue: [`recv`](Self::recv) returns what was
+    /// queued already, then `None` (once the sessions have let go of the route). For a
+    /// consumer that stops taking new messages and finishes the ones it was given; like
+    /// dropping the [`Route`], a durable route keeps holding its messages for the next
+    /// registration.
+    pub fn close(&mut self) {
+        if let Some(r) = self.route.router.take() {
+            r.do_send(RemoveRoute {
+                id: self.route.id,
+                forget: false,
+            });
+        }
+    }
+
     /// The route behind this listener.
     pub fn route(&self) -> &Route {
         &self.route
