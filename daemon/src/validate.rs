@@ -457,6 +457,40 @@ fn resolve_password(
     Ok(None)
 }
 
+/// The sessions joined by forwarding rules (a rule joins its source and its targets),
+/// numbered by group in the order of the rules: each group shares a worker thread.
+fn forward_groups(config: &Config) -> BTreeMap<String, usize> {
+    let mut group: BTreeMap<String, usize> = BTreeMap::new();
+    let mut next = 0;
+    for r in &config.forward {
+        let mut members: Vec<String> = r
+            .all_targets()
+            .iter()
+            .map(|t| t.to.get_ref().clone())
+            .collect();
+        members.push(r.from.get_ref().clone());
+        // The groups these sessions are in already merge into the lowest of them.
+        let joined: BTreeSet<usize> = members
+            .iter()
+            .filter_map(|m| group.get(m))
+            .copied()
+            .collect();
+        let g = joined.first().copied().unwrap_or_else(|| {
+            next += 1;
+            next - 1
+        });
+        for v in group.values_mut() {
+            if joined.contains(v) {
+                *v = g;
+            }
+        }
+        for m in members {
+            group.insert(m, g);
+        }
+    }
+    group
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -601,38 +635,94 @@ brokers = ["mqtt://127.0.0.1:1884"]
             assert!(err.starts_with(at) && err.contains(needle), "{err}");
         }
     }
-}
 
-/// The sessions joined by forwarding rules (a rule joins its source and its targets),
-/// numbered by group in the order of the rules: each group shares a worker thread.
-fn forward_groups(config: &Config) -> BTreeMap<String, usize> {
-    let mut group: BTreeMap<String, usize> = BTreeMap::new();
-    let mut next = 0;
-    for r in &config.forward {
-        let mut members: Vec<String> = r
-            .all_targets()
+    #[test]
+    fn sessions_joined_by_rules_share_a_worker_and_a_target_gets_the_forwarding_inflight() {
+        let extra = r#"
+[[sessions]]
+name = "c"
+brokers = ["mqtt://127.0.0.1:1885"]
+
+[[sessions]]
+name = "d"
+brokers = ["mqtt://127.0.0.1:1886"]
+
+[[sessions.performance]]
+
+[[forward]]
+name = "ab"
+from = "a"
+filter = "x/#"
+to = "b"
+"#;
+        // `[[sessions.performance]]` is not a table array: the config is refused.
+        assert!(check(extra).is_err());
+        let extra = extra.replace(
+            "[[sessions.performance]]\n",
+            "[sessions.performance]\ninflight = 20\n",
+        );
+        let extra = format!(
+            "{extra}\n[[forward]]\nname = \"cd\"\nfrom = \"c\"\nfilter = \"x/#\"\nto = \"d\"\n\n[[forward]]\nname = \"bc\"\nfrom = \"b\"\nfilter = \"y/#\"\nto = \"c\"\n"
+        );
+        let config = check(&extra).unwrap();
+        let options: std::collections::BTreeMap<_, _> = config
+            .sessions
             .iter()
-            .map(|t| t.to.get_ref().clone())
+            .map(|s| (s.name().to_string(), s.options().performance))
             .collect();
-        members.push(r.from.get_ref().clone());
-        // The groups these sessions are in already merge into the lowest of them.
-        let joined: BTreeSet<usize> = members
+        // a→b, c→d, then b→c joins both groups into the first.
+        let workers: Vec<_> = ["a", "b", "c", "d"]
             .iter()
-            .filter_map(|m| group.get(m))
-            .copied()
+            .map(|n| options[*n].worker)
             .collect();
-        let g = joined.first().copied().unwrap_or_else(|| {
-            next += 1;
-            next - 1
-        });
-        for v in group.values_mut() {
-            if joined.contains(v) {
-                *v = g;
-            }
-        }
-        for m in members {
-            group.insert(m, g);
-        }
+        assert_eq!(workers, [Some(0); 4]);
+        // Targets default to the forwarding inflight; `d` set its own; `a` is only a source.
+        let inflight: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| options[*n].inflight)
+            .collect();
+        assert_eq!(
+            inflight,
+            [
+                100,
+                super::super::config::FORWARD_TARGET_INFLIGHT,
+                super::super::config::FORWARD_TARGET_INFLIGHT,
+                20
+            ]
+        );
     }
-    group
+
+    #[test]
+    fn separate_rules_get_separate_workers_and_an_explicit_worker_wins() {
+        let extra = r#"
+[[sessions]]
+name = "c"
+brokers = ["mqtt://127.0.0.1:1885"]
+[sessions.performance]
+worker = 7
+
+[[sessions]]
+name = "d"
+brokers = ["mqtt://127.0.0.1:1886"]
+
+[[forward]]
+name = "ab"
+from = "a"
+filter = "x/#"
+to = "b"
+
+[[forward]]
+name = "cd"
+from = "c"
+filter = "x/#"
+to = "d"
+"#;
+        let config = check(extra).unwrap();
+        let workers: Vec<_> = config
+            .sessions
+            .iter()
+            .map(|s| s.options().performance.worker)
+            .collect();
+        assert_eq!(workers, [Some(0), Some(0), Some(7), Some(1)]);
+    }
 }
