@@ -1,6 +1,7 @@
 //! The same scenarios through mqtt-sessions: a `SessionManager` on its own actix system
-//! (one thread), messages taken with `listen` or `handle`, publishes through
-//! `SessionHandle::publish`.
+//! (one thread), messages taken with `listen`, `handle` or `handle_inline`, publishes
+//! through `SessionHandle::publish`; and the slow-neighbour scenario (what a slow
+//! `handle_inline` callback costs the other sessions on its worker).
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use mqtt_sessions::{Publish, QoS, SessionManager, SessionOptions};
+use mqtt_sessions::{Message, Publish, QoS, SessionManager, SessionOptions};
 
-use crate::common::{payload, rss_kb, session_topic, Shared, FILTER};
+use crate::common::{payload, rss_kb, session_topic, threads, Shared, FILTER};
 use crate::raw::SessionsResult;
 use crate::SubscriberThread;
 
@@ -23,9 +24,12 @@ pub(crate) enum Consumer {
     /// `manager.route(FILTER).qos(..).capacity(..).listen()`, received by a task on the
     /// same actix system.
     Listen,
-    /// `manager.route(FILTER).qos(..).capacity(..).handle(f)`: `f` runs on the route's
-    /// own thread.
+    /// `manager.route(FILTER).qos(..).capacity(..).handle(f)`: `f` runs on the shared
+    /// pool of callback threads.
     Handle,
+    /// `manager.route(FILTER).qos(..).handle_inline(f)`: `f` runs on the session's worker,
+    /// inside its dispatch, as the raw subscriber records in its poll loop.
+    Inline,
 }
 
 fn options(name: &str, url: &str, tag: &str) -> SessionOptions {
@@ -66,12 +70,15 @@ pub(crate) fn spawn_subscriber(
                     shared.set_dropped(listener.route().stats().dropped_full);
                     drop(listener);
                 }
-                Consumer::Handle => {
+                Consumer::Handle | Consumer::Inline => {
                     let s = shared.clone();
-                    let route = route
-                        .handle(move |msg| s.record(&msg.payload))
-                        .await
-                        .expect("handle");
+                    let record = move |msg: &Message| s.record(&msg.payload);
+                    let route = if consumer == Consumer::Handle {
+                        route.handle(record).await
+                    } else {
+                        route.handle_inline(record).await
+                    }
+                    .expect("handle");
                     let _ = ready.send(());
                     let _ = stop.await;
                     shared.set_dropped(route.stats().dropped_full);
@@ -227,13 +234,33 @@ pub(crate) fn publish_qos1(
     .expect("publisher thread")
 }
 
-/// `n` idle sessions: `add_session` for all, then `wait_for_all_sessions` (`bounded`:
-/// `None`), or at most `bounded` sessions added and not yet ready at any time (a limit
-/// the application imposes; the library has none yet).
+/// How the sessions of the many-sessions scenario start (see [`sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionsPlan {
+    /// `add_session` for all, then `wait_for_all_sessions`.
+    Storm,
+    /// At most this many sessions added and not yet ready at any time (a limit the
+    /// application imposes; the library has none).
+    Bounded(usize),
+    /// As [`Storm`](Self::Storm), then every session `s{i}` gets its own route on
+    /// [`session_topic`]`(i)`, scoped to it, taken with `consumer` (`Handle` or `Inline`;
+    /// at most [`ROUTES_IN_FLIGHT`] registrations awaited at once, each waiting for its
+    /// SUBACK).
+    RouteEach(Consumer),
+}
+
+/// Route registrations awaited at once by [`SessionsPlan::RouteEach`].
+const ROUTES_IN_FLIGHT: usize = 64;
+
+/// `n` idle sessions started as `plan` says; ready once every session is connected (and,
+/// with a route each, every route subscribed). RSS is read 1 s later. With a route each,
+/// session `s0` then publishes one QoS 1 message to every session's topic, and the
+/// threads are counted once every route's callback has run (or after `timeout`): the
+/// pool of callback threads grows only when callbacks run.
 pub(crate) fn sessions(
     url: &str,
     n: usize,
-    bounded: Option<usize>,
+    plan: SessionsPlan,
     timeout: Duration,
 ) -> SessionsResult {
     let url = url.to_string();
@@ -243,8 +270,8 @@ pub(crate) fn sessions(
         let rss_before_kb = rss_kb();
         let start = Instant::now();
         let mut note;
-        match bounded {
-            None => {
+        match plan {
+            SessionsPlan::Storm | SessionsPlan::RouteEach(_) => {
                 for i in 0..n {
                     m.add_session(options(&format!("s{i}"), &url, &tag))
                         .await
@@ -258,7 +285,7 @@ pub(crate) fn sessions(
                     note.push_str(&format!("; {}", first_line(&e.to_string())));
                 }
             }
-            Some(limit) => {
+            SessionsPlan::Bounded(limit) => {
                 let ready = Arc::new(AtomicU64::new(0));
                 let mut pending = FuturesUnordered::new();
                 for i in 0..n {
@@ -280,6 +307,45 @@ pub(crate) fn sessions(
                 note = format!("at most {limit} sessions connecting at once (application-side)");
             }
         }
+        let handled = Arc::new(AtomicU64::new(0));
+        let mut routes = Vec::new();
+        if let SessionsPlan::RouteEach(consumer) = plan {
+            let sessions_ready_s = start.elapsed().as_secs_f64();
+            let mut pending = FuturesUnordered::new();
+            let mut failed = 0;
+            for i in 0..n {
+                if pending.len() >= ROUTES_IN_FLIGHT {
+                    match pending.next().await {
+                        Some(Ok(r)) => routes.push(r),
+                        _ => failed += 1,
+                    }
+                }
+                let route = m
+                    .route(&session_topic(i as u32))
+                    .session(&format!("s{i}"));
+                let h = Arc::clone(&handled);
+                let count = move |_: &Message| {
+                    h.fetch_add(1, Ordering::Relaxed);
+                };
+                pending.push(async move {
+                    match consumer {
+                        Consumer::Handle => route.handle(count).await,
+                        Consumer::Inline => route.handle_inline(count).await,
+                        Consumer::Listen => unreachable!("no scenario has a listen route each"),
+                    }
+                });
+            }
+            while let Some(r) = pending.next().await {
+                match r {
+                    Ok(r) => routes.push(r),
+                    Err(_) => failed += 1,
+                }
+            }
+            note.push_str(&format!(
+                "; all ready after {sessions_ready_s:.2} s, then {} routes subscribed ({failed} failed)",
+                routes.len()
+            ));
+        }
         let ready_s = start.elapsed().as_secs_f64();
         let ready = m
             .status()
@@ -288,15 +354,59 @@ pub(crate) fn sessions(
             .count();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_after_kb = rss_kb();
+        let idle_threads = threads();
+        if !routes.is_empty() {
+            let (took, delivered) = one_message_each(&m, n, &handled, timeout).await;
+            note.push_str(&format!(
+                "; threads {idle_threads} idle; one QoS 1 message to each: {delivered} handled in {took:.2} s"
+            ));
+        }
+        let threads = threads();
+        drop(routes);
         SessionsResult {
             sessions: n,
             ready,
             ready_s,
             rss_before_kb,
             rss_after_kb,
+            threads,
             note,
         }
     })
+}
+
+/// Session `s0` publishes one QoS 1 message to every session's topic (at most
+/// [`ROUTES_IN_FLIGHT`] outstanding), then this waits until `handled` counts `n` (polled
+/// every 10 ms) or `timeout` passed: seconds taken and messages handled.
+async fn one_message_each(
+    m: &SessionManager,
+    n: usize,
+    handled: &AtomicU64,
+    timeout: Duration,
+) -> (f64, u64) {
+    let start = Instant::now();
+    let s0 = m.session("s0").expect("session s0");
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        if inflight.len() >= ROUTES_IN_FLIGHT {
+            inflight.next().await;
+        }
+        let s0 = s0.clone();
+        let p = Publish::new(session_topic(i as u32), payload(0, i as u64)).qos(QoS::AtLeastOnce);
+        inflight.push(async move {
+            if let Err(e) = s0.publish(p).await {
+                tracing::warn!(error = %e, "publish failed");
+            }
+        });
+    }
+    while inflight.next().await.is_some() {}
+    while handled.load(Ordering::Relaxed) < n as u64 && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (
+        start.elapsed().as_secs_f64(),
+        handled.load(Ordering::Relaxed),
+    )
 }
 
 fn first_line(s: &str) -> String {

@@ -92,6 +92,7 @@ fn aggregate(runs: &[Sample]) -> Sample {
         ready_s: f(|s| s.ready_s),
         ready: runs.iter().filter_map(|s| s.ready).min(),
         kb_per_session: f(|s| s.kb_per_session),
+        threads: u(|s| s.threads),
         cpu_us_per_msg: f(|s| s.cpu_us_per_msg),
         note: runs.iter().find_map(|s| s.note.clone()),
     }
@@ -107,8 +108,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub(crate) fn table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | variant | msgs/s | x ref | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | variant | msgs/s | x ref | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | threads | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for sc in results {
         let reference = sc.reference();
@@ -141,7 +142,7 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 sc.name,
                 v.label,
                 opt(m.msgs_per_s, 0),
@@ -157,6 +158,7 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
                 delta(m.p99_us, raw.p99_us),
                 ready,
                 kb,
+                m.threads.map_or_else(|| "-".to_string(), |t| t.to_string()),
                 m.note.as_deref().unwrap_or("").replace('|', "/"),
             );
         }
@@ -179,11 +181,17 @@ fn color(v: Variant) -> &'static str {
         Variant::RawHop => "#bbbbbb",
         Variant::Listen => "#1f77b4",
         Variant::Handle => "#ff7f0e",
+        Variant::HandleInline => "#d4a017",
         Variant::Library => "#2ca02c",
         Variant::LibraryBounded => "#9467bd",
         Variant::LibraryStore => "#8c564b",
+        Variant::LibraryHandleRoutes => "#ff7f0e",
+        Variant::LibraryInlineRoutes => "#d4a017",
         Variant::LibraryWorkers1 => "#17becf",
         Variant::LibraryWorkersN => "#bcbd22",
+        Variant::NeighbourQuiet => "#d4a017",
+        Variant::NeighbourSpinInline => "#d62728",
+        Variant::NeighbourSpinHandle => "#ff7f0e",
         Variant::Bridge => "#7f7f7f",
         Variant::Daemon => "#e377c2",
         Variant::DaemonStore => "#d62728",
@@ -372,6 +380,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
         Variant::RawHop,
         Variant::Listen,
         Variant::Handle,
+        Variant::HandleInline,
         Variant::Library,
         Variant::LibraryWorkers1,
         Variant::LibraryWorkersN,
@@ -385,7 +394,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
             h - 28.0,
             v.as_str()
         );
-        lx += 40.0 + 6.0 * v.as_str().len() as f64;
+        lx += 34.0 + 5.6 * v.as_str().len() as f64;
     }
     let _ = writeln!(
         svg,
