@@ -102,14 +102,16 @@ pub(crate) fn spawn_subscriber(
 
 /// `n` sessions on a manager with `workers` worker threads, session `s{i}` subscribed
 /// through its own route, `manager.route(`[`session_topic`]`(i)).session("s{i}")
-/// .qos(..).capacity(..).listen()`; each listener is received by its own task on the
-/// manager's actix system (the application's thread; the sessions' I/O runs on the
-/// workers).
+/// .qos(..).capacity(..)`, then `consumer`: `listen()`, each listener received by its own
+/// task on the manager's actix system (the application's thread; the sessions' I/O runs
+/// on the workers), or `handle_inline(f)`, recording on the session's worker (`Handle`
+/// is not a variant of this scenario).
 pub(crate) fn spawn_session_subscribers(
     url: String,
     qos: QoS,
     n: u32,
     workers: usize,
+    consumer: Consumer,
     tag: String,
     shared: Shared,
 ) -> SubscriberThread {
@@ -128,16 +130,24 @@ pub(crate) fn spawn_session_subscribers(
                 .await
                 .expect("subscribers ready");
             let mut listeners = Vec::new();
+            let mut routes = Vec::new();
             let mut tasks = Vec::new();
             for i in 0..n {
-                let listener = m
+                let route = m
                     .route(&session_topic(i))
                     .session(&format!("s{i}"))
                     .qos(qos)
-                    .capacity(ROUTE_CAPACITY)
-                    .listen()
-                    .await
-                    .expect("listen");
+                    .capacity(ROUTE_CAPACITY);
+                if consumer == Consumer::Inline {
+                    let s = shared.clone();
+                    let route = route
+                        .handle_inline(move |msg| s.record(&msg.payload))
+                        .await
+                        .expect("handle_inline");
+                    routes.push(route);
+                    continue;
+                }
+                let listener = route.listen().await.expect("listen");
                 let listener = Rc::new(listener);
                 let (l, s) = (Rc::clone(&listener), shared.clone());
                 tasks.push(actix_rt::spawn(async move {
@@ -155,7 +165,9 @@ pub(crate) fn spawn_session_subscribers(
             shared.set_dropped(
                 listeners
                     .iter()
-                    .map(|l| l.route().stats().dropped_full)
+                    .map(|l| l.route())
+                    .chain(&routes)
+                    .map(|r| r.stats().dropped_full)
                     .sum(),
             );
             let (mut received, mut reconnects) = (0, 0);
@@ -173,6 +185,7 @@ pub(crate) fn spawn_session_subscribers(
                 let _ = t.await;
             }
             drop(listeners);
+            drop(routes);
             m.shutdown().await;
         });
     })

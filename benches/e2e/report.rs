@@ -189,6 +189,7 @@ fn color(v: Variant) -> &'static str {
         Variant::LibraryInlineRoutes => "#d4a017",
         Variant::LibraryWorkers1 => "#17becf",
         Variant::LibraryWorkersN => "#bcbd22",
+        Variant::LibraryWorkersNInline => "#8c6d31",
         Variant::NeighbourQuiet => "#d4a017",
         Variant::NeighbourSpinInline => "#d62728",
         Variant::NeighbourSpinHandle => "#ff7f0e",

@@ -36,6 +36,9 @@ pub(crate) enum Variant {
     LibraryWorkers1,
     /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
     LibraryWorkersN,
+    /// mqtt-sessions, `workers(nproc)`, every session's messages taken with
+    /// `handle_inline` instead of `listen`.
+    LibraryWorkersNInline,
     /// Slow neighbour, the reference: sessions on one worker taking their messages with
     /// `handle_inline`, beside a neighbour session whose `handle_inline` callback only counts.
     NeighbourQuiet,
@@ -71,6 +74,7 @@ impl Variant {
             Variant::LibraryInlineRoutes => "mqtt-sessions, a handle_inline route each",
             Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
             Variant::LibraryWorkersN => "mqtt-sessions, workers nproc",
+            Variant::LibraryWorkersNInline => "mqtt-sessions, workers nproc, handle_inline",
             Variant::NeighbourQuiet => "handle_inline, quiet neighbour",
             Variant::NeighbourSpinInline => "neighbour spins 1 ms in handle_inline",
             Variant::NeighbourSpinHandle => "neighbour spins 1 ms in handle",
@@ -95,6 +99,7 @@ impl Variant {
             Variant::LibraryInlineRoutes => "library-inline-routes",
             Variant::LibraryWorkers1 => "library-workers-1",
             Variant::LibraryWorkersN => "library-workers-n",
+            Variant::LibraryWorkersNInline => "library-workers-n-inline",
             Variant::NeighbourQuiet => "neighbour-quiet",
             Variant::NeighbourSpinInline => "neighbour-spin-inline",
             Variant::NeighbourSpinHandle => "neighbour-spin-handle",
@@ -119,6 +124,7 @@ impl Variant {
             Variant::LibraryInlineRoutes,
             Variant::LibraryWorkers1,
             Variant::LibraryWorkersN,
+            Variant::LibraryWorkersNInline,
             Variant::NeighbourQuiet,
             Variant::NeighbourSpinInline,
             Variant::NeighbourSpinHandle,

@@ -180,6 +180,7 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
                 Variant::Raw,
                 Variant::LibraryWorkers1,
                 Variant::LibraryWorkersN,
+                Variant::LibraryWorkersNInline,
             ],
         });
     }
@@ -348,6 +349,11 @@ fn through_subscriber(
             lib_qos,
             n,
             workers,
+            if variant == Variant::LibraryWorkersNInline {
+                Consumer::Inline
+            } else {
+                Consumer::Listen
+            },
             tag.clone(),
             shared.clone(),
         ),
