@@ -1,7 +1,6 @@
 //! The same scenarios through mqtt-sessions: a `SessionManager` on its own actix system
 //! (one thread), messages taken with `listen`, `handle` or `handle_inline`, publishes
-//! through `SessionHandle::publish`; and the slow-neighbour scenario (what a slow
-//! `handle_inline` callback costs the other sessions on its worker).
+//! through `SessionHandle::publish`.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,13 +324,10 @@ pub(crate) fn sessions(
         if let SessionsPlan::RouteEach(consumer) = plan {
             let sessions_ready_s = start.elapsed().as_secs_f64();
             let mut pending = FuturesUnordered::new();
-            let mut failed = 0;
+            let mut registered = Vec::with_capacity(n);
             for i in 0..n {
                 if pending.len() >= ROUTES_IN_FLIGHT {
-                    match pending.next().await {
-                        Some(Ok(r)) => routes.push(r),
-                        _ => failed += 1,
-                    }
+                    registered.extend(pending.next().await);
                 }
                 let route = m
                     .route(&session_topic(i as u32))
@@ -349,11 +345,10 @@ pub(crate) fn sessions(
                 });
             }
             while let Some(r) = pending.next().await {
-                match r {
-                    Ok(r) => routes.push(r),
-                    Err(_) => failed += 1,
-                }
+                registered.push(r);
             }
+            let failed = registered.iter().filter(|r| r.is_err()).count();
+            routes = registered.into_iter().flatten().collect();
             note.push_str(&format!(
                 "; all ready after {sessions_ready_s:.2} s, then {} routes subscribed ({failed} failed)",
                 routes.len()
@@ -369,9 +364,10 @@ pub(crate) fn sessions(
         let rss_after_kb = rss_kb();
         let idle_threads = threads();
         if !routes.is_empty() {
-            let (took, delivered) = one_message_each(&m, n, &handled, timeout).await;
+            let (took, failed, delivered) = one_message_each(&m, n, &handled, timeout).await;
             note.push_str(&format!(
-                "; threads {idle_threads} idle; one QoS 1 message to each: {delivered} handled in {took:.2} s"
+                "; threads {idle_threads} idle; one QoS 1 message to each ({failed} publishes \
+                 failed): {delivered} handled in {took:.2} s"
             ));
         }
         let threads = threads();
@@ -390,36 +386,32 @@ pub(crate) fn sessions(
 
 /// Session `s0` publishes one QoS 1 message to every session's topic (at most
 /// [`ROUTES_IN_FLIGHT`] outstanding), then this waits until `handled` counts `n` (polled
-/// every 10 ms) or `timeout` passed: seconds taken and messages handled.
+/// every 10 ms) or `timeout` passed: seconds taken, publishes failed, messages handled.
 async fn one_message_each(
     m: &SessionManager,
     n: usize,
     handled: &AtomicU64,
     timeout: Duration,
-) -> (f64, u64) {
+) -> (f64, usize, u64) {
     let start = Instant::now();
     let s0 = m.session("s0").expect("session s0");
     let mut inflight = FuturesUnordered::new();
+    let mut failed = 0;
     for i in 0..n {
         if inflight.len() >= ROUTES_IN_FLIGHT {
-            inflight.next().await;
+            failed += usize::from(matches!(inflight.next().await, Some(Err(_))));
         }
-        let s0 = s0.clone();
         let p = Publish::new(session_topic(i as u32), payload(0, i as u64)).qos(QoS::AtLeastOnce);
-        inflight.push(async move {
-            if let Err(e) = s0.publish(p).await {
-                tracing::warn!(error = %e, "publish failed");
-            }
-        });
+        inflight.push(s0.publish(p));
     }
-    while inflight.next().await.is_some() {}
+    while let Some(r) = inflight.next().await {
+        failed += usize::from(r.is_err());
+    }
     while handled.load(Ordering::Relaxed) < n as u64 && start.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (
-        start.elapsed().as_secs_f64(),
-        handled.load(Ordering::Relaxed),
-    )
+    let handled = handled.load(Ordering::Relaxed);
+    (start.elapsed().as_secs_f64(), failed, handled)
 }
 
 fn first_line(s: &str) -> String {
