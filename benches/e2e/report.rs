@@ -352,7 +352,37 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
             _ => {}
         }
     }
-    let (w, h) = (1100.0, 380.0);
+    let w = 1100.0;
+    // The legend, in as many rows as it needs below the panels; then the subtitle.
+    let mut legend = String::new();
+    let (mut lx, mut ly) = (60.0, 338.0);
+    for v in [
+        Variant::Raw,
+        Variant::RawHop,
+        Variant::Listen,
+        Variant::Handle,
+        Variant::HandleInline,
+        Variant::Library,
+        Variant::LibraryStore,
+        Variant::LibraryWorkers1,
+        Variant::LibraryWorkersN,
+        Variant::LibraryWorkersNInline,
+    ] {
+        let width = 40.0 + 6.0 * v.as_str().len() as f64;
+        if lx + width > w {
+            (lx, ly) = (60.0, ly + 18.0);
+        }
+        let _ = writeln!(
+            legend,
+            r#"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            color(v),
+            lx + 16.0,
+            ly + 10.0,
+            v.as_str()
+        );
+        lx += width;
+    }
+    let h = ly + 42.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -375,28 +405,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
         &[],
         "µs",
     );
-    let mut lx = 60.0;
-    for v in [
-        Variant::Raw,
-        Variant::RawHop,
-        Variant::Listen,
-        Variant::Handle,
-        Variant::HandleInline,
-        Variant::Library,
-        Variant::LibraryWorkers1,
-        Variant::LibraryWorkersN,
-    ] {
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
-            h - 38.0,
-            color(v),
-            lx + 16.0,
-            h - 28.0,
-            v.as_str()
-        );
-        lx += 34.0 + 5.6 * v.as_str().len() as f64;
-    }
+    svg.push_str(&legend);
     let _ = writeln!(
         svg,
         r##"<text x="60" y="{}" font-size="10" fill="#555">{subtitle}</text>"##,
