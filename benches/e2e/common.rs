@@ -187,7 +187,8 @@ pub(crate) fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// A field of `/proc/self/status` in kB (e.g. `VmRSS`).
+/// A numeric field of `/proc/self/status` (or of process `pid`): kB for `VmRSS` and its
+/// kind, a count for `Threads`.
 pub(crate) fn status_kb(pid: Option<u32>, field: &str) -> u64 {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
@@ -207,6 +208,11 @@ pub(crate) fn status_kb(pid: Option<u32>, field: &str) -> u64 {
 /// Resident memory of this process, kB.
 pub(crate) fn rss_kb() -> u64 {
     status_kb(None, "VmRSS")
+}
+
+/// Threads of this process now (`Threads` of `/proc/self/status`, a count, not kB).
+pub(crate) fn threads() -> u64 {
+    status_kb(None, "Threads")
 }
 
 /// The 1-, 5- and 15-minute load averages.

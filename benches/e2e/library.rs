@@ -1,6 +1,6 @@
 //! The same scenarios through mqtt-sessions: a `SessionManager` on its own actix system
-//! (one thread), messages taken with `listen` or `handle`, publishes through
-//! `SessionHandle::publish`.
+//! (one thread), messages taken with `listen`, `handle` or `handle_inline`, publishes
+//! through `SessionHandle::publish`.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use mqtt_sessions::{Publish, QoS, SessionManager, SessionOptions};
+use mqtt_sessions::{Message, Publish, QoS, SessionManager, SessionOptions};
 
-use crate::common::{payload, rss_kb, session_topic, Shared, FILTER};
+use crate::common::{payload, rss_kb, session_topic, threads, Shared, FILTER};
 use crate::raw::SessionsResult;
 use crate::SubscriberThread;
 
@@ -23,9 +23,12 @@ pub(crate) enum Consumer {
     /// `manager.route(FILTER).qos(..).capacity(..).listen()`, received by a task on the
     /// same actix system.
     Listen,
-    /// `manager.route(FILTER).qos(..).capacity(..).handle(f)`: `f` runs on the route's
-    /// own thread.
+    /// `manager.route(FILTER).qos(..).capacity(..).handle(f)`: `f` runs on the shared
+    /// pool of callback threads.
     Handle,
+    /// `manager.route(FILTER).qos(..).handle_inline(f)`: `f` runs on the session's worker,
+    /// inside its dispatch, as the raw subscriber records in its poll loop.
+    Inline,
 }
 
 fn options(name: &str, url: &str, tag: &str) -> SessionOptions {
@@ -66,12 +69,15 @@ pub(crate) fn spawn_subscriber(
                     shared.set_dropped(listener.route().stats().dropped_full);
                     drop(listener);
                 }
-                Consumer::Handle => {
+                Consumer::Handle | Consumer::Inline => {
                     let s = shared.clone();
-                    let route = route
-                        .handle(move |msg| s.record(&msg.payload))
-                        .await
-                        .expect("handle");
+                    let record = move |msg: &Message| s.record(&msg.payload);
+                    let route = if consumer == Consumer::Handle {
+                        route.handle(record).await
+                    } else {
+                        route.handle_inline(record).await
+                    }
+                    .expect("handle");
                     let _ = ready.send(());
                     let _ = stop.await;
                     shared.set_dropped(route.stats().dropped_full);
@@ -95,14 +101,16 @@ pub(crate) fn spawn_subscriber(
 
 /// `n` sessions on a manager with `workers` worker threads, session `s{i}` subscribed
 /// through its own route, `manager.route(`[`session_topic`]`(i)).session("s{i}")
-/// .qos(..).capacity(..).listen()`; each listener is received by its own task on the
-/// manager's actix system (the application's thread; the sessions' I/O runs on the
-/// workers).
+/// .qos(..).capacity(..)`, then `consumer`: `listen()`, each listener received by its own
+/// task on the manager's actix system (the application's thread; the sessions' I/O runs
+/// on the workers), or `handle_inline(f)`, recording on the session's worker (`Handle`
+/// is not a variant of this scenario).
 pub(crate) fn spawn_session_subscribers(
     url: String,
     qos: QoS,
     n: u32,
     workers: usize,
+    consumer: Consumer,
     tag: String,
     shared: Shared,
 ) -> SubscriberThread {
@@ -121,16 +129,24 @@ pub(crate) fn spawn_session_subscribers(
                 .await
                 .expect("subscribers ready");
             let mut listeners = Vec::new();
+            let mut routes = Vec::new();
             let mut tasks = Vec::new();
             for i in 0..n {
-                let listener = m
+                let route = m
                     .route(&session_topic(i))
                     .session(&format!("s{i}"))
                     .qos(qos)
-                    .capacity(ROUTE_CAPACITY)
-                    .listen()
-                    .await
-                    .expect("listen");
+                    .capacity(ROUTE_CAPACITY);
+                if consumer == Consumer::Inline {
+                    let s = shared.clone();
+                    let route = route
+                        .handle_inline(move |msg| s.record(&msg.payload))
+                        .await
+                        .expect("handle_inline");
+                    routes.push(route);
+                    continue;
+                }
+                let listener = route.listen().await.expect("listen");
                 let listener = Rc::new(listener);
                 let (l, s) = (Rc::clone(&listener), shared.clone());
                 tasks.push(actix_rt::spawn(async move {
@@ -148,7 +164,9 @@ pub(crate) fn spawn_session_subscribers(
             shared.set_dropped(
                 listeners
                     .iter()
-                    .map(|l| l.route().stats().dropped_full)
+                    .map(|l| l.route())
+                    .chain(&routes)
+                    .map(|r| r.stats().dropped_full)
                     .sum(),
             );
             let (mut received, mut reconnects) = (0, 0);
@@ -166,6 +184,7 @@ pub(crate) fn spawn_session_subscribers(
                 let _ = t.await;
             }
             drop(listeners);
+            drop(routes);
             m.shutdown().await;
         });
     })
@@ -227,13 +246,33 @@ pub(crate) fn publish_qos1(
     .expect("publisher thread")
 }
 
-/// `n` idle sessions: `add_session` for all, then `wait_for_all_sessions` (`bounded`:
-/// `None`), or at most `bounded` sessions added and not yet ready at any time (a limit
-/// the application imposes; the library has none yet).
+/// How the sessions of the many-sessions scenario start (see [`sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionsPlan {
+    /// `add_session` for all, then `wait_for_all_sessions`.
+    Storm,
+    /// At most this many sessions added and not yet ready at any time (a limit the
+    /// application imposes; the library has none).
+    Bounded(usize),
+    /// As [`Storm`](Self::Storm), then every session `s{i}` gets its own route on
+    /// [`session_topic`]`(i)`, scoped to it, taken with `consumer` (`Handle` or `Inline`;
+    /// at most [`ROUTES_IN_FLIGHT`] registrations awaited at once, each waiting for its
+    /// SUBACK).
+    RouteEach(Consumer),
+}
+
+/// Route registrations awaited at once by [`SessionsPlan::RouteEach`].
+const ROUTES_IN_FLIGHT: usize = 64;
+
+/// `n` idle sessions started as `plan` says; ready once every session is connected (and,
+/// with a route each, every route subscribed). RSS is read 1 s later. With a route each,
+/// session `s0` then publishes one QoS 1 message to every session's topic, and the
+/// threads are counted once every route's callback has run (or after `timeout`): the
+/// pool of callback threads grows only when callbacks run.
 pub(crate) fn sessions(
     url: &str,
     n: usize,
-    bounded: Option<usize>,
+    plan: SessionsPlan,
     timeout: Duration,
 ) -> SessionsResult {
     let url = url.to_string();
@@ -243,8 +282,8 @@ pub(crate) fn sessions(
         let rss_before_kb = rss_kb();
         let start = Instant::now();
         let mut note;
-        match bounded {
-            None => {
+        match plan {
+            SessionsPlan::Storm | SessionsPlan::RouteEach(_) => {
                 for i in 0..n {
                     m.add_session(options(&format!("s{i}"), &url, &tag))
                         .await
@@ -258,7 +297,7 @@ pub(crate) fn sessions(
                     note.push_str(&format!("; {}", first_line(&e.to_string())));
                 }
             }
-            Some(limit) => {
+            SessionsPlan::Bounded(limit) => {
                 let ready = Arc::new(AtomicU64::new(0));
                 let mut pending = FuturesUnordered::new();
                 for i in 0..n {
@@ -280,6 +319,41 @@ pub(crate) fn sessions(
                 note = format!("at most {limit} sessions connecting at once (application-side)");
             }
         }
+        let handled = Arc::new(AtomicU64::new(0));
+        let mut routes = Vec::new();
+        if let SessionsPlan::RouteEach(consumer) = plan {
+            let sessions_ready_s = start.elapsed().as_secs_f64();
+            let mut pending = FuturesUnordered::new();
+            let mut registered = Vec::with_capacity(n);
+            for i in 0..n {
+                if pending.len() >= ROUTES_IN_FLIGHT {
+                    registered.extend(pending.next().await);
+                }
+                let route = m
+                    .route(&session_topic(i as u32))
+                    .session(&format!("s{i}"));
+                let h = Arc::clone(&handled);
+                let count = move |_: &Message| {
+                    h.fetch_add(1, Ordering::Relaxed);
+                };
+                pending.push(async move {
+                    match consumer {
+                        Consumer::Handle => route.handle(count).await,
+                        Consumer::Inline => route.handle_inline(count).await,
+                        Consumer::Listen => unreachable!("no scenario has a listen route each"),
+                    }
+                });
+            }
+            while let Some(r) = pending.next().await {
+                registered.push(r);
+            }
+            let failed = registered.iter().filter(|r| r.is_err()).count();
+            routes = registered.into_iter().flatten().collect();
+            note.push_str(&format!(
+                "; all ready after {sessions_ready_s:.2} s, then {} routes subscribed ({failed} failed)",
+                routes.len()
+            ));
+        }
         let ready_s = start.elapsed().as_secs_f64();
         let ready = m
             .status()
@@ -288,15 +362,56 @@ pub(crate) fn sessions(
             .count();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_after_kb = rss_kb();
+        let idle_threads = threads();
+        if !routes.is_empty() {
+            let (took, failed, delivered) = one_message_each(&m, n, &handled, timeout).await;
+            note.push_str(&format!(
+                "; threads {idle_threads} idle; one QoS 1 message to each ({failed} publishes \
+                 failed): {delivered} handled in {took:.2} s"
+            ));
+        }
+        let threads = threads();
+        drop(routes);
         SessionsResult {
             sessions: n,
             ready,
             ready_s,
             rss_before_kb,
             rss_after_kb,
+            threads,
             note,
         }
     })
+}
+
+/// Session `s0` publishes one QoS 1 message to every session's topic (at most
+/// [`ROUTES_IN_FLIGHT`] outstanding), then this waits until `handled` counts `n` (polled
+/// every 10 ms) or `timeout` passed: seconds taken, publishes failed, messages handled.
+async fn one_message_each(
+    m: &SessionManager,
+    n: usize,
+    handled: &AtomicU64,
+    timeout: Duration,
+) -> (f64, usize, u64) {
+    let start = Instant::now();
+    let s0 = m.session("s0").expect("session s0");
+    let mut inflight = FuturesUnordered::new();
+    let mut failed = 0;
+    for i in 0..n {
+        if inflight.len() >= ROUTES_IN_FLIGHT {
+            failed += usize::from(matches!(inflight.next().await, Some(Err(_))));
+        }
+        let p = Publish::new(session_topic(i as u32), payload(0, i as u64)).qos(QoS::AtLeastOnce);
+        inflight.push(s0.publish(p));
+    }
+    while let Some(r) = inflight.next().await {
+        failed += usize::from(r.is_err());
+    }
+    while handled.load(Ordering::Relaxed) < n as u64 && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let handled = handled.load(Ordering::Relaxed);
+    (start.elapsed().as_secs_f64(), failed, handled)
 }
 
 fn first_line(s: &str) -> String {

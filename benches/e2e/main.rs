@@ -25,6 +25,7 @@ mod broker;
 mod common;
 mod forward;
 mod library;
+mod neighbour;
 mod provenance;
 #[path = "../../tests/common/proxy.rs"]
 mod proxy;

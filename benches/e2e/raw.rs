@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 
-use crate::common::{now_ns, payload, rss_kb, session_topic, thread_cpu_ticks, Shared, FILTER};
+use crate::common::{
+    now_ns, payload, rss_kb, session_topic, thread_cpu_ticks, threads, Shared, FILTER,
+};
 use crate::SubscriberThread;
 
 /// Options of every raw client: the settings mqtt-sessions uses by default (keep-alive
@@ -401,6 +403,8 @@ pub(crate) struct SessionsResult {
     pub(crate) rss_before_kb: u64,
     /// Resident memory with every session connected and idle, kB.
     pub(crate) rss_after_kb: u64,
+    /// Threads of the process at the end (see [`crate::common::threads`]).
+    pub(crate) threads: u64,
     /// Free text (e.g. how the sessions were started).
     pub(crate) note: String,
 }
@@ -457,6 +461,7 @@ pub(crate) fn sessions(
             ready_s,
             rss_before_kb,
             rss_after_kb: rss_kb(),
+            threads: threads(),
             note: format!("{concurrency} connects in flight"),
         }
     })

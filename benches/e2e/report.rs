@@ -92,6 +92,7 @@ fn aggregate(runs: &[Sample]) -> Sample {
         ready_s: f(|s| s.ready_s),
         ready: runs.iter().filter_map(|s| s.ready).min(),
         kb_per_session: f(|s| s.kb_per_session),
+        threads: u(|s| s.threads),
         cpu_us_per_msg: f(|s| s.cpu_us_per_msg),
         note: runs.iter().find_map(|s| s.note.clone()),
     }
@@ -107,8 +108,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub(crate) fn table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | variant | msgs/s | x ref | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | note |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | variant | msgs/s | x ref | CPU µs/msg (x raw) | lost (dropped) | p50 µs | p99 µs | ready s | KB/session | threads | note |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for sc in results {
         let reference = sc.reference();
@@ -141,7 +142,7 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 sc.name,
                 v.label,
                 opt(m.msgs_per_s, 0),
@@ -157,6 +158,7 @@ pub(crate) fn table(results: &[ScenarioResult]) -> String {
                 delta(m.p99_us, raw.p99_us),
                 ready,
                 kb,
+                m.threads.map_or_else(|| "-".to_string(), |t| t.to_string()),
                 m.note.as_deref().unwrap_or("").replace('|', "/"),
             );
         }
@@ -179,11 +181,18 @@ fn color(v: Variant) -> &'static str {
         Variant::RawHop => "#bbbbbb",
         Variant::Listen => "#1f77b4",
         Variant::Handle => "#ff7f0e",
+        Variant::HandleInline => "#d4a017",
         Variant::Library => "#2ca02c",
         Variant::LibraryBounded => "#9467bd",
         Variant::LibraryStore => "#8c564b",
+        Variant::LibraryHandleRoutes => "#ff7f0e",
+        Variant::LibraryInlineRoutes => "#d4a017",
         Variant::LibraryWorkers1 => "#17becf",
         Variant::LibraryWorkersN => "#bcbd22",
+        Variant::LibraryWorkersNInline => "#8c6d31",
+        Variant::NeighbourQuiet => "#d4a017",
+        Variant::NeighbourSpinInline => "#d62728",
+        Variant::NeighbourSpinHandle => "#ff7f0e",
         Variant::Bridge => "#7f7f7f",
         Variant::Daemon => "#e377c2",
         Variant::DaemonStore => "#d62728",
@@ -343,7 +352,37 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
             _ => {}
         }
     }
-    let (w, h) = (1100.0, 380.0);
+    let w = 1100.0;
+    // The legend, in as many rows as it needs below the panels; then the subtitle.
+    let mut legend = String::new();
+    let (mut lx, mut ly) = (60.0, 338.0);
+    for v in [
+        Variant::Raw,
+        Variant::RawHop,
+        Variant::Listen,
+        Variant::Handle,
+        Variant::HandleInline,
+        Variant::Library,
+        Variant::LibraryStore,
+        Variant::LibraryWorkers1,
+        Variant::LibraryWorkersN,
+        Variant::LibraryWorkersNInline,
+    ] {
+        let width = 40.0 + 6.0 * v.as_str().len() as f64;
+        if lx + width > w {
+            (lx, ly) = (60.0, ly + 18.0);
+        }
+        let _ = writeln!(
+            legend,
+            r#"<rect x="{lx}" y="{ly}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            color(v),
+            lx + 16.0,
+            ly + 10.0,
+            v.as_str()
+        );
+        lx += width;
+    }
+    let h = ly + 42.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -366,27 +405,7 @@ pub(crate) fn svg(results: &[ScenarioResult], scenarios: &[Scenario], subtitle: 
         &[],
         "µs",
     );
-    let mut lx = 60.0;
-    for v in [
-        Variant::Raw,
-        Variant::RawHop,
-        Variant::Listen,
-        Variant::Handle,
-        Variant::Library,
-        Variant::LibraryWorkers1,
-        Variant::LibraryWorkersN,
-    ] {
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
-            h - 38.0,
-            color(v),
-            lx + 16.0,
-            h - 28.0,
-            v.as_str()
-        );
-        lx += 40.0 + 6.0 * v.as_str().len() as f64;
-    }
+    svg.push_str(&legend);
     let _ = writeln!(
         svg,
         r##"<text x="60" y="{}" font-size="10" fill="#555">{subtitle}</text>"##,

@@ -17,17 +17,37 @@ pub(crate) enum Variant {
     Listen,
     /// mqtt-sessions, `handle`.
     Handle,
+    /// mqtt-sessions, `handle_inline`: the callback runs on the session's worker, inside
+    /// its dispatch.
+    HandleInline,
     /// mqtt-sessions, the library's own path (`add_session` storm, `publish`).
     Library,
     /// mqtt-sessions with at most `concurrency` sessions connecting (application-side).
     LibraryBounded,
     /// mqtt-sessions with a sled store: a publish completes once it is on disk.
     LibraryStore,
+    /// mqtt-sessions, every session with its own `handle` route (callbacks on the shared
+    /// pool of callback threads).
+    LibraryHandleRoutes,
+    /// mqtt-sessions, every session with its own `handle_inline` route.
+    LibraryInlineRoutes,
     /// mqtt-sessions, every session on one worker thread (`workers(1)`).
     #[serde(rename = "library-workers-1")]
     LibraryWorkers1,
     /// mqtt-sessions, one worker thread per core (`workers(nproc)`, the default).
     LibraryWorkersN,
+    /// mqtt-sessions, `workers(nproc)`, every session's messages taken with
+    /// `handle_inline` instead of `listen`.
+    LibraryWorkersNInline,
+    /// Slow neighbour, the reference: sessions on one worker taking their messages with
+    /// `handle_inline`, beside a neighbour session whose `handle_inline` callback only counts.
+    NeighbourQuiet,
+    /// Slow neighbour: the neighbour's `handle_inline` callback spins ~1 ms per message on
+    /// the worker the other sessions share.
+    NeighbourSpinInline,
+    /// Slow neighbour: the same spinning callback in `handle` (the shared pool of callback
+    /// threads), off the worker.
+    NeighbourSpinHandle,
     /// Forwarding: mosquitto's own bridge (a `connection` section in the edge broker).
     Bridge,
     /// Forwarding: the `mqtt-sessions` daemon's rule, no store (handled on the target's
@@ -46,11 +66,18 @@ impl Variant {
             Variant::RawHop => "raw rumqttc + thread hop",
             Variant::Listen => "listen",
             Variant::Handle => "handle",
+            Variant::HandleInline => "handle_inline",
             Variant::Library => "mqtt-sessions",
             Variant::LibraryBounded => "mqtt-sessions (64 at once)",
             Variant::LibraryStore => "mqtt-sessions + store",
+            Variant::LibraryHandleRoutes => "mqtt-sessions, a handle route each",
+            Variant::LibraryInlineRoutes => "mqtt-sessions, a handle_inline route each",
             Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
             Variant::LibraryWorkersN => "mqtt-sessions, workers nproc",
+            Variant::LibraryWorkersNInline => "mqtt-sessions, workers nproc, handle_inline",
+            Variant::NeighbourQuiet => "handle_inline, quiet neighbour",
+            Variant::NeighbourSpinInline => "neighbour spins 1 ms in handle_inline",
+            Variant::NeighbourSpinHandle => "neighbour spins 1 ms in handle",
             Variant::Bridge => "mosquitto bridge",
             Variant::Daemon => "daemon",
             Variant::DaemonStore => "daemon + store",
@@ -64,11 +91,18 @@ impl Variant {
             Variant::RawHop => "raw-hop",
             Variant::Listen => "listen",
             Variant::Handle => "handle",
+            Variant::HandleInline => "handle-inline",
             Variant::Library => "library",
             Variant::LibraryBounded => "library-bounded",
             Variant::LibraryStore => "library-store",
+            Variant::LibraryHandleRoutes => "library-handle-routes",
+            Variant::LibraryInlineRoutes => "library-inline-routes",
             Variant::LibraryWorkers1 => "library-workers-1",
             Variant::LibraryWorkersN => "library-workers-n",
+            Variant::LibraryWorkersNInline => "library-workers-n-inline",
+            Variant::NeighbourQuiet => "neighbour-quiet",
+            Variant::NeighbourSpinInline => "neighbour-spin-inline",
+            Variant::NeighbourSpinHandle => "neighbour-spin-handle",
             Variant::Bridge => "bridge",
             Variant::Daemon => "daemon",
             Variant::DaemonStore => "daemon-store",
@@ -82,11 +116,18 @@ impl Variant {
             Variant::RawHop,
             Variant::Listen,
             Variant::Handle,
+            Variant::HandleInline,
             Variant::Library,
             Variant::LibraryBounded,
             Variant::LibraryStore,
+            Variant::LibraryHandleRoutes,
+            Variant::LibraryInlineRoutes,
             Variant::LibraryWorkers1,
             Variant::LibraryWorkersN,
+            Variant::LibraryWorkersNInline,
+            Variant::NeighbourQuiet,
+            Variant::NeighbourSpinInline,
+            Variant::NeighbourSpinHandle,
             Variant::Bridge,
             Variant::Daemon,
             Variant::DaemonStore,
@@ -121,6 +162,10 @@ pub(crate) struct Sample {
     pub(crate) ready: Option<usize>,
     /// Resident memory per session, kB.
     pub(crate) kb_per_session: Option<f64>,
+    /// Many sessions only: threads of the process holding them (`Threads` of
+    /// `/proc/<pid>/status`); with a route per session, after every route got a message.
+    #[serde(default)]
+    pub(crate) threads: Option<u64>,
     /// Fan-in only: user + system CPU time of this bench process per message received,
     /// µs, over the measured window (subscriber ready → every message in), less the
     /// publishers' thread; see `scenarios::through_subscriber`.

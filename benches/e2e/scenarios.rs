@@ -11,7 +11,7 @@ use rumqttc::QoS as RawQoS;
 
 use crate::broker::Broker;
 use crate::common::{clock_ticks_per_s, process_cpu_ticks, quantile, run_tag, Shared};
-use crate::library::{self, Consumer};
+use crate::library::{self, Consumer, SessionsPlan};
 use crate::raw::{self, PubPlan, SessionsResult};
 use crate::sample::{Sample, Variant};
 
@@ -102,8 +102,18 @@ pub(crate) enum Kind {
         /// Messages per second.
         rate: u32,
     },
-    /// Many idle sessions in one process (a child process per run).
+    /// Many idle sessions in one process (a child process per run); in some variants with
+    /// a route each.
     Sessions,
+    /// One raw publisher at `rate` msg/s spread over `sessions` sessions that share one
+    /// worker with a neighbour session fed at its own pace; publish→route latency at those
+    /// sessions (see [`crate::neighbour`]).
+    Neighbour {
+        /// Sessions measured (besides the neighbour).
+        sessions: u32,
+        /// Messages per second, over all of them.
+        rate: u32,
+    },
     /// One session publishing QoS 1 flat out; publish→PUBACK completions per second.
     PublishQos1,
     /// Forwarding from an edge broker to a cloud broker through a delay proxy adding
@@ -136,6 +146,9 @@ pub(crate) struct Scenario {
 /// Subscribing sessions of the many-sessions fan-in.
 const FAN_IN_SESSIONS: u32 = 100;
 
+/// Measured sessions of the slow-neighbour scenario (the neighbour is one more).
+const NEIGHBOUR_SESSIONS: u32 = 4;
+
 /// Every scenario, in table order.
 pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
     let sub = vec![
@@ -143,6 +156,7 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         Variant::RawHop,
         Variant::Listen,
         Variant::Handle,
+        Variant::HandleInline,
     ];
     let mut v = Vec::new();
     for (qos, q) in [(RawQoS::AtMostOnce, 0), (RawQoS::AtLeastOnce, 1)] {
@@ -166,6 +180,7 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
                 Variant::Raw,
                 Variant::LibraryWorkers1,
                 Variant::LibraryWorkersN,
+                Variant::LibraryWorkersNInline,
             ],
         });
     }
@@ -177,6 +192,18 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         });
     }
     v.push(Scenario {
+        name: format!("neighbour latency qos0 1000/s x{NEIGHBOUR_SESSIONS}"),
+        kind: Kind::Neighbour {
+            sessions: NEIGHBOUR_SESSIONS,
+            rate: 1000,
+        },
+        variants: vec![
+            Variant::NeighbourQuiet,
+            Variant::NeighbourSpinInline,
+            Variant::NeighbourSpinHandle,
+        ],
+    });
+    v.push(Scenario {
         name: "publish qos1".into(),
         kind: Kind::PublishQos1,
         variants: vec![Variant::Raw, Variant::Library, Variant::LibraryStore],
@@ -184,7 +211,13 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
     v.push(Scenario {
         name: format!("sessions x{}", cfg.sessions),
         kind: Kind::Sessions,
-        variants: vec![Variant::Raw, Variant::Library, Variant::LibraryBounded],
+        variants: vec![
+            Variant::Raw,
+            Variant::Library,
+            Variant::LibraryBounded,
+            Variant::LibraryHandleRoutes,
+            Variant::LibraryInlineRoutes,
+        ],
     });
     for rtt_ms in [0u64, 20] {
         v.push(Scenario {
@@ -223,6 +256,15 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
             1,
             *qos,
             None,
+            cfg.warmup + cfg.measure,
+            Some((*rate, cfg.warmup)),
+        ),
+        Kind::Neighbour { sessions, rate } => through_subscriber(
+            variant,
+            broker,
+            1,
+            RawQoS::AtMostOnce,
+            Some(*sessions),
             cfg.warmup + cfg.measure,
             Some((*rate, cfg.warmup)),
         ),
@@ -298,11 +340,20 @@ fn through_subscriber(
         (Variant::Raw, Some(n)) => {
             raw::spawn_subscribers_multi_thread(broker.port(), qos, n, tag.clone(), shared.clone())
         }
+        (
+            Variant::NeighbourQuiet | Variant::NeighbourSpinInline | Variant::NeighbourSpinHandle,
+            Some(n),
+        ) => crate::neighbour::spawn(broker, variant, lib_qos, n, tag.clone(), shared.clone()),
         (_, Some(n)) => library::spawn_session_subscribers(
             broker.url(),
             lib_qos,
             n,
             workers,
+            if variant == Variant::LibraryWorkersNInline {
+                Consumer::Inline
+            } else {
+                Consumer::Listen
+            },
             tag.clone(),
             shared.clone(),
         ),
@@ -316,6 +367,13 @@ fn through_subscriber(
             broker.url(),
             lib_qos,
             Consumer::Handle,
+            tag.clone(),
+            shared.clone(),
+        ),
+        (Variant::HandleInline, None) => library::spawn_subscriber(
+            broker.url(),
+            lib_qos,
+            Consumer::Inline,
             tag.clone(),
             shared.clone(),
         ),
@@ -387,11 +445,15 @@ fn through_subscriber(
             .map(|(sent, _)| *sent)
             .max()
             .unwrap_or(from);
-        s.note = Some(format!(
+        let mut note = format!(
             "{} samples over {:.1} s",
             lat.len(),
             last_sent.saturating_sub(from) as f64 / 1e9
-        ));
+        );
+        if sessions.is_some() {
+            note.push_str(&format!("; {}", shared.diag()));
+        }
+        s.note = Some(note);
     }
     s
 }
@@ -445,6 +507,7 @@ fn sessions_in_child(variant: Variant, broker: &Broker, cfg: &Config) -> Sample 
         kb_per_session: Some(
             r.rss_after_kb.saturating_sub(r.rss_before_kb) as f64 / r.sessions.max(1) as f64,
         ),
+        threads: Some(r.threads),
         note: Some(note),
         ..Sample::default()
     }
@@ -464,8 +527,16 @@ pub(crate) fn child_sessions(args: &[String]) {
     let timeout = Duration::from_secs(120);
     let r = match variant {
         Variant::Raw => raw::sessions(port, n, concurrency, timeout),
-        Variant::LibraryBounded => library::sessions(&url, n, Some(concurrency), timeout),
-        _ => library::sessions(&url, n, None, timeout),
+        Variant::LibraryBounded => {
+            library::sessions(&url, n, SessionsPlan::Bounded(concurrency), timeout)
+        }
+        Variant::LibraryHandleRoutes => {
+            library::sessions(&url, n, SessionsPlan::RouteEach(Consumer::Handle), timeout)
+        }
+        Variant::LibraryInlineRoutes => {
+            library::sessions(&url, n, SessionsPlan::RouteEach(Consumer::Inline), timeout)
+        }
+        _ => library::sessions(&url, n, SessionsPlan::Storm, timeout),
     };
     println!("{}", serde_json::to_string(&r).expect("json"));
 }
