@@ -23,6 +23,16 @@ fn is_ready(d: &EventData) -> bool {
     matches!(d, EventData::SessionReady { .. })
 }
 
+/// The events of a session's first connect, in order (state changes as `state:old->new`).
+const FIRST_CONNECT: [&str; 6] = [
+    "session_added",
+    "session_connecting",
+    "state:disconnected->connecting",
+    "session_connected",
+    "state:connecting->connected",
+    "session_ready",
+];
+
 #[actix_rt::test]
 async fn events_arrive_in_order_connecting_connected_ready_with_state_changes() {
     init_tracing();
@@ -40,17 +50,7 @@ async fn events_arrive_in_order_connecting_connected_ready_with_state_changes() 
             other => other.kind().as_str().to_string(),
         })
         .collect();
-    assert_eq!(
-        kinds,
-        vec![
-            "session_added",
-            "session_connecting",
-            "state:disconnected->connecting",
-            "session_connected",
-            "state:connecting->connected",
-            "session_ready",
-        ]
-    );
+    assert_eq!(kinds, FIRST_CONNECT);
     let ready = log.of("s1").into_iter().find(is_ready);
     assert_eq!(ready, Some(EventData::SessionReady { subscriptions: 0 }));
     assert_eq!(h.state(), SessionState::Connected);
@@ -805,14 +805,7 @@ async fn events_read_as_a_stream_and_by_an_actor_through_a_recipient_come_in_the
 
     m.add_session(fast_opts("ev", &broker.url())).await.unwrap();
     m.wait_for_session("ev", T).await.unwrap();
-    let want = vec![
-        "session_added",
-        "session_connecting",
-        "state:disconnected->connecting",
-        "session_connected",
-        "state:connecting->connected",
-        "session_ready",
-    ];
+    let want = FIRST_CONNECT;
 
     // As a `futures::Stream`: the first connect's events, in order.
     let mut read = Vec::new();
