@@ -12,8 +12,15 @@
 //!   broker's PUBREC came). At the next CONNACK, [`Outbox::on_connected`] either resumes
 //!   it — the same packet id with DUP 1, or PUBREL once released [MQTT-4.4.0-1] — when the
 //!   broker kept the session, or sends it again as new when it did not.
+//!
+//! On MQTT 3.1.1 the outbox chooses the packet ids itself ([`Outbox::choose_ids`]): an
+//! entry gets a free id of `1 ..= window` when it is handed over ([`Outbox::assign_id`]),
+//! keeps it while written and parked, and gives it back on completion or when it goes
+//! back to waiting. So a persistent session with a store records the id before the
+//! PUBLISH can be written. On MQTT 5 rumqttc numbers publishes and the entry learns its
+//! id from `on_written`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::message::{Publish, QoS};
@@ -91,6 +98,33 @@ pub struct Outbox<R> {
     /// record it, so that a later restart re-sends the wrong message under that id).
     resending: Vec<u16>,
     qos1_outstanding: usize,
+    /// The ids the outbox gives out (MQTT 3.1.1), or `None` when rumqttc numbers them.
+    pool: Option<IdPool>,
+}
+
+/// Packet ids the outbox gives out itself (see the [module docs](self)).
+#[derive(Debug)]
+struct IdPool {
+    /// Ids are `1 ..= window`.
+    window: u16,
+    /// Ids held by an entry.
+    used: HashSet<u16>,
+    /// Where the search for a free id starts (ids go round, so a just-freed id is not
+    /// given again at once).
+    next: u16,
+}
+
+impl IdPool {
+    fn take(&mut self) -> Option<u16> {
+        for _ in 0..self.window {
+            let id = self.next;
+            self.next = if id >= self.window { 1 } else { id + 1 };
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
 }
 
 /// The outbox holds `limit` entries already.
@@ -111,6 +145,92 @@ impl<R> Outbox<R> {
             parked: Vec::new(),
             resending: Vec::new(),
             qos1_outstanding: 0,
+            pool: None,
+        }
+    }
+
+    /// From now on the outbox chooses packet ids, in `1 ..= window` (see the [module
+    /// docs](self)); the ids entries hold already stay theirs.
+    pub fn choose_ids(&mut self, window: u16) {
+        let used = self.entries.values().filter_map(|e| e.pkid).collect();
+        self.pool = Some(IdPool {
+            window: window.max(1),
+            used,
+            next: 1,
+        });
+    }
+
+    /// Whether the outbox chooses packet ids.
+    pub fn chooses_ids(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// The packet id the waiting entry `id` (returned by `peek_sendable`) goes out with:
+    /// 0 for QoS 0 or when rumqttc numbers publishes; else the id it holds, or a free one
+    /// given to it now. `None` when no id is free (it waits).
+    pub fn assign_id(&mut self, id: u64) -> Option<u16> {
+        let Some(pool) = &mut self.pool else {
+            return Some(0);
+        };
+        let e = self.entries.get_mut(&id)?;
+        if e.publish.qos == QoS::AtMostOnce {
+            return Some(0);
+        }
+        if let Some(pkid) = e.pkid {
+            return Some(pkid);
+        }
+        let pkid = pool.take()?;
+        e.pkid = Some(pkid);
+        Some(pkid)
+    }
+
+    /// Gives an entry's chosen id back (it goes back to waiting without it, or is done).
+    fn free_id(&mut self, pkid: Option<u16>) {
+        if let (Some(pool), Some(pkid)) = (&mut self.pool, pkid) {
+            pool.used.remove(&pkid);
+        }
+    }
+
+    /// The store's view of the handed or written entry `id` (its packet id is recorded
+    /// before it is written).
+    pub fn stored_id(&self, id: u64) -> Option<EntryId> {
+        let e = self.entries.get(&id)?;
+        Some(EntryId {
+            seq: e.seq?,
+            pkid: e.pkid?,
+            released: e.released,
+            exactly_once: e.publish.qos == QoS::ExactlyOnce,
+        })
+    }
+
+    /// The publish of entry `id`.
+    pub fn publish_of(&self, id: u64) -> Option<&Publish> {
+        self.entries.get(&id).map(|e| &e.publish)
+    }
+
+    /// Whether `id` is still handed (not written, not back to waiting).
+    pub fn is_handed(&self, id: u64) -> bool {
+        self.handed.contains(&id)
+    }
+
+    /// The newest handed entries `ids` (oldest first) were not given to rumqttc after all
+    /// (their packet ids could not be recorded, or its channel was full): they wait again,
+    /// first, without their ids.
+    pub fn return_handed(&mut self, ids: &[u64]) {
+        for &id in ids.iter().rev() {
+            let Some(pos) = self.handed.iter().rposition(|h| *h == id) else {
+                continue;
+            };
+            self.handed.remove(pos);
+            let mut pkid = None;
+            if let Some(e) = self.entries.get_mut(&id) {
+                if e.publish.qos != QoS::AtMostOnce {
+                    self.qos1_outstanding = self.qos1_outstanding.saturating_sub(1);
+                }
+                pkid = e.pkid.take();
+            }
+            self.free_id(pkid);
+            self.waiting.push_front(id);
         }
     }
 
@@ -161,6 +281,9 @@ impl<R> Outbox<R> {
         if let Some(e) = self.entries.get_mut(&id) {
             e.pkid = Some(pkid);
             e.released = released;
+        }
+        if let Some(pool) = &mut self.pool {
+            pool.used.insert(pkid);
         }
         self.parked.push(id);
         id
@@ -293,7 +416,9 @@ impl<R> Outbox<R> {
             self.by_pkid.remove(&pkid);
         }
         self.qos1_outstanding = self.qos1_outstanding.saturating_sub(1);
-        self.entries.remove(&id)
+        let e = self.entries.remove(&id)?;
+        self.free_id(e.pkid);
+        Some(e)
     }
 
     /// The connection ended. `drained_qos1` / `drained_qos0` are the unprocessed publish
@@ -358,10 +483,11 @@ impl<R> Outbox<R> {
             }
         }
         for id in &back {
-            if let Some(e) = self.entries.get_mut(id) {
-                e.pkid = None;
+            let pkid = self.entries.get_mut(id).and_then(|e| {
                 e.released = false;
-            }
+                e.pkid.take()
+            });
+            self.free_id(pkid);
         }
         self.waiting = back.into();
         lost
@@ -377,10 +503,11 @@ impl<R> Outbox<R> {
         if !session_present {
             let mut back: Vec<u64> = self.waiting.drain(..).collect();
             for id in &parked {
-                if let Some(e) = self.entries.get_mut(id) {
-                    e.pkid = None;
+                let pkid = self.entries.get_mut(id).and_then(|e| {
                     e.released = false;
-                }
+                    e.pkid.take()
+                });
+                self.free_id(pkid);
             }
             back.extend(parked);
             back.sort_unstable();
@@ -436,6 +563,9 @@ impl<R> Outbox<R> {
         self.parked.clear();
         self.resending.clear();
         self.qos1_outstanding = 0;
+        if let Some(pool) = &mut self.pool {
+            pool.used.clear();
+        }
         std::mem::take(&mut self.entries).into_values().collect()
     }
 }
