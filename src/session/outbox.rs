@@ -795,4 +795,91 @@ mod tests {
         );
         assert_eq!(send_all(&mut o, 10).len(), 1);
     }
+
+    /// Hands the front waiting entry over with the id the outbox chooses.
+    fn hand(o: &mut Outbox<u32>) -> Option<u16> {
+        let (id, _) = o.peek_sendable(100)?;
+        let pkid = o.assign_id(id)?;
+        o.mark_handed(id);
+        Some(pkid)
+    }
+
+    #[test]
+    fn chosen_ids_are_unique_go_round_and_are_freed_on_completion() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(3);
+        for t in ["a", "b", "c", "d"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        o.push(p("q0", QoS::AtMostOnce), None).unwrap();
+        assert_eq!(
+            [hand(&mut o), hand(&mut o), hand(&mut o)],
+            [Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(hand(&mut o), None, "no id free: the entry waits");
+        let now = Instant::now();
+        for pkid in [1, 2, 3] {
+            assert!(o.on_written(pkid, now).is_none());
+        }
+        assert!(o.on_acked(2).is_some());
+        assert_eq!(hand(&mut o), Some(2));
+        assert_eq!(hand(&mut o), Some(0), "QoS 0 has no packet id");
+    }
+
+    #[test]
+    fn ids_held_by_restored_entries_are_not_given_again() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.push_stored_with_id(p("old", QoS::ExactlyOnce), 1, 1, false);
+        o.choose_ids(3);
+        o.push(p("new", QoS::ExactlyOnce), None).unwrap();
+        assert_eq!(o.on_connected(true, Instant::now()).len(), 1);
+        assert_eq!(hand(&mut o), Some(2));
+    }
+
+    #[test]
+    fn returned_entries_wait_first_without_their_ids() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(5);
+        for t in ["a", "b", "c"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        let mut ids = vec![];
+        for _ in 0..3 {
+            let (id, _) = o.peek_sendable(10).unwrap();
+            o.assign_id(id).unwrap();
+            o.mark_handed(id);
+            ids.push(id);
+        }
+        assert_eq!(o.stored_id(ids[1]), None, "not stored: no seq");
+        o.return_handed(&ids[1..]);
+        assert_eq!(o.inflight(), 1);
+        assert!(o.is_handed(ids[0]) && !o.is_handed(ids[1]));
+        let (front, _) = o.peek_sendable(10).unwrap();
+        assert_eq!(front, ids[1]);
+        // Their ids (2 and 3) are free again; the cursor goes on from 4.
+        assert_eq!(hand(&mut o), Some(4));
+        assert_eq!(hand(&mut o), Some(5));
+    }
+
+    #[test]
+    fn a_connection_loss_keeps_the_ids_of_parked_and_stray_entries_only() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(10);
+        for t in ["written", "drained", "stray"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        for _ in 0..3 {
+            hand(&mut o).unwrap();
+        }
+        assert!(o.on_written(1, Instant::now()).is_none());
+        // "drained" (id 2) was dropped from the channel; "stray" (id 3) is still in it.
+        o.on_connection_lost(1, 0, true);
+        assert_eq!(o.parked(), 1);
+        o.push(p("next", QoS::ExactlyOnce), None).unwrap();
+        // Ids 1 (parked) and 3 (stray) stay taken; 2 is free, but the cursor is at 4.
+        assert_eq!(hand(&mut o), Some(4));
+        // Without a session on the broker the parked entry's id is freed too.
+        assert!(o.on_connected(false, Instant::now()).is_empty());
+        assert_eq!(hand(&mut o), Some(5));
+    }
 }

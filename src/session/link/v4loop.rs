@@ -257,3 +257,92 @@ pub(crate) async fn poll(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qos2_publish(pkid: u16) -> Request {
+        let mut p = rumqttc::Publish::new("t", rumqttc::QoS::ExactlyOnce, "x");
+        p.pkid = pkid;
+        Request::Publish(p)
+    }
+
+    #[test]
+    fn a_held_pubrel_goes_out_only_when_released_on_its_connection() {
+        let (_tx, rx) = flume::bounded(1);
+        let mut lp = V4Loop::new(rx, 10, true, Duration::ZERO);
+        let mut state = MqttState::new(10, true);
+        // The outbox's id goes out as is.
+        assert!(matches!(
+            lp.outgoing(&mut state, qos2_publish(7)).unwrap(),
+            Some(Packet::Publish(p)) if p.pkid == 7
+        ));
+        state.events.clear();
+        let answer = lp
+            .incoming(&mut state, Incoming::PubRec(rumqttc::PubRec::new(7)))
+            .unwrap();
+        assert!(answer.is_none(), "the PUBREL is held");
+        assert!(matches!(
+            state.events.pop_front(),
+            Some(Event::Incoming(Incoming::PubRec(r))) if r.pkid == 7
+        ));
+        assert!(state.events.is_empty(), "no PUBREL reported written");
+        let rel = || Request::PubRel(rumqttc::PubRel::new(7));
+        assert!(matches!(
+            lp.outgoing(&mut state, rel()).unwrap(),
+            Some(Packet::PubRel(r)) if r.pkid == 7
+        ));
+        assert!(
+            lp.outgoing(&mut state, rel()).unwrap().is_none(),
+            "released once"
+        );
+        // PUBCOMP completes it in rumqttc's state.
+        assert!(state
+            .handle_incoming_packet(Incoming::PubComp(rumqttc::PubComp { pkid: 7 }))
+            .is_ok());
+        // A release for a connection that ended is dropped.
+        lp.outgoing(&mut state, qos2_publish(8)).unwrap();
+        lp.incoming(&mut state, Incoming::PubRec(rumqttc::PubRec::new(8)))
+            .unwrap();
+        lp.ended();
+        let stale = Request::PubRel(rumqttc::PubRel::new(8));
+        assert!(lp.outgoing(&mut state, stale).unwrap().is_none());
+    }
+
+    #[test]
+    fn without_holding_the_pubrel_answers_the_pubrec() {
+        let (_tx, rx) = flume::bounded(1);
+        let mut lp = V4Loop::new(rx, 10, false, Duration::ZERO);
+        let mut state = MqttState::new(10, true);
+        lp.outgoing(&mut state, qos2_publish(3)).unwrap();
+        let answer = lp
+            .incoming(&mut state, Incoming::PubRec(rumqttc::PubRec::new(3)))
+            .unwrap();
+        assert!(matches!(answer, Some(Packet::PubRel(r)) if r.pkid == 3));
+    }
+
+    #[test]
+    fn subscribe_ids_stay_above_the_outbox_window() {
+        let (_tx, rx) = flume::bounded(1);
+        let mut lp = V4Loop::new(rx, 65_533, false, Duration::ZERO);
+        let mut state = MqttState::new(10, true);
+        let mut ids = vec![];
+        for _ in 0..4 {
+            let sub = rumqttc::Subscribe::new("a/#", rumqttc::QoS::AtLeastOnce);
+            match lp.outgoing(&mut state, Request::Subscribe(sub)).unwrap() {
+                Some(Packet::Subscribe(s)) => ids.push(s.pkid),
+                other => panic!("{other:?}"),
+            }
+        }
+        let unsub = rumqttc::Unsubscribe::new("a/#");
+        match lp
+            .outgoing(&mut state, Request::Unsubscribe(unsub))
+            .unwrap()
+        {
+            Some(Packet::Unsubscribe(u)) => ids.push(u.pkid),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ids, vec![65_534, 65_535, 65_534, 65_535, 65_534]);
+    }
+}
