@@ -207,8 +207,9 @@ pub(crate) async fn poll(
         }
         let step = {
             let ping = lp.ping.as_mut();
+            // Not biased, as rumqttc's own `select!`: a busy socket must not starve the
+            // requests, nor the requests the socket.
             tokio::select! {
-                biased;
                 r = network.read() => Step::Read(r),
                 r = lp.rx.recv_async() => Step::Request(r),
                 () = async {
