@@ -201,7 +201,7 @@ async fn a_store_backed_process_sigkilled_20_times_at_random_moments_loses_nothi
 }
 
 #[actix_rt::test]
-#[ignore = "long variant (about 5 minutes), run by scripts/reliability"]
+#[ignore = "long variant (about 3 minutes), run by scripts/reliability"]
 async fn a_store_backed_process_sigkilled_200_times_at_random_moments_loses_nothing_and_publishes_qos2_exactly_once(
 ) {
     killed_at_random_moments(200, "random-kill-long").await;
