@@ -372,10 +372,11 @@ fn tally(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 /// streams, so publishes and incoming messages are caught in flight at every stage; the
 /// process stops publishing and settles (its store has every packet id, PUBREL flag and
 /// handled incoming id of what it wrote or handled), then is killed, the broker thawed and
-/// the process restarted. So the kills land outside the two crash windows of one store
-/// flush (docs/ARCHITECTURE.md, "Known gaps") by construction, and what this proves is
-/// the resumption: re-sent publishes (same ids, DUP 1, PUBREL) and suppressed broker
-/// re-sends give every message exactly once at the watcher and in the handled log.
+/// the process restarted. So each restart starts from a flushed store, and what this
+/// proves is the resumption: re-sent publishes (same ids, DUP 1, PUBREL) and suppressed
+/// broker re-sends give every message exactly once at the watcher and in the handled
+/// log. Kills at random moments, with nothing flushed on purpose, are
+/// `tests/random_kill.rs`.
 #[actix_rt::test]
 async fn a_store_backed_process_restarted_five_times_from_a_flushed_store_delivers_qos2_exactly_once_both_ways(
 ) {
