@@ -12,8 +12,10 @@
 //!   clean-up after a connection ends (empty rumqttc's retransmission state, count what it
 //!   dropped).
 //!
-//! A `match` per call costs nothing next to a network packet, and keeps the MQTT 3.1.1
-//! path exactly what it was (same rumqttc calls, same options).
+//! A `match` per call costs nothing next to a network packet. On MQTT 3.1.1 the link
+//! polls an established connection itself over rumqttc's state (`v4loop`: packet ids
+//! chosen by the outbox, a PUBREL held until the session releases it); MQTT 5 keeps
+//! rumqttc's event loop, whose socket is private.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -560,9 +562,10 @@ impl Link {
     }
 
     /// Queues what a resumed session re-sends before anything else [MQTT-4.4.0-1]:
-    /// PUBLISH with its original packet id and DUP set, or PUBREL. rumqttc's client only
-    /// sends new publishes (packet id 0, numbered by rumqttc), so these go straight into
-    /// the event loop's pending queue, which `poll` drains first. Call it after the
+    /// PUBLISH with its original packet id and DUP set, or PUBREL. These go straight into
+    /// the event loop's pending queue, which `poll` drains first (on MQTT 5 rumqttc's
+    /// client only sends new publishes, numbered by rumqttc; on MQTT 3.1.1 the link's own
+    /// channel carries new requests only). Call it after the
     /// CONNACK, before the next `poll`. An id outside rumqttc's window (the session's
     /// `inflight` was lowered since) would make rumqttc fail: such an entry is skipped
     /// and reported back, to be sent again as new.
