@@ -325,8 +325,9 @@ async fn killed_at_random_moments(kills: usize, name: &str) {
         let handled: Vec<String> = handled_with_gen.iter().map(|(_, l)| l.clone()).collect();
         // The same message handled twice by one process (each process has one connection
         // here): counted, not asserted — under heavy CPU load (three busy loops on two
-        // cores) the code before and after the packet-id change both show some, in
-        // windows of about the broker's in-flight size; not yet explained.
+        // cores) the code before and after the packet-id change both show some, each time
+        // in a process that began by delivering what its durable route held before it
+        // registered (docs/RELIABILITY.md); not yet explained.
         let twice_by_one_process: Vec<_> = tally(
             handled_with_gen
                 .iter()
