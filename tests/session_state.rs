@@ -358,68 +358,6 @@ async fn settle(h: &mqtt_sessions::SessionHandle, handled: &std::sync::atomic::A
     }
 }
 
-/// An independent QoS 2 publisher: one `mosquitto_pub -q 2 -l` fed `0`, `1`, … on its
-/// stdin every `period` until stopped, then `end`.
-struct Feeder {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-    pid: u32,
-}
-
-impl Drop for Feeder {
-    fn drop(&mut self) {
-        // A failed test must not leave the publisher behind (it is reaped by its thread).
-        if self.thread.is_some() {
-            let _ = send_signal(self.pid, "KILL");
-        }
-    }
-}
-
-impl Feeder {
-    fn start(port: u16, topic: &str, period: Duration) -> Feeder {
-        use std::io::Write;
-        let mut child = std::process::Command::new(require_binary("mosquitto_pub"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-t", topic, "-q", "2", "-l", "-i", "st-crash-feeder"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut stdin = child.stdin.take().unwrap();
-            let mut sent = 0u64;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                writeln!(stdin, "{sent}").unwrap();
-                sent += 1;
-                std::thread::sleep(period);
-            }
-            writeln!(stdin, "end").unwrap();
-            drop(stdin);
-            // mosquitto_pub -l exits once every message it read is complete (PUBCOMP).
-            let status = child.wait().unwrap();
-            assert!(status.success(), "mosquitto_pub: {status}");
-            sent
-        });
-        Feeder {
-            stop,
-            thread: Some(thread),
-            pid,
-        }
-    }
-
-    /// Stops it; returns how many numbered messages it published (all complete).
-    async fn finish(mut self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let t = self.thread.take().unwrap();
-        actix_rt::task::spawn_blocking(move || t.join().unwrap())
-            .await
-            .unwrap()
-    }
-}
-
 /// How many times each line occurs in `lines`.
 fn tally(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
     lines.into_iter().fold(BTreeMap::new(), |mut m, l| {
@@ -434,12 +372,13 @@ fn tally(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 /// streams, so publishes and incoming messages are caught in flight at every stage; the
 /// process stops publishing and settles (its store has every packet id, PUBREL flag and
 /// handled incoming id of what it wrote or handled), then is killed, the broker thawed and
-/// the process restarted. So the kills land outside the two crash windows of one store
-/// flush (docs/ARCHITECTURE.md, "Known gaps") by construction, and what this proves is
-/// the resumption: re-sent publishes (same ids, DUP 1, PUBREL) and suppressed broker
-/// re-sends give every message exactly once at the watcher and in the handled log.
+/// the process restarted. So each restart starts from a flushed store, and what this
+/// proves is the resumption: re-sent publishes (same ids, DUP 1, PUBREL) and suppressed
+/// broker re-sends give every message exactly once at the watcher and in the handled
+/// log. Kills at random moments, with nothing flushed on purpose, are
+/// `tests/random_kill.rs`.
 #[actix_rt::test]
-async fn a_store_backed_process_killed_five_times_outside_the_flush_windows_delivers_qos2_exactly_once_both_ways(
+async fn a_store_backed_process_restarted_five_times_from_a_flushed_store_delivers_qos2_exactly_once_both_ways(
 ) {
     init_tracing();
     let kills = 5;
@@ -462,6 +401,8 @@ async fn a_store_backed_process_killed_five_times_outside_the_flush_windows_deli
             feeder = Some(Feeder::start(
                 broker.port(),
                 "in/x",
+                2,
+                "st-crash-feeder",
                 Duration::from_millis(5),
             ));
         }

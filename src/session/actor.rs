@@ -83,6 +83,8 @@ impl SessionActor {
             tick: None,
             on_disconnect_written: None,
             durable: GroupCommit::default(),
+            recording: false,
+            releases: Vec::new(),
             meta,
             restarts: 0,
             closed: false,
@@ -144,7 +146,7 @@ impl SessionActor {
                     timeout,
                 }));
             }
-            act.pump();
+            act.pump(ctx);
             if act.pending_total() == 0 {
                 if let Some(h) = act.tick.take() {
                     ctx.cancel_future(h);
@@ -186,7 +188,12 @@ impl SessionActor {
             client_id: Arc::clone(&self.p.client_id),
             brokers: Arc::clone(&self.p.brokers),
             tls: self.p.tls.clone(),
+            hold_pubrel: self.p.store.is_some() && !self.p.opts.connect.clean_session,
         });
+        if client.takes_packet_ids() && !self.outbox.chooses_ids() {
+            self.outbox
+                .choose_ids(super::link::packet_id_window(&self.p.opts));
+        }
         // flume allocates its buffer as events arrive (tokio's bounded channel starts with
         // a block of 32 slots): an idle session keeps almost nothing here.
         let (tx, rx) = flume::bounded(DRIVER_EVENTS);

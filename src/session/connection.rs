@@ -21,7 +21,7 @@ use crate::reason::ReasonCode;
 impl StreamHandler<DriverEvent> for SessionActor {
     fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
         match ev {
-            DriverEvent::Outgoing(out) => self.on_outgoing(out),
+            DriverEvent::Outgoing(out) => self.on_outgoing(ctx, out),
             DriverEvent::Ack(Ack::Pub { pkid, refused }) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     match refused {
@@ -38,14 +38,15 @@ impl StreamHandler<DriverEvent> for SessionActor {
                         }
                     }
                 }
-                self.pump();
+                self.pump(ctx);
             }
             DriverEvent::Ack(Ack::Comp(pkid)) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     self.complete(e);
                 }
-                self.pump();
+                self.pump(ctx);
             }
+            DriverEvent::Ack(Ack::Rec(pkid)) => self.on_pubrec(ctx, pkid),
             DriverEvent::Ack(Ack::Sub { pkid, codes }) => self.on_suback(pkid, codes),
             DriverEvent::Attempt { broker, attempt } => {
                 let b = &self.p.brokers[broker];
@@ -126,7 +127,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 self.restore_subscriptions(session_present);
                 self.ever_connected = true;
                 self.save_meta(true);
-                self.pump();
+                self.pump(ctx);
             }
             DriverEvent::Lost {
                 failure,
@@ -149,12 +150,14 @@ impl StreamHandler<DriverEvent> for SessionActor {
 }
 
 impl SessionActor {
-    fn on_outgoing(&mut self, out: Outgoing) {
+    fn on_outgoing(&mut self, ctx: &mut Context<Self>, out: Outgoing) {
         match out {
             Outgoing::Publish(pkid) => {
                 if let Some(e) = self.outbox.on_written(pkid, Instant::now()) {
                     self.complete(e);
-                } else if pkid != 0 {
+                } else if pkid != 0 && !self.outbox.chooses_ids() {
+                    // rumqttc chose the id (MQTT 5): known only now. On MQTT 3.1.1 the
+                    // outbox chose it, and recorded it before the hand-over.
                     self.record_packet_id(pkid);
                 }
             }
@@ -170,7 +173,7 @@ impl SessionActor {
             }
             _ => {}
         }
-        self.pump();
+        self.pump(ctx);
     }
 
     /// A persistent session with a store records the packet id an outbox entry went out
@@ -281,6 +284,8 @@ impl SessionActor {
         tracing::warn!(session = %self.name, broker = %failure.broker, kind = failure.kind.as_str(),
             error = %failure.message, "connection lost");
         self.ready = false;
+        // Held PUBRELs of the connection that ended: a resumed session sends them again.
+        self.releases.clear();
         self.connected_broker = None;
         self.connected_since = None;
         self.last_error = Some(failure.clone());

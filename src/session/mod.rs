@@ -163,6 +163,11 @@ pub struct SessionActor {
     on_disconnect_written: Option<oneshot::Sender<()>>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
     durable: GroupCommit<(Publish, Completion)>,
+    /// Handed publishes whose packet ids are being recorded (a persistent session with a
+    /// store, MQTT 3.1.1): nothing is handed after them until they go to rumqttc.
+    recording: bool,
+    /// Held PUBRELs to release that rumqttc's channel had no room for (retried by `pump`).
+    releases: Vec<u16>,
     meta: SessionMeta,
     restarts: u32,
     closed: bool,

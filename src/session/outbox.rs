@@ -12,8 +12,15 @@
 //!   broker's PUBREC came). At the next CONNACK, [`Outbox::on_connected`] either resumes
 //!   it — the same packet id with DUP 1, or PUBREL once released [MQTT-4.4.0-1] — when the
 //!   broker kept the session, or sends it again as new when it did not.
+//!
+//! On MQTT 3.1.1 the outbox chooses the packet ids itself ([`Outbox::choose_ids`]): an
+//! entry gets a free id of `1 ..= window` when it is handed over ([`Outbox::assign_id`]),
+//! keeps it while written and parked, and gives it back on completion or when it goes
+//! back to waiting. So a persistent session with a store records the id before the
+//! PUBLISH can be written. On MQTT 5 rumqttc numbers publishes and the entry learns its
+//! id from `on_written`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::message::{Publish, QoS};
@@ -91,6 +98,33 @@ pub struct Outbox<R> {
     /// record it, so that a later restart re-sends the wrong message under that id).
     resending: Vec<u16>,
     qos1_outstanding: usize,
+    /// The ids the outbox gives out (MQTT 3.1.1), or `None` when rumqttc numbers them.
+    pool: Option<IdPool>,
+}
+
+/// Packet ids the outbox gives out itself (see the [module docs](self)).
+#[derive(Debug)]
+struct IdPool {
+    /// Ids are `1 ..= window`.
+    window: u16,
+    /// Ids held by an entry.
+    used: HashSet<u16>,
+    /// Where the search for a free id starts (ids go round, so a just-freed id is not
+    /// given again at once).
+    next: u16,
+}
+
+impl IdPool {
+    fn take(&mut self) -> Option<u16> {
+        for _ in 0..self.window {
+            let id = self.next;
+            self.next = if id >= self.window { 1 } else { id + 1 };
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
 }
 
 /// The outbox holds `limit` entries already.
@@ -111,6 +145,92 @@ impl<R> Outbox<R> {
             parked: Vec::new(),
             resending: Vec::new(),
             qos1_outstanding: 0,
+            pool: None,
+        }
+    }
+
+    /// From now on the outbox chooses packet ids, in `1 ..= window` (see the [module
+    /// docs](self)); the ids entries hold already stay theirs.
+    pub fn choose_ids(&mut self, window: u16) {
+        let used = self.entries.values().filter_map(|e| e.pkid).collect();
+        self.pool = Some(IdPool {
+            window: window.max(1),
+            used,
+            next: 1,
+        });
+    }
+
+    /// Whether the outbox chooses packet ids.
+    pub fn chooses_ids(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// The packet id the waiting entry `id` (returned by `peek_sendable`) goes out with:
+    /// 0 for QoS 0 or when rumqttc numbers publishes; else the id it holds, or a free one
+    /// given to it now. `None` when no id is free (it waits).
+    pub fn assign_id(&mut self, id: u64) -> Option<u16> {
+        let Some(pool) = &mut self.pool else {
+            return Some(0);
+        };
+        let e = self.entries.get_mut(&id)?;
+        if e.publish.qos == QoS::AtMostOnce {
+            return Some(0);
+        }
+        if let Some(pkid) = e.pkid {
+            return Some(pkid);
+        }
+        let pkid = pool.take()?;
+        e.pkid = Some(pkid);
+        Some(pkid)
+    }
+
+    /// Gives an entry's chosen id back (it goes back to waiting without it, or is done).
+    fn free_id(&mut self, pkid: Option<u16>) {
+        if let (Some(pool), Some(pkid)) = (&mut self.pool, pkid) {
+            pool.used.remove(&pkid);
+        }
+    }
+
+    /// The store's view of the handed or written entry `id` (its packet id is recorded
+    /// before it is written).
+    pub fn stored_id(&self, id: u64) -> Option<EntryId> {
+        let e = self.entries.get(&id)?;
+        Some(EntryId {
+            seq: e.seq?,
+            pkid: e.pkid?,
+            released: e.released,
+            exactly_once: e.publish.qos == QoS::ExactlyOnce,
+        })
+    }
+
+    /// The publish of entry `id`.
+    pub fn publish_of(&self, id: u64) -> Option<&Publish> {
+        self.entries.get(&id).map(|e| &e.publish)
+    }
+
+    /// Whether `id` is still handed (not written, not back to waiting).
+    pub fn is_handed(&self, id: u64) -> bool {
+        self.handed.contains(&id)
+    }
+
+    /// The newest handed entries `ids` (oldest first) were not given to rumqttc after all
+    /// (their packet ids could not be recorded, or its channel was full): they wait again,
+    /// first, without their ids.
+    pub fn return_handed(&mut self, ids: &[u64]) {
+        for &id in ids.iter().rev() {
+            let Some(pos) = self.handed.iter().rposition(|h| *h == id) else {
+                continue;
+            };
+            self.handed.remove(pos);
+            let mut pkid = None;
+            if let Some(e) = self.entries.get_mut(&id) {
+                if e.publish.qos != QoS::AtMostOnce {
+                    self.qos1_outstanding = self.qos1_outstanding.saturating_sub(1);
+                }
+                pkid = e.pkid.take();
+            }
+            self.free_id(pkid);
+            self.waiting.push_front(id);
         }
     }
 
@@ -161,6 +281,9 @@ impl<R> Outbox<R> {
         if let Some(e) = self.entries.get_mut(&id) {
             e.pkid = Some(pkid);
             e.released = released;
+        }
+        if let Some(pool) = &mut self.pool {
+            pool.used.insert(pkid);
         }
         self.parked.push(id);
         id
@@ -293,7 +416,9 @@ impl<R> Outbox<R> {
             self.by_pkid.remove(&pkid);
         }
         self.qos1_outstanding = self.qos1_outstanding.saturating_sub(1);
-        self.entries.remove(&id)
+        let e = self.entries.remove(&id)?;
+        self.free_id(e.pkid);
+        Some(e)
     }
 
     /// The connection ended. `drained_qos1` / `drained_qos0` are the unprocessed publish
@@ -358,10 +483,11 @@ impl<R> Outbox<R> {
             }
         }
         for id in &back {
-            if let Some(e) = self.entries.get_mut(id) {
-                e.pkid = None;
+            let pkid = self.entries.get_mut(id).and_then(|e| {
                 e.released = false;
-            }
+                e.pkid.take()
+            });
+            self.free_id(pkid);
         }
         self.waiting = back.into();
         lost
@@ -377,10 +503,11 @@ impl<R> Outbox<R> {
         if !session_present {
             let mut back: Vec<u64> = self.waiting.drain(..).collect();
             for id in &parked {
-                if let Some(e) = self.entries.get_mut(id) {
-                    e.pkid = None;
+                let pkid = self.entries.get_mut(id).and_then(|e| {
                     e.released = false;
-                }
+                    e.pkid.take()
+                });
+                self.free_id(pkid);
             }
             back.extend(parked);
             back.sort_unstable();
@@ -436,6 +563,9 @@ impl<R> Outbox<R> {
         self.parked.clear();
         self.resending.clear();
         self.qos1_outstanding = 0;
+        if let Some(pool) = &mut self.pool {
+            pool.used.clear();
+        }
         std::mem::take(&mut self.entries).into_values().collect()
     }
 }
@@ -664,5 +794,92 @@ mod tests {
             })
         );
         assert_eq!(send_all(&mut o, 10).len(), 1);
+    }
+
+    /// Hands the front waiting entry over with the id the outbox chooses.
+    fn hand(o: &mut Outbox<u32>) -> Option<u16> {
+        let (id, _) = o.peek_sendable(100)?;
+        let pkid = o.assign_id(id)?;
+        o.mark_handed(id);
+        Some(pkid)
+    }
+
+    #[test]
+    fn chosen_ids_are_unique_go_round_and_are_freed_on_completion() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(3);
+        for t in ["a", "b", "c", "d"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        o.push(p("q0", QoS::AtMostOnce), None).unwrap();
+        assert_eq!(
+            [hand(&mut o), hand(&mut o), hand(&mut o)],
+            [Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(hand(&mut o), None, "no id free: the entry waits");
+        let now = Instant::now();
+        for pkid in [1, 2, 3] {
+            assert!(o.on_written(pkid, now).is_none());
+        }
+        assert!(o.on_acked(2).is_some());
+        assert_eq!(hand(&mut o), Some(2));
+        assert_eq!(hand(&mut o), Some(0), "QoS 0 has no packet id");
+    }
+
+    #[test]
+    fn ids_held_by_restored_entries_are_not_given_again() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.push_stored_with_id(p("old", QoS::ExactlyOnce), 1, 1, false);
+        o.choose_ids(3);
+        o.push(p("new", QoS::ExactlyOnce), None).unwrap();
+        assert_eq!(o.on_connected(true, Instant::now()).len(), 1);
+        assert_eq!(hand(&mut o), Some(2));
+    }
+
+    #[test]
+    fn returned_entries_wait_first_without_their_ids() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(5);
+        for t in ["a", "b", "c"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        let mut ids = vec![];
+        for _ in 0..3 {
+            let (id, _) = o.peek_sendable(10).unwrap();
+            o.assign_id(id).unwrap();
+            o.mark_handed(id);
+            ids.push(id);
+        }
+        assert_eq!(o.stored_id(ids[1]), None, "not stored: no seq");
+        o.return_handed(&ids[1..]);
+        assert_eq!(o.inflight(), 1);
+        assert!(o.is_handed(ids[0]) && !o.is_handed(ids[1]));
+        let (front, _) = o.peek_sendable(10).unwrap();
+        assert_eq!(front, ids[1]);
+        // Their ids (2 and 3) are free again; the cursor goes on from 4.
+        assert_eq!(hand(&mut o), Some(4));
+        assert_eq!(hand(&mut o), Some(5));
+    }
+
+    #[test]
+    fn a_connection_loss_keeps_the_ids_of_parked_and_stray_entries_only() {
+        let mut o: Outbox<u32> = Outbox::new(10);
+        o.choose_ids(10);
+        for t in ["written", "drained", "stray"] {
+            o.push(p(t, QoS::ExactlyOnce), None).unwrap();
+        }
+        for _ in 0..3 {
+            hand(&mut o).unwrap();
+        }
+        assert!(o.on_written(1, Instant::now()).is_none());
+        // "drained" (id 2) was dropped from the channel; "stray" (id 3) is still in it.
+        o.on_connection_lost(1, 0, true);
+        assert_eq!(o.parked(), 1);
+        o.push(p("next", QoS::ExactlyOnce), None).unwrap();
+        // Ids 1 (parked) and 3 (stray) stay taken; 2 is free, but the cursor is at 4.
+        assert_eq!(hand(&mut o), Some(4));
+        // Without a session on the broker the parked entry's id is freed too.
+        assert!(o.on_connected(false, Instant::now()).is_empty());
+        assert_eq!(hand(&mut o), Some(5));
     }
 }

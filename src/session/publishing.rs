@@ -24,16 +24,35 @@ impl SessionActor {
         }
     }
 
+    /// Whether the outbox's packet ids go to the store before their PUBLISH is handed to
+    /// rumqttc (MQTT 3.1.1, where the outbox chooses them, on a persistent session with a
+    /// store): a restarted process then always knows the id the broker may hold.
+    fn records_ids_first(&self) -> bool {
+        self.p.store.is_some() && !self.p.opts.connect.clean_session && self.outbox.chooses_ids()
+    }
+
     /// Hands waiting publishes to rumqttc while connected and within the in-flight limit.
-    pub(super) fn pump(&mut self) {
+    /// When the ids are recorded first, the publishes handed now go to rumqttc once their
+    /// ids are on disk (one store write, one flush when one of them is QoS 2), and
+    /// nothing is handed after them until then, so the order holds.
+    pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.state != SessionState::Connected || self.client.is_none() {
             return;
         }
+        self.retry_releases();
+        if self.recording {
+            return;
+        }
+        let record = self.records_ids_first();
         let max = self.inflight_cap();
         let max_packet = self.broker_limits.maximum_packet_size;
-        while let Some((id, p)) = self.outbox.peek_sendable(max) {
+        let mut batch: Vec<u64> = Vec::new();
+        while let Some((id, size)) = self
+            .outbox
+            .peek_sendable(max)
+            .map(|(id, p)| (id, p.packet_len()))
+        {
             if let Some(limit) = max_packet {
-                let size = p.packet_len();
                 if size > limit as usize {
                     // The broker would close the connection over it [MQTT-3.1.2-24].
                     if let Some(e) = self.outbox.remove_waiting(id) {
@@ -51,13 +70,146 @@ impl SessionActor {
                     continue;
                 }
             }
-            let Some(client) = &self.client else { return };
-            if client.publish_now(p) {
+            let Some(pkid) = self.outbox.assign_id(id) else {
+                // No packet id free: the next acknowledgement frees one and pumps again.
+                break;
+            };
+            if !batch.is_empty() || (record && pkid != 0) {
+                self.outbox.mark_handed(id);
+                batch.push(id);
+                continue;
+            }
+            let (Some(client), Some(p)) = (&self.client, self.outbox.publish_of(id)) else {
+                return;
+            };
+            if client.publish_now(p, pkid) {
                 self.outbox.mark_handed(id);
             } else {
                 // Channel full: the next processed request frees a slot and pumps again.
                 break;
             }
+        }
+        if !batch.is_empty() {
+            self.record_then_send(ctx, batch);
+        }
+    }
+
+    /// Records the packet ids of the handed entries `batch` (oldest first), then gives
+    /// them to rumqttc; they go back to waiting if the ids cannot be recorded.
+    fn record_then_send(&mut self, ctx: &mut Context<Self>, batch: Vec<u64>) {
+        let Some(store) = self.p.store.clone() else {
+            self.send_handed(&batch);
+            return;
+        };
+        let ids: Vec<crate::store::StoredPacketId> = batch
+            .iter()
+            .filter_map(|id| self.outbox.stored_id(*id))
+            .filter(|e| e.pkid != 0)
+            .map(|e| crate::store::StoredPacketId {
+                seq: e.seq,
+                pkid: e.pkid,
+                released: false,
+            })
+            .collect();
+        let flush = batch
+            .iter()
+            .filter_map(|id| self.outbox.stored_id(*id))
+            .any(|e| e.exactly_once);
+        let name = self.name.to_string();
+        self.recording = true;
+        // One flush for the batch: the store worker commits a group's flushes once.
+        let write = store.run(move |store| {
+            for id in ids {
+                store.outbox_set_packet_id(&name, id, flush)?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        });
+        ctx.spawn(write.into_actor(self).map(move |res, act, ctx| {
+            act.recording = false;
+            match res {
+                Ok(Ok(())) => act.send_handed(&batch),
+                Ok(Err(e)) => {
+                    tracing::error!(session = %act.name, error = %e,
+                        "cannot record the packet ids of publishes; they wait");
+                    act.outbox.return_handed(&batch);
+                }
+                Err(_) => act.outbox.return_handed(&batch),
+            }
+            act.pump(ctx);
+            act.publish_status();
+        }));
+    }
+
+    /// Gives the handed entries `batch` (their ids recorded) to rumqttc, in order; what
+    /// its channel has no room for waits again.
+    fn send_handed(&mut self, batch: &[u64]) {
+        for (i, &id) in batch.iter().enumerate() {
+            if !self.outbox.is_handed(id) {
+                continue;
+            }
+            let pkid = self.outbox.stored_id(id).map_or(0, |e| e.pkid);
+            let pkid = if self
+                .outbox
+                .publish_of(id)
+                .is_some_and(|p| p.qos == QoS::AtMostOnce)
+            {
+                0
+            } else {
+                pkid
+            };
+            let sent = match (&self.client, self.outbox.publish_of(id)) {
+                (Some(client), Some(p)) => client.publish_now(p, pkid),
+                _ => false,
+            };
+            if !sent {
+                self.outbox.return_handed(&batch[i..]);
+                return;
+            }
+        }
+    }
+
+    /// The broker's PUBREC for `pkid` came and its PUBREL is held (see `Ack::Rec`): the
+    /// `released` flag goes to disk (flushed), then the PUBREL to the broker. Until then a
+    /// restarted process re-sends the PUBLISH (DUP 1), which the broker still holds.
+    pub(super) fn on_pubrec(&mut self, ctx: &mut Context<Self>, pkid: u16) {
+        let (Some(store), Some(id)) = (self.p.store.clone(), self.outbox.entry_id(pkid)) else {
+            self.outbox.on_released(pkid);
+            self.release(pkid);
+            return;
+        };
+        let name = self.name.to_string();
+        let stored = crate::store::StoredPacketId {
+            seq: id.seq,
+            pkid,
+            released: true,
+        };
+        let write = store.run(move |store| store.outbox_set_packet_id(&name, stored, true));
+        ctx.spawn(write.into_actor(self).map(move |res, act, _| {
+            if !matches!(res, Ok(Ok(()))) {
+                tracing::error!(session = %act.name, pkid,
+                    "cannot record a PUBREC; releasing the publish all the same");
+            }
+            act.outbox.on_released(pkid);
+            act.release(pkid);
+        }));
+    }
+
+    /// Sends the held PUBREL for `pkid` (or keeps it to retry).
+    fn release(&mut self, pkid: u16) {
+        if let Some(client) = &self.client {
+            if !client.release(pkid) {
+                self.releases.push(pkid);
+            }
+        }
+    }
+
+    fn retry_releases(&mut self) {
+        let Some(client) = &self.client else { return };
+        while let Some(&pkid) = self.releases.first() {
+            if !client.release(pkid) {
+                return;
+            }
+            self.releases.remove(0);
         }
     }
 
@@ -141,7 +293,7 @@ impl SessionActor {
                 });
             }
         }
-        self.pump();
+        self.pump(ctx);
         self.tick_while_queued(ctx);
         self.publish_status();
     }
@@ -235,7 +387,7 @@ impl SessionActor {
                     }
                 }
             }
-            act.pump();
+            act.pump(ctx);
             act.publish_status();
             act.commit_durable(ctx);
         }));

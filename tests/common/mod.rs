@@ -47,6 +47,8 @@ pub use http::*;
 pub use mosquitto::*;
 pub use poll::*;
 mod events;
+mod feeder;
+pub use feeder::*;
 mod figures;
 mod fuzz;
 #[allow(unused_imports, reason = "used by the HTTP tests only")]

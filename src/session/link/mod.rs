@@ -12,8 +12,10 @@
 //!   clean-up after a connection ends (empty rumqttc's retransmission state, count what it
 //!   dropped).
 //!
-//! A `match` per call costs nothing next to a network packet, and keeps the MQTT 3.1.1
-//! path exactly what it was (same rumqttc calls, same options).
+//! A `match` per call costs nothing next to a network packet. On MQTT 3.1.1 the link
+//! polls an established connection itself over rumqttc's state (`v4loop`: packet ids
+//! chosen by the outbox, a PUBREL held until the session releases it); MQTT 5 keeps
+//! rumqttc's event loop, whose socket is private.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,7 @@ use rumqttc::Outgoing;
 use serde::Serialize;
 
 use self::convert::qos_v4;
-use self::convert::{ack_publish_v4, ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
+use self::convert::{ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
 pub(crate) use self::options::packet_id_window;
 use self::options::{options_v4, options_v5};
 use super::failure::{classify_v4, classify_v5};
@@ -34,6 +36,8 @@ use super::outbox::Resend;
 
 mod convert;
 mod options;
+mod v4loop;
+use self::v4loop::V4Loop;
 use crate::credentials::{Credentials, CredentialsProvider};
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{MessageProperties, Publish, QoS};
@@ -100,6 +104,10 @@ pub(crate) enum Ack {
     },
     /// PUBCOMP for a QoS 2 publish.
     Comp(u16),
+    /// PUBREC for a QoS 2 publish whose PUBREL the link holds (MQTT 3.1.1, a persistent
+    /// session with a store): [`Client::release`] sends it, once the publish's `released`
+    /// flag is on disk.
+    Rec(u16),
     /// SUBACK: one result per filter, in order.
     Sub {
         /// Packet id.
@@ -176,11 +184,12 @@ pub(crate) struct AckToken {
     pub pkid: u16,
 }
 
-/// The request side of a connection: a cheap clone of rumqttc's client.
+/// The request side of a connection: a cheap clone of rumqttc's client (MQTT 5), or of
+/// the sender of the link's own request channel (MQTT 3.1.1, see `v4loop`).
 #[derive(Debug, Clone)]
 pub(crate) enum Client {
     /// MQTT 3.1.1.
-    V4(rumqttc::AsyncClient),
+    V4(flume::Sender<rumqttc::Request>),
     /// MQTT 5.
     V5(v5::AsyncClient),
 }
@@ -191,16 +200,28 @@ pub(crate) enum Client {
 pub(crate) struct NotQueued;
 
 impl Client {
-    /// Hands a publish to rumqttc without waiting; false when its channel is full.
-    pub(crate) fn publish_now(&self, p: &Publish) -> bool {
+    /// Whether the outbox chooses the packet ids of its publishes (MQTT 3.1.1; on MQTT 5
+    /// rumqttc numbers them and reports the id once written).
+    pub(crate) fn takes_packet_ids(&self) -> bool {
+        matches!(self, Client::V4(_))
+    }
+
+    /// Hands a publish to rumqttc without waiting; false when its channel is full. `pkid`
+    /// is the packet id the outbox chose (QoS >= 1 on MQTT 3.1.1; ignored on MQTT 5,
+    /// where rumqttc numbers publishes itself).
+    pub(crate) fn publish_now(&self, p: &Publish, pkid: u16) -> bool {
         let sent = match self {
-            Client::V4(c) => {
+            Client::V4(tx) => {
                 if p.properties.is_some() {
                     tracing::debug!(topic = %p.topic, "MQTT 5 properties ignored on an MQTT 3.1.1 session");
                 }
-                c.publish_bytes(p.topic.clone(), qos_v4(p.qos), p.retain, p.payload.clone())
-                    .now_or_never()
-                    .map(|r| r.is_ok())
+                let mut out =
+                    rumqttc::Publish::from_bytes(p.topic.clone(), qos_v4(p.qos), p.payload.clone());
+                out.retain = p.retain;
+                if p.qos != QoS::AtMostOnce {
+                    out.pkid = pkid;
+                }
+                Some(tx.try_send(rumqttc::Request::Publish(out)).is_ok())
             }
             Client::V5(c) => match &p.properties {
                 Some(props) => c
@@ -228,11 +249,11 @@ impl Client {
         subs: &[(String, QoS, SubscribeOptions)],
     ) -> Result<(), NotQueued> {
         match self {
-            Client::V4(c) => c
-                .try_subscribe_many(
+            Client::V4(tx) => tx
+                .try_send(rumqttc::Request::Subscribe(rumqttc::Subscribe::new_many(
                     subs.iter()
                         .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), qos_v4(*q))),
-                )
+                )))
                 .map_err(|_| NotQueued),
             Client::V5(c) => c
                 .try_subscribe_many(subs.iter().map(|(f, q, o)| p5::Filter {
@@ -253,7 +274,11 @@ impl Client {
     /// Queues an UNSUBSCRIBE.
     pub(crate) fn unsubscribe_now(&self, filter: &str) -> Result<(), NotQueued> {
         match self {
-            Client::V4(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
+            Client::V4(tx) => tx
+                .try_send(rumqttc::Request::Unsubscribe(rumqttc::Unsubscribe::new(
+                    filter,
+                )))
+                .map_err(|_| NotQueued),
             Client::V5(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
         }
     }
@@ -261,7 +286,9 @@ impl Client {
     /// Queues a DISCONNECT (normal disconnection: the broker drops the will message).
     pub(crate) fn disconnect_now(&self) -> Result<(), NotQueued> {
         match self {
-            Client::V4(c) => c.try_disconnect().map_err(|_| NotQueued),
+            Client::V4(tx) => tx
+                .try_send(rumqttc::Request::Disconnect(rumqttc::Disconnect))
+                .map_err(|_| NotQueued),
             Client::V5(c) => c.try_disconnect().map_err(|_| NotQueued),
         }
     }
@@ -269,7 +296,9 @@ impl Client {
     /// Queues the PUBACK / PUBREC of a received message without waiting.
     pub(crate) fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
-            Client::V4(c) => c.try_ack(&ack_publish_v4(t)).map_err(|_| NotQueued),
+            Client::V4(tx) => tx
+                .try_send(convert::ack_request_v4(t))
+                .map_err(|_| NotQueued),
             Client::V5(c) => c.try_ack(&ack_publish_v5(t)).map_err(|_| NotQueued),
         }
     }
@@ -277,8 +306,24 @@ impl Client {
     /// Queues the PUBACK / PUBREC of a received message, waiting for room.
     pub(crate) async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
         match self {
-            Client::V4(c) => c.ack(&ack_publish_v4(t)).await.map_err(|_| NotQueued),
+            Client::V4(tx) => tx
+                .send_async(convert::ack_request_v4(t))
+                .await
+                .map_err(|_| NotQueued),
             Client::V5(c) => c.ack(&ack_publish_v5(t)).await.map_err(|_| NotQueued),
+        }
+    }
+}
+
+impl Client {
+    /// Sends the PUBREL held for `pkid` (see [`Ack::Rec`]); false when the channel is
+    /// full (try again later). Nothing to do on MQTT 5 (rumqttc sent it).
+    pub(crate) fn release(&self, pkid: u16) -> bool {
+        match self {
+            Client::V4(tx) => tx
+                .try_send(rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid)))
+                .is_ok(),
+            Client::V5(_) => true,
         }
     }
 }
@@ -287,6 +332,8 @@ impl Client {
 /// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
 pub(crate) struct Link {
     el: EventLoop,
+    /// MQTT 3.1.1: the session's own poll once connected (see `v4loop`).
+    v4: Option<Box<V4Loop>>,
     /// What the options of any broker are built from.
     spec: LinkSpec,
     /// The broker the event loop's options are for.
@@ -311,6 +358,9 @@ pub(crate) struct LinkSpec {
     pub brokers: Arc<[BrokerUrl]>,
     /// The TLS configuration for TLS brokers.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Hold each PUBREL until the session releases it (MQTT 3.1.1): a persistent session
+    /// with a store, which puts the `released` flag on disk first.
+    pub hold_pubrel: bool,
 }
 
 impl std::fmt::Debug for Link {
@@ -350,26 +400,39 @@ impl Link {
     pub(crate) fn new(spec: LinkSpec) -> (Client, Link) {
         let cap = request_capacity(&spec.opts);
         let first = &spec.brokers[0];
-        let (client, el) = match spec.opts.protocol {
+        let (client, el, v4) = match spec.opts.protocol {
             Protocol::V311 => {
                 let options = options_v4(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
-                let (client, mut el) = rumqttc::AsyncClient::new(options, cap);
+                // rumqttc's own request channel stays unused (see `v4loop`).
+                let mut el = rumqttc::EventLoop::new(options, 1);
                 let mut net = el.network_options();
                 net.set_connection_timeout(spec.opts.connect.connect_timeout.as_secs().max(1));
                 net.set_tcp_nodelay(true);
                 el.set_network_options(net);
-                (Client::V4(client), EventLoop::V4(Box::new(el)))
+                let (tx, rx) = flume::bounded(cap);
+                let lp = V4Loop::new(
+                    rx,
+                    packet_id_window(&spec.opts),
+                    spec.hold_pubrel,
+                    spec.opts.connect.keep_alive,
+                );
+                (
+                    Client::V4(tx),
+                    EventLoop::V4(Box::new(el)),
+                    Some(Box::new(lp)),
+                )
             }
             Protocol::V5 => {
                 let options = options_v5(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
                 let (client, el) = v5::AsyncClient::new(options, cap);
-                (Client::V5(client), EventLoop::V5(Box::new(el)))
+                (Client::V5(client), EventLoop::V5(Box::new(el)), None)
             }
         };
         (
             client,
             Link {
                 el,
+                v4,
                 spec,
                 current: 0,
             },
@@ -425,6 +488,9 @@ impl Link {
                 el.network = None;
                 match el.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
+                        if let Some(lp) = &mut self.v4 {
+                            lp.connected();
+                        }
                         Ok(ConnAckInfo {
                             session_present: ack.session_present,
                             ..ConnAckInfo::default()
@@ -481,15 +547,25 @@ impl Link {
     /// Polls an established connection once.
     pub(crate) async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match &mut self.el {
-            EventLoop::V4(el) => el.poll().await.map(from_v4).map_err(LinkError::V4),
+            EventLoop::V4(el) => match &mut self.v4 {
+                Some(lp) => {
+                    let hold = lp.holds_pubrel();
+                    v4loop::poll(el, lp)
+                        .await
+                        .map(|ev| map_v4(ev, hold))
+                        .map_err(LinkError::V4)
+                }
+                None => el.poll().await.map(from_v4).map_err(LinkError::V4),
+            },
             EventLoop::V5(el) => el.poll().await.map(from_v5).map_err(LinkError::V5),
         }
     }
 
     /// Queues what a resumed session re-sends before anything else [MQTT-4.4.0-1]:
-    /// PUBLISH with its original packet id and DUP set, or PUBREL. rumqttc's client only
-    /// sends new publishes (packet id 0, numbered by rumqttc), so these go straight into
-    /// the event loop's pending queue, which `poll` drains first. Call it after the
+    /// PUBLISH with its original packet id and DUP set, or PUBREL. These go straight into
+    /// the event loop's pending queue, which `poll` drains first (on MQTT 5 rumqttc's
+    /// client only sends new publishes, numbered by rumqttc; on MQTT 3.1.1 the link's own
+    /// channel carries new requests only). Call it after the
     /// CONNACK, before the next `poll`. An id outside rumqttc's window (the session's
     /// `inflight` was lowered since) would make rumqttc fail: such an entry is skipped
     /// and reported back, to be sent again as new.
@@ -622,7 +698,13 @@ impl Link {
     /// The connection is declared dead while a poll was in progress (read timeout).
     pub(crate) fn abandon(&mut self) {
         match &mut self.el {
-            EventLoop::V4(el) => el.clean(),
+            EventLoop::V4(el) => {
+                // What rumqttc's state holds is dropped by `reset`, as are the requests.
+                el.network = None;
+                if let Some(lp) = &mut self.v4 {
+                    lp.ended();
+                }
+            }
             EventLoop::V5(el) => el.clean(),
         }
     }
@@ -630,7 +712,10 @@ impl Link {
     /// The next event rumqttc had already buffered, after a failure.
     pub(crate) fn buffered(&mut self) -> Option<LinkEvent> {
         match &mut self.el {
-            EventLoop::V4(el) => el.state.events.pop_front().map(from_v4),
+            EventLoop::V4(el) => {
+                let hold = self.v4.as_ref().is_some_and(|lp| lp.holds_pubrel());
+                el.state.events.pop_front().map(|ev| map_v4(ev, hold))
+            }
             EventLoop::V5(el) => el.state.events.pop_front().map(from_v5),
         }
     }
@@ -652,6 +737,21 @@ impl Link {
                         _ => {}
                     }
                 }
+                if let Some(lp) = &mut self.v4 {
+                    // Requests the connection never took: all of them new (a resumed
+                    // PUBLISH goes through `pending`).
+                    for req in lp.rx.drain() {
+                        match req {
+                            rumqttc::Request::Publish(p) if p.qos == rumqttc::QoS::AtMostOnce => {
+                                d.qos0 += 1;
+                            }
+                            rumqttc::Request::Publish(_) => d.qos1 += 1,
+                            rumqttc::Request::Subscribe(_) => d.subs += 1,
+                            _ => {}
+                        }
+                    }
+                    lp.ended();
+                }
                 el.state = rumqttc::MqttState::new(inflight.saturating_add(1), true);
                 el.network = None;
             }
@@ -671,5 +771,15 @@ impl Link {
             }
         }
         d
+    }
+}
+
+/// An MQTT 3.1.1 event, with a PUBREC reported when its PUBREL is held.
+fn map_v4(ev: rumqttc::Event, hold: bool) -> LinkEvent {
+    match ev {
+        rumqttc::Event::Incoming(rumqttc::Packet::PubRec(r)) if hold => {
+            LinkEvent::Ack(Ack::Rec(r.pkid))
+        }
+        ev => from_v4(ev),
     }
 }
