@@ -171,29 +171,39 @@ pub(crate) fn spawn_session_subscribers(
     })
 }
 
-/// One session publishing QoS 1 flat out for `duration`, keeping `window` publishes
-/// outstanding (each completes on PUBACK, or with `store` once it is on disk): completions
-/// per second.
-pub(crate) fn publish_qos1(
+/// Where a publishing session keeps its outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// In memory.
+    None,
+    /// A store, clean session.
+    Clean,
+    /// A store, persistent session (packet ids and PUBRECs on disk too).
+    Persistent,
+}
+
+/// One session publishing at `qos` flat out for `duration`, keeping `window` publishes
+/// outstanding (each completes on PUBACK / PUBCOMP): completions per second.
+pub(crate) fn publish(
     url: &str,
     duration: Duration,
     window: usize,
     tag: &str,
-    store: bool,
+    qos: QoS,
+    store: Store,
 ) -> f64 {
     let (url, tag) = (url.to_string(), tag.to_string());
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let dir = tempfile::tempdir().expect("store directory");
             let mut builder = SessionManager::builder();
-            if store {
+            if store != Store::None {
                 builder = builder.store(dir.path().join("store"));
             }
             let m = builder.build().expect("manager");
-            let s = m
-                .add_session(options("p", &url, &tag))
-                .await
-                .expect("add_session");
+            let mut o = options("p", &url, &tag);
+            o.connect.clean_session = store != Store::Persistent;
+            let s = m.add_session(o).await.expect("add_session");
             s.wait_ready(Duration::from_secs(30)).await.expect("ready");
             let start = Instant::now();
             let deadline = start + duration;
@@ -203,7 +213,7 @@ pub(crate) fn publish_qos1(
             let publish = |seq| {
                 let s = s.clone();
                 async move {
-                    s.publish(Publish::new("bench/0/data", payload(0, seq)).qos(QoS::AtLeastOnce))
+                    s.publish(Publish::new("bench/0/data", payload(0, seq)).qos(qos))
                         .await
                 }
             };

@@ -198,6 +198,10 @@ pub(crate) enum Kind {
     Sessions,
     /// One session publishing QoS 1 flat out; publish→PUBACK completions per second.
     PublishQos1,
+    /// One session publishing QoS 2 flat out; publish→PUBCOMP completions per second.
+    /// With a store the session is persistent, so that every packet id and every PUBREC
+    /// goes to disk before the PUBLISH / PUBREL is written (no raw rumqttc row).
+    PublishQos2,
     /// Forwarding from an edge broker to a cloud broker through a delay proxy adding
     /// `one_way` each way: mosquitto's bridge against the daemon's rule (see
     /// [`crate::forward`]).
@@ -272,6 +276,11 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
         name: "publish qos1".into(),
         kind: Kind::PublishQos1,
         variants: vec![Variant::Raw, Variant::Library, Variant::LibraryStore],
+    });
+    v.push(Scenario {
+        name: "publish qos2".into(),
+        kind: Kind::PublishQos2,
+        variants: vec![Variant::Library, Variant::LibraryStore],
     });
     v.push(Scenario {
         name: format!("sessions x{}", cfg.sessions),
@@ -355,11 +364,41 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
             let tag = run_tag();
             let rate = match variant {
                 Variant::Raw => raw::publish_qos1(broker.port(), cfg.publish, &tag),
-                Variant::LibraryStore => {
-                    library::publish_qos1(&broker.url(), cfg.publish, 100, &tag, true)
-                }
-                _ => library::publish_qos1(&broker.url(), cfg.publish, 100, &tag, false),
+                Variant::LibraryStore => library::publish(
+                    &broker.url(),
+                    cfg.publish,
+                    100,
+                    &tag,
+                    mqtt_sessions::QoS::AtLeastOnce,
+                    library::Store::Clean,
+                ),
+                _ => library::publish(
+                    &broker.url(),
+                    cfg.publish,
+                    100,
+                    &tag,
+                    mqtt_sessions::QoS::AtLeastOnce,
+                    library::Store::None,
+                ),
             };
+            Sample {
+                msgs_per_s: Some(rate),
+                ..Sample::default()
+            }
+        }
+        Kind::PublishQos2 => {
+            let store = match variant {
+                Variant::LibraryStore => library::Store::Persistent,
+                _ => library::Store::None,
+            };
+            let rate = library::publish(
+                &broker.url(),
+                cfg.publish,
+                100,
+                &run_tag(),
+                mqtt_sessions::QoS::ExactlyOnce,
+                store,
+            );
             Sample {
                 msgs_per_s: Some(rate),
                 ..Sample::default()
