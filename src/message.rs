@@ -128,7 +128,8 @@ pub enum RetainHandling {
 /// alive holds back the acknowledgement of those after it, and the broker's in-flight
 /// window then pauses the session's flow. To keep a message beyond its handling, keep a
 /// [`detached`](Self::detached) copy. To give one up without acknowledging it, call
-/// [`leave_unacknowledged`](Self::leave_unacknowledged).
+/// [`leave_unacknowledged`](Self::leave_unacknowledged) (it comes again at the next
+/// connection, not while the session stays connected).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The session that received the message.
@@ -195,9 +196,15 @@ impl Message {
     }
 
     /// Gives the message up without handling it: it is not acknowledged, whatever the other
-    /// clones do, and the broker delivers it again at the next connection of a persistent
-    /// session (a clean session's broker forgets it). Later messages are still
-    /// acknowledged. No effect on QoS 0 messages and detached copies.
+    /// clones do, and the broker delivers it again (DUP 1, same packet id) at the next
+    /// connection of a persistent session whose broker kept the session (a clean
+    /// session's broker forgets it) — not before: MQTT lets a broker re-send only on a
+    /// new connection, so while the session stays connected the message does not come
+    /// back. Later messages are still acknowledged, but the message keeps one slot of the
+    /// broker's in-flight window (mosquitto's `max_inflight_messages`, default 20; an MQTT
+    /// 5 session's Receive Maximum) until then: once the window is full of messages left
+    /// unacknowledged, the broker sends this session nothing more until it reconnects
+    /// (`tests/unacknowledged.rs`). No effect on QoS 0 messages and detached copies.
     pub fn leave_unacknowledged(self) {
         self.delivery.abandon();
     }

@@ -168,7 +168,9 @@ impl RouteEntry {
     }
 
     /// A QoS >= 1 message that waits for room (the session's acknowledger drives the
-    /// returned future, in arrival order).
+    /// returned future, in arrival order). If the consumer goes first (a `Listener`
+    /// dropped), the message is left unacknowledged, like those queued before it: the
+    /// route took it, so no other route's handling may acknowledge it.
     fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> Pending {
         let stats = Arc::clone(&self.stats);
         let waiting = Waiting::new(Arc::clone(&stats));
@@ -177,7 +179,8 @@ impl RouteEntry {
             drop(waiting);
             match r {
                 Ok(()) => stats.record_delivery(at),
-                Err(_) => {
+                Err(flume::SendError(m)) => {
+                    m.leave_unacknowledged();
                     stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
                 }
             }

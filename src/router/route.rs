@@ -221,8 +221,17 @@ impl Drop for Route {
 /// A route whose messages arrive in a bounded channel ([`SessionManager::listen`](crate::SessionManager::listen)).
 ///
 /// A QoS >= 1 message is acknowledged to the broker once the application has dropped it
-/// (see [`Message`]'s acknowledgement rules); messages still queued when the listener is
-/// dropped are left unacknowledged.
+/// (see [`Message`]'s acknowledgement rules). When the listener is dropped, the messages
+/// still queued and those waiting for room in its full queue are left unacknowledged
+/// ([`Message::leave_unacknowledged`]: the broker of a persistent session delivers them
+/// again at its next connection; other routes still acknowledge later messages). A
+/// message the session puts into the queue at the very moment the listener is dropped,
+/// after it emptied the queue, can be acknowledged with no one having handled it (a
+/// narrow race: `flume` has no way to close a queue from the receiving side; a wide one
+/// for an [`Overflow::DropOldest`] route, whose queue stays open until the route is
+/// removed, so messages waiting for room enter it after the listener emptied it). Without
+/// that race: [`close`](Self::close), then read until `None`, calling
+/// [`Message::leave_unacknowledged`] on what is not handled.
 #[derive(Debug)]
 pub struct Listener {
     pub(crate) rx: flume::Receiver<Message>,
@@ -320,6 +329,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         // What is still queued was never handed to the application: leave it
         // unacknowledged, so that the broker delivers it again to a persistent session.
+        // (Messages waiting for room are left unacknowledged by their wait, once the
+        // receiver is gone. One the session's thread puts in the queue between this loop
+        // and the receiver's drop stays in the channel and counts as handled when the
+        // channel goes: closing that gap needs a queue item that leaves its message
+        // unacknowledged when dropped unreceived.)
         for m in self.rx.try_iter() {
             m.leave_unacknowledged();
         }
