@@ -330,9 +330,6 @@ async fn messages_queued_in_a_dropped_listener_come_again_after_a_sigkill() {
 }
 
 #[actix_rt::test]
-#[ignore = "reason: a message waiting for room in a dropped `messages()` receiver is acknowledged \
-            (`SessionSinks::offer` in src/session/incoming.rs drops the `SendError`'s message \
-            instead of leaving it unacknowledged), so the broker never sends it again"]
 async fn messages_queued_in_a_dropped_session_receiver_come_again_after_a_clean_stop() {
     init_tracing();
     let broker = broker();

@@ -11,7 +11,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
@@ -37,6 +38,25 @@ pub trait Dispatcher: Send + Sync + 'static {
 pub(crate) struct SessionSinks {
     senders: ArcSwap<Vec<mpsc::Sender<Message>>>,
     dropped: AtomicU64,
+    /// QoS >= 1 messages waiting for room in a receiver: later ones wait behind them, so
+    /// that the receivers see the session's messages in the order they arrived.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Counts one message waiting for room while it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Waiting {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SessionSinks {
@@ -81,8 +101,15 @@ impl SessionSinks {
         }
         let mut closed = false;
         let mut taken = false;
+        // Earlier messages wait for room: this one waits behind them, in every receiver.
+        let behind = msg.qos != QoS::AtMostOnce && self.waiting.load(Ordering::Acquire) > 0;
         for tx in senders.iter() {
-            match tx.try_send(msg.clone()) {
+            let sent = if behind {
+                Err(mpsc::error::TrySendError::Full(msg.clone()))
+            } else {
+                tx.try_send(msg.clone())
+            };
+            match sent {
                 Ok(()) => taken = true,
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     taken = true;
@@ -90,8 +117,14 @@ impl SessionSinks {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
                         let tx = tx.clone();
+                        let waiting = Waiting::new(&self.waiting);
                         waits.push(Box::pin(async move {
-                            let _ = tx.send(m).await;
+                            let _waiting = waiting;
+                            // The receiver went away while this waited for room: it
+                            // was never handed over, so the broker must send it again.
+                            if let Err(mpsc::error::SendError(m)) = tx.send(m).await {
+                                m.leave_unacknowledged();
+                            }
                         }));
                     }
                 }
