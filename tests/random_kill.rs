@@ -24,11 +24,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
 
 use common::*;
-use mqtt_sessions::{Publish, QoS, SessionManager};
+use mqtt_sessions::{Publish, QoS};
 
 /// Deadline of every wait.
 const T: Duration = Duration::from_secs(60);
@@ -52,27 +52,13 @@ const KILL_AFTER_MS: std::ops::Range<u64> = 50..1_500;
 #[ignore = "a child process of other tests of this binary, run by them"]
 async fn child_process() {
     init_tracing();
-    let spec = child_spec(CHILD);
-    let parts: Vec<&str> = spec.splitn(3, ' ').collect();
-    let (generation, dir, url) = (
-        parts[0].trim_start_matches("gen").to_string(),
-        std::path::Path::new(parts[1]),
-        parts[2],
-    );
-    let m = SessionManager::builder()
-        .store(dir.join("store"))
-        .build()
-        .unwrap();
-    let mut o = fast_opts("app", url).client_id(CLIENT);
-    o.connect.clean_session = false;
-    o.connect.persistent = true;
-    let h = m.add_session(o).await.unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("handled.log"))
-        .unwrap();
-    let file = Mutex::new(file);
+    let StoreChild {
+        generation,
+        dir,
+        manager: m,
+        session: h,
+        log: file,
+    } = StoreChild::start(CHILD, CLIENT).await;
     let tag = generation.clone();
     let _route = m
         .route("in/#")

@@ -256,27 +256,13 @@ const CHILD_CLIENT: &str = "st-crash-app";
 async fn child_process() {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
-    let spec = child_spec(CHILD);
-    let parts: Vec<&str> = spec.splitn(3, ' ').collect();
-    let (generation, dir, url) = (
-        parts[0].trim_start_matches("gen"),
-        std::path::Path::new(parts[1]),
-        parts[2],
-    );
-    let m = SessionManager::builder()
-        .store(dir.join("store"))
-        .build()
-        .unwrap();
-    let mut o = fast_opts("app", url).client_id(CHILD_CLIENT);
-    o.connect.clean_session = false;
-    o.connect.persistent = true;
-    let h = m.add_session(o).await.unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("handled.log"))
-        .unwrap();
-    let file = Mutex::new(file);
+    let StoreChild {
+        generation,
+        dir,
+        manager: m,
+        session: h,
+        log: file,
+    } = StoreChild::start(CHILD, CHILD_CLIENT).await;
     let handled = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&handled);
     let _route = m

@@ -31,6 +31,55 @@ pub fn child_spec(env: &str) -> String {
     })
 }
 
+/// The set-up shared by the store-backed crash children: the spec `gen<N> <dir> <url>`
+/// read from `env`, a manager on `<dir>/store`, a persistent session `app` with client id
+/// `client` (clean session off, persistent), and `<dir>/handled.log` opened for appending.
+pub struct StoreChild {
+    /// The generation (`N` of `gen<N>`).
+    pub generation: String,
+    /// The test's directory.
+    pub dir: std::path::PathBuf,
+    /// The manager.
+    pub manager: mqtt_sessions::SessionManager,
+    /// The session `app`.
+    pub session: mqtt_sessions::SessionHandle,
+    /// `<dir>/handled.log`, for the consumer's record.
+    pub log: Mutex<std::fs::File>,
+}
+
+impl StoreChild {
+    /// Reads the spec from `env` and starts everything (see the type's docs).
+    pub async fn start(env: &str, client: &str) -> StoreChild {
+        let spec = child_spec(env);
+        let parts: Vec<&str> = spec.splitn(3, ' ').collect();
+        let (generation, dir, url) = (
+            parts[0].trim_start_matches("gen").to_string(),
+            std::path::PathBuf::from(parts[1]),
+            parts[2],
+        );
+        let manager = mqtt_sessions::SessionManager::builder()
+            .store(dir.join("store"))
+            .build()
+            .unwrap();
+        let mut o = super::fast_opts("app", url).client_id(client);
+        o.connect.clean_session = false;
+        o.connect.persistent = true;
+        let session = manager.add_session(o).await.unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("handled.log"))
+            .unwrap();
+        StoreChild {
+            generation,
+            dir,
+            manager,
+            session,
+            log: Mutex::new(log),
+        }
+    }
+}
+
 /// A child process whose stdout lines are collected.
 pub struct ChildProc {
     pub child: Child,
