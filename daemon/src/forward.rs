@@ -207,7 +207,7 @@ pub struct RunningRule {
     config: ForwardConfig,
     /// Tells the rule's task to stop taking messages (it drops the route's listener).
     stop: watch::Sender<bool>,
-    /// Resolves (with an error) once the handler, the lanes and every message they held
+    /// Resolves (with an error) once the rule's task, the lanes and every message they held
     /// are gone: the rule is drained.
     done: oneshot::Receiver<()>,
     cancel: watch::Sender<bool>,
@@ -571,7 +571,7 @@ enum Back {
     Lost(Item, Error),
 }
 
-/// The lane's loop: submits what the handler takes, in order; after a refusal, waits
+/// The lane's loop: submits what the rule's task takes, in order; after a refusal, waits
 /// until every submission has been answered, then submits the refused messages again
 /// in their order (after a growing delay) before anything new.
 async fn run_lane(lane: Rc<Lane>, mut input: mpsc::UnboundedReceiver<Item>) {
