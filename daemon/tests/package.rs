@@ -6,7 +6,8 @@
 //! It needs the package, a release build (~10 minutes from scratch), so it is ignored by
 //! `cargo test`; `.ci/run` runs `scripts/package` and then
 //! `cargo test -p mqtt-sessions-daemon --test package -- --ignored`. The package is
-//! `$MQTT_SESSIONS_DEB`, else the newest `target/debian/mqtt-sessions_*.deb`.
+//! `$MQTT_SESSIONS_DEB`, else the newest `target/debian/mqtt-sessions_*.deb` (under
+//! `$CARGO_TARGET_DIR` when set).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::fs;
@@ -21,7 +22,14 @@ fn deb() -> PathBuf {
     if let Some(p) = std::env::var_os("MQTT_SESSIONS_DEB") {
         return PathBuf::from(p);
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian");
+    // Where `scripts/package` (cargo deb) wrote it: `$CARGO_TARGET_DIR/debian`, else the
+    // workspace's `target/debian`.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        )
+        .join("debian");
     let newest = fs::read_dir(&dir)
         .into_iter()
         .flatten()
