@@ -72,6 +72,29 @@ pub enum Target {
     },
 }
 
+impl Drop for Target {
+    fn drop(&mut self) {
+        // A `DropOldest` route keeps a receiver of its own queue, so the queue outlives
+        // the application's `Listener`: what entered it after the listener was dropped
+        // (messages that waited for room) was never handed to the application. Leave it
+        // unacknowledged, for the broker to send again, as the listener does with what it
+        // still held.
+        // While the listener lives (a closed route still hands it what was queued), the
+        // queue is its to drain.
+        if let Target::Queue {
+            oldest: Some(rx), ..
+        } = self
+        {
+            if rx.receiver_count() > 1 {
+                return;
+            }
+            for m in rx.try_iter() {
+                m.leave_unacknowledged();
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -227,9 +227,9 @@ impl Drop for Route {
 /// again at its next connection; other routes still acknowledge later messages). A
 /// message the session puts into the queue at the very moment the listener is dropped,
 /// after it emptied the queue, can be acknowledged with no one having handled it (a
-/// narrow race: `flume` has no way to close a queue from the receiving side; a wide one
-/// for an [`Overflow::DropOldest`] route, whose queue stays open until the route is
-/// removed, so messages waiting for room enter it after the listener emptied it). Without
+/// narrow race: `flume` has no way to close a queue from the receiving side; an
+/// [`Overflow::DropOldest`] route, whose queue stays open until the route is removed,
+/// leaves what entered it meanwhile unacknowledged when it goes). Without
 /// that race: [`close`](Self::close), then read until `None`, calling
 /// [`Message::leave_unacknowledged`] on what is not handled.
 #[derive(Debug)]
