@@ -205,7 +205,8 @@ impl ForwardStats {
 #[derive(Debug)]
 pub struct RunningRule {
     config: ForwardConfig,
-    /// Tells the rule's task to stop taking messages (it drops the route's listener).
+    /// Tells the rule's task to stop taking messages (it closes the route and forwards
+    /// what the route had queued).
     stop: watch::Sender<bool>,
     /// Resolves (with an error) once the rule's task, the lanes and every message they held
     /// are gone: the rule is drained.

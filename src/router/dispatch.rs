@@ -12,7 +12,7 @@ use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::counters::SessionCounters;
-use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waits};
+use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waiting, Waits};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;
 
@@ -78,9 +78,8 @@ impl Drop for Target {
         // the application's `Listener`: what entered it after the listener was dropped
         // (messages that waited for room) was never handed to the application. Leave it
         // unacknowledged, for the broker to send again, as the listener does with what it
-        // still held.
-        // While the listener lives (a closed route still hands it what was queued), the
-        // queue is its to drain.
+        // still held. While the listener lives (a closed route still hands it what was
+        // queued), the queue is its to drain.
         if let Target::Queue {
             oldest: Some(rx), ..
         } = self
@@ -104,23 +103,6 @@ impl std::fmt::Debug for Target {
                 f.debug_struct("Hold").field("session", session).finish()
             }
         }
-    }
-}
-
-/// Counts one message waiting for room in a route while it lives (also when its future
-/// is dropped unfinished, e.g. with its session).
-struct Waiting(Arc<RouteStats>);
-
-impl Waiting {
-    fn new(stats: Arc<RouteStats>) -> Waiting {
-        stats.waiting.fetch_add(1, Ordering::AcqRel);
-        Waiting(stats)
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -196,7 +178,7 @@ impl RouteEntry {
     /// route took it, so no other route's handling may acknowledge it.
     fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> Pending {
         let stats = Arc::clone(&self.stats);
-        let waiting = Waiting::new(Arc::clone(&stats));
+        let waiting = Waiting::new(&stats.waiting);
         let at = m.received_at;
         Box::pin(tx.clone().into_send_async(m).map(move |r| {
             drop(waiting);

@@ -99,7 +99,7 @@ pub struct RouteStats {
     pub(crate) overrun: std::sync::atomic::AtomicBool,
     /// QoS >= 1 messages waiting for room: later messages queue behind them, so that the
     /// route sees the session's messages in the order they arrived.
-    pub(crate) waiting: std::sync::atomic::AtomicUsize,
+    pub(crate) waiting: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) panics: AtomicU64,
     pub(crate) last_message_ms: AtomicU64,
 }

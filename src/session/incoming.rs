@@ -43,11 +43,14 @@ pub(crate) struct SessionSinks {
     waiting: Arc<AtomicUsize>,
 }
 
-/// Counts one message waiting for room while it lives.
-struct Waiting(Arc<AtomicUsize>);
+/// Counts one message waiting for room in a consumer's queue while it lives (also when
+/// its future is dropped unfinished, e.g. with its session): while the count is above
+/// zero, later QoS >= 1 messages wait behind, so that the consumer sees them in order.
+/// Used by the session receivers here and by the routes' queues.
+pub(crate) struct Waiting(Arc<AtomicUsize>);
 
 impl Waiting {
-    fn new(count: &Arc<AtomicUsize>) -> Waiting {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Waiting {
         count.fetch_add(1, Ordering::AcqRel);
         Waiting(Arc::clone(count))
     }
