@@ -319,6 +319,17 @@ pub struct PerformanceOptions {
     /// sessions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<usize>,
+    /// MQTT 5: the most QoS >= 1 messages the broker may have in flight to this session
+    /// at once (Receive Maximum in CONNECT); the broker keeps the rest in its own queue
+    /// for the session until acknowledgements free room. A session whose consumers hold
+    /// messages unacknowledged for a while (a route with a deep queue, a forwarding
+    /// rule) sets it to what they can hold, so that the broker neither floods it nor
+    /// counts those messages against its queue limit (mosquitto drops a client's QoS >= 1
+    /// messages past `max_queued_messages` plus this window). Absent: none is sent and
+    /// the broker chooses (mosquitto: `max_inflight_messages`, 20). Not used on MQTT
+    /// 3.1.1, which has no such field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_maximum: Option<u16>,
 }
 
 impl Default for PerformanceOptions {
@@ -333,6 +344,7 @@ impl Default for PerformanceOptions {
             unrouted_hold: Duration::from_secs(5),
             max_stall: None,
             worker: None,
+            receive_maximum: None,
         }
     }
 }
@@ -688,6 +700,13 @@ impl SessionOptions {
                 format!("{} must be between 1 and 65534", p.inflight),
             ));
         }
+        if p.receive_maximum == Some(0) {
+            // Zero is a protocol error [MQTT-3.1.2.11.3].
+            return Err(invalid(
+                "performance.receive_maximum",
+                "0 must be between 1 and 65535".into(),
+            ));
+        }
         if p.write_timeout.is_zero() {
             return Err(invalid(
                 "performance.write_timeout",
@@ -945,6 +964,11 @@ mod tests {
                 "max_pending_messages",
             ),
             ("zero inflight", |o| o.performance.inflight = 0, "inflight"),
+            (
+                "zero receive maximum",
+                |o| o.performance.receive_maximum = Some(0),
+                "receive_maximum",
+            ),
             (
                 "wildcard will",
                 |o| {

@@ -87,8 +87,8 @@ pub(crate) fn bridge_section(proxy_port: u16) -> String {
 }
 
 /// A diagnostic, not part of the measured set-up: `E2E_FORWARD_INFLIGHT=N` gives the
-/// daemon's cloud session `inflight = N` (hence the rule's window) instead of the default
-/// 100, to see whether that window bounds a run. Runs made with it say so in their note.
+/// daemon's cloud session `inflight = N` (hence the rule's window) instead of the
+/// forwarding default (1,000), to see whether that window bounds a run. Runs made with it say so in their note.
 const INFLIGHT_ENV: &str = "E2E_FORWARD_INFLIGHT";
 
 fn inflight_override() -> Option<u16> {
@@ -97,10 +97,11 @@ fn inflight_override() -> Option<u16> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The daemon's configuration: `edge` → A (persistent: clean session off), `cloud` → B
-/// through the proxy, one rule `in/#` → `out/{topic}` at QoS 1; library defaults
-/// otherwise (the cloud session's `inflight` 100, hence the rule's window; see
-/// [`INFLIGHT_ENV`]).
+/// The daemon's configuration: `edge` → A over MQTT 5 (persistent: clean session off;
+/// as a rule's source it announces a Receive Maximum, so A's queue limit counts only
+/// what waits past that window), `cloud` → B through the proxy, one rule `in/#` →
+/// `out/{topic}` at QoS 1; the daemon's defaults otherwise (the cloud session's
+/// `inflight` 1,000, hence the rule's window; see [`INFLIGHT_ENV`]).
 pub(crate) fn daemon_config(http: u16, a: u16, b: u16, store: Option<&Path>, tag: &str) -> String {
     let cloud_performance = inflight_override().map_or_else(String::new, |n| {
         format!("[sessions.performance]\ninflight = {n}\n")
@@ -118,6 +119,7 @@ listen = "127.0.0.1:{http}"
 name = "edge"
 brokers = ["mqtt://127.0.0.1:{a}"]
 client_id = "{tag}-edge"
+protocol = "5"
 [sessions.connect]
 clean_session = false
 [sessions.reconnect]

@@ -281,6 +281,10 @@ pub struct SessionConfig {
     /// `performance.worker` wins).
     #[serde(skip)]
     pub(crate) forward_worker: Option<usize>,
+    /// A `[[forward]]` rule takes messages from this session (set by validation): on MQTT
+    /// 5 its `receive_maximum` defaults to [`FORWARD_SOURCE_RECEIVE_MAXIMUM`].
+    #[serde(skip)]
+    pub(crate) forward_source: bool,
 }
 
 /// The default `performance.inflight` of a session that a forwarding rule publishes
@@ -288,6 +292,15 @@ pub struct SessionConfig {
 /// over a link with 20 ms of round trip (a window of `n` messages carries at most `n`
 /// per round trip; the library's default of 100 would cap it at 5,000).
 pub const FORWARD_TARGET_INFLIGHT: u16 = 1000;
+
+/// The default `performance.receive_maximum` of an MQTT 5 session that a forwarding rule
+/// takes messages from: room for a rule's default window ([`FORWARD_TARGET_INFLIGHT`])
+/// and its route queue, so that the source broker sends that many before it waits for
+/// acknowledgements. It keeps the rest in its own queue, where mosquitto's limit
+/// (`max_queued_messages`, 1,000 by default) counts only what is past this window; without
+/// it mosquitto allows an MQTT 5 client 20 messages in flight and counts every other
+/// unacknowledged one against that limit.
+pub const FORWARD_SOURCE_RECEIVE_MAXIMUM: u16 = 2000;
 
 /// [`PerformanceOptions`] as written in a config file (`max_message_size` takes units).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +335,11 @@ pub struct PerformanceConfig {
     /// threads), the others go to the least loaded worker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<usize>,
+    /// MQTT 5: the most QoS >= 1 messages the broker may have in flight to the session
+    /// (Receive Maximum). Default: none sent (the broker chooses; mosquitto 20);
+    /// [`FORWARD_SOURCE_RECEIVE_MAXIMUM`] for a session a `[[forward]]` rule takes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_maximum: Option<u16>,
 }
 
 impl Default for PerformanceConfig {
@@ -337,6 +355,7 @@ impl Default for PerformanceConfig {
             unrouted_hold: d.unrouted_hold,
             max_stall: d.max_stall,
             worker: None,
+            receive_maximum: None,
         }
     }
 }
@@ -357,6 +376,7 @@ impl From<&PerformanceConfig> for PerformanceOptions {
         o.unrouted_hold = p.unrouted_hold;
         o.max_stall = p.max_stall;
         o.worker = p.worker;
+        o.receive_maximum = p.receive_maximum;
         o
     }
 }
@@ -613,6 +633,12 @@ impl SessionConfig {
             o.performance.inflight = FORWARD_TARGET_INFLIGHT;
         }
         o.performance.worker = self.performance.worker.or(self.forward_worker);
+        if self.forward_source && self.protocol == Protocol::V5 {
+            o.performance.receive_maximum = self
+                .performance
+                .receive_maximum
+                .or(Some(FORWARD_SOURCE_RECEIVE_MAXIMUM));
+        }
         o.protocol = self.protocol;
         o
     }

@@ -61,12 +61,15 @@ const RETRY_INITIAL: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Capacity of a rule's route queue.
 const RULE_CAPACITY: usize = 256;
-/// Most messages in a rule's window by default without a store. Every message in the
-/// window is then also unacknowledged at the source broker, which keeps it in its queue
-/// for the source session, and mosquitto drops what a client's queue holds past its
-/// default limit (`max_queued_messages` 1,000): the window and the rule's route queue
-/// stay well inside it. With a store a message leaves the window once durable in the
-/// target's outbox, so the window is the target's `inflight`.
+/// Most messages in a rule's window by default without a store, when the source session
+/// cannot bound what its broker sends (MQTT 3.1.1, or MQTT 5 without a Receive Maximum).
+/// Every message in the window is then also unacknowledged at the source broker, and
+/// mosquitto drops a client's QoS >= 1 messages once it holds more than its queue limit
+/// (`max_queued_messages`, 1,000 by default) plus the client's in-flight window (20 for
+/// such a client): the window and the rule's route queue stay inside it. An MQTT 5 source
+/// with a Receive Maximum (the daemon sets one for a rule's source) moves that limit up
+/// by as much, and a store takes messages out of the window once durable in the target's
+/// outbox: then the window is the target's `inflight`.
 const NO_STORE_WINDOW: usize = 500;
 /// The MQTT 5 user property that lists the brokers (`host:port`, comma-separated) a
 /// forwarded message has been on.
@@ -344,7 +347,14 @@ impl RunningRule {
         let (stop, stop_rx) = watch::channel(false);
         let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
             .map_err(Error::Topic)?;
-        let source_brokers = broker_ids(manager.session(config.from.get_ref()).ok().as_ref());
+        let source = manager.session(config.from.get_ref()).ok();
+        let source_brokers = broker_ids(source.as_ref());
+        // The source broker may hold more unacknowledged messages for the source session
+        // than its queue limit when the session announced a Receive Maximum.
+        let bounded_source = source.as_ref().is_some_and(|h| {
+            let o = h.options();
+            o.protocol == Protocol::V5 && o.performance.receive_maximum.is_some()
+        });
         // Each lane runs on its target session's worker, so that its submissions and
         // their answers stay on one thread; the rule's task runs beside its first lane.
         let mut home = None;
@@ -356,7 +366,7 @@ impl RunningRule {
                     let inflight = handle
                         .as_ref()
                         .map_or(100, |h| usize::from(h.options().performance.inflight));
-                    if store {
+                    if store || bounded_source {
                         inflight
                     } else {
                         inflight.min(NO_STORE_WINDOW)

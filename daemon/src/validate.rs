@@ -166,16 +166,23 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
         }
     }
     check_cycles(config, &brokers)?;
-    // A session a rule publishes through gets the forwarding default of `inflight`.
+    // A session a rule publishes through gets the forwarding default of `inflight`, one
+    // a rule takes from that of `receive_maximum` (MQTT 5).
     let targets: BTreeSet<String> = config
         .forward
         .iter()
         .flat_map(|r| r.all_targets())
         .map(|t| t.to.get_ref().clone())
         .collect();
+    let sources: BTreeSet<String> = config
+        .forward
+        .iter()
+        .map(|r| r.from.get_ref().clone())
+        .collect();
     let groups = forward_groups(config);
     for s in &mut config.sessions {
         s.forward_target = targets.contains(s.name());
+        s.forward_source = sources.contains(s.name());
         s.forward_worker = groups.get(s.name()).copied();
     }
     // The single-target form with every default filled in (`print-config` shows them).
@@ -690,6 +697,40 @@ to = "b"
                 20
             ]
         );
+    }
+
+    #[test]
+    fn an_mqtt5_source_announces_the_forwarding_receive_maximum_unless_it_sets_one() {
+        let extra = |protocol: &str, perf: &str| {
+            format!(
+                "[[sessions]]\nname = \"c\"\nbrokers = [\"mqtt://127.0.0.1:1885\"]\nprotocol = \"{protocol}\"\n{perf}\n\
+                 [[forward]]\nname = \"cb\"\nfrom = \"c\"\nfilter = \"x/#\"\nto = \"b\"\n"
+            )
+        };
+        let receive_maximum = |config: &Config, name: &str| {
+            config
+                .sessions
+                .iter()
+                .find(|s| s.name() == name)
+                .map(|s| s.options().performance.receive_maximum)
+                .expect("session")
+        };
+        let config = check(&extra("5", "")).unwrap();
+        assert_eq!(
+            receive_maximum(&config, "c"),
+            Some(super::super::config::FORWARD_SOURCE_RECEIVE_MAXIMUM)
+        );
+        // `b` is only a target: nothing announced.
+        assert_eq!(receive_maximum(&config, "b"), None);
+        // MQTT 3.1.1 has no such field.
+        assert_eq!(
+            receive_maximum(&check(&extra("3.1.1", "")).unwrap(), "c"),
+            None
+        );
+        let config = check(&extra("5", "[sessions.performance]\nreceive_maximum = 300")).unwrap();
+        assert_eq!(receive_maximum(&config, "c"), Some(300));
+        let e = check(&extra("5", "[sessions.performance]\nreceive_maximum = 0")).unwrap_err();
+        assert!(e.contains("receive_maximum"), "{e}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl SessionActor {
             durable: GroupCommit::default(),
             recording: false,
             releases: Vec::new(),
+            removals: Vec::new(),
             meta,
             restarts: 0,
             closed: false,
@@ -300,6 +301,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.flush_removals();
         if let Some(d) = self.driver.take() {
             d.abort();
         }
@@ -309,7 +311,9 @@ impl Actor for SessionActor {
 impl Supervised for SessionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // The context already dropped its streams and timers; cancelling their handles
-        // here would cancel the new ones, which reuse the same handle numbers.
+        // here would cancel the new ones, which reuse the same handle numbers (and the
+        // removals they would have handed over go now).
+        self.flush_removals();
         self.stream = None;
         self.tick = None;
         if let Some(d) = self.driver.take() {

@@ -25,7 +25,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
             DriverEvent::Ack(Ack::Pub { pkid, refused }) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     match refused {
-                        None => self.complete(e),
+                        None => self.complete(ctx, e),
                         Some(reason) => {
                             tracing::warn!(session = %self.name, topic = %e.publish.topic, reason = %reason,
                                 "broker refused a publish");
@@ -34,7 +34,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                                 topic: e.publish.topic.clone(),
                                 reason,
                             };
-                            self.fail(e, err);
+                            self.fail(ctx, e, err);
                         }
                     }
                 }
@@ -42,7 +42,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
             }
             DriverEvent::Ack(Ack::Comp(pkid)) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
-                    self.complete(e);
+                    self.complete(ctx, e);
                 }
                 self.pump(ctx);
             }
@@ -154,7 +154,7 @@ impl SessionActor {
         match out {
             Outgoing::Publish(pkid) => {
                 if let Some(e) = self.outbox.on_written(pkid, Instant::now()) {
-                    self.complete(e);
+                    self.complete(ctx, e);
                 } else if pkid != 0 && !self.outbox.chooses_ids() {
                     // rumqttc chose the id (MQTT 5): known only now. On MQTT 3.1.1 the
                     // outbox chose it, and recorded it before the hand-over.
@@ -178,10 +178,13 @@ impl SessionActor {
 
     /// A persistent session with a store records the packet id an outbox entry went out
     /// with (and its PUBREC), so that a restarted process resumes it under that id.
-    fn record_packet_id(&self, pkid: u16) {
+    fn record_packet_id(&mut self, pkid: u16) {
         if self.p.opts.connect.clean_session {
             return;
         }
+        // After the removals: the id may have been freed by one of them (see
+        // `record_then_send`).
+        self.flush_removals();
         let (Some(worker), Some(id)) = (&self.p.store, self.outbox.entry_id(pkid)) else {
             return;
         };

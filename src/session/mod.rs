@@ -168,6 +168,9 @@ pub struct SessionActor {
     recording: bool,
     /// Held PUBRELs to release that rumqttc's channel had no room for (retried by `pump`).
     releases: Vec<u16>,
+    /// Store sequence numbers of completed publishes, to remove from the store's outbox
+    /// in one job (see `remove_stored`).
+    removals: Vec<u64>,
     meta: SessionMeta,
     restarts: u32,
     closed: bool,

@@ -59,6 +59,7 @@ impl SessionActor {
                         tracing::warn!(session = %self.name, topic = %e.publish.topic, size, max = limit,
                             "publish larger than the broker's maximum packet size refused");
                         self.fail(
+                            ctx,
                             e,
                             Error::PacketTooLarge {
                                 session: self.name.to_string(),
@@ -101,6 +102,9 @@ impl SessionActor {
             self.send_handed(&batch);
             return;
         };
+        // Removals first: a packet id freed by an acknowledgement may be in `batch` again,
+        // and the store must not hold it for two publishes after this write's flush.
+        self.flush_removals();
         let ids: Vec<crate::store::StoredPacketId> = batch
             .iter()
             .filter_map(|id| self.outbox.stored_id(*id))
@@ -183,6 +187,7 @@ impl SessionActor {
             pkid,
             released: true,
         };
+        self.flush_removals();
         let write = store.run(move |store| store.outbox_set_packet_id(&name, stored, true));
         ctx.spawn(write.into_actor(self).map(move |res, act, _| {
             if !matches!(res, Ok(Ok(()))) {
@@ -215,16 +220,21 @@ impl SessionActor {
 
     /// Ends an entry with an error the broker (or its limits) gave: it is not retried, so
     /// it also leaves the store.
-    pub(super) fn fail(&mut self, entry: outbox::Entry<Responder>, err: Error) {
-        self.remove_stored(entry.seq);
+    pub(super) fn fail(
+        &mut self,
+        ctx: &mut Context<Self>,
+        entry: outbox::Entry<Responder>,
+        err: Error,
+    ) {
+        self.remove_stored(ctx, entry.seq);
         self.count_outbox();
         if let Some(r) = entry.responder {
             let _ = r.send(Err(err));
         }
     }
 
-    pub(super) fn complete(&mut self, entry: outbox::Entry<Responder>) {
-        self.remove_stored(entry.seq);
+    pub(super) fn complete(&mut self, ctx: &mut Context<Self>, entry: outbox::Entry<Responder>) {
+        self.remove_stored(ctx, entry.seq);
         self.count_outbox();
         let c = &self.p.counters;
         if entry.publish.qos != QoS::AtMostOnce {
@@ -245,15 +255,37 @@ impl SessionActor {
 
     /// Takes a publish that was acknowledged (or refused for good) out of the store's
     /// outbox, through the store worker (after its write). Not flushed: losing this
-    /// removal in a crash only means one duplicate later.
-    fn remove_stored(&self, seq: Option<u64>) {
-        let (Some(worker), Some(seq)) = (&self.p.store, seq) else {
+    /// removal in a crash only means one duplicate later. The removals of one burst of
+    /// acknowledgements go to the store worker as one job, after the actor handled the
+    /// burst: one hand-over (and wake-up of the worker) for many, not one each.
+    fn remove_stored(&mut self, ctx: &mut Context<Self>, seq: Option<u64>) {
+        let (Some(_), Some(seq)) = (&self.p.store, seq) else {
             return;
         };
+        self.removals.push(seq);
+        if self.removals.len() == 1 {
+            ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| act.flush_removals()));
+        }
+        // Every other store write of this session is submitted after `flush_removals`,
+        // so the store worker still sees them in the order they happened.
+    }
+
+    /// Hands the removals collected by [`remove_stored`](Self::remove_stored) to the
+    /// store worker (also when the actor stops).
+    pub(super) fn flush_removals(&mut self) {
+        let Some(worker) = &self.p.store else {
+            return;
+        };
+        if self.removals.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.removals);
         let name = Arc::clone(&self.name);
         worker.submit(move |store| {
-            if let Err(e) = store.outbox_remove(&name, seq) {
-                tracing::error!(session = %name, error = %e, "cannot remove a publish from the store's outbox");
+            for seq in seqs {
+                if let Err(e) = store.outbox_remove(&name, seq) {
+                    tracing::error!(session = %name, error = %e, "cannot remove a publish from the store's outbox");
+                }
             }
         });
     }
@@ -348,6 +380,8 @@ impl SessionActor {
         let Some(batch) = self.durable.start() else {
             return;
         };
+        // In submission order with the removals (see `record_then_send`).
+        self.flush_removals();
         let session = self.name.to_string();
         let stored: Vec<StoredPublish> = batch
             .iter()

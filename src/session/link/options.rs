@@ -118,6 +118,9 @@ pub(super) fn options_v5(
     // Tells the broker too: it does not send us larger packets [MQTT-3.1.2-24].
     mo.set_max_packet_size(Some(u32::try_from(max_packet(opts)).unwrap_or(u32::MAX)));
     mo.set_outgoing_inflight_upper_limit(packet_id_window(opts));
+    if let Some(n) = opts.performance.receive_maximum {
+        mo.set_receive_maximum(Some(n));
+    }
     mo.set_manual_acks(true);
     mo.set_request_channel_capacity(request_capacity(opts));
     if let Some(expiry) = opts.connect.session_expiry {

@@ -30,6 +30,11 @@ use rumqttc::{ConnectionError, Event, Incoming, MqttState, Outgoing, Packet, Req
 
 /// Packets read and answered in one go before one flush (as rumqttc's `readb`).
 const READ_BURST: usize = 10;
+/// Requests already queued by the session's client (publishes, acknowledgements of
+/// incoming messages) written in one go before one flush: a busy link then makes one
+/// write system call for many packets instead of one each, and the broker reads them
+/// together. What is not queued yet is not waited for.
+const REQUEST_BURST: usize = 64;
 
 /// The request channel of an MQTT 3.1.1 link (the client side holds its sender).
 pub(crate) type Requests = flume::Receiver<Request>;
@@ -236,9 +241,20 @@ pub(crate) async fn poll(
                 flush!(network, timeout);
             }
             Step::Request(r) => {
-                let request = r.map_err(|_| ConnectionError::RequestsDone)?;
-                if let Some(packet) = lp.outgoing(&mut el.state, request)? {
-                    network.write(packet).await?;
+                let mut request = Some(r.map_err(|_| ConnectionError::RequestsDone)?);
+                let mut taken = 0;
+                let mut written = false;
+                while let Some(req) = request.take() {
+                    if let Some(packet) = lp.outgoing(&mut el.state, req)? {
+                        network.write(packet).await?;
+                        written = true;
+                    }
+                    taken += 1;
+                    if taken < REQUEST_BURST {
+                        request = lp.rx.try_recv().ok();
+                    }
+                }
+                if written {
                     flush!(network, timeout);
                 }
             }
