@@ -27,23 +27,6 @@ const T: Duration = Duration::from_secs(30);
 /// Environment variable that turns [`child_process`] into a test's child process.
 const CHILD: &str = "MQTT_SESSIONS_RELIABILITY_CHILD";
 
-/// Open file descriptors of process `pid`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap()
-}
-
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap()
-}
-
 /// Least-squares slope of `ys` against their index (growth per step).
 fn slope(ys: &[f64]) -> f64 {
     let n = ys.len() as f64;
@@ -56,11 +39,6 @@ fn slope(ys: &[f64]) -> f64 {
         den += dx * dx;
     }
     num / den
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The child process of the tests that need a process of their own (run by them with

@@ -90,6 +90,19 @@ impl ChildProc {
     /// Runs this test binary's `child_process` test with `env` set to
     /// `"{mode} {dir} {url}"`.
     pub fn spawn(env: &str, mode: &str, dir: &std::path::Path, url: &str) -> ChildProc {
+        Self::spawn_tapped(env, mode, dir, url, |_| false)
+    }
+
+    /// [`Self::spawn`], with each stdout line shown to `tap` first: the lines it returns
+    /// `true` for are taken (not collected), so that a child printing a line per message
+    /// for an hour is counted as it goes instead of kept.
+    pub fn spawn_tapped(
+        env: &str,
+        mode: &str,
+        dir: &std::path::Path,
+        url: &str,
+        tap: impl Fn(&str) -> bool + Send + 'static,
+    ) -> ChildProc {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "child_process",
@@ -109,7 +122,9 @@ impl ChildProc {
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                if !tap(&line) {
+                    sink.lock().unwrap().push(line);
+                }
             }
         });
         ChildProc { child, lines }
@@ -132,6 +147,11 @@ impl ChildProc {
             async move { c >= n }
         })
         .await
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill9(&mut self) {

@@ -22,6 +22,9 @@
 //!   crate's HTTP endpoints on an OS-chosen port, a raw HTTP/1.1 GET, a parser for the
 //!   Prometheus text format and `promtool check metrics`.
 //!
+//! * [`open_fds`], [`rss_kib`]: a child process's file descriptors and memory, from
+//!   `/proc`; [`SteadyPublisher`]: a paced publisher that rides out broker restarts.
+//!
 //! * [`DaemonProcess`]: the `mqtt-sessions` binary on a config in a temp dir.
 //! * [`Browser`]: headless Chromium over W3C WebDriver (`chromedriver`).
 //!
@@ -58,6 +61,10 @@ pub use figures::*;
 pub use fuzz::*;
 mod paced;
 pub use paced::*;
+mod procfs;
+pub use procfs::*;
+mod steady;
+pub use steady::*;
 mod proxy;
 pub use proxy::*;
 mod netstat;

@@ -157,6 +157,7 @@ pub struct MosquittoConfig {
     autosave_interval: u32,
     allow_anonymous: bool,
     users: Vec<(String, String)>,
+    log_types: Vec<String>,
 }
 
 impl Default for MosquittoConfig {
@@ -169,6 +170,7 @@ impl Default for MosquittoConfig {
             autosave_interval: 1,
             allow_anonymous: true,
             users: Vec::new(),
+            log_types: vec!["all".to_owned()],
         }
     }
 }
@@ -216,6 +218,14 @@ impl MosquittoConfig {
         self
     }
 
+    /// Logs only these `log_type`s (default `all`: every packet, which a long run at
+    /// hundreds of messages per second turns into gigabytes). Keep `notice`: starting
+    /// waits for its "running" line.
+    pub fn log_types(mut self, types: &[&str]) -> Self {
+        self.log_types = types.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
     /// Sets `allow_anonymous`.
     pub fn allow_anonymous(mut self, allow: bool) -> Self {
         self.allow_anonymous = allow;
@@ -237,7 +247,9 @@ impl MosquittoConfig {
         c.push_str(&format!("listener {port} 127.0.0.1\n"));
         c.push_str(&format!("allow_anonymous {}\n", self.allow_anonymous));
         c.push_str(&format!("log_dest file {d}/{LOG_FILE}\n"));
-        c.push_str("log_type all\n");
+        for t in &self.log_types {
+            c.push_str(&format!("log_type {t}\n"));
+        }
         c.push_str("log_timestamp true\n");
         c.push_str("connection_messages true\n");
         c.push_str(&format!(
