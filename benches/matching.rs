@@ -6,7 +6,10 @@
 //! - `dispatch/N`: [`RouteTable::dispatch`] with N listen-style routes (a bounded flume
 //!   queue each), the consumers' queues drained outside the timed part;
 //! - `receive/N`: what the driver does per PUBLISH: build the [`Message`] (topic copied
-//!   into an `Arc<str>`, payload shared, receive time) and dispatch it.
+//!   into an `Arc<str>`, payload shared, receive time) and dispatch it;
+//! - `change/N`: what the router does per route added to N routes: one insert into its
+//!   table and a copy of the table to publish to the sessions (the nodes are shared, so
+//!   the copy costs the width of the changed path, not N). Not per message.
 //!
 //! Routes are realistic filters, two per site: `site/{n}/+/temp` and `site/{n}/#`; each
 //! message goes to `site/{k}/dev{d}/temp` for a random site `k`, so matches two routes.
@@ -200,6 +203,29 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
+fn change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("change");
+    g.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let filters = filters(n);
+        let mut trie = FilterTrie::new();
+        for (i, f) in filters.iter().enumerate() {
+            trie.insert(f, i);
+        }
+        let extra = TopicFilter::new("site/new/+/temp").expect("filter");
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                trie.insert(&extra, n);
+                // What `RouterActor::publish` stores for the sessions to read.
+                let published = black_box(trie.clone());
+                assert_eq!(trie.remove(&extra, |v| *v == n), [n]);
+                published
+            });
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -209,6 +235,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = matching, dispatch
+    targets = matching, dispatch, change
 }
 criterion_main!(benches);

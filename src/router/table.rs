@@ -16,10 +16,17 @@
 //!
 //! Matching, insertion and removal are iterative, so even a filter or topic with
 //! tens of thousands of levels cannot overflow the stack; for the same reason the
-//! trie is also dropped and cloned iteratively.
+//! trie is also dropped iteratively.
+//!
+//! Nodes are shared between clones (`Arc`) and copied on write: cloning a trie copies
+//! only its root, and a change afterwards copies the nodes on its path (each with its
+//! map of children, whose entries are reference counts). The router publishes a clone
+//! of its table after every change while readers keep the previous one, so a change
+//! costs the width of the nodes on its path, not the size of the table.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::topic::TopicFilter;
 
@@ -37,11 +44,24 @@ struct Node<T> {
     /// Values whose filter ends at this node.
     values: Vec<T>,
     /// Children for exact (non-wildcard) levels, keyed by the level text.
-    children: HashMap<Box<str>, Node<T>>,
+    children: HashMap<Arc<str>, Arc<Node<T>>>,
     /// Child for a `+` level.
-    plus: Option<Box<Node<T>>>,
+    plus: Option<Arc<Node<T>>>,
     /// Child for a `#` level; it is always a leaf.
-    hash: Option<Box<Node<T>>>,
+    hash: Option<Arc<Node<T>>>,
+}
+
+/// A shallow copy: the children are shared (copy on write, see the module docs).
+impl<T: Clone> Clone for Node<T> {
+    fn clone(&self) -> Self {
+        Node {
+            filter: self.filter.clone(),
+            values: self.values.clone(),
+            children: self.children.clone(),
+            plus: self.plus.clone(),
+            hash: self.hash.clone(),
+        }
+    }
 }
 
 impl<T> Node<T> {
@@ -73,29 +93,40 @@ impl<T> Node<T> {
         match level {
             "+" => self.plus.as_deref(),
             "#" => self.hash.as_deref(),
-            _ => self.children.get(level),
+            _ => self.children.get(level).map(|c| &**c),
         }
     }
 
-    /// The child for one filter level, if present.
-    fn child_mut(&mut self, level: &str) -> Option<&mut Node<T>> {
-        match level {
-            "+" => self.plus.as_deref_mut(),
-            "#" => self.hash.as_deref_mut(),
-            _ => self.children.get_mut(level),
-        }
+    /// The children of every kind.
+    fn all_children(&self) -> impl Iterator<Item = &Node<T>> {
+        self.children
+            .values()
+            .map(|c| &**c)
+            .chain(self.plus.as_deref())
+            .chain(self.hash.as_deref())
     }
 
     /// Detaches the child for one filter level.
-    fn take_child(&mut self, level: &str) -> Option<Node<T>> {
+    fn take_child(&mut self, level: &str) -> Option<Arc<Node<T>>> {
         match level {
-            "+" => self.plus.take().map(|node| *node),
-            "#" => self.hash.take().map(|node| *node),
+            "+" => self.plus.take(),
+            "#" => self.hash.take(),
             _ => self.children.remove(level),
         }
     }
+}
 
-    /// Follows `levels` down from this node.
+impl<T: Clone> Node<T> {
+    /// The child for one filter level, if present, copied first if it is shared.
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<T>> {
+        match level {
+            "+" => self.plus.as_mut().map(Arc::make_mut),
+            "#" => self.hash.as_mut().map(Arc::make_mut),
+            _ => self.children.get_mut(level).map(Arc::make_mut),
+        }
+    }
+
+    /// Follows `levels` down from this node, copying the shared nodes on the way.
     fn descend_mut<'s>(&mut self, levels: impl Iterator<Item = &'s str>) -> Option<&mut Node<T>> {
         let mut node = self;
         for level in levels {
@@ -106,13 +137,24 @@ impl<T> Node<T> {
 }
 
 /// Drops a subtree without recursion, so that very deep tries cannot overflow
-/// the stack.
+/// the stack. Nodes still shared with a clone are left to it.
 fn dismantle<T>(root: Node<T>) {
     let mut stack = vec![root];
+    let push = |stack: &mut Vec<Node<T>>, child: Arc<Node<T>>| {
+        if let Ok(node) = Arc::try_unwrap(child) {
+            stack.push(node);
+        }
+    };
     while let Some(mut node) = stack.pop() {
-        stack.extend(node.children.drain().map(|(_, child)| child));
-        stack.extend(node.plus.take().map(|child| *child));
-        stack.extend(node.hash.take().map(|child| *child));
+        for (_, child) in node.children.drain() {
+            push(&mut stack, child);
+        }
+        if let Some(child) = node.plus.take() {
+            push(&mut stack, child);
+        }
+        if let Some(child) = node.hash.take() {
+            push(&mut stack, child);
+        }
         // `node` now has no children and is dropped shallowly here.
     }
 }
@@ -142,7 +184,9 @@ impl<T> FilterTrie<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
 
+impl<T: Clone> FilterTrie<T> {
     /// Stores `value` under `filter`. Several values may share a filter; they are
     /// kept in insertion order. Shared subscriptions are stored under their match
     /// filter, i.e. with the `$share/{group}/` prefix stripped.
@@ -154,11 +198,15 @@ impl<T> FilterTrie<T> {
     fn insert_str(&mut self, filter: &str, value: T) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = match level {
-                "+" => node.plus.get_or_insert_with(|| Box::new(Node::new())),
-                "#" => node.hash.get_or_insert_with(|| Box::new(Node::new())),
-                _ => node.children.entry(level.into()).or_insert_with(Node::new),
+            let child = match level {
+                "+" => node.plus.get_or_insert_with(|| Arc::new(Node::new())),
+                "#" => node.hash.get_or_insert_with(|| Arc::new(Node::new())),
+                _ => node
+                    .children
+                    .entry(level.into())
+                    .or_insert_with(|| Arc::new(Node::new())),
             };
+            node = Arc::make_mut(child);
         }
         if node.values.is_empty() {
             node.filter = filter.into();
@@ -222,11 +270,15 @@ impl<T> FilterTrie<T> {
         }
         if let Some(parent) = self.root.descend_mut(filter.split('/').take(cut_depth)) {
             if let Some(subtree) = parent.take_child(cut_level) {
-                dismantle(subtree);
+                if let Ok(subtree) = Arc::try_unwrap(subtree) {
+                    dismantle(subtree);
+                }
             }
         }
     }
+}
 
+impl<T> FilterTrie<T> {
     /// Removes every value.
     pub fn clear(&mut self) {
         dismantle(std::mem::replace(&mut self.root, Node::new()));
@@ -253,7 +305,10 @@ impl<T> FilterTrie<T> {
             }
         }
         if let Some(child) = root.children.get(level) {
-            stack.push(Frame { node: child, rest });
+            stack.push(Frame {
+                node: &**child,
+                rest,
+            });
         }
         while let Some(Frame { node, rest }) = stack.pop() {
             // `#` matches the parent level as well as any child levels.
@@ -269,7 +324,10 @@ impl<T> FilterTrie<T> {
                 stack.push(Frame { node: plus, rest });
             }
             if let Some(child) = node.children.get(level) {
-                stack.push(Frame { node: child, rest });
+                stack.push(Frame {
+                    node: &**child,
+                    rest,
+                });
             }
         }
     }
@@ -370,9 +428,7 @@ impl<'a, T> Iterator for Iter<'a, T> {
                 }
             }
             let node = self.stack.pop()?;
-            self.stack.extend(node.children.values());
-            self.stack.extend(node.plus.as_deref());
-            self.stack.extend(node.hash.as_deref());
+            self.stack.extend(node.all_children());
             self.current = Some((&node.filter, node.values.iter()));
         }
     }
@@ -406,14 +462,13 @@ impl<T> Drop for FilterTrie<T> {
 }
 
 impl<T: Clone> Clone for FilterTrie<T> {
-    /// Rebuilds the trie by re-inserting every value (iteratively, so deep tries
-    /// are fine). Values sharing a filter keep their relative order.
+    /// Copies the root only: every other node is shared until a change copies it (see
+    /// the module docs). Values sharing a filter keep their relative order.
     fn clone(&self) -> Self {
-        let mut clone = FilterTrie::new();
-        for (filter, value) in self.iter() {
-            clone.insert_str(filter, value.clone());
+        FilterTrie {
+            root: self.root.clone(),
+            len: self.len,
         }
-        clone
     }
 }
 
@@ -479,9 +534,7 @@ mod tests {
         let mut stack = vec![&trie.root];
         while let Some(node) = stack.pop() {
             count += 1;
-            stack.extend(node.children.values());
-            stack.extend(node.plus.as_deref());
-            stack.extend(node.hash.as_deref());
+            stack.extend(node.all_children());
         }
         count - 1
     }
@@ -628,6 +681,35 @@ mod tests {
         let debug = format!("{clone:?}");
         assert!(debug.contains("len: 3"), "{debug}");
         assert!(debug.contains("(\"a/+\", 0)"), "{debug}");
+    }
+
+    #[test]
+    fn a_clone_shares_nodes_until_a_change_copies_them_and_neither_sees_the_others_changes() {
+        let mut trie = trie_of(&["s/1/#", "s/2/#", "t/+"]);
+        let clone = trie.clone();
+        // Only the root was copied: the first level is the same node in both.
+        assert!(Arc::ptr_eq(
+            &trie.root.children["s"],
+            &clone.root.children["s"]
+        ));
+        trie.insert(&tf("s/3/#"), 3);
+        assert_eq!(trie.remove(&tf("t/+"), |_| true), [2]);
+        // The path of the change was copied; the untouched subtree is still shared.
+        assert!(!Arc::ptr_eq(
+            &trie.root.children["s"],
+            &clone.root.children["s"]
+        ));
+        assert!(Arc::ptr_eq(
+            &trie.root.children["s"].children["1"],
+            &clone.root.children["s"].children["1"]
+        ));
+        assert_eq!(sorted(&trie, "s/3/x"), [3]);
+        assert!(clone.matches("s/3/x").is_empty());
+        assert_eq!(sorted(&clone, "t/x"), [2]);
+        assert!(trie.matches("t/x").is_empty());
+        assert_eq!((trie.len(), clone.len()), (3, 3));
+        drop(clone);
+        assert_eq!(sorted(&trie, "s/1/x"), [0]);
     }
 
     #[test]
