@@ -246,8 +246,10 @@ const CHILD_CLIENT: &str = "st-crash-app";
 /// appends each payload to `{dir}/handled.log` and fsyncs it before returning (the
 /// consumer is finished once the payload is on disk). A loop publishes `G-k` (k = 0, 1, …)
 /// at QoS 2 to `out/x`, printing `accepted G-k` once `enqueue` returned (in the store's
-/// outbox), until the file `{dir}/quiet` exists. It then waits until the process is
-/// quiescent ([`settle`]), makes everything before on disk (a durable enqueue goes through
+/// outbox), until the file `{dir}/quiet` exists. While the file `{dir}/hold` exists, the
+/// route holds the next message it gets (prints `holding`, never returns), so that message
+/// and those queued behind it stay unacknowledged at the broker. On `quiet` the child waits
+/// until the process is quiescent ([`settle`]), makes everything before on disk (a durable enqueue goes through
 /// the same ordered store worker, whose flush covers all earlier writes), prints `quiet`,
 /// waits until its outbox is empty and prints `drained` (only possible when the broker
 /// runs), and idles until killed.
@@ -265,12 +267,20 @@ async fn child_process() {
     } = StoreChild::start(CHILD, CHILD_CLIENT).await;
     let handled = Arc::new(AtomicU64::new(0));
     let count = Arc::clone(&handled);
+    let hold = dir.join("hold");
     let _route = m
         .route("in/#")
         .session("app")
         .qos(QoS::ExactlyOnce)
         .name("inbox")
         .handle(move |msg| {
+            if hold.exists() {
+                println!("holding {}", msg.payload_str().unwrap());
+                // Held until the process is killed.
+                loop {
+                    std::thread::park();
+                }
+            }
             let mut f = file.lock().unwrap();
             f.write_all(format!("{}\n", msg.payload_str().unwrap()).as_bytes())
                 .unwrap();
@@ -294,7 +304,7 @@ async fn child_process() {
         // Paces the stream so that the broker's pause lands mid-stream.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    settle(&h, &handled).await;
+    settle(&h, &handled, dir.join("hold").exists()).await;
     h.enqueue(Publish::new("barrier/x", "barrier").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
@@ -318,8 +328,13 @@ async fn child_process() {
 /// Waits until nothing moves in the child for 300 ms: no message received, sent, written
 /// or queued, and every message delivered to the route handled (so every write the
 /// session makes for them — packet ids, PUBREL flags, handled incoming ids — has been
-/// submitted to the store worker).
-async fn settle(h: &mqtt_sessions::SessionHandle, handled: &std::sync::atomic::AtomicU64) {
+/// submitted to the store worker). With `holding`, the route holds one message and those
+/// behind it wait: they are not handled and stay unacknowledged, so only stillness counts.
+async fn settle(
+    h: &mqtt_sessions::SessionHandle,
+    handled: &std::sync::atomic::AtomicU64,
+    holding: bool,
+) {
     let snapshot = || {
         let m = h.metrics();
         (
@@ -335,7 +350,7 @@ async fn settle(h: &mqtt_sessions::SessionHandle, handled: &std::sync::atomic::A
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await; // polling period
         let now = snapshot();
-        if now != last || now.0 != now.4 {
+        if now != last || (!holding && now.0 != now.4) {
             last = now;
             since = std::time::Instant::now();
         } else if since.elapsed() >= Duration::from_millis(300) {
@@ -354,8 +369,11 @@ fn tally(lines: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 
 /// A store-backed process with a persistent session publishes QoS 2 (to a `mosquitto_sub
 /// -q 2` watcher) and receives QoS 2 (from a `mosquitto_pub -q 2`), and is SIGKILLed five
-/// times mid-stream. Each kill: the broker is frozen (SIGSTOP) at a random point of both
-/// streams, so publishes and incoming messages are caught in flight at every stage; the
+/// times mid-stream. Each kill: the route first holds one incoming message unhandled (it
+/// and those queued behind it stay unacknowledged, so the broker must send them again
+/// after the restart; left to chance, the broker had often received every PUBREC by the
+/// time it was frozen); then the broker is frozen (SIGSTOP) at a random point of both
+/// streams, so publishes are caught in flight at every stage; the
 /// process stops publishing and settles (its store has every packet id, PUBREL flag and
 /// handled incoming id of what it wrote or handled), then is killed, the broker thawed and
 /// the process restarted. So each restart starts from a flushed store, and what this
@@ -375,6 +393,7 @@ async fn a_store_backed_process_restarted_five_times_from_a_flushed_store_delive
         .spawn();
     let dir = tempfile::tempdir().unwrap();
     let quiet = dir.path().join("quiet");
+    let hold = dir.path().join("hold");
     let mut feeder = None;
     let mut accepted: Vec<String> = Vec::new();
     for g in 0..=kills {
@@ -399,6 +418,13 @@ async fn a_store_backed_process_restarted_five_times_from_a_flushed_store_delive
             child.lines_with("accepted ").len()
         );
         if g < kills {
+            // An incoming message held unhandled (so unacknowledged) at every kill: the
+            // broker must send it again, and the restarted process handle it once.
+            std::fs::write(&hold, b"").unwrap();
+            assert!(
+                child.wait_line("holding ", 1).await,
+                "generation {g} never held an incoming message"
+            );
             broker.pause();
             std::fs::write(&quiet, b"").unwrap();
             assert!(
@@ -407,6 +433,7 @@ async fn a_store_backed_process_restarted_five_times_from_a_flushed_store_delive
             );
             child.kill9();
             std::fs::remove_file(&quiet).unwrap();
+            std::fs::remove_file(&hold).unwrap();
             broker.resume();
             accepted.extend(child.lines_with("accepted "));
             continue;
