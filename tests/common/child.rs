@@ -35,7 +35,7 @@ pub fn child_spec(env: &str) -> String {
 /// read from `env`, a manager on `<dir>/store`, a persistent session `app` with client id
 /// `client` (clean session off, persistent), and `<dir>/handled.log` opened for appending.
 pub struct StoreChild {
-    /// The generation (`N` of `gen<N>`).
+    /// The generation (`N` of `gen<N>`; a spec `gen<N>:5` runs the session on MQTT 5).
     pub generation: String,
     /// The test's directory.
     pub dir: std::path::PathBuf,
@@ -52,11 +52,11 @@ impl StoreChild {
     pub async fn start(env: &str, client: &str) -> StoreChild {
         let spec = child_spec(env);
         let parts: Vec<&str> = spec.splitn(3, ' ').collect();
-        let (generation, dir, url) = (
-            parts[0].trim_start_matches("gen").to_string(),
-            std::path::PathBuf::from(parts[1]),
-            parts[2],
-        );
+        let (generation, v5) = match parts[0].trim_start_matches("gen").split_once(':') {
+            Some((g, "5")) => (g.to_string(), true),
+            _ => (parts[0].trim_start_matches("gen").to_string(), false),
+        };
+        let (dir, url) = (std::path::PathBuf::from(parts[1]), parts[2]);
         let manager = mqtt_sessions::SessionManager::builder()
             .store(dir.join("store"))
             .build()
@@ -64,6 +64,11 @@ impl StoreChild {
         let mut o = super::fast_opts("app", url).client_id(client);
         o.connect.clean_session = false;
         o.connect.persistent = true;
+        if v5 {
+            o.protocol = mqtt_sessions::Protocol::V5;
+            // A persistent MQTT 5 session outlives the connection only with an expiry.
+            o.connect.session_expiry = Some(std::time::Duration::from_secs(3600));
+        }
         let session = manager.add_session(o).await.unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
