@@ -256,6 +256,59 @@ pub(crate) fn publish(
     .expect("publisher thread")
 }
 
+/// As [`publish`] (no store), with the publishing loop on the session's own worker
+/// (`SessionHandle::arbiter`): each publish reaches the session's mailbox and comes back
+/// with no thread crossing, as from a callback or an actor on that worker.
+pub(crate) fn publish_on_worker(
+    url: &str,
+    duration: Duration,
+    window: usize,
+    tag: &str,
+    qos: QoS,
+) -> f64 {
+    let (url, tag) = (url.to_string(), tag.to_string());
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let m = SessionManager::new().expect("manager");
+            let s = m
+                .add_session(options("p", &url, &tag))
+                .await
+                .expect("add_session");
+            s.wait_ready(Duration::from_secs(30)).await.expect("ready");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let on_worker = s.clone();
+            assert!(
+                s.arbiter().spawn(async move {
+                    let start = Instant::now();
+                    let deadline = start + duration;
+                    let mut seq = 0;
+                    let mut done = 0u64;
+                    let mut inflight = FuturesUnordered::new();
+                    while Instant::now() < deadline {
+                        while inflight.len() < window {
+                            let p = Publish::new("bench/0/data", payload(0, seq)).qos(qos);
+                            inflight.push(on_worker.publish(p));
+                            seq += 1;
+                        }
+                        match inflight.next().await {
+                            Some(Ok(())) => done += 1,
+                            Some(Err(e)) => tracing::warn!(error = %e, "publish failed"),
+                            None => {}
+                        }
+                    }
+                    let _ = tx.send(done);
+                }),
+                "the session's worker is running"
+            );
+            let done = rx.await.expect("the publishing task reports");
+            m.shutdown().await;
+            done as f64 / duration.as_secs_f64()
+        })
+    })
+    .join()
+    .expect("publisher thread")
+}
+
 /// How the sessions of the many-sessions scenario start (see [`sessions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionsPlan {

@@ -185,6 +185,7 @@ fn color(v: Variant) -> &'static str {
         Variant::Library => "#2ca02c",
         Variant::LibraryBounded => "#9467bd",
         Variant::LibraryStore => "#8c564b",
+        Variant::LibraryOnWorker => "#98df8a",
         Variant::LibraryHandleRoutes => "#ff7f0e",
         Variant::LibraryInlineRoutes => "#d4a017",
         Variant::LibraryWorkers1 => "#17becf",

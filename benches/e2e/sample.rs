@@ -26,6 +26,9 @@ pub(crate) enum Variant {
     LibraryBounded,
     /// mqtt-sessions with a sled store: a publish completes once it is on disk.
     LibraryStore,
+    /// mqtt-sessions, publishing from a task on the session's own worker
+    /// (`SessionHandle::arbiter`): no thread crossing on the way to the outbox.
+    LibraryOnWorker,
     /// mqtt-sessions, every session with its own `handle` route (callbacks on the shared
     /// pool of callback threads).
     LibraryHandleRoutes,
@@ -70,6 +73,7 @@ impl Variant {
             Variant::Library => "mqtt-sessions",
             Variant::LibraryBounded => "mqtt-sessions (64 at once)",
             Variant::LibraryStore => "mqtt-sessions + store",
+            Variant::LibraryOnWorker => "mqtt-sessions, from the session's worker",
             Variant::LibraryHandleRoutes => "mqtt-sessions, a handle route each",
             Variant::LibraryInlineRoutes => "mqtt-sessions, a handle_inline route each",
             Variant::LibraryWorkers1 => "mqtt-sessions, workers 1",
@@ -95,6 +99,7 @@ impl Variant {
             Variant::Library => "library",
             Variant::LibraryBounded => "library-bounded",
             Variant::LibraryStore => "library-store",
+            Variant::LibraryOnWorker => "library-on-worker",
             Variant::LibraryHandleRoutes => "library-handle-routes",
             Variant::LibraryInlineRoutes => "library-inline-routes",
             Variant::LibraryWorkers1 => "library-workers-1",
@@ -120,6 +125,7 @@ impl Variant {
             Variant::Library,
             Variant::LibraryBounded,
             Variant::LibraryStore,
+            Variant::LibraryOnWorker,
             Variant::LibraryHandleRoutes,
             Variant::LibraryInlineRoutes,
             Variant::LibraryWorkers1,

@@ -210,7 +210,12 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
     v.push(Scenario {
         name: "publish qos1".into(),
         kind: Kind::PublishQos1,
-        variants: vec![Variant::Raw, Variant::Library, Variant::LibraryStore],
+        variants: vec![
+            Variant::Raw,
+            Variant::Library,
+            Variant::LibraryOnWorker,
+            Variant::LibraryStore,
+        ],
     });
     v.push(Scenario {
         name: "publish qos2".into(),
@@ -288,6 +293,13 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
                     &tag,
                     mqtt_sessions::QoS::AtLeastOnce,
                     library::Store::Clean,
+                ),
+                Variant::LibraryOnWorker => library::publish_on_worker(
+                    &broker.url(),
+                    cfg.publish,
+                    100,
+                    &tag,
+                    mqtt_sessions::QoS::AtLeastOnce,
                 ),
                 _ => library::publish(
                     &broker.url(),
