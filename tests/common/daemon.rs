@@ -4,8 +4,8 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -23,6 +23,11 @@ impl DaemonProcess {
     /// Writes `config` (`{http}` replaced by a free port, `{dir}` by the temp dir) and
     /// starts `mqtt-sessions run` on it.
     pub fn start(bin: &str, config: &str) -> DaemonProcess {
+        Self::start_with_env(bin, config, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set for the daemon.
+    pub fn start_with_env(bin: &str, config: &str, env: &[(&str, &str)]) -> DaemonProcess {
         let dir = tempfile::tempdir().unwrap();
         let http = free_port();
         let config = config
@@ -33,6 +38,7 @@ impl DaemonProcess {
         let child = Command::new(bin)
             .args(["-v", "run", "--config"])
             .arg(dir.path().join("config.toml"))
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -45,6 +51,40 @@ impl DaemonProcess {
     /// The daemon's process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Writes a new config (`{http}` replaced by the same port) over the old one.
+    pub fn rewrite(&self, config: &str) {
+        let config = config.replace("{http}", &self.http.to_string());
+        fs::write(self.config_path(), config).unwrap();
+    }
+
+    /// Sends it a signal (`"TERM"`, `"HUP"`, `"KILL"`...).
+    pub fn signal(&self, sig: &str) {
+        assert!(
+            super::send_signal(self.child.id(), sig),
+            "kill -{sig} failed"
+        );
+    }
+
+    /// One GET on its HTTP endpoint: status and body, `None` if unreachable.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        plain_get(self.http, path)
+    }
+
+    /// Its exit status, once it exited within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 
     /// The daemon's log so far.

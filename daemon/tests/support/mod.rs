@@ -7,22 +7,32 @@
 )]
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use super::common::*;
-use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mqtt-sessions");
 pub const T: Duration = Duration::from_secs(30);
 
-/// A running daemon process with its config and stderr in a temp dir; killed on drop.
-pub struct Daemon {
-    pub dir: TempDir,
-    pub child: Child,
-    pub http: u16,
+/// The daemon of this package ([`BIN`]) as a [`DaemonProcess`] (config and stderr in a
+/// temp dir, killed on drop; its methods through `Deref`), with the waits the daemon
+/// tests use.
+pub struct Daemon(pub DaemonProcess);
+
+impl std::ops::Deref for Daemon {
+    type Target = DaemonProcess;
+
+    fn deref(&self) -> &DaemonProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut DaemonProcess {
+        &mut self.0
+    }
 }
 
 impl Daemon {
@@ -31,46 +41,12 @@ impl Daemon {
         Self::start_with_env(config, &[])
     }
 
+    /// [`start`](Self::start) with these environment variables set for the daemon.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let http = free_port();
-        let config = config.replace("{http}", &http.to_string());
-        fs::write(dir.path().join("config.toml"), config).unwrap();
-        let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["-v", "run", "--config"])
-            .arg(dir.path().join("config.toml"))
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Daemon { dir, child, http }
+        Daemon(DaemonProcess::start_with_env(BIN, config, env))
     }
 
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    pub fn rewrite(&self, config: &str) {
-        let config = config.replace("{http}", &self.http.to_string());
-        fs::write(self.config_path(), config).unwrap();
-    }
-
-    pub fn signal(&self, sig: &str) {
-        assert!(send_signal(self.child.id(), sig), "kill -{sig} failed");
-    }
-
-    pub fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.http, path)
-    }
-
+    /// Waits (at most [`T`]) until `/readyz` answers 200; panics with the log otherwise.
     pub async fn wait_ready(&self) {
         let ok = poll_until_async(T, || async {
             matches!(self.get("/readyz"), Some((200, _)))
@@ -89,22 +65,6 @@ impl Daemon {
             .find(|r| r["name"] == session)
             .and_then(|r| r["metrics"]["messages_received"].as_u64())
             .unwrap_or(0)
-    }
-
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        poll_until(timeout, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
