@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use mqtt_sessions::{Message, Publish, QoS, SessionManager, SessionOptions};
+use mqtt_sessions::{Message, Publish, QoS, SessionHandle, SessionManager, SessionOptions};
 
 use crate::common::{payload, rss_kb, session_topic, threads, Shared, FILTER};
 use crate::raw::SessionsResult;
@@ -224,36 +224,34 @@ pub(crate) fn publish(
             o.connect.clean_session = store != Store::Persistent;
             let s = m.add_session(o).await.expect("add_session");
             s.wait_ready(Duration::from_secs(30)).await.expect("ready");
-            let start = Instant::now();
-            let deadline = start + duration;
-            let mut seq = 0;
-            let mut done = 0u64;
-            let mut inflight = FuturesUnordered::new();
-            let publish = |seq| {
-                let s = s.clone();
-                async move {
-                    s.publish(Publish::new("bench/0/data", payload(0, seq)).qos(qos))
-                        .await
-                }
-            };
-            while Instant::now() < deadline {
-                while inflight.len() < window {
-                    inflight.push(publish(seq));
-                    seq += 1;
-                }
-                match inflight.next().await {
-                    Some(Ok(())) => done += 1,
-                    Some(Err(e)) => tracing::warn!(error = %e, "publish failed"),
-                    None => {}
-                }
-            }
-            drop(inflight);
+            let done = publish_loop(&s, duration, window, qos).await;
             m.shutdown().await;
             done as f64 / duration.as_secs_f64()
         })
     })
     .join()
     .expect("publisher thread")
+}
+
+/// Publishes at `qos` through `s` flat out for `duration`, keeping `window` publishes
+/// outstanding; returns how many completed (PUBACK / PUBCOMP).
+async fn publish_loop(s: &SessionHandle, duration: Duration, window: usize, qos: QoS) -> u64 {
+    let deadline = Instant::now() + duration;
+    let mut seq = 0;
+    let mut done = 0u64;
+    let mut inflight = FuturesUnordered::new();
+    while Instant::now() < deadline {
+        while inflight.len() < window {
+            inflight.push(s.publish(Publish::new("bench/0/data", payload(0, seq)).qos(qos)));
+            seq += 1;
+        }
+        match inflight.next().await {
+            Some(Ok(())) => done += 1,
+            Some(Err(e)) => tracing::warn!(error = %e, "publish failed"),
+            None => {}
+        }
+    }
+    done
 }
 
 /// As [`publish`] (no store), with the publishing loop on the session's own worker
@@ -279,23 +277,7 @@ pub(crate) fn publish_on_worker(
             let on_worker = s.clone();
             assert!(
                 s.arbiter().spawn(async move {
-                    let start = Instant::now();
-                    let deadline = start + duration;
-                    let mut seq = 0;
-                    let mut done = 0u64;
-                    let mut inflight = FuturesUnordered::new();
-                    while Instant::now() < deadline {
-                        while inflight.len() < window {
-                            let p = Publish::new("bench/0/data", payload(0, seq)).qos(qos);
-                            inflight.push(on_worker.publish(p));
-                            seq += 1;
-                        }
-                        match inflight.next().await {
-                            Some(Ok(())) => done += 1,
-                            Some(Err(e)) => tracing::warn!(error = %e, "publish failed"),
-                            None => {}
-                        }
-                    }
+                    let done = publish_loop(&on_worker, duration, window, qos).await;
                     let _ = tx.send(done);
                 }),
                 "the session's worker is running"
