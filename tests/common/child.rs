@@ -52,9 +52,10 @@ impl StoreChild {
     pub async fn start(env: &str, client: &str) -> StoreChild {
         let spec = child_spec(env);
         let parts: Vec<&str> = spec.splitn(3, ' ').collect();
-        let (generation, v5) = match parts[0].trim_start_matches("gen").split_once(':') {
+        let mode = parts[0].trim_start_matches("gen");
+        let (generation, v5) = match mode.split_once(':') {
             Some((g, "5")) => (g.to_string(), true),
-            _ => (parts[0].trim_start_matches("gen").to_string(), false),
+            _ => (mode.to_string(), false),
         };
         let (dir, url) = (std::path::PathBuf::from(parts[1]), parts[2]);
         let manager = mqtt_sessions::SessionManager::builder()
