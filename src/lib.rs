@@ -38,8 +38,9 @@
 //!   in arrival order, once every consumer of a message has dropped it: see
 //!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
 //!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
-//!   MQTT 5 (`protocol = "5"`) share all of it: `session::link` (crate-private) is the one place that
-//!   speaks to rumqttc's two clients, behind a protocol-neutral client and event loop.
+//!   MQTT 5 (`protocol = "5"`) share all of it: `session::io` (crate-private) is the one
+//!   folder that names rumqttc: the link over its two clients (a protocol-neutral client
+//!   and event loop), the driver, the acknowledger and the failure mapping.
 //!   The session layer names no router or supervisor type: it talks to them through
 //!   `Recipient`s of messages it declares ([`SessionEnded`](session::SessionEnded),
 //!   [`DirectSubscription`](session::DirectSubscription)).

@@ -2,8 +2,9 @@
 //! default-feature dependency tree stays lean (no daemon dependency, at most
 //! [`DEPENDENCY_BUDGET`] crates), and the workspace's `rust-version` is the highest
 //! `rust-version` among the locked dependencies of its packages (those compiled for the
-//! host's platform); and no two files of the library, the daemon or the e2e bench import
-//! each other, directly or around a circle.
+//! host's platform); no two files of the library, the daemon or the e2e bench import
+//! each other, directly or around a circle; and only `src/session/io/` names rumqttc, with
+//! what reaches into its event loops' fields in `src/session/io/link/internals.rs` alone.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,8 +190,8 @@ fn rust_version_is_the_highest_of_the_locked_dependencies() {
 // left out. The check: no circle of such edges, in the library, the daemon and the e2e
 // bench.
 
-/// A file's module path from its crate root: `src/session/link/mod.rs` is
-/// `["session", "link"]`, `src/lib.rs` is `[]`.
+/// A file's module path from its crate root: `src/session/io/link/mod.rs` is
+/// `["session", "io", "link"]`, `src/lib.rs` is `[]`.
 type ModPath = Vec<String>;
 
 /// A crate's files, the names each module binds with `use`, and the file edges.
@@ -691,4 +692,108 @@ fn the_circle_check_finds_a_circle_and_ignores_a_module_and_its_children() {
         !g.uses("c.rs", "b.rs"),
         "a comment or a test module is not an import"
     );
+}
+
+/// The Rust files under `dir`, recursively, sorted.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether `code` names `word` as a whole identifier.
+fn names(code: &str, word: &str) -> bool {
+    code.match_indices(word).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        !before.is_some_and(ident_char) && !after.is_some_and(ident_char)
+    })
+}
+
+/// The fields of rumqttc's event loops that are its internals (`pending`, `state`,
+/// `network`) read or written in `code`: `.name` not followed by a call.
+fn event_loop_fields(code: &str) -> Vec<&'static str> {
+    ["pending", "state", "network"]
+        .into_iter()
+        .filter(|field| {
+            let dotted = format!(".{field}");
+            code.match_indices(&dotted).any(|(at, _)| {
+                let after = code[at + dotted.len()..].trim_start();
+                !after.starts_with(|c: char| ident_char(c) || c == '(')
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_session_io_folder_names_rumqttc_and_one_file_reaches_into_it() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let io = src.join("session/io");
+    let internals = io.join("link/internals.rs");
+    let (mut outside, mut inside, mut reaching) = (Vec::new(), 0, Vec::new());
+    for file in rust_files(&src) {
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        if !names(&code, "rumqttc") {
+            continue;
+        }
+        if !file.starts_with(&io) {
+            outside.push(file.display().to_string());
+            continue;
+        }
+        inside += 1;
+        let fields = event_loop_fields(&code);
+        if file != internals && !fields.is_empty() {
+            reaching.push(format!("{}: {fields:?}", file.display()));
+        }
+    }
+    // The reader sees what it must: rumqttc in the link's files, the internals where they are.
+    assert!(
+        inside >= 5,
+        "rumqttc found in only {inside} files of {}",
+        io.display()
+    );
+    let internal_code = code_only(&std::fs::read_to_string(&internals).unwrap());
+    assert_eq!(
+        event_loop_fields(&internal_code),
+        ["pending", "state", "network"],
+        "the field reader no longer sees {}",
+        internals.display()
+    );
+    assert!(
+        outside.is_empty(),
+        "only src/session/io/ may name rumqttc; also named in:\n  {}",
+        outside.join("\n  ")
+    );
+    assert!(
+        reaching.is_empty(),
+        "rumqttc's event-loop fields are used only in {}; also in:\n  {}",
+        internals.display(),
+        reaching.join("\n  ")
+    );
+}
+
+#[test]
+fn the_rumqttc_readers_see_names_and_fields_not_their_lookalikes() {
+    assert!(names("use rumqttc::v5;", "rumqttc"));
+    assert!(!names("use my_rumqttc::v5; let rumqttc_x = 1;", "rumqttc"));
+    assert!(!names(
+        &code_only("// rumqttc\nlet a = \"rumqttc\";"),
+        "rumqttc"
+    ));
+    assert_eq!(
+        event_loop_fields("el.pending.extend(x); el.state = s; let n = el.network_options();"),
+        ["pending", "state"]
+    );
+    assert!(event_loop_fields("x.state_of(); y.pending_count").is_empty());
 }

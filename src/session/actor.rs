@@ -7,10 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 
 use super::commit::GroupCommit;
-use super::driver::Driver;
 use super::handlers::{EndReason, SessionEnded};
 use super::inbound::InboundState;
-use super::link::{BrokerLimits, Link, LinkSpec};
+use super::io::driver::Driver;
+use super::io::link::{BrokerLimits, Link, LinkSpec};
 use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
 use super::status::{publish_if_changed, StatusView};
@@ -29,7 +29,7 @@ impl SessionActor {
         let mut outbox = Outbox::new(limit);
         // Packet ids are only resumed by a persistent session, and only within rumqttc's
         // window (a lowered `inflight` sends the others again as new).
-        let max_pkid = super::link::packet_id_window(&p.opts);
+        let max_pkid = super::io::link::packet_id_window(&p.opts);
         let ids: std::collections::HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
             .into_iter()
             .filter(|id| persistent && id.pkid <= max_pkid)
@@ -193,7 +193,7 @@ impl SessionActor {
         });
         if client.takes_packet_ids() && !self.outbox.chooses_ids() {
             self.outbox
-                .choose_ids(super::link::packet_id_window(&self.p.opts));
+                .choose_ids(super::io::link::packet_id_window(&self.p.opts));
         }
         // flume allocates its buffer as events arrive (tokio's bounded channel starts with
         // a block of 32 slots): an idle session keeps almost nothing here.

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
-use rumqttc::Outgoing;
 
-use super::driver::DriverEvent;
 use super::handlers::EndReason;
-use super::link::Ack;
+use super::io::driver::DriverEvent;
+use super::io::link::{Ack, Written};
 use super::state::{SessionState, Transition};
 use super::subscriptions::SubAckOutcome;
 use super::SessionActor;
@@ -21,7 +20,7 @@ use crate::reason::ReasonCode;
 impl StreamHandler<DriverEvent> for SessionActor {
     fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
         match ev {
-            DriverEvent::Outgoing(out) => self.on_outgoing(ctx, out),
+            DriverEvent::Written(out) => self.on_written(ctx, out),
             DriverEvent::Ack(Ack::Pub { pkid, refused }) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     match refused {
@@ -150,9 +149,9 @@ impl StreamHandler<DriverEvent> for SessionActor {
 }
 
 impl SessionActor {
-    fn on_outgoing(&mut self, ctx: &mut Context<Self>, out: Outgoing) {
+    fn on_written(&mut self, ctx: &mut Context<Self>, out: Written) {
         match out {
-            Outgoing::Publish(pkid) => {
+            Written::Publish(pkid) => {
                 if let Some(e) = self.outbox.on_written(pkid, Instant::now()) {
                     self.complete(ctx, e);
                 } else if pkid != 0 && !self.outbox.chooses_ids() {
@@ -161,12 +160,12 @@ impl SessionActor {
                     self.record_packet_id(pkid);
                 }
             }
-            Outgoing::PubRel(pkid) if self.outbox.on_released(pkid) => {
+            Written::PubRel(pkid) if self.outbox.on_released(pkid) => {
                 self.record_packet_id(pkid);
             }
-            Outgoing::AwaitAck(pkid) => self.outbox.on_collision(pkid),
-            Outgoing::Subscribe(pkid) => self.subscriptions.on_written(pkid),
-            Outgoing::Disconnect => {
+            Written::AwaitAck(pkid) => self.outbox.on_collision(pkid),
+            Written::Subscribe(pkid) => self.subscriptions.on_written(pkid),
+            Written::Disconnect => {
                 if let Some(tx) = self.on_disconnect_written.take() {
                     let _ = tx.send(());
                 }

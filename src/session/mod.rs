@@ -2,7 +2,7 @@
 //! plain types they are built from.
 //!
 //! The actor owns a rumqttc client whose event loop runs in a separate task, the
-//! `driver`. The driver reports connection events (`driver::DriverEvent`) through a
+//! `driver`. The driver reports connection events (`io::driver::DriverEvent`) through a
 //! bounded channel attached with `add_stream`; the actor turns them into state
 //! transitions, [`crate::Event`]s and counters, restores subscriptions after a
 //! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
@@ -13,7 +13,8 @@
 //! status, supervision), `connection.rs` what it does with the driver's events,
 //! `publishing.rs` the outbox and the group commit, `handlers.rs` its messages. Plain,
 //! table-tested logic: [`state`], [`backoff`], [`outbox`], `subscriptions.rs`,
-//! `status.rs`, `commit.rs`.
+//! `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
+//! acknowledger, the failure mapping) is in `io/`, the only folder that names it.
 //!
 //! Guarantees:
 //! - every state transition emits `session_state_changed`; `session_ready` follows
@@ -23,21 +24,18 @@
 //! - the actor is `Supervised`: if it stops unexpectedly, actix restarts it in place (same
 //!   outbox, same subscriptions) and it reconnects after a backoff delay.
 
-mod ack;
 mod actor;
 pub mod backoff;
 mod commit;
 mod connection;
 pub mod counters;
-pub(crate) mod driver;
-pub(crate) mod failure;
 pub mod handle;
 mod handlers;
 mod inbound;
 pub(crate) mod incoming;
+pub(crate) mod io;
 pub mod lane;
 pub mod latency;
-pub(crate) mod link;
 pub mod outbox;
 mod publishing;
 pub mod rates;
@@ -57,13 +55,13 @@ pub use self::handlers::{
     Close, DirectSubscription, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire,
     SessionEnded, Subscribe, Unsubscribe,
 };
-pub use self::link::BrokerLimits;
+pub use self::io::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
 use self::commit::GroupCommit;
 use self::counters::SessionCounters;
 use self::incoming::Dispatcher;
-use self::link::Client;
+use self::io::link::Client;
 use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::link::BrokerLimits;
+use super::io::link::BrokerLimits;
 use super::state::SessionState;
 use crate::event::{ConnectionFailure, GiveUpReason};
 

@@ -10,7 +10,7 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use super::{Ack, AckToken, Inbound, LinkEvent};
 use crate::message::{MessageProperties, QoS};
 use crate::reason::ReasonCode;
-use crate::session::failure::{puback_code, pubrec_code, suback_code};
+use crate::session::io::failure::{puback_code, pubrec_code, suback_code};
 
 /// rumqttc builds an acknowledgement from a publish's QoS and packet id only.
 pub(super) fn ack_publish_v5(t: AckToken) -> p5::Publish {
@@ -64,7 +64,7 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
                 })
                 .collect(),
         }),
-        Event::Outgoing(o) => LinkEvent::Outgoing(o),
+        Event::Outgoing(o) => LinkEvent::Written(o.into()),
         Event::Incoming(_) => LinkEvent::Other,
     }
 }
@@ -104,7 +104,7 @@ pub(super) fn from_v5(ev: v5::Event) -> LinkEvent {
             pkid: s.pkid,
             codes: s.return_codes.iter().map(suback_code).collect(),
         }),
-        v5::Event::Outgoing(o) => LinkEvent::Outgoing(o),
+        v5::Event::Outgoing(o) => LinkEvent::Written(o.into()),
         v5::Event::Incoming(_) => LinkEvent::Other,
     }
 }

@@ -39,10 +39,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::inbound::InboundState;
-use super::incoming::Pending;
 use super::link::{AckToken, Client};
 use crate::delivery::Outcome;
+use crate::session::inbound::InboundState;
+use crate::session::incoming::Pending;
 
 /// Acknowledgements that may wait for consumers (the broker's in-flight window bounds
 /// this in practice; 65535 is the protocol's limit of packet ids).

@@ -13,7 +13,7 @@
 //!   dropped).
 //!
 //! A `match` per call costs nothing next to a network packet. On MQTT 3.1.1 the link
-//! polls an established connection itself over rumqttc's state (`v4loop`: packet ids
+//! polls an established connection itself over rumqttc's state (`internals`: packet ids
 //! chosen by the outbox, a PUBREL held until the session releases it); MQTT 5 keeps
 //! rumqttc's event loop, whose socket is private.
 
@@ -24,20 +24,18 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
-use rumqttc::Outgoing;
 use serde::Serialize;
 
 use self::convert::qos_v4;
-use self::convert::{ack_publish_v5, from_v4, from_v5, props_to_v5, qos5};
+use self::convert::{ack_publish_v5, props_to_v5, qos5};
 pub(crate) use self::options::packet_id_window;
 use self::options::{options_v4, options_v5};
 use super::failure::{classify_v4, classify_v5};
-use super::outbox::Resend;
 
 mod convert;
+mod internals;
 mod options;
-mod v4loop;
-use self::v4loop::V4Loop;
+use self::internals::V4Loop;
 use crate::credentials::{Credentials, CredentialsProvider};
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{MessageProperties, Publish, QoS};
@@ -117,14 +115,60 @@ pub(crate) enum Ack {
     },
 }
 
+/// A packet the connection wrote: rumqttc's `Outgoing`, the same for both protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// A PUBLISH with this packet id (0: QoS 0).
+    Publish(u16),
+    /// A SUBSCRIBE.
+    Subscribe(u16),
+    /// An UNSUBSCRIBE.
+    Unsubscribe(u16),
+    /// A PUBACK for an incoming QoS 1 message.
+    PubAck(u16),
+    /// A PUBREC for an incoming QoS 2 message.
+    PubRec(u16),
+    /// A PUBREL for one of our QoS 2 publishes.
+    PubRel(u16),
+    /// A PUBCOMP, which ends an incoming QoS 2 message.
+    PubComp(u16),
+    /// A PINGREQ.
+    PingReq,
+    /// A PINGRESP.
+    PingResp,
+    /// A DISCONNECT.
+    Disconnect,
+    /// Nothing: a publish was held back because its packet id is still in flight.
+    AwaitAck(u16),
+}
+
+impl From<rumqttc::Outgoing> for Written {
+    fn from(o: rumqttc::Outgoing) -> Self {
+        use rumqttc::Outgoing as O;
+        match o {
+            O::Publish(id) => Written::Publish(id),
+            O::Subscribe(id) => Written::Subscribe(id),
+            O::Unsubscribe(id) => Written::Unsubscribe(id),
+            O::PubAck(id) => Written::PubAck(id),
+            O::PubRec(id) => Written::PubRec(id),
+            O::PubRel(id) => Written::PubRel(id),
+            O::PubComp(id) => Written::PubComp(id),
+            O::PingReq => Written::PingReq,
+            O::PingResp => Written::PingResp,
+            O::Disconnect => Written::Disconnect,
+            O::AwaitAck(id) => Written::AwaitAck(id),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum LinkEvent {
     /// A PUBLISH from the broker.
     Publish(Inbound),
     /// The broker acknowledged one of our requests (handed on to the actor as is).
     Ack(Ack),
-    /// rumqttc processed one of our requests (the same type for both protocols).
-    Outgoing(Outgoing),
+    /// The connection wrote one of our requests (or answered the broker).
+    Written(Written),
     /// Anything else (PINGRESP, UNSUBACK, a successful PUBREC, ...).
     Other,
 }
@@ -185,7 +229,7 @@ pub(crate) struct AckToken {
 }
 
 /// The request side of a connection: a cheap clone of rumqttc's client (MQTT 5), or of
-/// the sender of the link's own request channel (MQTT 3.1.1, see `v4loop`).
+/// the sender of the link's own request channel (MQTT 3.1.1, see `internals`).
 #[derive(Debug, Clone)]
 pub(crate) enum Client {
     /// MQTT 3.1.1.
@@ -332,7 +376,7 @@ impl Client {
 /// boxed (they differ in size by hundreds of bytes; one pointer per poll is nothing).
 pub(crate) struct Link {
     el: EventLoop,
-    /// MQTT 3.1.1: the session's own poll once connected (see `v4loop`).
+    /// MQTT 3.1.1: the session's own poll once connected (see `internals`).
     v4: Option<Box<V4Loop>>,
     /// What the options of any broker are built from.
     spec: LinkSpec,
@@ -403,7 +447,7 @@ impl Link {
         let (client, el, v4) = match spec.opts.protocol {
             Protocol::V311 => {
                 let options = options_v4(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
-                // rumqttc's own request channel stays unused (see `v4loop`).
+                // rumqttc's own request channel stays unused (see `internals`).
                 let mut el = rumqttc::EventLoop::new(options, 1);
                 let mut net = el.network_options();
                 net.set_connection_timeout(spec.opts.connect.connect_timeout.as_secs().max(1));
@@ -463,323 +507,5 @@ impl Link {
             }
         }
         self.current = broker;
-    }
-
-    /// Connects to broker number `broker`: returns at CONNACK.
-    pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
-        self.switch_to(broker);
-        if let Some(provider) = &self.spec.opts.credentials_provider {
-            let timeout = self.spec.opts.connect.connect_timeout;
-            let c = fetch_credentials(provider, timeout)
-                .await
-                .map_err(LinkError::Credentials)?;
-            let password = c.password.expose();
-            match &mut self.el {
-                EventLoop::V4(el) => {
-                    el.mqtt_options.set_credentials(c.username, password);
-                }
-                EventLoop::V5(el) => {
-                    el.options.set_credentials(c.username, password);
-                }
-            }
-        }
-        match &mut self.el {
-            EventLoop::V4(el) => {
-                el.network = None;
-                match el.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
-                        if let Some(lp) = &mut self.v4 {
-                            lp.connected();
-                        }
-                        Ok(ConnAckInfo {
-                            session_present: ack.session_present,
-                            ..ConnAckInfo::default()
-                        })
-                    }
-                    Ok(other) => Err(LinkError::NotConnAck(format!("{other:?}"))),
-                    Err(e) => Err(LinkError::V4(e)),
-                }
-            }
-            EventLoop::V5(el) => {
-                // The network is always gone here: a failed poll cleans it up, and so does
-                // `abandon`.
-                match el.poll().await {
-                    Ok(v5::Event::Incoming(p5::Packet::ConnAck(ack))) => {
-                        let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
-                            session_expiry_interval: None,
-                            receive_max: None,
-                            max_qos: None,
-                            retain_available: None,
-                            max_packet_size: None,
-                            assigned_client_identifier: None,
-                            topic_alias_max: None,
-                            reason_string: None,
-                            user_properties: Vec::new(),
-                            wildcard_subscription_available: None,
-                            subscription_identifiers_available: None,
-                            shared_subscription_available: None,
-                            server_keep_alive: None,
-                            response_information: None,
-                            server_reference: None,
-                            authentication_method: None,
-                            authentication_data: None,
-                        });
-                        Ok(ConnAckInfo {
-                            session_present: ack.session_present,
-                            assigned_client_id: props.assigned_client_identifier,
-                            limits: BrokerLimits {
-                                receive_maximum: props.receive_max,
-                                maximum_packet_size: props.max_packet_size,
-                                topic_alias_maximum: props.topic_alias_max,
-                                session_expiry_interval: props
-                                    .session_expiry_interval
-                                    .or_else(|| el.options.session_expiry_interval()),
-                            },
-                        })
-                    }
-                    Ok(other) => Err(LinkError::NotConnAck(format!("{other:?}"))),
-                    Err(e) => Err(LinkError::V5(e)),
-                }
-            }
-        }
-    }
-
-    /// Polls an established connection once.
-    pub(crate) async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
-        match &mut self.el {
-            EventLoop::V4(el) => match &mut self.v4 {
-                Some(lp) => {
-                    let hold = lp.holds_pubrel();
-                    v4loop::poll(el, lp)
-                        .await
-                        .map(|ev| map_v4(ev, hold))
-                        .map_err(LinkError::V4)
-                }
-                None => el.poll().await.map(from_v4).map_err(LinkError::V4),
-            },
-            EventLoop::V5(el) => el.poll().await.map(from_v5).map_err(LinkError::V5),
-        }
-    }
-
-    /// Queues what a resumed session re-sends before anything else [MQTT-4.4.0-1]:
-    /// PUBLISH with its original packet id and DUP set, or PUBREL. These go straight into
-    /// the event loop's pending queue, which `poll` drains first (on MQTT 5 rumqttc's
-    /// client only sends new publishes, numbered by rumqttc; on MQTT 3.1.1 the link's own
-    /// channel carries new requests only). Call it after the
-    /// CONNACK, before the next `poll`. An id outside rumqttc's window (the session's
-    /// `inflight` was lowered since) would make rumqttc fail: such an entry is skipped
-    /// and reported back, to be sent again as new.
-    pub(crate) fn resend(&mut self, items: Vec<Resend>, max: u16) -> Vec<u16> {
-        let (items, skipped): (Vec<Resend>, Vec<Resend>) =
-            items.into_iter().partition(|item| item.pkid() <= max);
-        match &mut self.el {
-            EventLoop::V4(el) => el.pending.extend(items.into_iter().map(|item| match item {
-                Resend::Publish { pkid, publish } => {
-                    let mut p = rumqttc::Publish::from_bytes(
-                        publish.topic.clone(),
-                        qos_v4(publish.qos),
-                        publish.payload.clone(),
-                    );
-                    p.retain = publish.retain;
-                    p.pkid = pkid;
-                    p.dup = true;
-                    rumqttc::Request::Publish(p)
-                }
-                Resend::PubRel(pkid) => rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid)),
-            })),
-            EventLoop::V5(el) => el.pending.extend(items.into_iter().map(|item| match item {
-                Resend::Publish { pkid, publish } => {
-                    let mut p = p5::Publish::new(
-                        publish.topic.as_str(),
-                        qos5(publish.qos),
-                        publish.payload.clone(),
-                        publish.properties.as_ref().map(|p| props_to_v5(p)),
-                    );
-                    p.retain = publish.retain;
-                    p.pkid = pkid;
-                    p.dup = true;
-                    v5::Request::Publish(p)
-                }
-                Resend::PubRel(pkid) => v5::Request::PubRel(p5::PubRel::new(pkid, None)),
-            })),
-        }
-        skipped.iter().map(Resend::pkid).collect()
-    }
-
-    /// Tells rumqttc that the incoming QoS 2 messages `ids` were acknowledged with PUBREC
-    /// on an earlier connection, so that the broker's PUBREL for them is answered with
-    /// PUBCOMP. rumqttc forgets these ids whenever a connection ends (`MqttState::clean`)
-    /// and treats a PUBREL it does not know as a protocol error that ends the connection;
-    /// its state offers no other way in than a (synthetic) incoming PUBLISH, whose event
-    /// is taken back at once. Call it after the CONNACK, before the next `poll`.
-    pub(crate) fn expect_pubrel(&mut self, ids: &[u16]) {
-        match &mut self.el {
-            EventLoop::V4(el) => {
-                for &pkid in ids {
-                    let mut p = rumqttc::Publish::new("", rumqttc::QoS::ExactlyOnce, Vec::new());
-                    p.pkid = pkid;
-                    let before = el.state.events.len();
-                    let _ = el
-                        .state
-                        .handle_incoming_packet(rumqttc::Incoming::Publish(p));
-                    el.state.events.truncate(before);
-                }
-            }
-            EventLoop::V5(el) => {
-                for &pkid in ids {
-                    let mut p = p5::Publish::new(
-                        String::new(),
-                        v5::mqttbytes::QoS::ExactlyOnce,
-                        Bytes::new(),
-                        None,
-                    );
-                    p.pkid = pkid;
-                    let before = el.state.events.len();
-                    let _ = el.state.handle_incoming_packet(v5::Incoming::Publish(p));
-                    el.state.events.truncate(before);
-                }
-            }
-        }
-    }
-
-    /// True when [`Link::write_acks`] writes on this connection itself (MQTT 3.1.1:
-    /// rumqttc's v5 event loop keeps its socket private).
-    pub(crate) fn writes_acks(&self) -> bool {
-        matches!(self.el, EventLoop::V4(_))
-    }
-
-    /// Writes the PUBACK / PUBREC of `tokens`, in order, and flushes once: a burst of
-    /// acknowledgements in one `write`, where rumqttc's client channel would write each
-    /// on its own. Call it between polls only. rumqttc's state sees each acknowledgement
-    /// as if it came through its channel, minus the `Outgoing` event (nobody waits for
-    /// it). The flush is bounded by the connection timeout, as rumqttc bounds its own.
-    pub(crate) async fn write_acks(&mut self, tokens: &[AckToken]) -> Result<(), LinkError> {
-        let el = match &mut self.el {
-            EventLoop::V4(el) => &mut **el,
-            EventLoop::V5(el) => {
-                // Not used (see `writes_acks`); kept correct all the same: the pending
-                // queue goes out before the client channel, one request at a time.
-                el.pending
-                    .extend(tokens.iter().map(|&t| convert::ack_request_v5(t)));
-                return Ok(());
-            }
-        };
-        let timeout = Duration::from_secs(el.network_options.connection_timeout());
-        let Some(network) = el.network.as_mut() else {
-            // Not connected: these belong to a connection that has ended.
-            return Ok(());
-        };
-        let state_err = |e| LinkError::V4(rumqttc::ConnectionError::MqttState(e));
-        for &t in tokens {
-            let packet = el
-                .state
-                .handle_outgoing_packet(convert::ack_request_v4(t))
-                .map_err(state_err)?;
-            let event = el.state.events.pop_back();
-            debug_assert!(
-                matches!(
-                    event,
-                    Some(rumqttc::Event::Outgoing(
-                        rumqttc::Outgoing::PubAck(_) | rumqttc::Outgoing::PubRec(_)
-                    ))
-                ),
-                "an acknowledgement queues its own Outgoing event last"
-            );
-            if let Some(packet) = packet {
-                network.write(packet).await.map_err(state_err)?;
-            }
-        }
-        match tokio::time::timeout(timeout, network.flush()).await {
-            Ok(r) => r.map_err(state_err),
-            Err(_) => Err(LinkError::V4(rumqttc::ConnectionError::FlushTimeout)),
-        }
-    }
-
-    /// The connection is declared dead while a poll was in progress (read timeout).
-    pub(crate) fn abandon(&mut self) {
-        match &mut self.el {
-            EventLoop::V4(el) => {
-                // What rumqttc's state holds is dropped by `reset`, as are the requests.
-                el.network = None;
-                if let Some(lp) = &mut self.v4 {
-                    lp.ended();
-                }
-            }
-            EventLoop::V5(el) => el.clean(),
-        }
-    }
-
-    /// The next event rumqttc had already buffered, after a failure.
-    pub(crate) fn buffered(&mut self) -> Option<LinkEvent> {
-        match &mut self.el {
-            EventLoop::V4(el) => {
-                let hold = self.v4.as_ref().is_some_and(|lp| lp.holds_pubrel());
-                el.state.events.pop_front().map(|ev| map_v4(ev, hold))
-            }
-            EventLoop::V5(el) => el.state.events.pop_front().map(from_v5),
-        }
-    }
-
-    /// Empties rumqttc's queued requests and retransmission state after a connection
-    /// ended (the outbox re-sends what matters); returns what was dropped.
-    pub(crate) fn reset(&mut self, inflight: u16) -> Drained {
-        let mut d = Drained::default();
-        match &mut self.el {
-            EventLoop::V4(el) => {
-                for req in el.pending.drain(..) {
-                    match req {
-                        rumqttc::Request::Publish(p) => match (p.pkid, p.qos) {
-                            (0, rumqttc::QoS::AtMostOnce) => d.qos0 += 1,
-                            (0, _) => d.qos1 += 1,
-                            _ => {}
-                        },
-                        rumqttc::Request::Subscribe(_) => d.subs += 1,
-                        _ => {}
-                    }
-                }
-                if let Some(lp) = &mut self.v4 {
-                    // Requests the connection never took: all of them new (a resumed
-                    // PUBLISH goes through `pending`).
-                    for req in lp.rx.drain() {
-                        match req {
-                            rumqttc::Request::Publish(p) if p.qos == rumqttc::QoS::AtMostOnce => {
-                                d.qos0 += 1;
-                            }
-                            rumqttc::Request::Publish(_) => d.qos1 += 1,
-                            rumqttc::Request::Subscribe(_) => d.subs += 1,
-                            _ => {}
-                        }
-                    }
-                    lp.ended();
-                }
-                el.state = rumqttc::MqttState::new(inflight.saturating_add(1), true);
-                el.network = None;
-            }
-            EventLoop::V5(el) => {
-                for req in el.pending.drain(..) {
-                    match req {
-                        v5::Request::Publish(p) => match (p.pkid, p.qos) {
-                            (0, v5::mqttbytes::QoS::AtMostOnce) => d.qos0 += 1,
-                            (0, _) => d.qos1 += 1,
-                            _ => {}
-                        },
-                        v5::Request::Subscribe(_) => d.subs += 1,
-                        _ => {}
-                    }
-                }
-                el.state = v5::MqttState::new(inflight.saturating_add(1), true);
-            }
-        }
-        d
-    }
-}
-
-/// An MQTT 3.1.1 event, with a PUBREC reported when its PUBREL is held.
-fn map_v4(ev: rumqttc::Event, hold: bool) -> LinkEvent {
-    match ev {
-        rumqttc::Event::Incoming(rumqttc::Packet::PubRec(r)) if hold => {
-            LinkEvent::Ack(Ack::Rec(r.pkid))
-        }
-        ev => from_v4(ev),
     }
 }

@@ -8,7 +8,7 @@
 //!   acknowledges QoS >= 1 messages once every consumer has finished with them (through
 //!   the `Acker` (`super::ack`), which keeps the acknowledgements in arrival order
 //!   [MQTT-4.6.0-2]);
-//! - reports everything else to its [`SessionActor`](super::SessionActor) as
+//! - reports everything else to its [`SessionActor`](crate::session::SessionActor) as
 //!   [`DriverEvent`]s, in order, through a bounded channel.
 //!
 //! After a connection ends it empties rumqttc's own retransmission queue and state: the
@@ -23,19 +23,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::Outgoing;
-
 use super::ack::Acker;
-use super::backoff::Backoff;
-use super::counters::SessionCounters;
-use super::inbound::{InboundState, Verdict};
-use super::incoming::{Dispatcher, Pending};
-use super::link::{Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkError, LinkEvent};
-use super::outbox::Resend;
+use super::link::{
+    Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkError, LinkEvent, Written,
+};
 use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
+use crate::session::backoff::Backoff;
+use crate::session::counters::SessionCounters;
+use crate::session::inbound::{InboundState, Verdict};
+use crate::session::incoming::{Dispatcher, Pending};
+use crate::session::outbox::Resend;
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -93,32 +93,32 @@ pub(crate) enum DriverEvent {
         drained_subs: usize,
     },
     /// rumqttc processed an outgoing request.
-    Outgoing(Outgoing),
+    Written(Written),
     /// The broker acknowledged one of our publishes or subscribes.
     Ack(Ack),
 }
 
 /// Everything the driver task needs.
 pub(crate) struct Driver {
-    pub(super) session: Arc<str>,
-    pub(super) opts: Arc<SessionOptions>,
-    pub(super) brokers: Arc<[BrokerUrl]>,
-    pub(super) link: Link,
-    pub(super) client: Client,
-    pub(super) events: flume::Sender<DriverEvent>,
-    pub(super) dispatcher: Arc<dyn Dispatcher>,
-    pub(super) counters: Arc<SessionCounters>,
+    pub(in crate::session) session: Arc<str>,
+    pub(in crate::session) opts: Arc<SessionOptions>,
+    pub(in crate::session) brokers: Arc<[BrokerUrl]>,
+    pub(in crate::session) link: Link,
+    pub(in crate::session) client: Client,
+    pub(in crate::session) events: flume::Sender<DriverEvent>,
+    pub(in crate::session) dispatcher: Arc<dyn Dispatcher>,
+    pub(in crate::session) counters: Arc<SessionCounters>,
     /// Delay before the very first attempt (set when the supervisor restarts the actor).
-    pub(super) initial_delay: Option<Duration>,
+    pub(in crate::session) initial_delay: Option<Duration>,
     /// Bounds the connection attempts in flight across the manager (a broker's accept
     /// queue is finite: mosquitto's listen backlog is 100).
-    pub(super) connect_limit: Arc<tokio::sync::Semaphore>,
+    pub(in crate::session) connect_limit: Arc<tokio::sync::Semaphore>,
     /// When the last packet went out on this connection (the broker's keep-alive clock).
-    pub(super) last_out: Instant,
+    pub(in crate::session) last_out: Instant,
     /// A persistent session's incoming QoS 2 state (`None` with a clean session).
-    pub(super) inbound: Option<Arc<InboundState>>,
+    pub(in crate::session) inbound: Option<Arc<InboundState>>,
     /// Acknowledgements taken from the acknowledger to write (kept for its allocation).
-    pub(super) ack_batch: Vec<AckToken>,
+    pub(in crate::session) ack_batch: Vec<AckToken>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -273,25 +273,25 @@ impl Driver {
     /// acknowledgement that took the client channel on MQTT 5 (where they all do, and each
     /// frees a slot a waiting publish may need); on MQTT 3.1.1 an acknowledgement takes
     /// the channel only while nothing else is in flight, so it is not worth a message.
-    async fn on_outgoing(&mut self, out: Outgoing, acker: &Acker) {
+    async fn on_written(&mut self, out: Written, acker: &Acker) {
         self.last_out = Instant::now();
         match &out {
-            Outgoing::PubComp(pkid) => {
+            Written::PubComp(pkid) => {
                 if let Some(inbound) = &self.inbound {
                     inbound.released(*pkid);
                 }
                 return;
             }
-            Outgoing::PubAck(_) | Outgoing::PubRec(_) => {
+            Written::PubAck(_) | Written::PubRec(_) => {
                 acker.ready().written_from_channel();
                 if self.link.writes_acks() {
                     return;
                 }
             }
-            Outgoing::PingReq | Outgoing::PingResp => return,
+            Written::PingReq | Written::PingResp => return,
             _ => {}
         }
-        self.report(DriverEvent::Outgoing(out)).await;
+        self.report(DriverEvent::Written(out)).await;
     }
 
     /// Writes the acknowledgements that are ready, in one go, before the next poll (see
@@ -348,7 +348,7 @@ impl Driver {
             };
             acker.ready().polled();
             match polled {
-                Some(Ok(LinkEvent::Outgoing(out))) => self.on_outgoing(out, acker).await,
+                Some(Ok(LinkEvent::Written(out))) => self.on_written(out, acker).await,
                 Some(Ok(ev)) => {
                     last_in = Instant::now();
                     self.on_incoming(ev, acker).await;
@@ -370,7 +370,7 @@ impl Driver {
         // knows their packet ids.
         while let Some(ev) = self.link.buffered() {
             match ev {
-                LinkEvent::Outgoing(out) => self.on_outgoing(out, acker).await,
+                LinkEvent::Written(out) => self.on_written(out, acker).await,
                 ev => self.on_incoming(ev, acker).await,
             }
         }
@@ -394,7 +394,7 @@ impl Driver {
                 }
             }
             LinkEvent::Ack(ack) => self.report(DriverEvent::Ack(ack)).await,
-            LinkEvent::Outgoing(out) => self.on_outgoing(out, acker).await,
+            LinkEvent::Written(out) => self.on_written(out, acker).await,
             LinkEvent::Other => {}
         }
     }

@@ -151,7 +151,7 @@ fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     None
 }
 
-/// "TLS handshake failed: <rustls' reason> (<hint>)".
+/// `"TLS handshake failed: <rustls' reason> (<hint>)"`.
 fn describe_tls_error(e: &rustls::Error) -> String {
     use rustls::{AlertDescription as A, CertificateError as C};
     let hint = match e {
