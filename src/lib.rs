@@ -30,25 +30,25 @@
 //! - [`manager`]: [`SessionManager`], the cloneable façade; reads take a short read lock
 //!   on the session registry (an `RwLock` only the supervisor writes), changes go to the
 //!   supervisor.
-//! - [`supervisor`]: the [`Supervisor`](supervisor::Supervisor) actor; owns the set of
+//! - [`supervisor`]: the `Supervisor` actor (crate-private); owns the set of
 //!   sessions, refuses duplicate names and client ids, starts each session under actix
 //!   supervision.
 //! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
 //!   outbox), its driver task (the rumqttc event loop) and its acknowledger (PUBACK/PUBREC
 //!   in arrival order, once every consumer of a message has dropped it: see
 //!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
-//!   [`session::state`], [`session::backoff`] and [`session::outbox`]. MQTT 3.1.1 and
+//!   [`session::state`], `session::backoff` and `session::outbox`. MQTT 3.1.1 and
 //!   MQTT 5 (`protocol = "5"`) share all of it: `session::io` (crate-private) is the one
 //!   folder that names rumqttc: the link over its two clients (a protocol-neutral client
 //!   and event loop), the driver, the acknowledger and the failure mapping.
 //!   The session layer names no router or supervisor type: it talks to them through
-//!   `Recipient`s of messages it declares ([`SessionEnded`](session::SessionEnded),
-//!   [`DirectSubscription`](session::DirectSubscription)).
+//!   `Recipient`s of messages it declares (`SessionEnded`,
+//!   `DirectSubscription`, both crate-private).
 //! - `request` (crate-private): MQTT 5 request/response ([`SessionManager::request`],
 //!   [`SessionManager::respond`]) on a per-session response route, above both the router
 //!   and the sessions.
 //! - [`reason`]: [`ReasonCode`], the MQTT 5 reason codes carried by errors and events.
-//! - [`router`]: the [`RouterActor`](router::RouterActor) (route table, reference-counted
+//! - [`router`]: the `RouterActor` (crate-private; route table, reference-counted
 //!   subscriptions), the dispatch path (a route table snapshot in an `ArcSwap`: no actor hop,
 //!   no lock on the table) and the route consumers (callback pool, async task, actix actor,
 //!   channel).
@@ -117,7 +117,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod topic;
-pub mod workers;
+pub(crate) mod workers;
 
 /// What the criterion benchmarks (`benches/matching.rs`) measure directly: the route
 /// table and the filter trie. Feature `bench-internals`; not part of the API and not

@@ -1,4 +1,4 @@
-//! [`SessionManager`]: the friendly, cloneable façade over the [`Supervisor`].
+//! [`SessionManager`]: the friendly, cloneable façade over the supervisor actor (crate-private).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

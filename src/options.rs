@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
 use crate::message::QoS;
+use crate::session::backoff::Backoff;
 use crate::tls::TlsError;
 pub use crate::tls::TlsOptions;
 use crate::topic::{validate_topic_name, TopicError};
@@ -259,6 +260,32 @@ pub struct ReconnectOptions {
     /// `Disconnected`); absent means never give up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+}
+
+impl ReconnectOptions {
+    /// The range the delay after failed attempt number `attempt` (from 1) falls in: the
+    /// base delay `min(initial_delay * factor^(attempt-1), max_delay)` less and plus its
+    /// `jitter` fraction, never below 1 ms. The
+    /// [`SessionReconnecting`](crate::EventData::SessionReconnecting) event of attempt `n`
+    /// announces a delay within `delay_bounds(n - 1)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mqtt_sessions::ReconnectOptions;
+    ///
+    /// let mut r = ReconnectOptions::default(); // 1 s, doubling, up to 120 s, ±20 %
+    /// r.jitter = 0.0;
+    /// assert_eq!(r.delay_bounds(3), (Duration::from_secs(4), Duration::from_secs(4)));
+    /// assert_eq!(r.delay_bounds(30).1, Duration::from_secs(120));
+    /// ```
+    pub fn delay_bounds(&self, attempt: u32) -> (Duration, Duration) {
+        self.backoff().bounds(attempt)
+    }
+
+    /// The delay curve these options describe.
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::curve(self.initial_delay, self.max_delay, self.factor, self.jitter)
+    }
 }
 
 impl Default for ReconnectOptions {

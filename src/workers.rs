@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use actix::{Arbiter, ArbiterHandle};
 
 /// How many workers a manager starts when not told: one per core.
-pub fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Most workers a manager may have.
-pub const MAX_WORKERS: usize = 1024;
+pub(crate) const MAX_WORKERS: usize = 1024;
 
 struct Worker {
     arbiter: ArbiterHandle,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mqtt_sessions::session::backoff::Backoff;
 use mqtt_sessions::session::InjectFailure;
 use mqtt_sessions::{
     Error, EventData, EventKind, OptionsError, Publish, QoS, SessionManager, SessionState,
@@ -78,7 +77,7 @@ async fn session_added_while_broker_is_down_retries_within_backoff_bounds_and_be
     o.reconnect.max_delay = Duration::from_millis(400);
     o.reconnect.factor = 2.0;
     o.reconnect.jitter = 0.25;
-    let backoff = Backoff::new(&o.reconnect);
+    let reconnect = o.reconnect.clone();
     let started = Instant::now();
     m.add_session(o).await.unwrap();
     assert!(
@@ -94,7 +93,7 @@ async fn session_added_while_broker_is_down_retries_within_backoff_bounds_and_be
     );
     for d in log.of("late") {
         if let EventData::SessionReconnecting { attempt, delay } = d {
-            let (lo, hi) = backoff.bounds(attempt - 1);
+            let (lo, hi) = reconnect.delay_bounds(attempt - 1);
             assert!(
                 delay >= lo && delay <= hi,
                 "attempt {attempt}: delay {delay:?} outside {lo:?}..={hi:?}"

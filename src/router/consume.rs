@@ -80,7 +80,7 @@ fn callback_pool() -> Result<&'static tokio::runtime::Handle, &'static std::io::
 /// holds one thread, never the whole pool, and never stalls a session's event loop. The
 /// number of threads does not grow with the number of routes. A panic is caught and
 /// counted; the message is handled (acknowledged) once the callback returned.
-pub fn spawn_callback<F>(
+pub(crate) fn spawn_callback<F>(
     name: &str,
     rx: flume::Receiver<Message>,
     stats: Arc<RouteStats>,
@@ -125,8 +125,12 @@ where
 }
 
 /// Runs an async handler on the current actix arbiter, one message after another.
-pub fn spawn_async<F, Fut>(name: &str, rx: flume::Receiver<Message>, stats: Arc<RouteStats>, f: F)
-where
+pub(crate) fn spawn_async<F, Fut>(
+    name: &str,
+    rx: flume::Receiver<Message>,
+    stats: Arc<RouteStats>,
+    f: F,
+) where
     F: Fn(Message) -> Fut + 'static,
     Fut: Future<Output = ()> + 'static,
 {
@@ -146,7 +150,7 @@ where
 /// applies backpressure; a message is handled once the actor's handler is done with it.
 /// Once the actor is gone, messages are left unacknowledged (and counted as dropped)
 /// until the route is stopped.
-pub fn spawn_actor(
+pub(crate) fn spawn_actor(
     name: &str,
     rx: flume::Receiver<Message>,
     stats: Arc<RouteStats>,

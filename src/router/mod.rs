@@ -1,5 +1,5 @@
-//! [`RouterActor`]: owns the route table and decides which broker subscriptions each
-//! session needs.
+//! `RouterActor` (crate-private): owns the route table and decides which broker
+//! subscriptions each session needs.
 //!
 //! Route changes go through the actor; message dispatch does not. The actor keeps a
 //! master route table (`dispatch.rs`: a filter trie of routes, `table.rs`) and, after
@@ -15,7 +15,7 @@
 //! Routes for all sessions also cover sessions registered later.
 
 pub mod builder;
-pub mod consume;
+pub(crate) mod consume;
 pub(crate) mod dispatch;
 pub mod durable;
 pub mod route;
@@ -37,7 +37,7 @@ use crate::topic::TopicFilter;
 
 /// The router actor. See the [module docs](self).
 #[derive(Debug)]
-pub struct RouterActor {
+pub(crate) struct RouterActor {
     table: Arc<ArcSwap<RouteTable>>,
     master: RouteTable,
     routes: HashMap<u64, Arc<RouteEntry>>,
@@ -57,7 +57,7 @@ type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
 impl RouterActor {
     /// A router publishing its table into `table`. `store`, when given, keeps the durable
     /// routes of persistent sessions (every write through this worker).
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<StoreWorker>) -> Self {
+    pub(crate) fn new(table: Arc<ArcSwap<RouteTable>>, store: Option<StoreWorker>) -> Self {
         let hold = store;
         RouterActor {
             hold,
@@ -196,7 +196,7 @@ impl Actor for RouterActor {
 /// Register a route: where its messages go and what it listens to.
 #[derive(Message)]
 #[rtype(result = "Result<(u64, Arc<str>), Error>")]
-pub struct AddRoute {
+pub(crate) struct AddRoute {
     /// The filter.
     pub filter: TopicFilter,
     /// Which sessions.
@@ -308,7 +308,7 @@ impl Handler<AddRoute> for RouterActor {
 /// Remove a route (sent when a [`Route`](route::Route) is stopped or dropped).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RemoveRoute {
+pub(crate) struct RemoveRoute {
     /// The route's id.
     pub id: u64,
     /// Stopped on purpose (`Route::stop`): a durable route is forgotten too. When false
@@ -333,7 +333,7 @@ impl Handler<RemoveRoute> for RouterActor {
 /// A session joined: subscribe it for every route covering all sessions.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RegisterSession {
+pub(crate) struct RegisterSession {
     /// Session name.
     pub name: Arc<str>,
     /// Its actor.
@@ -428,7 +428,7 @@ impl Handler<crate::session::DirectSubscription> for RouterActor {
 /// A session left: its own routes end, its subscription bookkeeping is dropped.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct UnregisterSession {
+pub(crate) struct UnregisterSession {
     /// Session name.
     pub name: Arc<str>,
 }
@@ -457,7 +457,7 @@ impl Handler<UnregisterSession> for RouterActor {
 /// Remove every route (manager shutdown): their consumers see the end of their queues.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ClearRoutes;
+pub(crate) struct ClearRoutes;
 
 impl Handler<ClearRoutes> for RouterActor {
     type Result = ();

@@ -15,7 +15,7 @@ use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
 use super::status::{publish_if_changed, StatusView};
 use super::subscriptions::Subscriptions;
-use super::{backoff, SessionActor, SessionParts, DRIVER_EVENTS};
+use super::{SessionActor, SessionParts, DRIVER_EVENTS};
 use crate::error::Error;
 use crate::event::{ActorFailure, ConnectionFailure, Event, EventData, GiveUpReason};
 use crate::message::{Publish, QoS};
@@ -23,7 +23,7 @@ use crate::store::unix_ms;
 
 impl SessionActor {
     /// A session actor (not started).
-    pub fn new(mut p: SessionParts) -> Self {
+    pub(crate) fn new(mut p: SessionParts) -> Self {
         let limit = p.opts.performance.max_pending_messages;
         let persistent = !p.opts.connect.clean_session;
         let mut outbox = Outbox::new(limit);
@@ -291,7 +291,7 @@ impl Actor for SessionActor {
             // Nobody to decide: restart after the reconnect backoff.
             self.awaiting_verdict = false;
             self.restarts += 1;
-            let delay = backoff::Backoff::new(&self.p.opts.reconnect).base_delay(self.restarts);
+            let delay = self.p.opts.reconnect.backoff().base_delay(self.restarts);
             self.start_driver(ctx, Some(delay));
         } else if !self.awaiting_verdict {
             self.start_driver(ctx, None);

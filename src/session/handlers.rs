@@ -181,7 +181,7 @@ fn report_failed_publish(
 /// otherwise (the subscription is sent at every connect).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     /// The filter.
     pub filter: TopicFilter,
     /// The maximum QoS asked for.
@@ -227,7 +227,7 @@ impl Handler<Subscribe> for SessionActor {
 /// a route never removes a direct subscription. `want: None` withdraws it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct DirectSubscription {
+pub(crate) struct DirectSubscription {
     /// The session.
     pub session: Arc<str>,
     /// The filter.
@@ -239,7 +239,7 @@ pub struct DirectSubscription {
 /// Unsubscribe the session from a filter (sent at once when connected).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     /// The filter, as subscribed.
     pub filter: TopicFilter,
 }
@@ -278,7 +278,7 @@ impl Handler<Unsubscribe> for SessionActor {
 /// the broker discards the will message), stop. The actor then answers `SessionClosed`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Close;
+pub(crate) struct Close;
 
 impl Handler<Close> for SessionActor {
     type Result = ResponseActFuture<Self, ()>;
@@ -319,7 +319,7 @@ impl Handler<Close> for SessionActor {
 /// Why a session's run ended, as the actor tells its supervisor.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum EndReason {
+pub(crate) enum EndReason {
     /// The actor (or its driver task) stopped unexpectedly; it waits for the verdict.
     Failed(ActorFailure),
     /// The session stopped trying on its own terms (attempts exhausted, connection lost
@@ -331,7 +331,7 @@ pub enum EndReason {
 /// with [`Resume`] or [`Retire`]).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct SessionEnded {
+pub(crate) struct SessionEnded {
     /// The session.
     pub session: Arc<str>,
     /// Why.
@@ -341,7 +341,7 @@ pub struct SessionEnded {
 /// The supervisor's verdict after a failure: start connecting again after `delay`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Resume {
+pub(crate) struct Resume {
     /// How long to wait first (the restart backoff).
     pub delay: Duration,
 }
@@ -364,7 +364,7 @@ impl Handler<Resume> for SessionActor {
 /// The supervisor's verdict: stop for good (state `gave_up`, event `session_gave_up`).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Retire {
+pub(crate) struct Retire {
     /// Why.
     pub reason: GiveUpReason,
 }

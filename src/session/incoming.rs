@@ -23,7 +23,7 @@ use crate::message::{Message, QoS};
 pub(crate) type Pending = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Receives every message of a session, on the session's driver task. Must not block.
-pub trait Dispatcher: Send + Sync + 'static {
+pub(crate) trait Dispatcher: Send + Sync + 'static {
     /// Hands `msg` to its consumers. Returns `None` when every consumer took it (or,
     /// for QoS 0, dropped it and counted), or a future: for QoS >= 1, to await before
     /// acknowledging; for QoS 0, a bounded pause to await before reading on.

@@ -5,14 +5,14 @@
 //! `driver`. The driver reports connection events (`io::driver::DriverEvent`) through a
 //! bounded channel attached with `add_stream`; the actor turns them into state
 //! transitions, [`crate::Event`]s and counters, restores subscriptions after a
-//! connect, and feeds the [`outbox`] into rumqttc. Incoming messages never pass through
-//! the actor: the driver hands them to the session's dispatcher directly, and its
+//! connect, and feeds the outbox (`outbox.rs`) into rumqttc. Incoming messages never pass
+//! through the actor: the driver hands them to the session's dispatcher directly, and its
 //! acknowledger sends PUBACK/PUBREC once their consumers are done with them.
 //!
 //! Files: the actor's state is declared here; `actor.rs` holds its life cycle (start,
 //! status, supervision), `connection.rs` what it does with the driver's events,
 //! `publishing.rs` the outbox and the group commit, `handlers.rs` its messages. Plain,
-//! table-tested logic: [`state`], [`backoff`], [`outbox`], `subscriptions.rs`,
+//! table-tested logic: [`state`], `backoff.rs`, `outbox.rs`, `subscriptions.rs`,
 //! `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
 //! acknowledger, the failure mapping) is in `io/`, the only folder that names it.
 //!
@@ -25,20 +25,20 @@
 //!   outbox, same subscriptions) and it reconnects after a backoff delay.
 
 mod actor;
-pub mod backoff;
+pub(crate) mod backoff;
 mod commit;
 mod connection;
-pub mod counters;
+pub(crate) mod counters;
 pub mod handle;
 mod handlers;
 mod inbound;
 pub(crate) mod incoming;
 pub(crate) mod io;
 pub mod lane;
-pub mod latency;
-pub mod outbox;
+pub(crate) mod latency;
+pub(crate) mod outbox;
 mod publishing;
-pub mod rates;
+pub(crate) mod rates;
 pub mod state;
 mod status;
 mod subscriptions;
@@ -51,10 +51,10 @@ use tokio::sync::{oneshot, watch};
 
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
-pub use self::handlers::{
-    Close, DirectSubscription, EndReason, Enqueue, GetStatus, PublishMsg, Resume, Retire,
-    SessionEnded, Subscribe, Unsubscribe,
+pub(crate) use self::handlers::{
+    Close, DirectSubscription, EndReason, Resume, Retire, SessionEnded, Subscribe, Unsubscribe,
 };
+pub use self::handlers::{Enqueue, GetStatus, PublishMsg};
 pub use self::io::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
@@ -88,7 +88,7 @@ struct Completion {
 }
 
 /// Everything a [`SessionActor`] is built from (given by the supervisor).
-pub struct SessionParts {
+pub(crate) struct SessionParts {
     /// Validated options.
     pub opts: Arc<SessionOptions>,
     /// Parsed broker URLs (shared with each driver's link).

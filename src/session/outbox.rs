@@ -27,7 +27,7 @@ use crate::message::{Publish, QoS};
 
 /// One publish and whoever waits for its completion.
 #[derive(Debug)]
-pub struct Entry<R> {
+pub(crate) struct Entry<R> {
     /// The publish.
     pub publish: Publish,
     /// Completion handle (a oneshot sender in the actor).
@@ -44,7 +44,7 @@ pub struct Entry<R> {
 
 /// What to send again, first, on a connection that resumed the broker's session.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resend {
+pub(crate) enum Resend {
     /// The PUBLISH, with its packet id and DUP set.
     Publish {
         /// The original packet id.
@@ -58,7 +58,7 @@ pub enum Resend {
 
 impl Resend {
     /// The packet id it goes out with.
-    pub fn pkid(&self) -> u16 {
+    pub(crate) fn pkid(&self) -> u16 {
         match self {
             Resend::Publish { pkid, .. } | Resend::PubRel(pkid) => *pkid,
         }
@@ -67,7 +67,7 @@ impl Resend {
 
 /// The packet id of one outbox entry, as the store records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryId {
+pub(crate) struct EntryId {
     /// The entry's key in the store's outbox.
     pub seq: u64,
     /// Its packet id.
@@ -80,7 +80,7 @@ pub struct EntryId {
 
 /// The outbox; `R` is the completion handle type.
 #[derive(Debug)]
-pub struct Outbox<R> {
+pub(crate) struct Outbox<R> {
     limit: usize,
     next_id: u64,
     entries: BTreeMap<u64, Entry<R>>,
@@ -129,11 +129,11 @@ impl IdPool {
 
 /// The outbox holds `limit` entries already.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Full;
+pub(crate) struct Full;
 
 impl<R> Outbox<R> {
     /// An outbox for at most `limit` publishes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Outbox {
             limit,
             next_id: 0,
@@ -151,7 +151,7 @@ impl<R> Outbox<R> {
 
     /// From now on the outbox chooses packet ids, in `1 ..= window` (see the [module
     /// docs](self)); the ids entries hold already stay theirs.
-    pub fn choose_ids(&mut self, window: u16) {
+    pub(crate) fn choose_ids(&mut self, window: u16) {
         let used = self.entries.values().filter_map(|e| e.pkid).collect();
         self.pool = Some(IdPool {
             window: window.max(1),
@@ -161,14 +161,14 @@ impl<R> Outbox<R> {
     }
 
     /// Whether the outbox chooses packet ids.
-    pub fn chooses_ids(&self) -> bool {
+    pub(crate) fn chooses_ids(&self) -> bool {
         self.pool.is_some()
     }
 
     /// The packet id the waiting entry `id` (returned by `peek_sendable`) goes out with:
     /// 0 for QoS 0 or when rumqttc numbers publishes; else the id it holds, or a free one
     /// given to it now. `None` when no id is free (it waits).
-    pub fn assign_id(&mut self, id: u64) -> Option<u16> {
+    pub(crate) fn assign_id(&mut self, id: u64) -> Option<u16> {
         let Some(pool) = &mut self.pool else {
             return Some(0);
         };
@@ -193,7 +193,7 @@ impl<R> Outbox<R> {
 
     /// The store's view of the handed or written entry `id` (its packet id is recorded
     /// before it is written).
-    pub fn stored_id(&self, id: u64) -> Option<EntryId> {
+    pub(crate) fn stored_id(&self, id: u64) -> Option<EntryId> {
         let e = self.entries.get(&id)?;
         Some(EntryId {
             seq: e.seq?,
@@ -204,19 +204,19 @@ impl<R> Outbox<R> {
     }
 
     /// The publish of entry `id`.
-    pub fn publish_of(&self, id: u64) -> Option<&Publish> {
+    pub(crate) fn publish_of(&self, id: u64) -> Option<&Publish> {
         self.entries.get(&id).map(|e| &e.publish)
     }
 
     /// Whether `id` is still handed (not written, not back to waiting).
-    pub fn is_handed(&self, id: u64) -> bool {
+    pub(crate) fn is_handed(&self, id: u64) -> bool {
         self.handed.contains(&id)
     }
 
     /// The newest handed entries `ids` (oldest first) were not given to rumqttc after all
     /// (their packet ids could not be recorded, or its channel was full): they wait again,
     /// first, without their ids.
-    pub fn return_handed(&mut self, ids: &[u64]) {
+    pub(crate) fn return_handed(&mut self, ids: &[u64]) {
         for &id in ids.iter().rev() {
             let Some(pos) = self.handed.iter().rposition(|h| *h == id) else {
                 continue;
@@ -235,22 +235,22 @@ impl<R> Outbox<R> {
     }
 
     /// Entries not yet completed.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// QoS >= 1 entries handed to rumqttc and not yet acknowledged.
-    pub fn inflight(&self) -> usize {
+    pub(crate) fn inflight(&self) -> usize {
         self.qos1_outstanding
     }
 
     /// Queues a publish; refused when `limit` entries are pending.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         publish: Publish,
         responder: Option<R>,
@@ -263,13 +263,13 @@ impl<R> Outbox<R> {
 
     /// Queues a publish that is already in the store (`seq`), even past the limit: it was
     /// accepted before, it must not be lost.
-    pub fn push_stored(&mut self, publish: Publish, seq: u64, responder: Option<R>) -> u64 {
+    pub(crate) fn push_stored(&mut self, publish: Publish, seq: u64, responder: Option<R>) -> u64 {
         self.insert(publish, responder, Some(seq))
     }
 
     /// Queues a stored publish that went out with packet id `pkid` before the process
     /// stopped (a persistent session): it waits, parked, for the first CONNACK.
-    pub fn push_stored_with_id(
+    pub(crate) fn push_stored_with_id(
         &mut self,
         publish: Publish,
         seq: u64,
@@ -308,7 +308,7 @@ impl<R> Outbox<R> {
     }
 
     /// The stored entry that holds `pkid` now (to record its packet id in the store).
-    pub fn entry_id(&self, pkid: u16) -> Option<EntryId> {
+    pub(crate) fn entry_id(&self, pkid: u16) -> Option<EntryId> {
         let id = *self.by_pkid.get(&pkid)?.front()?;
         let e = self.entries.get(&id)?;
         Some(EntryId {
@@ -321,7 +321,7 @@ impl<R> Outbox<R> {
 
     /// rumqttc sent PUBREL for `pkid` (the broker's PUBREC came): the QoS 2 entry now
     /// waits for PUBCOMP. Returns true when an entry changed.
-    pub fn on_released(&mut self, pkid: u16) -> bool {
+    pub(crate) fn on_released(&mut self, pkid: u16) -> bool {
         let Some(&id) = self.by_pkid.get(&pkid).and_then(VecDeque::front) else {
             return false;
         };
@@ -336,7 +336,7 @@ impl<R> Outbox<R> {
 
     /// The next waiting publish that may be handed to rumqttc now, given at most
     /// `max_inflight` QoS >= 1 publishes outstanding.
-    pub fn peek_sendable(&self, max_inflight: usize) -> Option<(u64, &Publish)> {
+    pub(crate) fn peek_sendable(&self, max_inflight: usize) -> Option<(u64, &Publish)> {
         let id = *self.waiting.front()?;
         let e = self.entries.get(&id)?;
         if e.publish.qos != QoS::AtMostOnce && self.qos1_outstanding >= max_inflight {
@@ -346,7 +346,7 @@ impl<R> Outbox<R> {
     }
 
     /// Marks the front waiting entry (returned by `peek_sendable`) as handed to rumqttc.
-    pub fn mark_handed(&mut self, id: u64) {
+    pub(crate) fn mark_handed(&mut self, id: u64) {
         if self.waiting.front() == Some(&id) {
             self.waiting.pop_front();
             if let Some(e) = self.entries.get(&id) {
@@ -360,7 +360,7 @@ impl<R> Outbox<R> {
 
     /// Takes the front waiting entry (returned by `peek_sendable`) out without sending it
     /// (the broker's limits refuse it).
-    pub fn remove_waiting(&mut self, id: u64) -> Option<Entry<R>> {
+    pub(crate) fn remove_waiting(&mut self, id: u64) -> Option<Entry<R>> {
         if self.waiting.front() != Some(&id) {
             return None;
         }
@@ -370,7 +370,7 @@ impl<R> Outbox<R> {
 
     /// rumqttc wrote a publish (`Outgoing::Publish(pkid)`). A QoS 0 entry completes here
     /// and is returned.
-    pub fn on_written(&mut self, pkid: u16, now: Instant) -> Option<Entry<R>> {
+    pub(crate) fn on_written(&mut self, pkid: u16, now: Instant) -> Option<Entry<R>> {
         if let Some(i) = self.resending.iter().position(|p| *p == pkid && pkid != 0) {
             // A resumed entry went out again: it already has its slot in by_pkid.
             self.resending.swap_remove(i);
@@ -398,7 +398,7 @@ impl<R> Outbox<R> {
     }
 
     /// rumqttc held a publish back because `pkid` is still in use (`Outgoing::AwaitAck`).
-    pub fn on_collision(&mut self, pkid: u16) {
+    pub(crate) fn on_collision(&mut self, pkid: u16) {
         if let Some(id) = self.handed.pop_front() {
             self.by_pkid.entry(pkid).or_default().push_back(id);
             self.collided.insert(pkid, id);
@@ -409,7 +409,7 @@ impl<R> Outbox<R> {
     }
 
     /// PUBACK or PUBCOMP for `pkid`: returns the completed entry.
-    pub fn on_acked(&mut self, pkid: u16) -> Option<Entry<R>> {
+    pub(crate) fn on_acked(&mut self, pkid: u16) -> Option<Entry<R>> {
         let q = self.by_pkid.get_mut(&pkid)?;
         let id = q.pop_front()?;
         if q.is_empty() {
@@ -426,7 +426,7 @@ impl<R> Outbox<R> {
     /// QoS >= 1 entries go back to waiting; written ones too, unless `keep_ids` (a persistent
     /// session), which parks them with their packet ids until the next CONNACK; dropped
     /// QoS 0 entries are returned (they are lost: QoS 0 is never resent).
-    pub fn on_connection_lost(
+    pub(crate) fn on_connection_lost(
         &mut self,
         drained_qos1: usize,
         drained_qos0: usize,
@@ -497,7 +497,7 @@ impl<R> Outbox<R> {
     /// returned, oldest first, to be sent before anything else (PUBLISH with the same
     /// packet id and DUP, or PUBREL); without, they go back to waiting and are sent again
     /// as new publishes (their packet ids are forgotten, returned nothing).
-    pub fn on_connected(&mut self, session_present: bool, now: Instant) -> Vec<Resend> {
+    pub(crate) fn on_connected(&mut self, session_present: bool, now: Instant) -> Vec<Resend> {
         let parked = std::mem::take(&mut self.parked);
         self.resending.clear();
         if !session_present {
@@ -537,13 +537,14 @@ impl<R> Outbox<R> {
     }
 
     /// Parked entries (a persistent session between a connection loss and its CONNACK).
-    pub fn parked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn parked(&self) -> usize {
         self.parked.len()
     }
 
     /// Responders of written QoS >= 1 entries whose acknowledgement is overdue; each is
     /// returned once (the entry itself stays and is still delivered).
-    pub fn take_overdue(&mut self, now: Instant, timeout: std::time::Duration) -> Vec<R> {
+    pub(crate) fn take_overdue(&mut self, now: Instant, timeout: std::time::Duration) -> Vec<R> {
         self.entries
             .values_mut()
             .filter(|e| {
@@ -555,7 +556,7 @@ impl<R> Outbox<R> {
     }
 
     /// Removes everything (the session closes); returns the entries.
-    pub fn drain(&mut self) -> Vec<Entry<R>> {
+    pub(crate) fn drain(&mut self) -> Vec<Entry<R>> {
         self.waiting.clear();
         self.handed.clear();
         self.by_pkid.clear();

@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 
 /// How far back a rate looks: the rate is the change since the newest sample at least
 /// this old (or the oldest sample, if younger).
-pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Minimum spacing of samples.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// The shortest time a rate is averaged over: younger windows divide by this instead, so
 /// that a burst just after a start does not show as a huge rate.
-pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(1);
 
 /// The totals a rate is computed for: messages received, bytes received, messages sent,
 /// bytes sent.
-pub type Totals = [u64; 4];
+pub(crate) type Totals = [u64; 4];
 
 /// Recent samples of [`Totals`]. While every total is still zero (a session that has not
 /// received or sent anything yet) it keeps no samples: it only remembers since when, and
 /// allocates nothing.
 #[derive(Debug, Clone)]
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     samples: VecDeque<(Instant, Totals)>,
     /// When the window started.
     start: Instant,
@@ -31,7 +31,7 @@ pub struct RateWindow {
 
 impl RateWindow {
     /// A window whose totals are all zero at `start`.
-    pub fn new(start: Instant) -> Self {
+    pub(crate) fn new(start: Instant) -> Self {
         RateWindow {
             samples: VecDeque::new(),
             start,
@@ -52,7 +52,7 @@ impl RateWindow {
 
     /// Records `totals` at `now` if the newest sample is at least [`SAMPLE_EVERY`] old,
     /// and forgets samples no rate needs any more.
-    pub fn record(&mut self, now: Instant, totals: Totals) {
+    pub(crate) fn record(&mut self, now: Instant, totals: Totals) {
         if self.samples.is_empty() {
             if totals == [0; 4] {
                 self.zero_until = self.zero_until.max(now);
@@ -81,7 +81,7 @@ impl RateWindow {
     }
 
     /// Per-second rates of `totals` at `now`, over the window (at least [`MIN_WINDOW`]).
-    pub fn rates(&self, now: Instant, totals: Totals) -> [f64; 4] {
+    pub(crate) fn rates(&self, now: Instant, totals: Totals) -> [f64; 4] {
         let zero;
         let base = match self
             .samples

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
 pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
 pub use session_state::StoredPacketId;
-pub use worker::StoreWorker;
+pub(crate) use worker::StoreWorker;
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
 use files::{create_dir, existing_log, note_released, open_db, restrict_files};
@@ -182,7 +182,7 @@ impl Store {
 
     /// Writes everything to disk (fsync). Call it at shutdown. On the store worker's
     /// thread, inside a group, the flush is owed instead and made once for the group
-    /// before its answers go out (see [`StoreWorker`]).
+    /// before its answers go out (see the `worker` module).
     pub fn flush(&self) -> Result<()> {
         if worker::defer_flush() {
             return Ok(());

@@ -1,11 +1,11 @@
-//! [`Supervisor`]: owns the set of sessions of one manager.
+//! `Supervisor` (crate-private): owns the set of sessions of one manager.
 //!
 //! It is the only writer of the session registry: adding and removing sessions go
 //! through it, so the duplicate-name and duplicate-client-id checks cannot race. It
 //! starts each [`SessionActor`] under actix supervision ([`actix::Supervisor`]), which
 //! restarts an actor that stops unexpectedly; the actor itself waits a backoff delay
 //! before reconnecting after a restart. Readers (`list`, `session`, `status`) take a short
-//! read lock on the [`SessionRegistry`] and never wait for this actor.
+//! read lock on the session registry and never wait for this actor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,19 +35,19 @@ use self::policy::{RestartHistory, Verdict};
 mod policy;
 
 /// The shared session registry: session name → handle.
-pub type Registry = Arc<SessionRegistry>;
+pub(crate) type Registry = Arc<SessionRegistry>;
 
 /// The sessions of a manager by name. Only the supervisor writes it (one short write lock
 /// per add or remove: no copy of the map, so adding the 10,000th session costs what the
 /// first did); readers take a short read lock and clone what they need.
 #[derive(Debug, Default)]
-pub struct SessionRegistry {
+pub(crate) struct SessionRegistry {
     map: std::sync::RwLock<BTreeMap<String, SessionHandle>>,
 }
 
 impl SessionRegistry {
     /// Read access to the map; keep it short (never across an `.await`).
-    pub fn load(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SessionHandle>> {
+    pub(crate) fn load(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SessionHandle>> {
         self.map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -65,7 +65,7 @@ type ClientKey = (String, String);
 
 /// The supervisor actor. See the [module docs](self).
 #[derive(Debug)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     registry: Registry,
     bus: EventBus,
     router: Addr<RouterActor>,
@@ -166,7 +166,7 @@ impl Actor for Supervisor {
 /// Register a session and start connecting it (returns before any network I/O).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SessionHandle, Error>")]
-pub struct AddSession(pub SessionOptions);
+pub(crate) struct AddSession(pub SessionOptions);
 
 impl Handler<AddSession> for Supervisor {
     type Result = ResponseActFuture<Self, Result<SessionHandle, Error>>;
@@ -378,7 +378,7 @@ impl Handler<SessionEnded> for Supervisor {
 /// subscriptions, held messages) is deleted unless `keep_state`; its metadata is kept.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
-pub struct RemoveSession {
+pub(crate) struct RemoveSession {
     /// The session.
     pub name: String,
     /// Keep its stored state for a later session of the same name.
@@ -430,7 +430,7 @@ impl Handler<RemoveSession> for Supervisor {
 /// Close every session and refuse new ones.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 impl Handler<Shutdown> for Supervisor {
     type Result = ResponseFuture<()>;

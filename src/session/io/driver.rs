@@ -31,7 +31,6 @@ use crate::delivery::Delivery;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::session::backoff::Backoff;
 use crate::session::counters::SessionCounters;
 use crate::session::inbound::{InboundState, Verdict};
 use crate::session::incoming::{Dispatcher, Pending};
@@ -143,7 +142,7 @@ impl Driver {
             self.inbound.clone(),
             self.link.writes_acks(),
         );
-        let mut backoff = Backoff::new(&self.opts.reconnect);
+        let mut backoff = self.opts.reconnect.backoff();
         let mut attempt: u32 = 0;
         let mut delay = self.initial_delay.take();
         loop {
