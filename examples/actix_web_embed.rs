@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use mqtt_sessions::Publish;
 use mqtt_sessions::{QoS, SessionManager, SessionOptions};
 use prometheus::IntCounter;
 
@@ -39,7 +40,10 @@ async fn index() -> HttpResponse {
 async fn publish(state: web::Data<AppState>, text: web::Path<String>) -> HttpResponse {
     match state
         .manager
-        .publish_to("app", "example/echo", text.into_inner(), QoS::AtLeastOnce)
+        .publish(
+            "app",
+            Publish::new("example/echo", text.into_inner()).qos(QoS::AtLeastOnce),
+        )
         .await
     {
         Ok(()) => {

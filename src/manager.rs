@@ -252,14 +252,15 @@ fn sample_rates(
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use mqtt_sessions::{QoS, SessionManager, SessionOptions};
+/// use mqtt_sessions::{Publish, QoS, SessionManager, SessionOptions};
 ///
 /// #[actix::main]
 /// async fn main() -> Result<(), mqtt_sessions::Error> {
 ///     let manager = SessionManager::new()?;
 ///     manager.add_session(SessionOptions::new("plant-1", "mqtt://127.0.0.1:1883")).await?;
 ///     manager.wait_for_session("plant-1", Duration::from_secs(10)).await?;
-///     manager.publish_to("plant-1", "plant/1/status", "online", QoS::AtLeastOnce).await?;
+///     let status = Publish::new("plant/1/status", "online").qos(QoS::AtLeastOnce);
+///     manager.publish("plant-1", status).await?;
 ///     manager.shutdown().await;
 ///     Ok(())
 /// }
@@ -377,18 +378,6 @@ impl SessionManager {
         }
     }
 
-    /// Publishes `payload` on `topic` through one session; see [`SessionHandle::publish`].
-    pub async fn publish_to(
-        &self,
-        session: &str,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        qos: QoS,
-    ) -> Result<(), Error> {
-        self.publish(session, Publish::new(topic, payload).qos(qos))
-            .await
-    }
-
     /// Publishes a [`Publish`] (retain, QoS, ...) through one session and waits for the
     /// broker's acknowledgement; see [`SessionHandle::publish`].
     pub async fn publish(&self, session: &str, publish: Publish) -> Result<(), Error> {
@@ -401,14 +390,9 @@ impl SessionManager {
         self.session(session)?.enqueue(publish).await
     }
 
-    /// Publishes through every session at once; one result per session.
-    pub async fn publish_to_all(
-        &self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        qos: QoS,
-    ) -> BTreeMap<String, Result<(), Error>> {
-        let publish = Publish::new(topic, payload).qos(qos);
+    /// Publishes `publish` through every session at once and waits for each one's
+    /// acknowledgement (as [`SessionHandle::publish`]); one result per session.
+    pub async fn publish_to_all(&self, publish: Publish) -> BTreeMap<String, Result<(), Error>> {
         let handles: Vec<SessionHandle> = self.registry.load().values().cloned().collect();
         let sends = handles.iter().map(|h| h.publish(publish.clone()));
         let results = futures_util::future::join_all(sends).await;

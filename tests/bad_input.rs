@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use mqtt_sessions::store::StoreError;
 use mqtt_sessions::tls::TlsError;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{
     Error, OptionsError, QoS, SessionManager, SessionOptions, TlsOptions, TopicError,
 };
@@ -100,38 +101,44 @@ async fn every_bad_input_gives_its_typed_error() {
     // --- the API: topics, filters, payloads, QoS ---
     c.check(
         "publish '+'",
-        h.publish_to("a/+/b", "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new("a/+/b", "x").qos(QoS::AtMostOnce))
+            .await,
         is_topic(|t| matches!(t, TopicError::WildcardInTopicName { .. })),
     );
     c.check(
         "publish '#'",
-        h.publish_to("a/#", "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new("a/#", "x").qos(QoS::AtMostOnce))
+            .await,
         is_topic(|t| matches!(t, TopicError::WildcardInTopicName { .. })),
     );
     c.check(
         "publish empty topic",
-        h.publish_to("", "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new("", "x").qos(QoS::AtMostOnce)).await,
         is_topic(|t| matches!(t, TopicError::Empty { .. })),
     );
     c.check(
         "publish NUL",
-        h.publish_to("a\0b", "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new("a\0b", "x").qos(QoS::AtMostOnce))
+            .await,
         is_topic(|t| matches!(t, TopicError::ContainsNul { .. })),
     );
     let long = "a".repeat(65_536);
     c.check(
         "publish 65536-byte topic",
-        h.publish_to(&long, "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new(&long, "x").qos(QoS::AtMostOnce))
+            .await,
         is_topic(|t| matches!(t, TopicError::TooLong { .. })),
     );
     c.check(
         "publish to $share",
-        h.publish_to("$share/g/x", "x", QoS::AtMostOnce).await,
+        h.publish(Publish::new("$share/g/x", "x").qos(QoS::AtMostOnce))
+            .await,
         is_topic(|t| matches!(t, TopicError::SharedTopicName { .. })),
     );
     c.check(
         "oversized payload",
-        h.publish_to("a", vec![0u8; 65], QoS::AtLeastOnce).await,
+        h.publish(Publish::new("a", vec![0u8; 65]).qos(QoS::AtLeastOnce))
+            .await,
         |e| {
             matches!(
                 e,
@@ -190,7 +197,8 @@ async fn every_bad_input_gives_its_typed_error() {
     // --- the API: sessions and routes ---
     c.check(
         "publish to unknown session",
-        m.publish_to("ghost", "a", "x", QoS::AtMostOnce).await,
+        m.publish("ghost", Publish::new("a", "x").qos(QoS::AtMostOnce))
+            .await,
         |e| matches!(e, Error::UnknownSession(_)),
     );
     c.check(
@@ -252,7 +260,8 @@ async fn every_bad_input_gives_its_typed_error() {
         .unwrap();
     c.check(
         "QoS 0 while disconnected",
-        down.publish_to("a", "x", QoS::AtMostOnce).await,
+        down.publish(Publish::new("a", "x").qos(QoS::AtMostOnce))
+            .await,
         |e| matches!(e, Error::NotConnected { .. }),
     );
 

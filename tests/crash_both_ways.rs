@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{QoS, SessionManager};
 use serde_json::json;
 
@@ -57,7 +58,7 @@ async fn child_process() {
     println!("started");
     for k in 0..limit {
         let payload = format!("{generation}-{k}");
-        h.publish_to("out/x", payload.clone(), QoS::AtLeastOnce)
+        h.publish(Publish::new("out/x", payload.clone()).qos(QoS::AtLeastOnce))
             .await
             .unwrap();
         println!("accepted {payload}");

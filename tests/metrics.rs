@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mqtt_sessions::metrics::metric_names;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{QoS, RouteStatsSnapshot, SessionManager, SessionState};
 
 const T: Duration = Duration::from_secs(15);
@@ -72,7 +73,7 @@ async fn busy_manager(broker: &Mosquitto) -> (SessionManager, HttpEndpoint) {
     m.wait_for_session("busy", T).await.unwrap();
     mosquitto_pub_many(broker.port(), "in/x", 5).await;
     for i in 0..3 {
-        h.publish_to("out/x", format!("m{i}"), QoS::AtLeastOnce)
+        h.publish(Publish::new("out/x", format!("m{i}")).qos(QoS::AtLeastOnce))
             .await
             .unwrap();
     }
@@ -96,7 +97,7 @@ async fn scraped_counters_equal_the_messages_received_and_sent_during_real_traff
     const M: usize = 20; // out through the session
     let incoming = actix_rt::spawn(mosquitto_pub_many(broker.port(), "in/x", N));
     for i in 0..M {
-        h.publish_to("out/x", format!("out-{i:02}"), QoS::AtLeastOnce)
+        h.publish(Publish::new("out/x", format!("out-{i:02}")).qos(QoS::AtLeastOnce))
             .await
             .unwrap();
     }
@@ -293,7 +294,7 @@ async fn removing_a_session_removes_its_series_from_metrics() {
         m.add_session(fast_opts(name, &broker.url())).await.unwrap();
         m.wait_for_session(name, T).await.unwrap();
     }
-    m.publish_to("goes", "t/x", "bye", QoS::AtLeastOnce)
+    m.publish("goes", Publish::new("t/x", "bye").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     let before = http.scrape().await;

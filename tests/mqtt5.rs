@@ -195,7 +195,7 @@ async fn a_subscription_the_broker_denies_is_refused_with_its_reason_code() {
         "{err:?}"
     );
     let allowed = m.listen_to("s", "allowed/x").await.unwrap();
-    m.publish_to("s", "allowed/x", "fine", QoS::AtLeastOnce)
+    m.publish("s", Publish::new("allowed/x", "fine").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     assert_eq!(recv(&allowed).await.payload_str().unwrap(), "fine");
@@ -211,7 +211,7 @@ async fn a_publish_the_broker_denies_is_refused_with_its_reason_code() {
     m.add_session(v5_opts("s", &broker.url())).await.unwrap();
     m.wait_for_session("s", T).await.unwrap();
     let err = m
-        .publish_to("s", "denied/p", "no", QoS::AtLeastOnce)
+        .publish("s", Publish::new("denied/p", "no").qos(QoS::AtLeastOnce))
         .await
         .unwrap_err();
     assert!(
@@ -220,7 +220,7 @@ async fn a_publish_the_broker_denies_is_refused_with_its_reason_code() {
         "{err:?}"
     );
     // The session goes on: the next publish is accepted.
-    m.publish_to("s", "allowed/p", "yes", QoS::AtLeastOnce)
+    m.publish("s", Publish::new("allowed/p", "yes").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     m.shutdown().await;
@@ -312,12 +312,15 @@ async fn a_no_local_route_does_not_receive_its_own_sessions_publishes() {
         .listen()
         .await
         .unwrap();
-    m.publish_to("me", "nl/own", "own", QoS::AtLeastOnce)
+    m.publish("me", Publish::new("nl/own", "own").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
-    m.publish_to("other", "nl/theirs", "theirs", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    m.publish(
+        "other",
+        Publish::new("nl/theirs", "theirs").qos(QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
     assert_eq!(recv(&l).await.payload_str().unwrap(), "theirs");
     assert!(l.try_recv().is_none());
     m.shutdown().await;
@@ -410,7 +413,7 @@ async fn the_connack_receive_maximum_bounds_the_publishes_in_flight() {
         .map(|i| {
             let h = h.clone();
             actix_rt::spawn(async move {
-                h.publish_to("rcv/x", format!("{i:02}"), QoS::AtLeastOnce)
+                h.publish(Publish::new("rcv/x", format!("{i:02}")).qos(QoS::AtLeastOnce))
                     .await
             })
         })
@@ -456,14 +459,14 @@ async fn a_publish_over_the_connack_maximum_packet_size_is_refused_without_losin
         .unwrap();
     m.wait_for_session("mps", T).await.unwrap();
     let err = h
-        .publish_to("mps/big", "x".repeat(300), QoS::AtLeastOnce)
+        .publish(Publish::new("mps/big", "x".repeat(300)).qos(QoS::AtLeastOnce))
         .await
         .unwrap_err();
     assert!(
         matches!(err, Error::PacketTooLarge { max: 200, .. }),
         "{err:?}"
     );
-    h.publish_to("mps/small", "fits", QoS::AtLeastOnce)
+    h.publish(Publish::new("mps/small", "fits").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
     assert!(sub.wait_for_line_async("mps/small fits", T).await);
@@ -499,10 +502,8 @@ async fn publishes_never_use_topic_aliases_beyond_the_connack_topic_alias_maximu
     m.wait_for_session("alias", T).await.unwrap();
     for round in 0..2 {
         for t in 0..50 {
-            h.publish_to(
-                &format!("alias/topic-{t}"),
-                format!("{round}"),
-                QoS::AtLeastOnce,
+            h.publish(
+                Publish::new(format!("alias/topic-{t}"), format!("{round}")).qos(QoS::AtLeastOnce),
             )
             .await
             .unwrap();

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{Error, ErrorKind, EventData, GiveUpReason, QoS, SessionManager, SessionState};
 
 const T: Duration = Duration::from_secs(30);
@@ -89,10 +90,13 @@ async fn write_timeout_fails_a_publish_the_broker_never_acknowledges() {
     m.wait_for_session("wt", T).await.unwrap();
     broker.pause();
     let started = Instant::now();
-    let e = tokio::time::timeout(T, h.publish_to("wt/x", "1", QoS::AtLeastOnce))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let e = tokio::time::timeout(
+        T,
+        h.publish(Publish::new("wt/x", "1").qos(QoS::AtLeastOnce)),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(e, Error::PublishTimeout { .. }), "{e}");
     // Overdue publishes are swept once a second: 1 s to 2 s, plus scheduling.
@@ -163,7 +167,7 @@ async fn inflight_bounds_the_publishes_the_broker_sees_unacknowledged() {
         .map(|i| {
             let h = h.clone();
             actix_rt::spawn(async move {
-                h.publish_to("inf/x", format!("{i:02}"), QoS::AtLeastOnce)
+                h.publish(Publish::new("inf/x", format!("{i:02}")).qos(QoS::AtLeastOnce))
                     .await
             })
         })
@@ -273,7 +277,7 @@ async fn max_pending_messages_refuses_publishes_past_the_limit_and_delivers_the_
         .map(|i| {
             let h = h.clone();
             actix_rt::spawn(async move {
-                h.publish_to("pend/x", format!("{i}"), QoS::AtLeastOnce)
+                h.publish(Publish::new("pend/x", format!("{i}")).qos(QoS::AtLeastOnce))
                     .await
             })
         })
@@ -288,7 +292,7 @@ async fn max_pending_messages_refuses_publishes_past_the_limit_and_delivers_the_
         h.metrics().pending_messages
     );
     let e = h
-        .publish_to("pend/x", "overflow", QoS::AtLeastOnce)
+        .publish(Publish::new("pend/x", "overflow").qos(QoS::AtLeastOnce))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::QueueFull { limit: 5, .. }), "{e}");
@@ -438,7 +442,7 @@ async fn a_qos2_publish_completes_the_four_way_handshake_and_arrives_exactly_onc
         .unwrap();
     m.wait_for_session("q2", T).await.unwrap();
     for i in 0..10 {
-        h.publish_to("q2/x", format!("{i}"), QoS::ExactlyOnce)
+        h.publish(Publish::new("q2/x", format!("{i}")).qos(QoS::ExactlyOnce))
             .await
             .unwrap();
     }

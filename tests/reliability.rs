@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{EventData, QoS, SessionManager, SessionState};
 use serde_json::json;
 
@@ -516,7 +517,7 @@ async fn qos1_traffic_survives_a_broker_kill9_and_only_what_the_broker_acked_but
         let s = sender.clone();
         let done = Arc::clone(&completed);
         tasks.push(actix_rt::spawn(async move {
-            s.publish_to(&format!("crash/x/{i}"), format!("{i}"), QoS::AtLeastOnce)
+            s.publish(Publish::new(format!("crash/x/{i}"), format!("{i}")).qos(QoS::AtLeastOnce))
                 .await
                 .unwrap();
             done.lock().unwrap().push((i, Instant::now()));

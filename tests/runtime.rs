@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use common::*;
 use mqtt_sessions::session::InjectFailure;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{GiveUpReason, SessionManager, SupervisionOptions};
 
 const T: Duration = Duration::from_secs(30);
@@ -144,7 +145,10 @@ async fn a_store_taking_two_seconds_per_flush_stalls_neither_keep_alive_nor_deli
             drop(r);
             let t = std::time::Instant::now();
             stalling
-                .publish_to("writer", "stall/x", "x", mqtt_sessions::QoS::AtLeastOnce)
+                .publish(
+                    "writer",
+                    Publish::new("stall/x", "x").qos(mqtt_sessions::QoS::AtLeastOnce),
+                )
                 .await
                 .unwrap();
             publish_times.push(t.elapsed());
@@ -350,7 +354,10 @@ async fn past_the_restart_limit_a_session_gives_up_with_event_state_metric_and_w
         "sessions by state counts it:\n{text}"
     );
     let publish = m
-        .publish_to("s", "x", "y", mqtt_sessions::QoS::AtLeastOnce)
+        .publish(
+            "s",
+            Publish::new("x", "y").qos(mqtt_sessions::QoS::AtLeastOnce),
+        )
         .await;
     assert!(
         matches!(publish, Err(mqtt_sessions::Error::SessionGaveUp { .. })),

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
+use mqtt_sessions::Publish;
 use mqtt_sessions::{QoS, SessionManager};
 
 const SECRET: &str = "s3cret-Passw0rd-that-must-not-leak";
@@ -29,7 +30,9 @@ async fn the_password_never_reaches_metrics_status_snapshots_or_events() {
     m.wait_for_session("sec", Duration::from_secs(15))
         .await
         .unwrap();
-    h.publish_to("sec/x", "1", QoS::AtLeastOnce).await.unwrap();
+    h.publish(Publish::new("sec/x", "1").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
     // A refused login too: its error text must not carry the password either.
     let mut wrong =
         fast_opts("sec-wrong", &broker.url()).credentials("alice", "wrong-but-also-secret");

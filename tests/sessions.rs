@@ -266,7 +266,7 @@ async fn qos1_publishes_made_while_the_broker_is_down_are_delivered_once_it_is_b
     for i in 0..5 {
         let h = h.clone();
         pending.push(actix_rt::spawn(async move {
-            h.publish_to(&format!("q/{i}"), format!("m{i}"), QoS::AtLeastOnce)
+            h.publish(Publish::new(format!("q/{i}"), format!("m{i}")).qos(QoS::AtLeastOnce))
                 .await
         }));
     }
@@ -278,7 +278,9 @@ async fn qos1_publishes_made_while_the_broker_is_down_are_delivered_once_it_is_b
         .await
     );
     // QoS 0 is not queued.
-    let q0 = h.publish_to("q/zero", "x", QoS::AtMostOnce).await;
+    let q0 = h
+        .publish(Publish::new("q/zero", "x").qos(QoS::AtMostOnce))
+        .await;
     assert!(matches!(q0, Err(Error::NotConnected { .. })), "{q0:?}");
     broker.restart();
     for p in pending {
@@ -311,7 +313,8 @@ async fn past_max_pending_messages_publish_returns_queue_full() {
     for i in 0..3 {
         let h = h.clone();
         pending.push(actix_rt::spawn(async move {
-            h.publish_to("f/x", format!("{i}"), QoS::AtLeastOnce).await
+            h.publish(Publish::new("f/x", format!("{i}")).qos(QoS::AtLeastOnce))
+                .await
         }));
     }
     assert!(
@@ -322,7 +325,7 @@ async fn past_max_pending_messages_publish_returns_queue_full() {
         .await
     );
     let err = h
-        .publish_to("f/x", "overflow", QoS::AtLeastOnce)
+        .publish(Publish::new("f/x", "overflow").qos(QoS::AtLeastOnce))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::QueueFull { limit: 3, .. }), "{err}");
@@ -370,7 +373,10 @@ async fn qos1_publish_returns_only_after_the_broker_acknowledged_it() {
     m.wait_for_session("acker", T).await.unwrap();
     broker.pause();
     let h2 = h.clone();
-    let task = actix_rt::spawn(async move { h2.publish_to("ack/x", "1", QoS::AtLeastOnce).await });
+    let task = actix_rt::spawn(async move {
+        h2.publish(Publish::new("ack/x", "1").qos(QoS::AtLeastOnce))
+            .await
+    });
     // Written to the socket but not acknowledged: still in flight.
     assert!(
         poll_until_async(T, || {
@@ -447,14 +453,17 @@ async fn bad_inputs_give_typed_errors() {
     let h = m.add_session(o).await.unwrap();
 
     let e = h
-        .publish_to("a/+/b", "x", QoS::AtMostOnce)
+        .publish(Publish::new("a/+/b", "x").qos(QoS::AtMostOnce))
         .await
         .unwrap_err();
     assert!(
         matches!(e, Error::Topic(TopicError::WildcardInTopicName { .. })),
         "{e}"
     );
-    let e = h.publish_to("", "x", QoS::AtMostOnce).await.unwrap_err();
+    let e = h
+        .publish(Publish::new("", "x").qos(QoS::AtMostOnce))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Topic(TopicError::Empty { .. })), "{e}");
     let e = h.subscribe("a/#/b", QoS::AtMostOnce).await.unwrap_err();
     assert!(
@@ -479,7 +488,7 @@ async fn bad_inputs_give_typed_errors() {
     let e = serde_json::from_str::<QoS>("7").unwrap_err();
     assert!(e.to_string().contains("invalid QoS 7"), "{e}");
     let e = h
-        .publish_to("a/b", vec![0u8; 17], QoS::AtLeastOnce)
+        .publish(Publish::new("a/b", vec![0u8; 17]).qos(QoS::AtLeastOnce))
         .await
         .unwrap_err();
     assert!(
@@ -494,7 +503,7 @@ async fn bad_inputs_give_typed_errors() {
         "{e}"
     );
     let e = m
-        .publish_to("nobody", "a/b", "x", QoS::AtMostOnce)
+        .publish("nobody", Publish::new("a/b", "x").qos(QoS::AtMostOnce))
         .await
         .unwrap_err();
     assert!(
@@ -593,7 +602,10 @@ async fn remove_session_disconnects_cleanly_without_the_will_message() {
     assert_eq!(sub.lines(), vec!["will/sentinel s".to_string()]);
     assert_eq!(h.state(), SessionState::Closed);
     assert!(m.list_sessions().is_empty());
-    let e = h.publish_to("x", "y", QoS::AtLeastOnce).await.unwrap_err();
+    let e = h
+        .publish(Publish::new("x", "y").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::SessionClosed(_)), "{e}");
     m.shutdown().await;
 }
@@ -641,11 +653,9 @@ async fn an_event_handler_that_calls_back_into_the_manager_does_not_deadlock_and
         // Call back into the manager, synchronously and asynchronously.
         let st = m2.status();
         assert!(st.contains_key(&*ev.session));
-        let r = futures_executor_block_on(m2.publish_to(
+        let r = futures_executor_block_on(m2.publish(
             &ev.session,
-            "cb/ready",
-            "1",
-            QoS::AtLeastOnce,
+            Publish::new("cb/ready", "1").qos(QoS::AtLeastOnce),
         ));
         assert!(r.is_ok(), "{r:?}");
         seen2.fetch_add(1, Ordering::SeqCst);
@@ -701,7 +711,9 @@ async fn the_supervisor_restarts_a_session_actor_that_stopped_unexpectedly() {
     publish(broker.port(), "c/1", "alive", 1, false);
     let msg = tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap();
     assert_eq!(msg.payload_str().unwrap(), "alive");
-    h.publish_to("c/out", "ok", QoS::AtLeastOnce).await.unwrap();
+    h.publish(Publish::new("c/out", "ok").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
     m.shutdown().await;
 }
 

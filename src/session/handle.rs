@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Addr, Recipient};
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::counters::{SessionCounters, SessionMetrics};
@@ -204,16 +203,6 @@ impl SessionHandle {
             lane.hold();
             Err(Error::SessionClosed(self.name.to_string()))
         }
-    }
-
-    /// Shorthand for [`publish`](Self::publish) of a non-retained message.
-    pub async fn publish_to(
-        &self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-        qos: QoS,
-    ) -> Result<(), Error> {
-        self.publish(Publish::new(topic, payload).qos(qos)).await
     }
 
     pub(crate) fn check_publish(&self, publish: &Publish) -> Result<(), Error> {
