@@ -16,6 +16,8 @@
 
 pub mod builder;
 pub(crate) mod consume;
+// `pub` items here are re-exported by `bench_internals` (feature `bench-internals`).
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub(crate) mod dispatch;
 pub mod durable;
 pub mod route;

@@ -11,6 +11,7 @@ use super::handlers::{EndReason, SessionEnded};
 use super::inbound::InboundState;
 use super::io::driver::Driver;
 use super::io::link::{BrokerLimits, Link, LinkSpec};
+use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
 use super::state::{SessionState, Transition};
 use super::status::{publish_if_changed, StatusView};
@@ -66,7 +67,7 @@ impl SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
             state: SessionState::Disconnected,
-            ready: false,
+            life: Lifecycle::new(),
             connected_broker: None,
             connected_since: None,
             state_since: SystemTime::now(),
@@ -88,11 +89,7 @@ impl SessionActor {
             removals: Vec::new(),
             meta,
             restarts: 0,
-            closed: false,
-            awaiting_verdict: false,
-            driver_gave_up: false,
             failure: None,
-            gave_up: None,
         };
         actor.put_meta();
         actor
@@ -107,7 +104,7 @@ impl SessionActor {
     pub(super) fn publish_status(&mut self) {
         let view = StatusView {
             state: self.state,
-            ready: self.ready,
+            ready: self.life.ready(),
             broker: self
                 .connected_broker
                 .map(|i| self.p.brokers[i].url.as_str()),
@@ -119,7 +116,7 @@ impl SessionActor {
             restarts: self.restarts,
             tls_skip_verify: self.skips_tls_verification(),
             subscriptions: self.subscriptions.len(),
-            gave_up: self.gave_up.as_ref(),
+            gave_up: self.life.gave_up(),
         };
         publish_if_changed(&self.p.status, &view);
         let pending = self.count_outbox();
@@ -253,12 +250,10 @@ impl SessionActor {
 
     /// Ends the session for good: fails what is pending, stops the driver.
     pub(super) fn finish_close(&mut self, ctx: &mut Context<Self>) {
-        if self.closed {
+        if !self.life.on_close() {
             return;
         }
-        self.closed = true;
         self.stop_driver(ctx);
-        self.ready = false;
         let was_connected = self.connected_broker.take().is_some();
         self.connected_since = None;
         for e in self.outbox.drain() {
@@ -284,17 +279,18 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.closed {
-            return;
-        }
-        if self.awaiting_verdict && self.p.supervisor.is_none() {
-            // Nobody to decide: restart after the reconnect backoff.
-            self.awaiting_verdict = false;
-            self.restarts += 1;
-            let delay = self.p.opts.reconnect.backoff().base_delay(self.restarts);
-            self.start_driver(ctx, Some(delay));
-        } else if !self.awaiting_verdict {
-            self.start_driver(ctx, None);
+        match self.life {
+            Lifecycle::Closed => return,
+            Lifecycle::Running { .. } => self.start_driver(ctx, None),
+            Lifecycle::AwaitingVerdict if self.p.supervisor.is_none() => {
+                // Nobody to decide: restart after the reconnect backoff.
+                self.life.on_resume();
+                self.restarts += 1;
+                let delay = self.p.opts.reconnect.backoff().base_delay(self.restarts);
+                self.start_driver(ctx, Some(delay));
+            }
+            // The supervisor's verdict comes next; a session that gave up starts nothing.
+            Lifecycle::AwaitingVerdict | Lifecycle::DriverGaveUp | Lifecycle::GaveUp(_) => {}
         }
         self.tick_while_queued(ctx);
         self.publish_status();
@@ -320,14 +316,12 @@ impl Supervised for SessionActor {
             d.abort();
         }
         self.client = None;
-        if self.closed || self.gave_up.is_some() {
+        // Restarted in place by actix (same outbox, same subscriptions), it starts no
+        // driver until the supervisor, told why, answers `Resume` or `Retire`.
+        if !self.life.on_restart() {
             return;
         }
         tracing::warn!(session = %self.name, restarts = self.restarts, failure = ?self.failure, "session actor stopped unexpectedly");
-        // Restarted in place by actix (same outbox, same subscriptions), it starts no
-        // driver until the supervisor, told why, answers `Resume` or `Retire`.
-        self.awaiting_verdict = true;
-        self.driver_gave_up = false;
         let failure = self.failure.take().unwrap_or(ActorFailure::ActorStopped);
         self.report_end(EndReason::Failed(failure));
         // The old request channel is gone with its client: everything handed to it is
@@ -380,12 +374,10 @@ impl SessionActor {
     /// Stops for good (the supervisor's `Retire`): no driver, state `gave_up`, the event;
     /// publishes waiting for a connection fail (a store keeps its copies for a restart).
     pub(super) fn retire(&mut self, ctx: &mut Context<Self>, reason: GiveUpReason) {
-        if self.closed || self.gave_up.is_some() {
+        if !self.life.on_retire(reason.clone()) {
             return;
         }
-        self.awaiting_verdict = false;
         self.stop_driver(ctx);
-        self.ready = false;
         self.connected_broker = None;
         self.connected_since = None;
         tracing::error!(session = %self.name, reason = %reason, "session gave up");
@@ -397,7 +389,6 @@ impl SessionActor {
                 }));
             }
         }
-        self.gave_up = Some(reason.clone());
         self.transition(Transition::GaveUp);
         self.emit(EventData::SessionGaveUp { reason });
         self.publish_status();

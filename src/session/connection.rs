@@ -72,7 +72,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 self.emit(EventData::SessionReconnecting { attempt, delay });
             }
             DriverEvent::GaveUp { attempts, lost } => {
-                self.driver_gave_up = true;
+                self.life.on_driver_gave_up();
                 let reason = if lost {
                     GiveUpReason::ConnectionLost {
                         error: self.last_error.clone(),
@@ -140,7 +140,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         // The driver only ends by giving up (reported before) or by dying.
-        if !self.closed && !self.driver_gave_up && self.gave_up.is_none() {
+        if self.life.expects_driver() {
             tracing::error!(session = %self.name, "session driver ended unexpectedly; restarting the actor");
             self.failure = Some(crate::event::ActorFailure::DriverEnded);
             ctx.stop();
@@ -232,8 +232,7 @@ impl SessionActor {
     }
 
     fn mark_ready(&mut self) {
-        if !self.ready && self.state == SessionState::Connected {
-            self.ready = true;
+        if self.life.on_ready(self.state == SessionState::Connected) {
             tracing::info!(session = %self.name, subscriptions = self.subscriptions.len(), "session ready");
             self.emit(EventData::SessionReady {
                 subscriptions: self.subscriptions.len(),
@@ -285,7 +284,7 @@ impl SessionActor {
         c.record_error(failure.kind);
         tracing::warn!(session = %self.name, broker = %failure.broker, kind = failure.kind.as_str(),
             error = %failure.message, "connection lost");
-        self.ready = false;
+        self.life.on_disconnected();
         // Held PUBRELs of the connection that ended: a resumed session sends them again.
         self.releases.clear();
         self.connected_broker = None;

@@ -195,7 +195,7 @@ impl Handler<Subscribe> for SessionActor {
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let name = self.name.to_string();
-        if self.closed {
+        if self.life.is_closed() {
             return Box::pin(async move { Err(Error::SessionClosed(name)) });
         }
         let filter = msg.filter.as_str().to_string();
@@ -248,7 +248,7 @@ impl Handler<Unsubscribe> for SessionActor {
     type Result = Result<(), Error>;
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
-        if self.closed {
+        if self.life.is_closed() {
             return Err(Error::SessionClosed(self.name.to_string()));
         }
         let was_sent = self
@@ -284,7 +284,7 @@ impl Handler<Close> for SessionActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
-        let connected = self.state == SessionState::Connected && !self.closed;
+        let connected = self.state == SessionState::Connected && !self.life.is_closed();
         let emptied = (!self.outbox.is_empty()).then(|| {
             let (tx, rx) = oneshot::channel();
             self.on_outbox_empty = Some(tx);
@@ -350,10 +350,9 @@ impl Handler<Resume> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, Resume { delay }: Resume, ctx: &mut Context<Self>) {
-        if self.closed || self.gave_up.is_some() || !self.awaiting_verdict {
+        if !self.life.on_resume() {
             return;
         }
-        self.awaiting_verdict = false;
         self.restarts += 1;
         tracing::info!(session = %self.name, restarts = self.restarts, ?delay, "restarting the session");
         self.start_driver(ctx, Some(delay));

@@ -32,6 +32,9 @@ pub(crate) mod counters;
 pub mod handle;
 mod handlers;
 mod inbound;
+pub(crate) mod lifecycle;
+// `Waits` is `pub` for `bench_internals` (feature `bench-internals`).
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub(crate) mod incoming;
 pub(crate) mod io;
 pub mod lane;
@@ -62,11 +65,12 @@ use self::commit::GroupCommit;
 use self::counters::SessionCounters;
 use self::incoming::Dispatcher;
 use self::io::link::Client;
+use self::lifecycle::Lifecycle;
 use self::outbox::Outbox;
 use self::state::SessionState;
 use self::subscriptions::Subscriptions;
 use crate::error::Error;
-use crate::event::{ActorFailure, ConnectionFailure, EventBus, GiveUpReason};
+use crate::event::{ActorFailure, ConnectionFailure, EventBus};
 use crate::message::Publish;
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::store::{SessionMeta, StoreWorker, StoredPacketId, StoredPublish};
@@ -139,7 +143,9 @@ pub struct SessionActor {
     name: Arc<str>,
     p: SessionParts,
     state: SessionState,
-    ready: bool,
+    /// What the actor may do next: run a driver, wait for a verdict, nothing (closed or
+    /// gave up). Replaces the flags that had to agree (`lifecycle.rs`, table-tested).
+    life: Lifecycle,
     connected_broker: Option<usize>,
     connected_since: Option<SystemTime>,
     state_since: SystemTime,
@@ -171,16 +177,9 @@ pub struct SessionActor {
     removals: Vec<u64>,
     meta: SessionMeta,
     restarts: u32,
-    closed: bool,
-    /// Restarted after a failure; the supervisor's verdict (`Resume` or `Retire`) is due.
-    awaiting_verdict: bool,
-    /// The driver reported that it stopped trying (its task ends next).
-    driver_gave_up: bool,
     /// Why the actor is stopping, when it stops itself after a failure (reported to the
     /// supervisor on restart; `ActorStopped` when not set).
     failure: Option<ActorFailure>,
-    /// Why the session gave up, once it did.
-    gave_up: Option<GiveUpReason>,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -188,7 +187,7 @@ impl std::fmt::Debug for SessionActor {
         f.debug_struct("SessionActor")
             .field("name", &self.name)
             .field("state", &self.state)
-            .field("ready", &self.ready)
+            .field("life", &self.life)
             .finish_non_exhaustive()
     }
 }

@@ -334,10 +334,10 @@ impl SessionActor {
     /// QoS 0 while disconnected, for a bad topic or size, or past `max_pending_messages`.
     pub(super) fn admit(&self, publish: &Publish) -> Result<(), Error> {
         let session = || self.name.to_string();
-        if self.closed {
+        if self.life.is_closed() {
             return Err(Error::SessionClosed(session()));
         }
-        if let Some(reason) = &self.gave_up {
+        if let Some(reason) = self.life.gave_up() {
             return Err(Error::SessionGaveUp {
                 session: session(),
                 reason: reason.clone(),

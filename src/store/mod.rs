@@ -23,6 +23,9 @@ mod files;
 mod migrate;
 mod queue;
 mod session_state;
+// `StoreWorker` is `pub` because `bench_internals` (feature `bench-internals`) shows the
+// route table's targets, which hold one; outside that feature it is crate-private.
+#[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 mod worker;
 
 pub use codec::{SessionMeta, StoredMessage, StoredPublish, StoredSubscription};

@@ -113,11 +113,6 @@ impl StoreWorker {
         })
     }
 
-    /// The store (for reads that need no ordering with the writes).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Jobs submitted and not started.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
