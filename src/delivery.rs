@@ -1,6 +1,6 @@
 //! Delivery tracking: when a received QoS >= 1 message may be acknowledged to its broker.
 //!
-//! Every QoS >= 1 [`Message`](crate::Message) a session receives carries a [`Delivery`]:
+//! Every QoS >= 1 [`Message`](crate::Message) a session receives carries a [`AckGuard`]:
 //! a reference-counted guard shared by all clones of the message. When the last clone is
 //! dropped — every route's consumer has finished with it: a callback returned, an async
 //! handler completed, an actor replied, the application dropped what a listener gave it —
@@ -11,7 +11,7 @@
 //! message at the next connection of a persistent session.
 //!
 //! The same guard serves messages held in the store for a durable route: there its release
-//! deletes the held copy ([`Delivery::then`]).
+//! deletes the held copy ([`AckGuard::then`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,25 +60,25 @@ impl Drop for Inner {
 /// copies). Clones share it. Compares equal to any other guard, so that two messages
 /// compare by their contents only.
 #[derive(Clone, Default)]
-pub(crate) struct Delivery(Option<Arc<Inner>>);
+pub(crate) struct AckGuard(Option<Arc<Inner>>);
 
-impl Delivery {
+impl AckGuard {
     /// No guard: dropping the message acknowledges nothing.
-    pub(crate) const NONE: Delivery = Delivery(None);
+    pub(crate) const NONE: AckGuard = AckGuard(None);
 
     /// A guard whose release is reported on the returned receiver.
-    pub(crate) fn signal() -> (Delivery, oneshot::Receiver<Outcome>) {
+    pub(crate) fn signal() -> (AckGuard, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        (Delivery::with(Release::Signal(tx)), rx)
+        (AckGuard::with(Release::Signal(tx)), rx)
     }
 
     /// A guard that runs `f` on release.
-    pub(crate) fn then(f: impl FnOnce(Outcome) + Send + Sync + 'static) -> Delivery {
-        Delivery::with(Release::Then(Box::new(f)))
+    pub(crate) fn then(f: impl FnOnce(Outcome) + Send + Sync + 'static) -> AckGuard {
+        AckGuard::with(Release::Then(Box::new(f)))
     }
 
-    fn with(release: Release) -> Delivery {
-        Delivery(Some(Arc::new(Inner {
+    fn with(release: Release) -> AckGuard {
+        AckGuard(Some(Arc::new(Inner {
             release: Some(release),
             abandoned: AtomicBool::new(false),
         })))
@@ -97,21 +97,21 @@ impl Delivery {
     }
 }
 
-impl PartialEq for Delivery {
-    fn eq(&self, _: &Delivery) -> bool {
+impl PartialEq for AckGuard {
+    fn eq(&self, _: &AckGuard) -> bool {
         true
     }
 }
 
-impl Eq for Delivery {}
+impl Eq for AckGuard {}
 
-impl std::fmt::Debug for Delivery {
+impl std::fmt::Debug for AckGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            None => f.write_str("Delivery(none)"),
+            None => f.write_str("AckGuard(none)"),
             Some(i) => write!(
                 f,
-                "Delivery(holders: {}, abandoned: {})",
+                "AckGuard(holders: {}, abandoned: {})",
                 Arc::strong_count(i),
                 i.abandoned.load(Ordering::Relaxed)
             ),
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn the_last_clone_releases_once() {
-        let (d, mut rx) = Delivery::signal();
+        let (d, mut rx) = AckGuard::signal();
         let copy = d.clone();
         drop(d);
         assert!(rx.try_recv().is_err(), "released while a clone lives");
@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_message_reports_abandoned() {
-        let (d, mut rx) = Delivery::signal();
+        let (d, mut rx) = AckGuard::signal();
         let copy = d.clone();
         copy.abandon();
         drop(copy);
@@ -147,13 +147,13 @@ mod tests {
     fn a_closure_release_runs_with_the_outcome() {
         let seen = Arc::new(std::sync::Mutex::new(None));
         let s = Arc::clone(&seen);
-        let d = Delivery::then(move |o| *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(o));
+        let d = AckGuard::then(move |o| *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(o));
         assert!(d.is_pending());
         drop(d);
         assert_eq!(
             *seen.lock().unwrap_or_else(|e| e.into_inner()),
             Some(Outcome::Handled)
         );
-        assert!(!Delivery::NONE.is_pending());
+        assert!(!AckGuard::NONE.is_pending());
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::Delivery;
+use crate::delivery::AckGuard;
 
 /// MQTT quality of service. Serialised as the number 0, 1 or 2.
 #[derive(
@@ -154,7 +154,7 @@ pub struct Message {
     /// and fanning a message out to many routes copies no property.
     pub properties: Option<Arc<MessageProperties>>,
     /// When the broker may be acknowledged (QoS >= 1): once every clone is dropped.
-    pub(crate) delivery: Delivery,
+    pub(crate) delivery: AckGuard,
 }
 
 /// Routes deliver messages to actix actors as this message type
@@ -177,14 +177,14 @@ impl Message {
             packet_id: 0,
             received_at: SystemTime::now(),
             properties: None,
-            delivery: Delivery::NONE,
+            delivery: AckGuard::NONE,
         }
     }
 
     /// A copy that does not hold back the acknowledgement: keep it as long as you like.
     pub fn detached(&self) -> Message {
         Message {
-            delivery: Delivery::NONE,
+            delivery: AckGuard::NONE,
             ..self.clone()
         }
     }

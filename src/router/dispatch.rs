@@ -12,7 +12,7 @@ use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::session::counters::SessionCounters;
-use crate::session::incoming::{Dispatcher, Pending, SessionSinks, Waiting, Waits};
+use crate::session::incoming::{Dispatcher, RoomWait, RoomWaits, SessionSinks, WaitingForRoom};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;
 
@@ -118,7 +118,7 @@ impl RouteEntry {
     /// message of a `Backpressure` route (the session stops reading for at most
     /// `max_stall`).
     #[inline]
-    fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<Pending>> {
+    fn offer(&self, msg: &Message, max_stall: Duration) -> Option<Option<RoomWait>> {
         let (tx, oldest) = match &self.target {
             Target::Queue { tx, oldest } => (tx, oldest),
             Target::Inline { callback } => {
@@ -176,9 +176,9 @@ impl RouteEntry {
     /// returned future, in arrival order). If the consumer goes first (a `Listener`
     /// dropped), the message is left unacknowledged, like those queued before it: the
     /// route took it, so no other route's handling may acknowledge it.
-    fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> Pending {
+    fn wait_for_room(&self, tx: &flume::Sender<Message>, m: Message) -> RoomWait {
         let stats = Arc::clone(&self.stats);
-        let waiting = Waiting::new(&stats.waiting);
+        let waiting = WaitingForRoom::new(&stats.waiting);
         let at = m.received_at;
         Box::pin(tx.clone().into_send_async(m).map(move |r| {
             drop(waiting);
@@ -201,7 +201,7 @@ impl RouteEntry {
         tx: &flume::Sender<Message>,
         m: Message,
         max_stall: Duration,
-    ) -> Option<Pending> {
+    ) -> Option<RoomWait> {
         if max_stall.is_zero() || self.stats.overrun.load(Ordering::Relaxed) {
             self.stats.dropped_stall.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -249,7 +249,7 @@ impl RouteEntry {
         session: &Arc<str>,
         gate: &HoldGate,
         msg: &Message,
-    ) -> Option<Option<Pending>> {
+    ) -> Option<Option<RoomWait>> {
         if msg.qos == QoS::AtMostOnce {
             self.stats.dropped_closed.fetch_add(1, Ordering::Relaxed);
             return Some(None);
@@ -341,8 +341,8 @@ impl RouteTable {
     /// Offers `msg`, received by `session`, to every matching route (what the benchmarks
     /// measure; sessions dispatch through their `Dispatcher`).
     #[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
-    pub fn dispatch(&self, session: &str, msg: &Message) -> Option<Pending> {
-        let mut waits = Waits::default();
+    pub fn dispatch(&self, session: &str, msg: &Message) -> Option<RoomWait> {
+        let mut waits = RoomWaits::default();
         self.offer(session, msg, Duration::ZERO, &mut waits);
         waits.finish()
     }
@@ -354,7 +354,7 @@ impl RouteTable {
         session: &str,
         msg: &Message,
         max_stall: Duration,
-        waits: &mut Waits,
+        waits: &mut RoomWaits,
     ) -> bool {
         let mut taken = false;
         self.trie.for_each_match(&msg.topic, |e| {
@@ -433,7 +433,7 @@ impl RouterDispatch {
 
     /// A QoS >= 1 message no consumer took: waits for a route, unacknowledged (the
     /// returned future holds a clone of it), then hands it over or drops it.
-    fn hold_unrouted(&self, msg: &Message, offered: Arc<RouteTable>) -> Option<Pending> {
+    fn hold_unrouted(&self, msg: &Message, offered: Arc<RouteTable>) -> Option<RoomWait> {
         let held = self.unrouted.fetch_add(1, Ordering::AcqRel);
         if held >= MAX_UNROUTED || self.unrouted_hold.is_zero() {
             self.unrouted.fetch_sub(1, Ordering::AcqRel);
@@ -461,7 +461,7 @@ impl RouterDispatch {
                 let current = table.load_full();
                 if !Arc::ptr_eq(&current, &seen) || !sinks.is_empty() {
                     seen = current;
-                    let mut waits = Waits::default();
+                    let mut waits = RoomWaits::default();
                     // QoS >= 1 only: no pause to bound.
                     let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
                         | sinks.offer(&msg, &mut waits);
@@ -488,8 +488,8 @@ impl RouterDispatch {
 
 impl Dispatcher for RouterDispatch {
     #[inline]
-    fn dispatch(&self, msg: &Message, max_stall: Duration) -> Option<Pending> {
-        let mut waits = Waits::default();
+    fn dispatch(&self, msg: &Message, max_stall: Duration) -> Option<RoomWait> {
+        let mut waits = RoomWaits::default();
         let table = self.table.load();
         let taken = table.offer(&self.session, msg, max_stall, &mut waits)
             | self.sinks.offer(msg, &mut waits);

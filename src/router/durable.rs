@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::dispatch::{HoldGate, RouteEntry, Target, HELD_MAX_AGE};
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::RouterActor;
-use crate::delivery::{Delivery, Outcome};
+use crate::delivery::{AckGuard, Outcome};
 use crate::message::{Message, QoS};
 
 use crate::store::{unix_ms, StoredSubscription};
@@ -189,7 +189,7 @@ impl RouterActor {
 
     /// Delivers the messages held for route `name` of `session` into `tx`, oldest first,
     /// after every hold submitted before (see [`StoreWorker`](crate::store::StoreWorker)). Each stays in the store until
-    /// the route has handled it: its [`Delivery`] guard deletes it on release (through the
+    /// the route has handled it: its [`AckGuard`] guard deletes it on release (through the
     /// hold worker), and leaves it for the next registration when abandoned.
     pub(super) fn deliver_held(
         &self,
@@ -230,7 +230,7 @@ impl RouterActor {
             let route: Arc<str> = Arc::from(name.as_str());
             for (seq, m) in loaded.messages {
                 let (q, s, r) = (hold.clone(), Arc::clone(&session), Arc::clone(&route));
-                let delivery = Delivery::then(move |outcome| {
+                let delivery = AckGuard::then(move |outcome| {
                     if outcome == Outcome::Handled {
                         // Ordered after the load on the hold worker; no fsync on this thread.
                         q.submit(move |store| {

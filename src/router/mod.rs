@@ -54,7 +54,7 @@ pub(crate) struct RouterActor {
     next_id: u64,
 }
 
-type Pending = futures_util::future::BoxFuture<'static, Result<(), Error>>;
+type SessionReply = futures_util::future::BoxFuture<'static, Result<(), Error>>;
 
 impl RouterActor {
     /// A router publishing its table into `table`. `store`, when given, keeps the durable
@@ -80,7 +80,11 @@ impl RouterActor {
     }
 
     /// Brings the broker subscription of `session` to `filter` in line with the routes.
-    fn sync_subscription(&mut self, session: &Arc<str>, filter: &TopicFilter) -> Option<Pending> {
+    fn sync_subscription(
+        &mut self,
+        session: &Arc<str>,
+        filter: &TopicFilter,
+    ) -> Option<SessionReply> {
         let addr = self.sessions.get(session)?.clone();
         let want = self
             .by_filter
@@ -164,7 +168,7 @@ impl RouterActor {
 
     /// Removes a route; a dropped (not stopped) named route of durable sessions stays as a
     /// placeholder that holds its messages.
-    fn remove_route(&mut self, id: u64, forget: bool) -> Vec<Pending> {
+    fn remove_route(&mut self, id: u64, forget: bool) -> Vec<SessionReply> {
         let Some(entry) = self.remove_entry(id) else {
             return Vec::new();
         };
@@ -273,7 +277,7 @@ impl Handler<AddRoute> for RouterActor {
         self.insert_entry(entry);
         self.publish();
         tracing::debug!(route = %name, filter = %msg.filter, "route added");
-        let pending: Vec<Pending> = self
+        let pending: Vec<SessionReply> = self
             .sessions_covered(&msg.scope)
             .iter()
             .filter_map(|s| self.sync_subscription(s, &msg.filter))
@@ -372,7 +376,7 @@ impl RouterActor {
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect();
-        let pending: Vec<Pending> = filters
+        let pending: Vec<SessionReply> = filters
             .iter()
             .filter_map(|f| self.sync_subscription(name, f))
             .collect();

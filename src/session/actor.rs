@@ -8,11 +8,11 @@ use actix::prelude::*;
 
 use super::commit::GroupCommit;
 use super::handlers::{EndReason, SessionEnded};
-use super::inbound::InboundState;
 use super::io::driver::Driver;
 use super::io::link::{BrokerLimits, Link, LinkSpec};
 use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
+use super::qos2_received::Qos2Received;
 use super::state::{SessionState, Transition};
 use super::status::{publish_if_changed, StatusView};
 use super::subscriptions::Subscriptions;
@@ -53,7 +53,7 @@ impl SessionActor {
             }
         }
         let inbound = persistent.then(|| {
-            Arc::new(InboundState::new(
+            Arc::new(Qos2Received::new(
                 Arc::from(p.opts.name.as_str()),
                 std::mem::take(&mut p.restored_inbound),
                 p.store.clone(),

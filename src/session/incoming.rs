@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::message::{Message, QoS};
 
 /// A future that completes when a message has been accepted by every consumer.
-pub(crate) type Pending = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+pub(crate) type RoomWait = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Receives every message of a session, on the session's driver task. Must not block.
 pub(crate) trait Dispatcher: Send + Sync + 'static {
@@ -29,7 +29,7 @@ pub(crate) trait Dispatcher: Send + Sync + 'static {
     /// acknowledging; for QoS 0, a bounded pause to await before reading on.
     ///
     /// `max_stall` bounds the pause a full `Backpressure` route may ask for now.
-    fn dispatch(&self, msg: &Message, max_stall: std::time::Duration) -> Option<Pending>;
+    fn dispatch(&self, msg: &Message, max_stall: std::time::Duration) -> Option<RoomWait>;
 }
 
 /// The session-level consumers: bounded channels handed out by
@@ -47,16 +47,16 @@ pub(crate) struct SessionSinks {
 /// its future is dropped unfinished, e.g. with its session): while the count is above
 /// zero, later QoS >= 1 messages wait behind, so that the consumer sees them in order.
 /// Used by the session receivers here and by the routes' queues.
-pub(crate) struct Waiting(Arc<AtomicUsize>);
+pub(crate) struct WaitingForRoom(Arc<AtomicUsize>);
 
-impl Waiting {
-    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Waiting {
+impl WaitingForRoom {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> WaitingForRoom {
         count.fetch_add(1, Ordering::AcqRel);
-        Waiting(Arc::clone(count))
+        WaitingForRoom(Arc::clone(count))
     }
 }
 
-impl Drop for Waiting {
+impl Drop for WaitingForRoom {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -97,7 +97,7 @@ impl SessionSinks {
 
     /// Offers `msg` to every session-level receiver; waits for room go into `waits`.
     /// Returns true when at least one receiver took it (or will, once it has room).
-    pub(crate) fn offer(&self, msg: &Message, waits: &mut Waits) -> bool {
+    pub(crate) fn offer(&self, msg: &Message, waits: &mut RoomWaits) -> bool {
         let senders = self.senders.load();
         if senders.is_empty() {
             return false;
@@ -120,7 +120,7 @@ impl SessionSinks {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                     } else {
                         let tx = tx.clone();
-                        let waiting = Waiting::new(&self.waiting);
+                        let waiting = WaitingForRoom::new(&self.waiting);
                         waits.push(Box::pin(async move {
                             let _waiting = waiting;
                             // The receiver went away while this waited for room: it
@@ -187,14 +187,14 @@ impl Drop for SessionMessages {
 /// The waits of one message on its way to several consumers, combined into one future
 /// that completes when all did (in order). No allocation for none or one.
 #[derive(Default)]
-pub struct Waits {
-    first: Option<Pending>,
-    more: Vec<Pending>,
+pub struct RoomWaits {
+    first: Option<RoomWait>,
+    more: Vec<RoomWait>,
 }
 
-impl std::fmt::Debug for Waits {
+impl std::fmt::Debug for RoomWaits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waits")
+        f.debug_struct("RoomWaits")
             .field(
                 "count",
                 &(usize::from(self.first.is_some()) + self.more.len()),
@@ -203,10 +203,10 @@ impl std::fmt::Debug for Waits {
     }
 }
 
-impl Waits {
+impl RoomWaits {
     /// Adds one wait.
     #[inline]
-    pub fn push(&mut self, w: Pending) {
+    pub fn push(&mut self, w: RoomWait) {
         match self.first {
             None => self.first = Some(w),
             Some(_) => self.more.push(w),
@@ -214,7 +214,7 @@ impl Waits {
     }
 
     /// The combined wait, if any.
-    pub fn finish(self) -> Option<Pending> {
+    pub fn finish(self) -> Option<RoomWait> {
         let first = self.first?;
         if self.more.is_empty() {
             return Some(first);

@@ -10,10 +10,10 @@
 //! acknowledger sends PUBACK/PUBREC once their consumers are done with them.
 //!
 //! Files: the actor's state is declared here; `actor.rs` holds its life cycle (start,
-//! status, supervision), `connection.rs` what it does with the driver's events,
+//! status, supervision), `driver_events.rs` what it does with the driver's events,
 //! `publishing.rs` the outbox and the group commit, `handlers.rs` its messages. Plain,
-//! table-tested logic: [`state`], `backoff.rs`, `outbox.rs`, `subscriptions.rs`,
-//! `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
+//! table-tested logic: [`state`], `lifecycle.rs`, `backoff.rs`, `outbox.rs`,
+//! `subscriptions.rs`, `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
 //! acknowledger, the failure mapping) is in `io/`, the only folder that names it.
 //!
 //! Guarantees:
@@ -27,13 +27,13 @@
 mod actor;
 pub(crate) mod backoff;
 mod commit;
-mod connection;
 pub(crate) mod counters;
+mod driver_events;
 pub mod handle;
 mod handlers;
-mod inbound;
 pub(crate) mod lifecycle;
-// `Waits` is `pub` for `bench_internals` (feature `bench-internals`).
+mod qos2_received;
+// `RoomWaits` is `pub` for `bench_internals` (feature `bench-internals`).
 #[cfg_attr(not(feature = "bench-internals"), allow(unreachable_pub))]
 pub(crate) mod incoming;
 pub(crate) mod io;
@@ -159,7 +159,7 @@ pub struct SessionActor {
     outbox: Outbox<Responder>,
     /// A persistent session's incoming QoS 2 state, shared with each driver (`None` with a
     /// clean session). It outlives drivers and actor restarts.
-    inbound: Option<Arc<inbound::InboundState>>,
+    inbound: Option<Arc<qos2_received::Qos2Received>>,
     /// A graceful close waiting for the outbox to empty.
     on_outbox_empty: Option<oneshot::Sender<()>>,
     /// The one-second tick, running while publishes are queued.

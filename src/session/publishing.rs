@@ -172,7 +172,7 @@ impl SessionActor {
         }
     }
 
-    /// The broker's PUBREC for `pkid` came and its PUBREL is held (see `Ack::Rec`): the
+    /// The broker's PUBREC for `pkid` came and its PUBREL is held (see `BrokerAck::Rec`): the
     /// `released` flag goes to disk (flushed), then the PUBREL to the broker. Until then a
     /// restarted process re-sends the PUBLISH (DUP 1), which the broker still holds.
     pub(super) fn on_pubrec(&mut self, ctx: &mut Context<Self>, pkid: u16) {

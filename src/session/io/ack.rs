@@ -2,7 +2,7 @@
 //! consumers have finished with them, in arrival order [MQTT-4.6.0-2].
 //!
 //! For each message the driver hands over two things: the waits for room in full route
-//! queues (`room`), and the receiving end of the message's [`Delivery`] guard (`done`),
+//! queues (`room`), and the receiving end of the message's [`AckGuard`] guard (`done`),
 //! which reports when the last clone of the message was dropped. The acknowledger awaits
 //! both, message after message — the waits for room in one task (which feeds the
 //! consumers), the guards in a second (so a message can reach its route while the one
@@ -12,7 +12,7 @@
 //! re-sends unacknowledged messages of a persistent session itself).
 //!
 //! A persistent session's QoS 2 messages are the exception to that last rule: once
-//! handled they are recorded in the session's [`InboundState`] (on disk with a store)
+//! handled they are recorded in the session's [`Qos2Received`] (on disk with a store)
 //! before the PUBREC, and a PUBREC owed to a re-send that arrived on the current
 //! connection is sent whatever connection the message first came on.
 //!
@@ -24,14 +24,14 @@
 //! rumqttc writes every request of its client channel on its own (one `write` each), while
 //! it answers a batch of incoming packets with one. On an MQTT 3.1.1 connection, whose
 //! event loop lets us write, acknowledgements that are ready while the driver is between
-//! two polls are written by the driver itself, all in one go ([`Ready`]): a burst of
+//! two polls are written by the driver itself, all in one go ([`ReadyAcks`]): a burst of
 //! messages handled together is acknowledged in one TCP segment, as rumqttc's automatic
 //! acknowledgements would be. Only when the driver is waiting inside `poll` does an
 //! acknowledgement go through the client channel (that wakes the event loop); those ready
 //! behind it wait until rumqttc has written it, so the order holds. MQTT 5's event loop
 //! keeps its socket private: there every acknowledgement takes the channel.
 //!
-//! [`Delivery`]: crate::delivery::Delivery
+//! [`AckGuard`]: crate::delivery::AckGuard
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,10 +39,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::link::{AckToken, Client};
+use super::link::{Client, OwedAck};
 use crate::delivery::Outcome;
-use crate::session::inbound::InboundState;
-use crate::session::incoming::Pending;
+use crate::session::incoming::RoomWait;
+use crate::session::qos2_received::Qos2Received;
 
 /// Acknowledgements that may wait for consumers (the broker's in-flight window bounds
 /// this in practice; 65535 is the protocol's limit of packet ids).
@@ -60,26 +60,26 @@ impl Drop for AbortOnDrop {
 /// The acknowledger's two stages (see [`Acker::stages`]).
 struct Stages {
     /// Into the feeding stage (jobs with a wait for room, and every job behind one).
-    feed: mpsc::Sender<Job>,
+    feed: mpsc::Sender<Unacked>,
     /// Into the acknowledging stage.
-    ack: mpsc::Sender<Job>,
+    ack: mpsc::Sender<Unacked>,
     task: tokio::task::JoinHandle<()>,
 }
 
 /// One message waiting for its acknowledgement.
-struct Job {
-    room: Option<Pending>,
+struct Unacked {
+    room: Option<RoomWait>,
     done: Option<oneshot::Receiver<Outcome>>,
-    token: AckToken,
+    token: OwedAck,
     connection: u64,
-    /// A QoS 2 message of a persistent session (tracked in the `InboundState`).
+    /// A QoS 2 message of a persistent session (tracked in the `Qos2Received`).
     tracked: bool,
 }
 
 /// Acknowledgements ready to be written, and the way each goes out (see "How
 /// acknowledgements reach the socket" in the [module docs](self)).
 #[derive(Debug)]
-pub(super) struct Ready {
+pub(super) struct ReadyAcks {
     /// The driver may write acknowledgements itself (an MQTT 3.1.1 connection).
     direct: bool,
     /// The driver is waiting inside `poll`: an acknowledgement queued now would wait for
@@ -92,15 +92,15 @@ pub(super) struct Ready {
 #[derive(Debug, Default)]
 struct ReadyInner {
     /// Ready, in arrival order, for the driver to write before it polls again.
-    tokens: VecDeque<AckToken>,
+    tokens: VecDeque<OwedAck>,
     /// Sent through rumqttc's client channel and not yet reported written: nothing may
     /// be written directly before they are.
     in_channel: usize,
 }
 
-impl Ready {
-    fn new(direct: bool) -> Ready {
-        Ready {
+impl ReadyAcks {
+    fn new(direct: bool) -> ReadyAcks {
+        ReadyAcks {
             direct,
             polling: AtomicBool::new(false),
             inner: Mutex::new(ReadyInner::default()),
@@ -115,7 +115,7 @@ impl Ready {
     /// An acknowledgement is ready (called by the acknowledging stage). Returns true
     /// when the caller must send it through the client channel; otherwise it is queued
     /// for the driver.
-    fn offer(&self, t: AckToken) -> bool {
+    fn offer(&self, t: OwedAck) -> bool {
         if !self.direct {
             return true;
         }
@@ -131,7 +131,7 @@ impl Ready {
 
     /// Queues an acknowledgement from the driver's own task (it is between two polls).
     /// False when the connection takes no direct writes: send it through the channel.
-    fn push(&self, t: AckToken) -> bool {
+    fn push(&self, t: OwedAck) -> bool {
         if self.direct {
             self.lock().tokens.push_back(t);
         }
@@ -139,8 +139,8 @@ impl Ready {
     }
 
     /// Moves the acknowledgements the driver may write now into `out`. When there are
-    /// none, the driver is taken to poll next (until [`Ready::polled`]).
-    pub(super) fn take(&self, out: &mut Vec<AckToken>) {
+    /// none, the driver is taken to poll next (until [`ReadyAcks::polled`]).
+    pub(super) fn take(&self, out: &mut Vec<OwedAck>) {
         if !self.direct {
             return;
         }
@@ -176,7 +176,7 @@ impl Ready {
 pub(super) struct Acker {
     client: Client,
     /// A persistent session's incoming QoS 2 state.
-    inbound: Option<Arc<InboundState>>,
+    inbound: Option<Arc<Qos2Received>>,
     /// The two stages, started by the first acknowledgement that has to wait: a
     /// session that never receives QoS >= 1, or whose consumers are always done at once,
     /// never pays for them.
@@ -189,7 +189,7 @@ pub(super) struct Acker {
     /// Number of the current connection.
     connection: Arc<AtomicU64>,
     /// Acknowledgements ready for the driver to write.
-    ready: Arc<Ready>,
+    ready: Arc<ReadyAcks>,
 }
 
 impl std::fmt::Debug for Acker {
@@ -203,10 +203,10 @@ impl std::fmt::Debug for Acker {
 impl Acker {
     /// An acknowledger for `client` (its task starts when first needed); `inbound` is a
     /// persistent session's incoming QoS 2 state; `direct`: the driver may write
-    /// acknowledgements itself (see [`Ready`]).
-    pub(super) fn new(client: Client, inbound: Option<Arc<InboundState>>, direct: bool) -> Acker {
+    /// acknowledgements itself (see [`ReadyAcks`]).
+    pub(super) fn new(client: Client, inbound: Option<Arc<Qos2Received>>, direct: bool) -> Acker {
         Acker {
-            ready: Arc::new(Ready::new(direct)),
+            ready: Arc::new(ReadyAcks::new(direct)),
             client,
             inbound,
             stages: std::sync::OnceLock::new(),
@@ -219,7 +219,7 @@ impl Acker {
     /// The stages, started on first use.
     fn stages(&self) -> &Stages {
         self.stages.get_or_init(|| {
-            let (feed, mut rx) = mpsc::channel::<Job>(ACK_QUEUE);
+            let (feed, mut rx) = mpsc::channel::<Unacked>(ACK_QUEUE);
             let in_feed = Arc::clone(&self.feeding);
             let (c, w, conn, inbound, ready) = (
                 self.client.clone(),
@@ -233,7 +233,7 @@ impl Acker {
             // finish and acknowledges. Were they one loop, message k+1 would reach its
             // route only after message k was handled, and a backlog would drain one
             // message per round trip to the consumer.
-            let (ack, mut feeding) = mpsc::channel::<Job>(ACK_QUEUE);
+            let (ack, mut feeding) = mpsc::channel::<Unacked>(ACK_QUEUE);
             let handed = ack.clone();
             let feeder = tokio::spawn(async move {
                 while let Some(mut job) = rx.recv().await {
@@ -291,7 +291,7 @@ impl Acker {
     }
 
     /// The acknowledgements ready for the driver to write.
-    pub(super) fn ready(&self) -> &Ready {
+    pub(super) fn ready(&self) -> &ReadyAcks {
         &self.ready
     }
 
@@ -301,9 +301,9 @@ impl Acker {
     /// [module docs](self)) before its PUBREC; it always goes through the task.
     pub(super) fn ack(
         &self,
-        room: Option<Pending>,
+        room: Option<RoomWait>,
         mut done: Option<oneshot::Receiver<Outcome>>,
-        token: AckToken,
+        token: OwedAck,
         tracked: bool,
     ) {
         if !tracked && room.is_none() && self.waiting.load(Ordering::Acquire) == 0 {
@@ -327,7 +327,7 @@ impl Acker {
             }
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
-        let job = Job {
+        let job = Unacked {
             room,
             done,
             token,
@@ -370,14 +370,14 @@ mod tests {
     use super::*;
     use crate::message::QoS;
 
-    fn t(pkid: u16) -> AckToken {
-        AckToken {
+    fn t(pkid: u16) -> OwedAck {
+        OwedAck {
             qos: QoS::AtLeastOnce,
             pkid,
         }
     }
 
-    fn taken(r: &Ready) -> Vec<u16> {
+    fn taken(r: &ReadyAcks) -> Vec<u16> {
         let mut out = Vec::new();
         r.take(&mut out);
         out.iter().map(|t| t.pkid).collect()
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn between_polls_acknowledgements_wait_for_the_driver_and_go_out_together() {
-        let r = Ready::new(true);
+        let r = ReadyAcks::new(true);
         assert!(!r.offer(t(1)));
         assert!(r.push(t(2)));
         assert!(!r.offer(t(3)));
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn while_polling_the_first_takes_the_channel_and_the_rest_wait_until_it_is_written() {
-        let r = Ready::new(true);
+        let r = ReadyAcks::new(true);
         assert!(taken(&r).is_empty()); // the driver polls
         assert!(r.offer(t(1)), "the first one wakes the event loop");
         assert!(!r.offer(t(2)), "behind one in the channel: queued");
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn without_direct_writes_everything_takes_the_channel() {
-        let r = Ready::new(false);
+        let r = ReadyAcks::new(false);
         assert!(r.offer(t(1)));
         assert!(!r.push(t(2)));
         assert!(taken(&r).is_empty());
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_new_connection_forgets_what_was_queued_for_the_old_one() {
-        let r = Ready::new(true);
+        let r = ReadyAcks::new(true);
         assert!(taken(&r).is_empty());
         assert!(r.offer(t(1)));
         assert!(!r.offer(t(2)));

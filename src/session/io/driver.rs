@@ -17,7 +17,7 @@
 //! answers `Connected { resume }` with what its outbox re-sends (same packet id with DUP,
 //! or PUBREL; nothing when the broker kept no session), which the driver queues in
 //! rumqttc ahead of everything, and the driver tells rumqttc which incoming QoS 2 ids
-//! still expect a PUBREL ([`InboundState`]).
+//! still expect a PUBREL ([`Qos2Received`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,16 +25,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::ack::Acker;
 use super::link::{
-    Ack, AckToken, BrokerLimits, Client, Inbound, Link, LinkError, LinkEvent, Written,
+    BrokerAck, BrokerLimits, Client, IncomingPublish, Link, LinkError, LinkEvent, OwedAck, Written,
 };
-use crate::delivery::Delivery;
+use crate::delivery::AckGuard;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::session::counters::SessionCounters;
-use crate::session::inbound::{InboundState, Verdict};
-use crate::session::incoming::{Dispatcher, Pending};
+use crate::session::incoming::{Dispatcher, RoomWait};
 use crate::session::outbox::Resend;
+use crate::session::qos2_received::{Qos2Action, Qos2Received};
 
 /// A connection that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -94,7 +94,7 @@ pub(crate) enum DriverEvent {
     /// rumqttc processed an outgoing request.
     Written(Written),
     /// The broker acknowledged one of our publishes or subscribes.
-    Ack(Ack),
+    Ack(BrokerAck),
 }
 
 /// Everything the driver task needs.
@@ -115,9 +115,9 @@ pub(crate) struct Driver {
     /// When the last packet went out on this connection (the broker's keep-alive clock).
     pub(in crate::session) last_out: Instant,
     /// A persistent session's incoming QoS 2 state (`None` with a clean session).
-    pub(in crate::session) inbound: Option<Arc<InboundState>>,
+    pub(in crate::session) inbound: Option<Arc<Qos2Received>>,
     /// Acknowledgements taken from the acknowledger to write (kept for its allocation).
-    pub(in crate::session) ack_batch: Vec<AckToken>,
+    pub(in crate::session) ack_batch: Vec<OwedAck>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -412,10 +412,10 @@ impl Driver {
 
     /// Hands a received PUBLISH to its consumers. Returns the pause a full
     /// `Backpressure` route asks for (QoS 0), to await before reading on.
-    fn on_publish(&mut self, p: Inbound, acker: &Acker) -> Option<Pending> {
+    fn on_publish(&mut self, p: IncomingPublish, acker: &Acker) -> Option<RoomWait> {
         let c = &self.counters;
         let qos = p.qos;
-        let token = AckToken { qos, pkid: p.pkid };
+        let token = OwedAck { qos, pkid: p.pkid };
         if p.payload.len() > self.opts.performance.max_message_size {
             // Per-message: only the first drop is a warning, the rest are counted
             // (dropped_messages_total{reason="oversized"}) and traced.
@@ -443,13 +443,13 @@ impl Driver {
         let tracked = match (&self.inbound, qos) {
             (Some(inbound), QoS::ExactlyOnce) => {
                 match inbound.with(|s| s.on_publish(p.pkid, p.dup)) {
-                    Verdict::Deliver => true,
-                    Verdict::AckNow => {
+                    Qos2Action::Deliver => true,
+                    Qos2Action::AckNow => {
                         tracing::debug!(session = %self.session, pkid = p.pkid, "re-sent QoS 2 message already handled: PUBREC only");
                         acker.ack(None, None, token, false);
                         return None;
                     }
-                    Verdict::AckWhenHandled => {
+                    Qos2Action::AckWhenHandled => {
                         tracing::debug!(session = %self.session, pkid = p.pkid, "re-sent QoS 2 message still being handled");
                         return None;
                     }
@@ -464,9 +464,9 @@ impl Driver {
         // QoS >= 1: acknowledged once every clone of the message is dropped (its consumers
         // are done with it), not when it was queued.
         let (delivery, done) = if qos == QoS::AtMostOnce {
-            (Delivery::NONE, None)
+            (AckGuard::NONE, None)
         } else {
-            let (d, done) = Delivery::signal();
+            let (d, done) = AckGuard::signal();
             (d, Some(done))
         };
         let msg = Message {

@@ -15,7 +15,7 @@
 //!   [`ReasonCode`](crate::ReasonCode).
 //!
 //! What crosses out of this folder is the crate's own types: [`link::LinkEvent`],
-//! [`link::Written`], [`link::Ack`], [`link::BrokerLimits`], [`driver::DriverEvent`].
+//! [`link::Written`], [`link::BrokerAck`], [`link::BrokerLimits`], [`driver::DriverEvent`].
 //! rumqttc upgrades touch this folder only; `link/internals.rs` says what to check first.
 
 pub(crate) mod ack;

@@ -7,13 +7,13 @@ use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 
-use super::{Ack, AckToken, Inbound, LinkEvent};
+use super::{BrokerAck, IncomingPublish, LinkEvent, OwedAck};
 use crate::message::{MessageProperties, QoS};
 use crate::reason::ReasonCode;
 use crate::session::io::failure::{puback_code, pubrec_code, suback_code};
 
 /// rumqttc builds an acknowledgement from a publish's QoS and packet id only.
-pub(super) fn ack_publish_v5(t: AckToken) -> p5::Publish {
+pub(super) fn ack_publish_v5(t: OwedAck) -> p5::Publish {
     let mut p = p5::Publish::new(String::new(), qos5(t.qos), Bytes::new(), None);
     p.pkid = t.pkid;
     p
@@ -21,7 +21,7 @@ pub(super) fn ack_publish_v5(t: AckToken) -> p5::Publish {
 
 /// The PUBACK (QoS 1) or PUBREC (QoS 2) of a received message, as a request to rumqttc's
 /// MQTT 3.1.1 state.
-pub(super) fn ack_request_v4(t: AckToken) -> rumqttc::Request {
+pub(super) fn ack_request_v4(t: OwedAck) -> rumqttc::Request {
     match t.qos {
         QoS::ExactlyOnce => rumqttc::Request::PubRec(rumqttc::PubRec::new(t.pkid)),
         _ => rumqttc::Request::PubAck(rumqttc::PubAck::new(t.pkid)),
@@ -29,7 +29,7 @@ pub(super) fn ack_request_v4(t: AckToken) -> rumqttc::Request {
 }
 
 /// The same for MQTT 5.
-pub(super) fn ack_request_v5(t: AckToken) -> v5::Request {
+pub(super) fn ack_request_v5(t: OwedAck) -> v5::Request {
     match t.qos {
         QoS::ExactlyOnce => v5::Request::PubRec(p5::PubRec::new(t.pkid, None)),
         _ => v5::Request::PubAck(p5::PubAck::new(t.pkid, None)),
@@ -39,7 +39,7 @@ pub(super) fn ack_request_v5(t: AckToken) -> v5::Request {
 pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
     use rumqttc::{Event, Packet};
     match ev {
-        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(Inbound {
+        Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(IncomingPublish {
             topic: Arc::from(p.topic.as_str()),
             payload: p.payload,
             qos: qos_from_v4(p.qos),
@@ -48,12 +48,12 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
             pkid: p.pkid,
             properties: None,
         }),
-        Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(Ack::Pub {
+        Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(BrokerAck::Pub {
             pkid: a.pkid,
             refused: None,
         }),
-        Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(Ack::Comp(c.pkid)),
-        Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(Ack::Sub {
+        Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(BrokerAck::Comp(c.pkid)),
+        Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(BrokerAck::Sub {
             pkid: s.pkid,
             codes: s
                 .return_codes
@@ -72,7 +72,7 @@ pub(super) fn from_v4(ev: rumqttc::Event) -> LinkEvent {
 pub(super) fn from_v5(ev: v5::Event) -> LinkEvent {
     use p5::Packet;
     match ev {
-        v5::Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(Inbound {
+        v5::Event::Incoming(Packet::Publish(p)) => LinkEvent::Publish(IncomingPublish {
             topic: match std::str::from_utf8(&p.topic) {
                 Ok(t) => Arc::from(t),
                 Err(_) => Arc::from(String::from_utf8_lossy(&p.topic).as_ref()),
@@ -84,14 +84,14 @@ pub(super) fn from_v5(ev: v5::Event) -> LinkEvent {
             pkid: p.pkid,
             properties: p.properties.map(props_from_v5).map(Arc::new),
         }),
-        v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(Ack::Pub {
+        v5::Event::Incoming(Packet::PubAck(a)) => LinkEvent::Ack(BrokerAck::Pub {
             pkid: a.pkid,
             refused: Some(puback_code(&a.reason)).filter(|c| c.is_failure()),
         }),
         v5::Event::Incoming(Packet::PubRec(r)) => {
             let code = pubrec_code(&r.reason);
             if code.is_failure() {
-                LinkEvent::Ack(Ack::Pub {
+                LinkEvent::Ack(BrokerAck::Pub {
                     pkid: r.pkid,
                     refused: Some(code),
                 })
@@ -99,8 +99,8 @@ pub(super) fn from_v5(ev: v5::Event) -> LinkEvent {
                 LinkEvent::Other
             }
         }
-        v5::Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(Ack::Comp(c.pkid)),
-        v5::Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(Ack::Sub {
+        v5::Event::Incoming(Packet::PubComp(c)) => LinkEvent::Ack(BrokerAck::Comp(c.pkid)),
+        v5::Event::Incoming(Packet::SubAck(s)) => LinkEvent::Ack(BrokerAck::Sub {
             pkid: s.pkid,
             codes: s.return_codes.iter().map(suback_code).collect(),
         }),
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn acknowledgements_carry_the_packet_id_and_qos_only() {
-        let t = AckToken {
+        let t = OwedAck {
             qos: QoS::ExactlyOnce,
             pkid: 42,
         };
@@ -231,14 +231,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match from_v4(Event::Incoming(Packet::PubAck(rumqttc::PubAck::new(9)))) {
-            LinkEvent::Ack(Ack::Pub {
+            LinkEvent::Ack(BrokerAck::Pub {
                 pkid: 9,
                 refused: None,
             }) => {}
             other => panic!("{other:?}"),
         }
         match from_v4(Event::Incoming(Packet::PubComp(rumqttc::PubComp::new(3)))) {
-            LinkEvent::Ack(Ack::Comp(3)) => {}
+            LinkEvent::Ack(BrokerAck::Comp(3)) => {}
             other => panic!("{other:?}"),
         }
     }

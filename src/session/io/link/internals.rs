@@ -60,8 +60,8 @@ use rumqttc::{ConnectionError, Event, Incoming, MqttState, Outgoing, Packet, Req
 
 use super::convert::{self, from_v4, from_v5, props_to_v5, qos5, qos_v4};
 use super::{
-    fetch_credentials, Ack, AckToken, BrokerLimits, ConnAckInfo, Drained, EventLoop, Link,
-    LinkError, LinkEvent,
+    fetch_credentials, BrokerAck, BrokerLimits, ConnAckInfo, Drained, EventLoop, Link, LinkError,
+    LinkEvent, OwedAck,
 };
 use crate::session::outbox::Resend;
 
@@ -254,7 +254,7 @@ impl Link {
     /// on its own. Call it between polls only. rumqttc's state sees each acknowledgement
     /// as if it came through its channel, minus the `Outgoing` event (nobody waits for
     /// it). The flush is bounded by the connection timeout, as rumqttc bounds its own.
-    pub(crate) async fn write_acks(&mut self, tokens: &[AckToken]) -> Result<(), LinkError> {
+    pub(crate) async fn write_acks(&mut self, tokens: &[OwedAck]) -> Result<(), LinkError> {
         let el = match &mut self.el {
             EventLoop::V4(el) => &mut **el,
             EventLoop::V5(el) => {
@@ -379,7 +379,7 @@ impl Link {
 fn map_v4(ev: rumqttc::Event, hold: bool) -> LinkEvent {
     match ev {
         rumqttc::Event::Incoming(rumqttc::Packet::PubRec(r)) if hold => {
-            LinkEvent::Ack(Ack::Rec(r.pkid))
+            LinkEvent::Ack(BrokerAck::Rec(r.pkid))
         }
         ev => from_v4(ev),
     }

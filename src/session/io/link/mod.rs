@@ -71,7 +71,7 @@ pub(crate) struct ConnAckInfo {
 
 /// An incoming PUBLISH, protocol-neutral.
 #[derive(Debug)]
-pub(crate) struct Inbound {
+pub(crate) struct IncomingPublish {
     /// Topic name.
     pub topic: Arc<str>,
     /// Payload.
@@ -91,7 +91,7 @@ pub(crate) struct Inbound {
 /// What one poll of the event loop yielded, protocol-neutral.
 /// The broker's answer to one of our publishes or subscribes.
 #[derive(Debug)]
-pub(crate) enum Ack {
+pub(crate) enum BrokerAck {
     /// PUBACK for a QoS 1 publish, or a failed PUBREC (which ends a QoS 2 publish):
     /// `refused` holds the failure reason code (MQTT 5).
     Pub {
@@ -164,9 +164,9 @@ impl From<rumqttc::Outgoing> for Written {
 #[derive(Debug)]
 pub(crate) enum LinkEvent {
     /// A PUBLISH from the broker.
-    Publish(Inbound),
+    Publish(IncomingPublish),
     /// The broker acknowledged one of our requests (handed on to the actor as is).
-    Ack(Ack),
+    Ack(BrokerAck),
     /// The connection wrote one of our requests (or answered the broker).
     Written(Written),
     /// Anything else (PINGRESP, UNSUBACK, a successful PUBREC, ...).
@@ -221,7 +221,7 @@ pub(crate) struct Drained {
 
 /// The QoS and packet id of a received message: all an acknowledgement needs.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AckToken {
+pub(crate) struct OwedAck {
     /// QoS of the message (1 or 2).
     pub qos: QoS,
     /// Its packet id.
@@ -338,7 +338,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message without waiting.
-    pub(crate) fn ack_now(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) fn ack_now(&self, t: OwedAck) -> Result<(), NotQueued> {
         match self {
             Client::V4(tx) => tx
                 .try_send(convert::ack_request_v4(t))
@@ -348,7 +348,7 @@ impl Client {
     }
 
     /// Queues the PUBACK / PUBREC of a received message, waiting for room.
-    pub(crate) async fn ack(&self, t: AckToken) -> Result<(), NotQueued> {
+    pub(crate) async fn ack(&self, t: OwedAck) -> Result<(), NotQueued> {
         match self {
             Client::V4(tx) => tx
                 .send_async(convert::ack_request_v4(t))
@@ -360,7 +360,7 @@ impl Client {
 }
 
 impl Client {
-    /// Sends the PUBREL held for `pkid` (see [`Ack::Rec`]); false when the channel is
+    /// Sends the PUBREL held for `pkid` (see [`BrokerAck::Rec`]); false when the channel is
     /// full (try again later). Nothing to do on MQTT 5 (rumqttc sent it).
     pub(crate) fn release(&self, pkid: u16) -> bool {
         match self {

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use super::handlers::EndReason;
 use super::io::driver::DriverEvent;
-use super::io::link::{Ack, Written};
+use super::io::link::{BrokerAck, Written};
 use super::state::{SessionState, Transition};
 use super::subscriptions::SubAckOutcome;
 use super::SessionActor;
@@ -21,7 +21,7 @@ impl StreamHandler<DriverEvent> for SessionActor {
     fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
         match ev {
             DriverEvent::Written(out) => self.on_written(ctx, out),
-            DriverEvent::Ack(Ack::Pub { pkid, refused }) => {
+            DriverEvent::Ack(BrokerAck::Pub { pkid, refused }) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     match refused {
                         None => self.complete(ctx, e),
@@ -39,14 +39,14 @@ impl StreamHandler<DriverEvent> for SessionActor {
                 }
                 self.pump(ctx);
             }
-            DriverEvent::Ack(Ack::Comp(pkid)) => {
+            DriverEvent::Ack(BrokerAck::Comp(pkid)) => {
                 if let Some(e) = self.outbox.on_acked(pkid) {
                     self.complete(ctx, e);
                 }
                 self.pump(ctx);
             }
-            DriverEvent::Ack(Ack::Rec(pkid)) => self.on_pubrec(ctx, pkid),
-            DriverEvent::Ack(Ack::Sub { pkid, codes }) => self.on_suback(pkid, codes),
+            DriverEvent::Ack(BrokerAck::Rec(pkid)) => self.on_pubrec(ctx, pkid),
+            DriverEvent::Ack(BrokerAck::Sub { pkid, codes }) => self.on_suback(pkid, codes),
             DriverEvent::Attempt { broker, attempt } => {
                 let b = &self.p.brokers[broker];
                 if b.transport.is_tls() && self.skips_tls_verification() {

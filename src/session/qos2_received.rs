@@ -30,7 +30,7 @@ enum Stage {
 
 /// What to do with an incoming QoS 2 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum Qos2Action {
     /// A new message: deliver it (and PUBREC once handled).
     Deliver,
     /// A re-send of a message already handled: PUBREC now, deliver nothing.
@@ -42,30 +42,30 @@ pub(crate) enum Verdict {
 
 /// The packet ids (see the [module docs](self)); a plain type.
 #[derive(Debug, Default)]
-pub(crate) struct InboundQos2 {
+pub(crate) struct Qos2Ids {
     ids: HashMap<u16, Stage>,
 }
 
-impl InboundQos2 {
+impl Qos2Ids {
     /// State restored from the store: these ids were handled before the restart.
     pub(crate) fn with_handled(ids: impl IntoIterator<Item = u16>) -> Self {
-        InboundQos2 {
+        Qos2Ids {
             ids: ids.into_iter().map(|id| (id, Stage::Handled)).collect(),
         }
     }
 
     /// A QoS 2 PUBLISH arrived.
-    pub(crate) fn on_publish(&mut self, pkid: u16, dup: bool) -> Verdict {
+    pub(crate) fn on_publish(&mut self, pkid: u16, dup: bool) -> Qos2Action {
         match (self.ids.get_mut(&pkid), dup) {
-            (Some(Stage::Handled), true) => Verdict::AckNow,
+            (Some(Stage::Handled), true) => Qos2Action::AckNow,
             // The broker sent PUBREL for it, so a PUBLISH with this id is a new message.
             (Some(Stage::Delivering { resent }), true) => {
                 *resent = true;
-                Verdict::AckWhenHandled
+                Qos2Action::AckWhenHandled
             }
             _ => {
                 self.ids.insert(pkid, Stage::Delivering { resent: false });
-                Verdict::Deliver
+                Qos2Action::Deliver
             }
         }
     }
@@ -127,28 +127,28 @@ impl InboundQos2 {
     }
 }
 
-/// The session's [`InboundQos2`], shared by its driver (on arrival) and acknowledger (on
+/// The session's [`Qos2Ids`], shared by its driver (on arrival) and acknowledger (on
 /// release by the consumers), with the store that keeps the handled ids.
 #[derive(Debug)]
-pub(crate) struct InboundState {
+pub(crate) struct Qos2Received {
     session: Arc<str>,
-    state: Mutex<InboundQos2>,
+    state: Mutex<Qos2Ids>,
     store: Option<StoreWorker>,
 }
 
-impl InboundState {
+impl Qos2Received {
     /// Shared state for `session`, starting from `handled` (read from the store).
     pub(crate) fn new(session: Arc<str>, handled: Vec<u16>, store: Option<StoreWorker>) -> Self {
-        InboundState {
+        Qos2Received {
             session,
-            state: Mutex::new(InboundQos2::with_handled(handled)),
+            state: Mutex::new(Qos2Ids::with_handled(handled)),
             store,
         }
     }
 
     /// Runs `f` on the state (a short, uncontended lock: driver and acknowledger share a
     /// thread).
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut InboundQos2) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Qos2Ids) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -179,7 +179,7 @@ impl InboundState {
         }
     }
 
-    /// A CONNACK (see [`InboundQos2::on_connected`]).
+    /// A CONNACK (see [`Qos2Ids::on_connected`]).
     pub(crate) fn connected(&self, session_present: bool) -> Vec<u16> {
         let (ids, had) = self.with(|s| {
             let had = s.len();
@@ -214,17 +214,17 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_stage_and_the_dup_flag() {
-        let mut s = InboundQos2::default();
-        assert_eq!(s.on_publish(1, false), Verdict::Deliver);
+        let mut s = Qos2Ids::default();
+        assert_eq!(s.on_publish(1, false), Qos2Action::Deliver);
         // Re-sent while the consumers still have it: nothing delivered, PUBREC owed.
-        assert_eq!(s.on_publish(1, true), Verdict::AckWhenHandled);
+        assert_eq!(s.on_publish(1, true), Qos2Action::AckWhenHandled);
         assert!(s.on_handled(1));
-        assert_eq!(s.on_publish(1, true), Verdict::AckNow);
+        assert_eq!(s.on_publish(1, true), Qos2Action::AckNow);
         // Without DUP it is a new message under a recycled id.
-        assert_eq!(s.on_publish(1, false), Verdict::Deliver);
+        assert_eq!(s.on_publish(1, false), Qos2Action::Deliver);
         assert!(!s.on_handled(1));
         assert!(s.on_released(1));
-        assert_eq!(s.on_publish(1, true), Verdict::Deliver);
+        assert_eq!(s.on_publish(1, true), Qos2Action::Deliver);
         assert!(!s.on_handled(1));
         assert!(s.on_released(1));
         // Released on the connection that ended: its PUBREL may come again, once.
@@ -234,22 +234,22 @@ mod tests {
 
     #[test]
     fn an_abandoned_message_is_delivered_again() {
-        let mut s = InboundQos2::default();
-        assert_eq!(s.on_publish(4, false), Verdict::Deliver);
+        let mut s = Qos2Ids::default();
+        assert_eq!(s.on_publish(4, false), Qos2Action::Deliver);
         s.on_abandoned(4);
-        assert_eq!(s.on_publish(4, true), Verdict::Deliver);
+        assert_eq!(s.on_publish(4, true), Qos2Action::Deliver);
     }
 
     #[test]
     fn a_connack_keeps_or_forgets_the_ids() {
-        let mut s = InboundQos2::with_handled([9, 3]);
-        assert_eq!(s.on_publish(5, false), Verdict::Deliver);
-        assert_eq!(s.on_publish(5, true), Verdict::AckWhenHandled);
+        let mut s = Qos2Ids::with_handled([9, 3]);
+        assert_eq!(s.on_publish(5, false), Qos2Action::Deliver);
+        assert_eq!(s.on_publish(5, true), Qos2Action::AckWhenHandled);
         assert_eq!(s.on_connected(true), vec![3, 9]);
         // The re-send of the previous connection no longer counts.
         assert!(!s.on_handled(5));
         assert_eq!(s.on_connected(false), Vec::<u16>::new());
         assert_eq!(s.len(), 0);
-        assert_eq!(s.on_publish(3, true), Verdict::Deliver);
+        assert_eq!(s.on_publish(3, true), Qos2Action::Deliver);
     }
 }
