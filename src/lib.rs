@@ -137,6 +137,7 @@ pub use event::{
 };
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use message::{InvalidQos, Message, MessageProperties, Publish, QoS};
+pub use metrics::counters::SessionMetrics;
 pub use metrics::{ManagerMetrics, PerSessionMetrics, RouteStatsSnapshot, RouteStatsSource};
 pub use options::{
     ConnectOptions, OptionsError, PerformanceOptions, Protocol, ReconnectOptions, SessionOptions,
@@ -147,7 +148,6 @@ pub use router::builder::RouteBuilder;
 pub use router::route::{
     Listener, Overflow, RetainHandling, Route, RouteCounts, RouteOptions, SubscribeOptions,
 };
-pub use session::counters::SessionMetrics;
 pub use session::handle::SessionHandle;
 pub use session::incoming::SessionMessages;
 pub use session::lane::{PublishLane, Submitted};

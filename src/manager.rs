@@ -220,7 +220,7 @@ fn sample_rates(
     running: Arc<AtomicBool>,
 ) {
     actix_rt::spawn(async move {
-        let mut every = tokio::time::interval(crate::session::rates::SAMPLE_EVERY);
+        let mut every = tokio::time::interval(crate::metrics::rates::SAMPLE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;

@@ -9,7 +9,7 @@ use prometheus::proto::{
 
 use super::{PerSessionMetrics, Sources};
 use crate::event::ErrorKind;
-use crate::session::latency::LATENCY_BUCKETS;
+use crate::metrics::latency::LATENCY_BUCKETS;
 use crate::session::state::SessionState;
 use crate::session::SessionStatus;
 
@@ -299,7 +299,7 @@ impl SessionsCollector {
 struct Row {
     name: String,
     status: SessionStatus,
-    counters: Arc<crate::session::counters::SessionCounters>,
+    counters: Arc<crate::metrics::counters::SessionCounters>,
     consumer_dropped: u64,
 }
 
@@ -372,7 +372,7 @@ impl SessionsCollector {
 
     /// The latency histogram of all sessions together (the `counters` and `off` modes).
     fn total_histogram(rows: &[Row]) -> Metric {
-        let mut total = crate::session::latency::LatencySnapshot::default();
+        let mut total = crate::metrics::latency::LatencySnapshot::default();
         for r in rows {
             let snap = r.counters.ack_latency.snapshot();
             for (t, c) in total.cumulative.iter_mut().zip(snap.cumulative) {
@@ -384,7 +384,7 @@ impl SessionsCollector {
         Self::histogram_metric(total)
     }
 
-    fn histogram_metric(snap: crate::session::latency::LatencySnapshot) -> Metric {
+    fn histogram_metric(snap: crate::metrics::latency::LatencySnapshot) -> Metric {
         let mut h = Histogram::default();
         h.set_sample_count(snap.count);
         h.set_sample_sum(snap.sum_seconds);
@@ -460,7 +460,7 @@ impl Collector for SessionsCollector {
                     Some(f64::from(u8::from(r.status.ready)))
                 }),
                 "session_uptime_seconds" => Self::per_session(&rows, k, mode, |r| {
-                    Some(crate::session::counters::uptime_seconds(&r.status))
+                    Some(crate::metrics::counters::uptime_seconds(&r.status))
                 }),
                 "session_restarts_total" => {
                     Self::per_session(&rows, k, mode, |r| Some(f64::from(r.status.restarts)))

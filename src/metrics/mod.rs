@@ -24,6 +24,9 @@
 //! plus [`ManagerMetrics::routes`].
 
 pub(crate) mod collector;
+pub(crate) mod counters;
+pub(crate) mod latency;
+pub(crate) mod rates;
 mod snapshot;
 
 use std::sync::{Arc, RwLock};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{redact_url, RouteStatsSnapshot, Sources};
 use crate::event::ConnectionFailure;
-use crate::session::counters::SessionMetrics;
+use crate::metrics::counters::SessionMetrics;
 use crate::session::handle::SessionHandle;
 use crate::session::state::SessionState;
 

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
-use crate::session::counters::SessionCounters;
+use crate::metrics::counters::SessionCounters;
 use crate::session::incoming::{Dispatcher, RoomWait, RoomWaits, SessionSinks, WaitingForRoom};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;

@@ -6,7 +6,6 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 use tokio::sync::watch;
 
-use super::counters::{SessionCounters, SessionMetrics};
 use super::handlers::PublishWith;
 use super::incoming::{SessionMessages, SessionSinks};
 use super::lane::{PublishLane, Submitted};
@@ -15,6 +14,7 @@ use super::{DirectSubscription, SessionActor, SessionStatus};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
+use crate::metrics::counters::{SessionCounters, SessionMetrics};
 use crate::options::SessionOptions;
 use crate::topic::{validate_topic_name, TopicFilter};
 

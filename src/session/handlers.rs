@@ -159,7 +159,7 @@ impl Handler<Enqueue> for SessionActor {
 /// Counts and announces a queued publish that failed after it was accepted.
 fn report_failed_publish(
     bus: &crate::event::EventBus,
-    counters: &super::counters::SessionCounters,
+    counters: &crate::metrics::counters::SessionCounters,
     session: Arc<str>,
     topic: String,
     e: &Error,

@@ -27,7 +27,6 @@
 mod actor;
 pub(crate) mod backoff;
 mod commit;
-pub(crate) mod counters;
 mod driver_events;
 pub mod handle;
 mod handlers;
@@ -38,10 +37,8 @@ mod qos2_received;
 pub(crate) mod incoming;
 pub(crate) mod io;
 pub mod lane;
-pub(crate) mod latency;
 pub(crate) mod outbox;
 mod publishing;
-pub(crate) mod rates;
 pub mod state;
 mod status;
 mod subscriptions;
@@ -62,7 +59,6 @@ pub use self::io::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
 use self::commit::GroupCommit;
-use self::counters::SessionCounters;
 use self::incoming::Dispatcher;
 use self::io::link::Client;
 use self::lifecycle::Lifecycle;
@@ -72,6 +68,7 @@ use self::subscriptions::Subscriptions;
 use crate::error::Error;
 use crate::event::{ActorFailure, ConnectionFailure, EventBus};
 use crate::message::Publish;
+use crate::metrics::counters::SessionCounters;
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::store::{SessionMeta, StoreWorker, StoredPacketId, StoredPublish};
 

@@ -17,10 +17,10 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::event::{Event, EventBus, EventData};
+use crate::metrics::counters::SessionCounters;
 use crate::options::SessionOptions;
 use crate::router::dispatch::{RouteTable, RouterDispatch};
 use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession};
-use crate::session::counters::SessionCounters;
 use crate::session::handle::SessionHandle;
 use crate::session::incoming::SessionSinks;
 use crate::session::{

@@ -30,8 +30,8 @@ use super::link::{
 use crate::delivery::AckGuard;
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{Message, QoS};
+use crate::metrics::counters::SessionCounters;
 use crate::options::{BrokerUrl, SessionOptions};
-use crate::session::counters::SessionCounters;
 use crate::session::incoming::{Dispatcher, RoomWait};
 use crate::session::outbox::Resend;
 use crate::session::qos2_received::{Qos2Action, Qos2Received};

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::latency::LatencyHistogram;
 use super::rates::{RateWindow, Totals};
-use super::SessionStatus;
 use crate::event::ErrorKind;
+use crate::session::SessionStatus;
 
 /// Live counters of one session.
 #[derive(Debug)]
