@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager.add_session(device).await?;
     let backend = manager.add_session(backend).await?;
 
-    let mut messages = backend.messages();
+    let messages = backend.messages();
     backend
         .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
         .await?;

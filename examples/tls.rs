@@ -94,7 +94,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Files are read and checked here: a missing file or a key that does not match the
     // certificate is an error now, not at the first connect.
     let session = manager.add_session(opts).await?;
-    let mut messages = session.messages();
+    let messages = session.messages();
     session.subscribe("demo/tls/#", QoS::AtLeastOnce).await?;
     manager
         .wait_for_session("mtls-demo", Duration::from_secs(15))

@@ -14,7 +14,7 @@
 //!     let manager = SessionManager::new()?;
 //!     let _guard = manager.on_event(EventKind::SessionReady, |ev| println!("{} ready", ev.session));
 //!     let plant = manager.add_session(SessionOptions::new("plant-1", "mqtt://127.0.0.1:1883")).await?;
-//!     let mut messages = plant.messages();
+//!     let messages = plant.messages();
 //!     plant.subscribe("sensors/#", QoS::AtLeastOnce).await?;
 //!     manager.wait_for_session("plant-1", Duration::from_secs(10)).await?;
 //!     if let Some(msg) = messages.recv().await {
@@ -149,7 +149,6 @@ pub use router::route::{
     Listener, Overflow, RetainHandling, Route, RouteCounts, RouteOptions, SubscribeOptions,
 };
 pub use session::handle::SessionHandle;
-pub use session::incoming::SessionMessages;
 pub use session::lane::{PublishLane, Submitted};
 pub use session::state::SessionState;
 pub use session::SessionStatus;

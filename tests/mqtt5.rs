@@ -715,7 +715,7 @@ async fn subscription_identifiers_of_the_broker_session_reach_the_message() {
     let mut o = v5_opts("sid", &broker.url()).client_id("sid-cid");
     o.connect.clean_session = false;
     let h = m.add_session(o).await.unwrap();
-    let mut all = h.messages();
+    let all = h.messages();
     let own = m
         .route("own/#")
         .session("sid")

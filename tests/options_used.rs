@@ -318,7 +318,7 @@ async fn message_channel_size_bounds_a_session_receiver() {
     let mut o = fast_opts("chan", &broker.url());
     o.performance.message_channel_size = 5;
     let h = m.add_session(o).await.unwrap();
-    let mut rx = h.messages();
+    let rx = h.messages();
     h.subscribe("ch0/#", QoS::AtMostOnce).await.unwrap();
     h.subscribe("ch1/#", QoS::AtLeastOnce).await.unwrap();
     m.wait_for_session("chan", T).await.unwrap();

@@ -676,7 +676,7 @@ async fn direct_subscriptions_and_routes_share_one_reference_counted_subscriptio
 
     // Removing the route keeps a direct subscription.
     h.subscribe("shared/#", QoS::AtLeastOnce).await.unwrap();
-    let mut direct = h.messages();
+    let direct = h.messages();
     drop(route);
     // A round trip through the router, after the route's removal.
     let _other = m.listen_to("s", "other/#").await.unwrap();

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use mqtt_sessions::session::InjectFailure;
 use mqtt_sessions::{
-    Error, EventData, EventKind, OptionsError, Publish, QoS, SessionManager, SessionState,
-    TopicError,
+    Error, EventData, EventKind, OptionsError, Overflow, Publish, QoS, SessionManager,
+    SessionState, TopicError,
 };
 
 const T: Duration = Duration::from_secs(15);
@@ -216,7 +216,7 @@ async fn after_kill9_and_restart_the_session_reconnects_resubscribes_and_receive
         .add_session(fast_opts("phoenix", &broker.url()))
         .await
         .unwrap();
-    let mut rx = h.messages();
+    let rx = h.messages();
     h.subscribe("k/#", QoS::AtLeastOnce).await.unwrap();
     m.wait_for_session("phoenix", T).await.unwrap();
     broker.kill9();
@@ -696,7 +696,7 @@ async fn the_supervisor_restarts_a_session_actor_that_stopped_unexpectedly() {
         .add_session(fast_opts("crashy", &broker.url()))
         .await
         .unwrap();
-    let mut rx = h.messages();
+    let rx = h.messages();
     h.subscribe("c/#", QoS::AtLeastOnce).await.unwrap();
     m.wait_for_session("crashy", T).await.unwrap();
     h.addr().send(InjectFailure).await.unwrap();
@@ -745,7 +745,7 @@ async fn messages_say_which_session_received_them_and_at_which_qos() {
     let broker = Mosquitto::start();
     let m = SessionManager::new().unwrap();
     let a = m.add_session(fast_opts("a", &broker.url())).await.unwrap();
-    let mut rx = a.messages();
+    let rx = a.messages();
     a.subscribe("m/q1", QoS::AtLeastOnce).await.unwrap();
     a.subscribe("m/q0", QoS::AtMostOnce).await.unwrap();
     m.wait_for_session("a", T).await.unwrap();
@@ -928,4 +928,48 @@ async fn a_reader_more_than_the_event_queue_behind_skips_the_oldest_events_and_c
         })
         .await
     );
+}
+
+#[actix_rt::test]
+async fn a_session_receiver_takes_a_routes_overflow_policy_and_closes_like_a_listener() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let m = SessionManager::new().unwrap();
+    let h = m
+        .add_session(fast_opts("sink", &broker.url()))
+        .await
+        .unwrap();
+    let mut rx = h.messages_with(2, Overflow::DropOldest);
+    h.subscribe("o/#", QoS::AtMostOnce).await.unwrap();
+    m.wait_for_session("sink", T).await.unwrap();
+    for i in 0..5 {
+        publish(broker.port(), "o/x", &i.to_string(), 0, false);
+    }
+    assert!(
+        poll_until_async(T, || async { h.dropped_messages() == 3 }).await,
+        "dropped {}",
+        h.dropped_messages()
+    );
+    // The oldest went to make room: the last two are queued.
+    let got: Vec<String> = std::iter::from_fn(|| rx.try_recv())
+        .map(|m| m.payload_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ["3", "4"]);
+    assert_eq!(rx.route().stats().dropped_full, 3);
+    assert_eq!(h.metrics().dropped_consumer_full, 3);
+
+    // Closed: a message that reaches another receiver no longer reaches it, and its
+    // `recv` ends.
+    rx.close();
+    let other = h.messages();
+    publish(broker.port(), "o/x", "late", 0, false);
+    let late = tokio::time::timeout(T, other.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late.payload_str().unwrap(), "late");
+    assert!(tokio::time::timeout(T, rx.recv()).await.unwrap().is_none());
+    // What the closed receiver dropped still counts.
+    assert_eq!(h.dropped_messages(), 3);
+    m.shutdown().await;
 }

@@ -119,7 +119,7 @@ async fn assert_fails_and_backs_off(
     failures[0].message.clone()
 }
 
-async fn recv(rx: &mut mqtt_sessions::SessionMessages) -> Message {
+async fn recv(rx: &mqtt_sessions::Listener) -> Message {
     tokio::time::timeout(T, rx.recv())
         .await
         .expect("no message in time")
@@ -146,7 +146,7 @@ async fn server_authenticated_tls_connects_and_routes_messages_both_ways() {
         assert!(!h.status().tls_skip_verify);
     }
     let h = m.session("mqtts").unwrap();
-    let mut rx = h.messages();
+    let rx = h.messages();
     h.subscribe("in/#", QoS::AtLeastOnce).await.unwrap();
 
     // In: an independent client publishes over TLS, verifying the broker with the CA.
@@ -175,7 +175,7 @@ async fn server_authenticated_tls_connects_and_routes_messages_both_ways() {
         "mosquitto_pub over TLS: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let msg = recv(&mut rx).await;
+    let msg = recv(&rx).await;
     assert_eq!(
         (&*msg.topic, msg.payload_str().ok()),
         ("in/1", Some("over-tls"))
@@ -429,7 +429,7 @@ async fn assert_routes_over(url: &str) {
     let m = SessionManager::new().unwrap();
     let sub = m.add_session(fast_opts("ws-sub", url)).await.unwrap();
     let publ = m.add_session(fast_opts("ws-pub", url)).await.unwrap();
-    let mut rx = sub.messages();
+    let rx = sub.messages();
     sub.subscribe("ws/#", QoS::AtLeastOnce).await.unwrap();
     for h in [&sub, &publ] {
         h.wait_ready(T)
@@ -440,7 +440,7 @@ async fn assert_routes_over(url: &str) {
     publ.publish(Publish::new("ws/hello", "over-websocket").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
-    let msg = recv(&mut rx).await;
+    let msg = recv(&rx).await;
     assert_eq!(
         (&*msg.topic, msg.payload_str().ok()),
         ("ws/hello", Some("over-websocket"))
@@ -473,7 +473,7 @@ async fn wss_url_routes_messages_through_rumqttds_tls_websocket_listener() {
         .add_session(tls_opts("wss", &url, trusting(&pki.ca_file)))
         .await
         .unwrap();
-    let mut rx = h.messages();
+    let rx = h.messages();
     h.subscribe("wss/#", QoS::AtLeastOnce).await.unwrap();
     h.wait_ready(T)
         .await
@@ -482,7 +482,7 @@ async fn wss_url_routes_messages_through_rumqttds_tls_websocket_listener() {
     h.publish(Publish::new("wss/echo", "over-wss").qos(QoS::AtLeastOnce))
         .await
         .unwrap();
-    let msg = recv(&mut rx).await;
+    let msg = recv(&rx).await;
     assert_eq!(
         (&*msg.topic, msg.payload_str().ok()),
         ("wss/echo", Some("over-wss"))

@@ -88,7 +88,7 @@ impl Mode {
 /// The application's consumer: a listener or a session's receiver.
 enum Consumer {
     Listener(Listener),
-    Receiver(mqtt_sessions::SessionMessages),
+    Receiver(Listener),
 }
 
 impl Consumer {

@@ -8,7 +8,7 @@ use actix::{Addr, Recipient};
 use super::consume;
 use super::dispatch::InlineCallback;
 use super::route::{
-    Listener, Overflow, RetainHandling, Route, RouteOptions, RouteScope, RouteStats,
+    Listener, Overflow, RetainHandling, Route, RouteOptions, RouteOwner, RouteScope, RouteStats,
     SubscribeOptions,
 };
 use super::{AddRoute, RouterActor};
@@ -147,7 +147,7 @@ impl RouteBuilder {
             filter,
             qos,
             stats,
-            router: Some(self.router),
+            owner: Some(RouteOwner::Router(self.router)),
         };
         Ok((route, rx))
     }

@@ -1,18 +1,20 @@
 //! The hot path: matching a received message against the route table snapshot and
 //! handing it to every matching route, on the session's driver task.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
-use super::route::{Overflow, RouteScope, RouteStats, SubscribeOptions};
+use super::route::{
+    Listener, Overflow, Route, RouteOwner, RouteScope, RouteStats, SubscribeOptions,
+};
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
 use crate::metrics::counters::SessionCounters;
-use crate::session::incoming::{Dispatcher, RoomWait, RoomWaits, SessionSinks, WaitingForRoom};
+use crate::session::incoming::{Dispatcher, RoomWait, RoomWaits, WaitingForRoom};
 use crate::store::{unix_ms, HeldLimit, HeldPush, StoreWorker, StoredMessage};
 use crate::topic::TopicFilter;
 
@@ -371,6 +373,120 @@ impl RouteTable {
     }
 }
 
+/// The receivers of every message one session receives
+/// ([`SessionHandle::messages`](crate::SessionHandle::messages)): routes of their own,
+/// outside the router's table (they subscribe to nothing and match every topic), offered
+/// each message after the table's routes, with a route's queue, overflow policies,
+/// counters and [`Listener`].
+#[derive(Debug, Default)]
+pub(crate) struct SessionSinks {
+    entries: ArcSwap<Vec<Arc<RouteEntry>>>,
+    next_id: AtomicU64,
+    /// Messages dropped at a full receiver, counted for receivers already gone.
+    dropped_gone: AtomicU64,
+}
+
+impl SessionSinks {
+    /// A receiver of `capacity` messages (at least 1) with overflow policy `overflow`.
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        session: &Arc<str>,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> Listener {
+        let (tx, rx) = flume::bounded(capacity.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = Arc::from(format!("messages-{id}"));
+        let filter = TopicFilter::new("#").expect("`#` is a valid filter");
+        let stats = Arc::new(RouteStats::default());
+        let entry = Arc::new(RouteEntry {
+            id,
+            name: Arc::clone(&name),
+            filter: filter.clone(),
+            scope: RouteScope::Session(Arc::clone(session)),
+            qos: QoS::ExactlyOnce,
+            subscribe: SubscribeOptions::default(),
+            overflow,
+            target: Target::Queue {
+                tx,
+                oldest: (overflow == Overflow::DropOldest).then(|| rx.clone()),
+            },
+            named: false,
+            stats: Arc::clone(&stats),
+        });
+        self.entries.rcu(|old| {
+            let mut v: Vec<_> = old.iter().cloned().collect();
+            v.push(Arc::clone(&entry));
+            v
+        });
+        Listener {
+            rx,
+            route: Route {
+                id,
+                name,
+                filter,
+                qos: QoS::ExactlyOnce,
+                stats,
+                owner: Some(RouteOwner::Session(Arc::downgrade(self))),
+            },
+        }
+    }
+
+    /// Removes receiver `id` (its listener was closed or dropped, or its queue is gone).
+    pub(crate) fn remove(&self, id: u64) {
+        let mut gone = 0;
+        self.entries.rcu(|old| {
+            gone = 0;
+            old.iter()
+                .filter(|e| {
+                    if e.id == id {
+                        gone += dropped(&e.stats);
+                    }
+                    e.id != id
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        self.dropped_gone.fetch_add(gone, Ordering::Relaxed);
+    }
+
+    /// Messages dropped because a receiver was full (QoS 0 overflow), gone ones included.
+    pub(crate) fn dropped(&self) -> u64 {
+        let live: u64 = self.entries.load().iter().map(|e| dropped(&e.stats)).sum();
+        self.dropped_gone.load(Ordering::Relaxed) + live
+    }
+
+    /// True when no receiver is open.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.load().is_empty()
+    }
+
+    /// Offers `msg` to every receiver (as [`RouteEntry::offer`]); waits for room go into
+    /// `waits`. Returns true when at least one receiver took it (or will, once it has
+    /// room).
+    pub(crate) fn offer(&self, msg: &Message, max_stall: Duration, waits: &mut RoomWaits) -> bool {
+        let entries = self.entries.load();
+        let mut taken = false;
+        for e in entries.iter() {
+            match e.offer(msg, max_stall) {
+                Some(wait) => {
+                    taken = true;
+                    if let Some(w) = wait {
+                        waits.push(w);
+                    }
+                }
+                None => self.remove(e.id),
+            }
+        }
+        taken
+    }
+}
+
+/// A receiver's messages dropped at overflow.
+fn dropped(stats: &RouteStats) -> u64 {
+    stats.dropped_full.load(Ordering::Relaxed) + stats.dropped_stall.load(Ordering::Relaxed)
+}
+
 /// At most this many QoS >= 1 messages of one session wait for a route at once (see
 /// [`PerformanceOptions::unrouted_hold`](crate::PerformanceOptions::unrouted_hold)); past
 /// it an unrouted message is dropped and counted at once. In practice the broker's
@@ -464,7 +580,7 @@ impl RouterDispatch {
                     let mut waits = RoomWaits::default();
                     // QoS >= 1 only: no pause to bound.
                     let taken = seen.offer(&session, &msg, Duration::ZERO, &mut waits)
-                        | sinks.offer(&msg, &mut waits);
+                        | sinks.offer(&msg, Duration::ZERO, &mut waits);
                     if taken {
                         drop(msg);
                         unrouted.fetch_sub(1, Ordering::AcqRel);
@@ -492,7 +608,7 @@ impl Dispatcher for RouterDispatch {
         let mut waits = RoomWaits::default();
         let table = self.table.load();
         let taken = table.offer(&self.session, msg, max_stall, &mut waits)
-            | self.sinks.offer(msg, &mut waits);
+            | self.sinks.offer(msg, max_stall, &mut waits);
         if taken {
             return waits.finish();
         }

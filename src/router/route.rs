@@ -157,7 +157,34 @@ pub struct Route {
     pub(crate) filter: TopicFilter,
     pub(crate) qos: QoS,
     pub(crate) stats: Arc<RouteStats>,
-    pub(crate) router: Option<Addr<RouterActor>>,
+    /// Who removes the route when its handle goes (`None` once stopped or detached).
+    pub(crate) owner: Option<RouteOwner>,
+}
+
+/// Who holds a route in its table: the router (routes by filter), or one session's
+/// receivers ([`SessionHandle::messages`](crate::SessionHandle::messages)).
+#[derive(Debug)]
+pub(crate) enum RouteOwner {
+    /// The manager's router.
+    Router(Addr<RouterActor>),
+    /// A session's receivers (a weak reference: the session may be gone first).
+    Session(std::sync::Weak<super::dispatch::SessionSinks>),
+}
+
+impl RouteOwner {
+    /// Removes route `id` from its owner's table; `forget` also forgets a durable route.
+    fn remove(self, id: u64, forget: bool) {
+        match self {
+            // A control message sent once per route: `do_send` is fine here (it cannot
+            // await in `drop`, and the count of routes bounds it).
+            RouteOwner::Router(r) => r.do_send(RemoveRoute { id, forget }),
+            RouteOwner::Session(sinks) => {
+                if let Some(sinks) = sinks.upgrade() {
+                    sinks.remove(id);
+                }
+            }
+        }
+    }
 }
 
 impl Route {
@@ -191,34 +218,28 @@ impl Route {
     /// for it. Dropping the handle instead keeps a durable route holding its messages
     /// until a route of the same name registers again (e.g. after a restart).
     pub fn stop(mut self) {
-        if let Some(r) = self.router.take() {
-            r.do_send(RemoveRoute {
-                id: self.id,
-                forget: true,
-            });
+        if let Some(owner) = self.owner.take() {
+            owner.remove(self.id, true);
         }
     }
 
     /// Keeps the route running until the manager shuts down, without a handle.
     pub fn detach(mut self) {
-        self.router = None;
+        self.owner = None;
     }
 }
 
 impl Drop for Route {
     fn drop(&mut self) {
-        if let Some(r) = self.router.take() {
-            // A control message sent once per route: `do_send` is fine here (it cannot
-            // await in `drop`, and the count of routes bounds it).
-            r.do_send(RemoveRoute {
-                id: self.id,
-                forget: false,
-            });
+        if let Some(owner) = self.owner.take() {
+            owner.remove(self.id, false);
         }
     }
 }
 
-/// A route whose messages arrive in a bounded channel ([`SessionManager::listen`](crate::SessionManager::listen)).
+/// A route whose messages arrive in a bounded channel ([`SessionManager::listen`](crate::SessionManager::listen)),
+/// or a session's receiver of every message it gets
+/// ([`SessionHandle::messages`](crate::SessionHandle::messages)).
 ///
 /// A QoS >= 1 message is acknowledged to the broker once the application has dropped it
 /// (see [`Message`]'s acknowledgement rules). When the listener is dropped, the messages
@@ -303,11 +324,8 @@ impl Listener {
     /// dropping the [`Route`], a durable route keeps holding its messages for the next
     /// registration.
     pub fn close(&mut self) {
-        if let Some(r) = self.route.router.take() {
-            r.do_send(RemoveRoute {
-                id: self.route.id,
-                forget: false,
-            });
+        if let Some(owner) = self.route.owner.take() {
+            owner.remove(self.route.id, false);
         }
     }
 

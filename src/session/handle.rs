@@ -7,7 +7,6 @@ use actix::{Addr, Recipient};
 use tokio::sync::watch;
 
 use super::handlers::PublishWith;
-use super::incoming::{SessionMessages, SessionSinks};
 use super::lane::{PublishLane, Submitted};
 use super::state::SessionState;
 use super::{DirectSubscription, SessionActor, SessionStatus};
@@ -16,6 +15,8 @@ use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
 use crate::metrics::counters::{SessionCounters, SessionMetrics};
 use crate::options::SessionOptions;
+use crate::router::dispatch::SessionSinks;
+use crate::router::route::{Listener, Overflow};
 use crate::topic::{validate_topic_name, TopicFilter};
 
 /// A handle on one session: state, metrics, publish, subscribe, messages.
@@ -247,13 +248,34 @@ impl SessionHandle {
             .map_err(|_| Error::SessionClosed(self.name.to_string()))?
     }
 
-    /// A receiver of every message this session receives, bounded by
-    /// `performance.message_channel_size`. When it is full, QoS 0 messages are dropped
-    /// (counted) and QoS >= 1 messages wait for room. A QoS >= 1 message is acknowledged
-    /// to the broker once the application has dropped it (and every other consumer is done
-    /// with it). Drop the receiver to stop: what it still queued is left unacknowledged.
-    pub fn messages(&self) -> SessionMessages {
-        self.sinks.add(self.opts.performance.message_channel_size)
+    /// A receiver of every message this session receives, whatever routes there are,
+    /// bounded by `performance.message_channel_size`. When it is full, QoS 0 messages are
+    /// dropped (counted; [`Overflow::DropNewest`]) and QoS >= 1 messages wait for room. A
+    /// QoS >= 1 message is acknowledged to the broker once the application has dropped it
+    /// (and every other consumer is done with it). It is a [`Listener`] like a route's:
+    /// drop it (or [`close`](Listener::close) it) to stop; what it still queued is left
+    /// unacknowledged.
+    ///
+    /// ```no_run
+    /// # async fn f(session: mqtt_sessions::SessionHandle) {
+    /// let messages = session.messages();
+    /// while let Some(m) = messages.recv().await {
+    ///     println!("{}: {} bytes", m.topic, m.payload.len());
+    /// }
+    /// # }
+    /// ```
+    pub fn messages(&self) -> Listener {
+        self.messages_with(
+            self.opts.performance.message_channel_size,
+            Overflow::DropNewest,
+        )
+    }
+
+    /// [`messages`](Self::messages) with its own queue size and overflow policy (as a
+    /// route's: [`Overflow::Backpressure`] pauses the session's reading, bounded by
+    /// `performance.max_stall`).
+    pub fn messages_with(&self, capacity: usize, overflow: Overflow) -> Listener {
+        self.sinks.add(&self.name, capacity, overflow)
     }
 
     /// QoS 0 messages dropped because a [`messages`](Self::messages) receiver was full.

@@ -19,10 +19,10 @@ use crate::error::Error;
 use crate::event::{Event, EventBus, EventData};
 use crate::metrics::counters::SessionCounters;
 use crate::options::SessionOptions;
+use crate::router::dispatch::SessionSinks;
 use crate::router::dispatch::{RouteTable, RouterDispatch};
 use crate::router::{ClearRoutes, RegisterSession, RouterActor, UnregisterSession};
 use crate::session::handle::SessionHandle;
-use crate::session::incoming::SessionSinks;
 use crate::session::{
     Close, EndReason, Resume, Retire, SessionActor, SessionEnded, SessionParts, SessionStatus,
 };
