@@ -36,7 +36,9 @@ use crate::topic::TopicFilter;
 /// allocate while matching.
 const INLINE_FRAMES: usize = 32;
 
-/// One level of the trie.
+/// One level of the trie. `Clone` is a shallow copy: the children are shared (copy on
+/// write, see the module docs).
+#[derive(Clone)]
 struct Node<T> {
     /// The match filter leading to this node, e.g. `a/+/#`; only kept while the
     /// node holds values (empty otherwise, so deep chains stay linear in size).
@@ -49,19 +51,6 @@ struct Node<T> {
     plus: Option<Arc<Node<T>>>,
     /// Child for a `#` level; it is always a leaf.
     hash: Option<Arc<Node<T>>>,
-}
-
-/// A shallow copy: the children are shared (copy on write, see the module docs).
-impl<T: Clone> Clone for Node<T> {
-    fn clone(&self) -> Self {
-        Node {
-            filter: self.filter.clone(),
-            values: self.values.clone(),
-            children: self.children.clone(),
-            plus: self.plus.clone(),
-            hash: self.hash.clone(),
-        }
-    }
 }
 
 impl<T> Node<T> {

@@ -63,7 +63,7 @@ impl SessionActor {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
         let meta = std::mem::take(&mut p.meta);
-        let actor = SessionActor {
+        let mut actor = SessionActor {
             name: Arc::from(p.opts.name.as_str()),
             p,
             state: SessionState::Disconnected,
@@ -236,8 +236,10 @@ impl SessionActor {
     }
 
     /// Writes the session's metadata (with the client id in use) through the store worker.
-    fn put_meta(&self) {
-        let Some(worker) = &self.p.store else { return };
+    fn put_meta(&mut self) {
+        let Some(worker) = self.store_in_order() else {
+            return;
+        };
         let mut meta = self.meta.clone();
         meta.client_id = self.p.client_id.to_string();
         let name = Arc::clone(&self.name);

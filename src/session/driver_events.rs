@@ -181,10 +181,8 @@ impl SessionActor {
         if self.p.opts.connect.clean_session {
             return;
         }
-        // After the removals: the id may have been freed by one of them (see
-        // `record_then_send`).
-        self.flush_removals();
-        let (Some(worker), Some(id)) = (&self.p.store, self.outbox.entry_id(pkid)) else {
+        // After the removals (`store_in_order`): the id may have been freed by one.
+        let (Some(worker), Some(id)) = (self.store_in_order(), self.outbox.entry_id(pkid)) else {
             return;
         };
         let name = Arc::clone(&self.name);

@@ -10,7 +10,7 @@ use super::state::SessionState;
 use super::{outbox, Completion, Responder, SessionActor};
 use crate::error::Error;
 use crate::message::{Publish, QoS};
-use crate::store::StoredPublish;
+use crate::store::{StoreWorker, StoredPublish};
 
 impl SessionActor {
     /// QoS >= 1 publishes the outbox may have in flight: `performance.inflight`, capped
@@ -98,13 +98,12 @@ impl SessionActor {
     /// Records the packet ids of the handed entries `batch` (oldest first), then gives
     /// them to rumqttc; they go back to waiting if the ids cannot be recorded.
     fn record_then_send(&mut self, ctx: &mut Context<Self>, batch: Vec<u64>) {
-        let Some(store) = self.p.store.clone() else {
+        // After the removals (`store_in_order`): a packet id freed by an acknowledgement
+        // may be in `batch` again, and the store must not hold it for two publishes.
+        let Some(store) = self.store_in_order() else {
             self.send_handed(&batch);
             return;
         };
-        // Removals first: a packet id freed by an acknowledgement may be in `batch` again,
-        // and the store must not hold it for two publishes after this write's flush.
-        self.flush_removals();
         let ids: Vec<crate::store::StoredPacketId> = batch
             .iter()
             .filter_map(|id| self.outbox.stored_id(*id))
@@ -176,7 +175,8 @@ impl SessionActor {
     /// `released` flag goes to disk (flushed), then the PUBREL to the broker. Until then a
     /// restarted process re-sends the PUBLISH (DUP 1), which the broker still holds.
     pub(super) fn on_pubrec(&mut self, ctx: &mut Context<Self>, pkid: u16) {
-        let (Some(store), Some(id)) = (self.p.store.clone(), self.outbox.entry_id(pkid)) else {
+        let id = self.outbox.entry_id(pkid);
+        let (Some(id), Some(store)) = (id, self.store_in_order()) else {
             self.outbox.on_released(pkid);
             self.release(pkid);
             return;
@@ -187,7 +187,6 @@ impl SessionActor {
             pkid,
             released: true,
         };
-        self.flush_removals();
         let write = store.run(move |store| store.outbox_set_packet_id(&name, stored, true));
         ctx.spawn(write.into_actor(self).map(move |res, act, _| {
             if !matches!(res, Ok(Ok(()))) {
@@ -266,8 +265,18 @@ impl SessionActor {
         if self.removals.len() == 1 {
             ctx.spawn(fut::ready(()).map(|(), act: &mut Self, _| act.flush_removals()));
         }
-        // Every other store write of this session is submitted after `flush_removals`,
-        // so the store worker still sees them in the order they happened.
+        // Every other store write of this session goes through `store_in_order`, which
+        // hands these over first: the store worker sees them in the order they happened.
+    }
+
+    /// The store worker, for a write of this session: the removals collected so far are
+    /// handed to it first, so that it sees every write of the session in the order it
+    /// happened (a packet id freed by an acknowledgement is never on disk for two
+    /// publishes). Every store write of the session goes through here; `None` without a
+    /// store.
+    pub(super) fn store_in_order(&mut self) -> Option<StoreWorker> {
+        self.flush_removals();
+        self.p.store.clone()
     }
 
     /// Hands the removals collected by [`remove_stored`](Self::remove_stored) to the
@@ -374,14 +383,13 @@ impl SessionActor {
     /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
     /// (one fsync, on the store worker), then queues them and reports them accepted.
     pub(super) fn commit_durable(&mut self, ctx: &mut Context<Self>) {
-        let Some(store) = self.p.store.clone() else {
-            return;
-        };
+        // Only a session with a store fills `durable` (see `queue_admitted`).
         let Some(batch) = self.durable.start() else {
             return;
         };
-        // In submission order with the removals (see `record_then_send`).
-        self.flush_removals();
+        let Some(store) = self.store_in_order() else {
+            return;
+        };
         let session = self.name.to_string();
         let stored: Vec<StoredPublish> = batch
             .iter()
