@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
 use super::route::{
-    Listener, Overflow, Route, RouteOwner, RouteScope, RouteStats, SubscribeOptions,
+    Listener, Overflow, ReceiverTable, Route, RouteOwner, RouteScope, RouteStats, SubscribeOptions,
 };
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
@@ -419,6 +419,7 @@ impl SessionSinks {
             v.push(Arc::clone(&entry));
             v
         });
+        let owner: std::sync::Weak<SessionSinks> = Arc::downgrade(self);
         Listener {
             rx,
             route: Route {
@@ -427,7 +428,7 @@ impl SessionSinks {
                 filter,
                 qos: QoS::ExactlyOnce,
                 stats,
-                owner: Some(RouteOwner::Session(Arc::downgrade(self))),
+                owner: Some(RouteOwner::Session(owner)),
             },
         }
     }
@@ -479,6 +480,12 @@ impl SessionSinks {
             }
         }
         taken
+    }
+}
+
+impl ReceiverTable for SessionSinks {
+    fn remove_receiver(&self, id: u64) {
+        self.remove(id);
     }
 }
 

@@ -168,7 +168,14 @@ pub(crate) enum RouteOwner {
     /// The manager's router.
     Router(Addr<RouterActor>),
     /// A session's receivers (a weak reference: the session may be gone first).
-    Session(std::sync::Weak<super::dispatch::SessionSinks>),
+    Session(std::sync::Weak<dyn ReceiverTable>),
+}
+
+/// The receivers of one session, which remove one by id (declared here, implemented by
+/// `dispatch::SessionSinks`, so that this file needs nothing of the dispatch).
+pub(crate) trait ReceiverTable: Send + Sync + std::fmt::Debug {
+    /// Removes receiver `id`.
+    fn remove_receiver(&self, id: u64);
 }
 
 impl RouteOwner {
@@ -180,7 +187,7 @@ impl RouteOwner {
             RouteOwner::Router(r) => r.do_send(RemoveRoute { id, forget }),
             RouteOwner::Session(sinks) => {
                 if let Some(sinks) = sinks.upgrade() {
-                    sinks.remove(id);
+                    sinks.remove_receiver(id);
                 }
             }
         }
