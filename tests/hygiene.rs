@@ -358,33 +358,22 @@ impl FileGraph {
     /// Reads the crate whose root file (`lib.rs` or `main.rs`) is in `root`.
     fn read(root: &std::path::Path, root_file: &str) -> FileGraph {
         let mut files = BTreeMap::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
+        for path in rust_files(root) {
+            let rel = path.strip_prefix(root).unwrap();
+            let mut segs: ModPath = rel
+                .iter()
+                .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
+                .collect();
+            let last = segs.last().unwrap().clone();
+            if segs.len() == 1 && (last == "lib" || last == "main") {
+                if last != root_file {
+                    continue; // the other crate root of this folder (the daemon's binary)
                 }
-                if path.extension().is_none_or(|e| e != "rs") {
-                    continue;
-                }
-                let rel = path.strip_prefix(root).unwrap();
-                let mut segs: ModPath = rel
-                    .iter()
-                    .map(|s| s.to_string_lossy().trim_end_matches(".rs").to_string())
-                    .collect();
-                let last = segs.last().unwrap().clone();
-                if segs.len() == 1 && (last == "lib" || last == "main") {
-                    if last != root_file {
-                        continue; // the other crate root of this folder (the daemon's binary)
-                    }
-                    segs.clear();
-                } else if last == "mod" {
-                    segs.pop();
-                }
-                files.insert(segs, path);
+                segs.clear();
+            } else if last == "mod" {
+                segs.pop();
             }
+            files.insert(segs, path);
         }
         let sources: BTreeMap<ModPath, String> = files
             .iter()
