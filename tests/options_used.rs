@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mqtt_sessions::session::{GetStatus, InjectFailure};
 use mqtt_sessions::Publish;
 use mqtt_sessions::{Error, ErrorKind, EventData, GiveUpReason, QoS, SessionManager, SessionState};
 
@@ -253,6 +254,22 @@ async fn max_attempts_gives_up_with_an_event_a_state_and_no_further_attempt() {
     let failures = events.iter().filter(|d| failure_kind(d).is_some()).count();
     assert_eq!(h.metrics().connection_attempts, 3);
     assert_eq!((attempts, failures), (3, 3), "{events:?}");
+    assert_eq!(h.state(), SessionState::GaveUp);
+
+    // Its actor restarted by actix (as after a panic in a handler): it stays given up and
+    // starts no driver. The status request is answered by the restarted actor.
+    h.addr().send(InjectFailure).await.unwrap();
+    let status = h.addr().send(GetStatus).await.unwrap();
+    assert_eq!(status.state, SessionState::GaveUp);
+    // The same observation window: a driver would make its first attempt at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let events = log.of("giveup");
+    let attempts = events
+        .iter()
+        .filter(|d| matches!(d, EventData::SessionConnecting { .. }))
+        .count();
+    assert_eq!(attempts, 3, "{events:?}");
+    assert_eq!(h.metrics().connection_attempts, 3);
     assert_eq!(h.state(), SessionState::GaveUp);
     m.shutdown().await;
 }
