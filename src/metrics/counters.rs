@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::latency::LatencyHistogram;
 use super::rates::{RateWindow, Totals};
 use crate::event::ErrorKind;
-use crate::session::SessionStatus;
+use crate::session::status::SessionStatus;
 
 /// Live counters of one session.
 #[derive(Debug)]

@@ -40,7 +40,7 @@ pub mod lane;
 pub(crate) mod outbox;
 mod publishing;
 pub mod state;
-mod status;
+pub(crate) mod status;
 mod subscriptions;
 
 use std::sync::Arc;
