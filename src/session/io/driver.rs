@@ -498,3 +498,52 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::io::link::LinkSpec;
+
+    struct Nothing;
+    impl Dispatcher for Nothing {
+        fn dispatch(&self, _: &Message, _: Duration) -> Option<RoomWait> {
+            None
+        }
+    }
+
+    /// The driver's task lives as long as its session and is allocated at its full size:
+    /// rumqttc's `EventLoop::poll` futures (about 10 KB) stay boxed, out of it.
+    #[test]
+    fn the_driver_task_is_small() {
+        let opts = Arc::new(SessionOptions::new("s", "mqtt://127.0.0.1:1883"));
+        let brokers: Arc<[BrokerUrl]> =
+            Arc::from(vec![BrokerUrl::parse("s", "mqtt://127.0.0.1:1883").unwrap()]);
+        let (client, link) = Link::new(LinkSpec {
+            opts: Arc::clone(&opts),
+            client_id: Arc::from("s"),
+            brokers: Arc::clone(&brokers),
+            tls: None,
+            hold_pubrel: false,
+        });
+        let (events, _rx) = flume::bounded(1);
+        let driver = Driver {
+            session: Arc::from("s"),
+            opts,
+            brokers,
+            link,
+            client,
+            events,
+            dispatcher: Arc::new(Nothing),
+            counters: Arc::new(SessionCounters::default()),
+            initial_delay: None,
+            connect_limit: Arc::new(tokio::sync::Semaphore::new(1)),
+            last_out: Instant::now(),
+            inbound: None,
+            ack_batch: Vec::new(),
+        };
+        let task = driver.run();
+        let size = std::mem::size_of_val(&task);
+        println!("the driver's task: {size} bytes");
+        assert!(size <= 4096, "the driver's task takes {size} bytes");
+    }
+}

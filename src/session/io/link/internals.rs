@@ -65,6 +65,10 @@ use super::{
 };
 use crate::session::outbox::Resend;
 
+// rumqttc's `EventLoop::poll` futures take about 10 KB each (0.25, both protocols).
+// Awaited inline they would make every session's driver task that large for its whole
+// life, though an MQTT 3.1.1 link runs rumqttc's poll only to connect. So they are boxed:
+// the 10 KB exists while a connection is made (and, on MQTT 5, during each poll).
 impl Link {
     /// Connects to broker number `broker`: returns at CONNACK.
     pub(crate) async fn connect(&mut self, broker: usize) -> Result<ConnAckInfo, LinkError> {
@@ -87,7 +91,7 @@ impl Link {
         match &mut self.el {
             EventLoop::V4(el) => {
                 el.network = None;
-                match el.poll().await {
+                match Box::pin(el.poll()).await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
                         if let Some(lp) = &mut self.v4 {
                             lp.connected();
@@ -104,7 +108,7 @@ impl Link {
             EventLoop::V5(el) => {
                 // The network is always gone here: a failed poll cleans it up, and so does
                 // `abandon`.
-                match el.poll().await {
+                match Box::pin(el.poll()).await {
                     Ok(v5::Event::Incoming(p5::Packet::ConnAck(ack))) => {
                         let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
                             session_expiry_interval: None,
@@ -156,9 +160,17 @@ impl Link {
                         .map(|ev| map_v4(ev, hold))
                         .map_err(LinkError::V4)
                 }
-                None => el.poll().await.map(from_v4).map_err(LinkError::V4),
+                None => Box::pin(el.poll())
+                    .await
+                    .map(from_v4)
+                    .map_err(LinkError::V4),
             },
-            EventLoop::V5(el) => el.poll().await.map(from_v5).map_err(LinkError::V5),
+            // Boxed, as at connect (see `impl Link` here): one allocation per poll,
+            // which the allocator hands back at once.
+            EventLoop::V5(el) => Box::pin(el.poll())
+                .await
+                .map(from_v5)
+                .map_err(LinkError::V5),
         }
     }
 
