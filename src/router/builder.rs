@@ -8,8 +8,8 @@ use actix::{Addr, Recipient};
 use super::consume;
 use super::dispatch::InlineCallback;
 use super::route::{
-    Listener, Overflow, RetainHandling, Route, RouteOptions, RouteOwner, RouteScope, RouteStats,
-    SubscribeOptions,
+    route_queue, Listener, Overflow, RetainHandling, Route, RouteOptions, RouteOwner, RouteScope,
+    RouteStats, SubscribeOptions,
 };
 use super::{AddRoute, RouterActor};
 use crate::error::Error;
@@ -124,9 +124,8 @@ impl RouteBuilder {
         if let Some(name) = &opts.name {
             crate::options::validate_name(name).map_err(|e| Error::InvalidRoute(e.to_string()))?;
         }
-        let (tx, rx) = flume::bounded(opts.capacity);
+        let (tx, oldest, rx) = route_queue(opts.capacity, opts.overflow);
         let stats = Arc::new(RouteStats::default());
-        let oldest = (opts.overflow == Overflow::DropOldest).then(|| rx.clone());
         let qos = opts.qos;
         let (id, name) = self
             .router

@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
 use super::route::{
-    Listener, Overflow, ReceiverTable, Route, RouteOwner, RouteScope, RouteStats, SubscribeOptions,
+    route_queue, Listener, Overflow, ReceiverTable, Route, RouteOwner, RouteScope, RouteStats,
+    SubscribeOptions,
 };
 use super::table::FilterTrie;
 use crate::message::{Message, QoS};
@@ -394,7 +395,7 @@ impl SessionSinks {
         capacity: usize,
         overflow: Overflow,
     ) -> Listener {
-        let (tx, rx) = flume::bounded(capacity.max(1));
+        let (tx, oldest, rx) = route_queue(capacity.max(1), overflow);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(format!("messages-{id}"));
         let filter = TopicFilter::new("#").expect("`#` is a valid filter");
@@ -407,10 +408,7 @@ impl SessionSinks {
             qos: QoS::ExactlyOnce,
             subscribe: SubscribeOptions::default(),
             overflow,
-            target: Target::Queue {
-                tx,
-                oldest: (overflow == Overflow::DropOldest).then(|| rx.clone()),
-            },
+            target: Target::Queue { tx, oldest },
             named: false,
             stats: Arc::clone(&stats),
         });
@@ -431,24 +429,6 @@ impl SessionSinks {
                 owner: Some(RouteOwner::Session(owner)),
             },
         }
-    }
-
-    /// Removes receiver `id` (its listener was closed or dropped, or its queue is gone).
-    pub(crate) fn remove(&self, id: u64) {
-        let mut gone = 0;
-        self.entries.rcu(|old| {
-            gone = 0;
-            old.iter()
-                .filter(|e| {
-                    if e.id == id {
-                        gone += dropped(&e.stats);
-                    }
-                    e.id != id
-                })
-                .cloned()
-                .collect::<Vec<_>>()
-        });
-        self.dropped_gone.fetch_add(gone, Ordering::Relaxed);
     }
 
     /// Messages dropped because a receiver was full (QoS 0 overflow), gone ones included.
@@ -476,7 +456,7 @@ impl SessionSinks {
                         waits.push(w);
                     }
                 }
-                None => self.remove(e.id),
+                None => self.remove_receiver(e.id),
             }
         }
         taken
@@ -484,8 +464,22 @@ impl SessionSinks {
 }
 
 impl ReceiverTable for SessionSinks {
+    /// Removes receiver `id` (its listener was closed or dropped, or its queue is gone).
     fn remove_receiver(&self, id: u64) {
-        self.remove(id);
+        let mut gone = 0;
+        self.entries.rcu(|old| {
+            gone = 0;
+            old.iter()
+                .filter(|e| {
+                    if e.id == id {
+                        gone += dropped(&e.stats);
+                    }
+                    e.id != id
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        self.dropped_gone.fetch_add(gone, Ordering::Relaxed);
     }
 }
 

@@ -36,6 +36,22 @@ pub enum Overflow {
     DropOldest,
 }
 
+/// A route's bounded queue: the sender the session offers into, the receiver a
+/// [`Overflow::DropOldest`] route keeps to drop its oldest message, and the consumer's
+/// receiver.
+pub(crate) fn route_queue(
+    capacity: usize,
+    overflow: Overflow,
+) -> (
+    flume::Sender<Message>,
+    Option<flume::Receiver<Message>>,
+    flume::Receiver<Message>,
+) {
+    let (tx, rx) = flume::bounded(capacity);
+    let oldest = (overflow == Overflow::DropOldest).then(|| rx.clone());
+    (tx, oldest, rx)
+}
+
 /// How a route is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
