@@ -1,26 +1,25 @@
-//! The [`SessionActor`]'s life cycle: construction, status publication, the driver task,
-//! `Actor` and `Supervised`.
+//! The [`SessionActor`] as the shell around its `SessionCore`: construction, feeding the
+//! core, carrying out its effects, the driver task, `Actor` and `Supervised`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::commit::GroupCommit;
-use super::handlers::{EndReason, SessionEnded};
-use super::io::driver::Driver;
-use super::io::link::{BrokerLimits, Link, LinkSpec};
-use super::lifecycle::Lifecycle;
+use super::core::{CoreParts, Effect, Input, Now, SessionCore, StoreOp, Then, Wire};
+use super::handlers::SessionEnded;
+use super::io::driver::{Driver, DriverEvent};
+use super::io::link::{Client, Link, LinkSpec, Written};
 use super::outbox::Outbox;
 use super::qos2_received::Qos2Received;
-use super::state::{SessionState, Transition};
-use super::status::{publish_if_changed, StatusView};
-use super::subscriptions::Subscriptions;
-use super::{SessionActor, SessionParts, DRIVER_EVENTS};
+use super::status::publish_if_changed;
+use super::{SessionActor, SessionParts, Waiter, DRIVER_EVENTS};
 use crate::error::Error;
-use crate::event::{ActorFailure, ConnectionFailure, Event, EventData, GiveUpReason};
-use crate::message::{Publish, QoS};
-use crate::store::unix_ms;
+use crate::event::{Event, EventBus};
+use crate::message::{Publish, QoS, SubscribeOptions};
+use crate::metrics::counters::SessionCounters;
+use crate::store::{Store, StoreError};
 
 impl SessionActor {
     /// A session actor (not started).
@@ -31,12 +30,12 @@ impl SessionActor {
         // Packet ids are only resumed by a persistent session, and only within rumqttc's
         // window (a lowered `inflight` sends the others again as new).
         let max_pkid = super::io::link::packet_id_window(&p.opts);
-        let ids: std::collections::HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
+        let ids: HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
             .into_iter()
             .filter(|id| persistent && id.pkid <= max_pkid)
             .map(|id| (id.seq, (id.pkid, id.released)))
             .collect();
-        let mut resumed = std::collections::HashSet::new();
+        let mut resumed = HashSet::new();
         for (seq, sp) in std::mem::take(&mut p.restored_outbox) {
             let qos = QoS::try_from(sp.qos).unwrap_or(QoS::AtLeastOnce);
             let publish = Publish::new(sp.topic, sp.payload)
@@ -62,141 +61,161 @@ impl SessionActor {
         if !outbox.is_empty() {
             tracing::info!(session = %p.opts.name, count = outbox.len(), "replaying publishes from the store's outbox");
         }
-        let meta = std::mem::take(&mut p.meta);
-        let mut actor = SessionActor {
-            name: Arc::from(p.opts.name.as_str()),
+        let mut core = SessionCore::new(
+            CoreParts {
+                opts: Arc::clone(&p.opts),
+                brokers: Arc::clone(&p.brokers),
+                client_id: Arc::clone(&p.client_id),
+                counters: Arc::clone(&p.counters),
+                has_store: p.store.is_some(),
+                has_supervisor: p.supervisor.is_some(),
+                outbox,
+                meta: std::mem::take(&mut p.meta),
+            },
+            Now::current(),
+        );
+        // The core's first effects: its metadata goes to the store.
+        let first = core.take_effects();
+        let actor = SessionActor {
+            core,
             p,
-            state: SessionState::Disconnected,
-            life: Lifecycle::new(),
-            connected_broker: None,
-            connected_since: None,
-            state_since: SystemTime::now(),
-            last_error: None,
-            ever_connected: false,
             client: None,
             driver: None,
-            broker_limits: BrokerLimits::default(),
             stream: None,
-            subscriptions: Subscriptions::default(),
-            outbox,
-            inbound,
-            on_outbox_empty: None,
             tick: None,
+            inbound,
+            resume: None,
+            on_outbox_empty: None,
             on_disconnect_written: None,
-            durable: GroupCommit::default(),
-            recording: false,
-            releases: Vec::new(),
-            removals: Vec::new(),
-            meta,
-            restarts: 0,
-            failure: None,
         };
-        actor.put_meta();
+        for e in first {
+            if let Effect::Store(op) = e {
+                actor.store(op);
+            }
+        }
         actor
     }
 
-    pub(super) fn emit(&self, data: EventData) {
-        self.p.bus.emit(Event::new(Arc::clone(&self.name), data));
+    /// Feeds one input to the core, carries out its effects, publishes the status.
+    pub(super) fn feed(&mut self, input: Input<Waiter>, ctx: &mut Context<Self>) {
+        let mut wire = ClientWire(self.client.as_ref());
+        let effects = self.core.on(input, Now::current(), &mut wire);
+        for e in effects {
+            self.apply(e, ctx);
+        }
+        self.publish_status();
     }
 
-    /// Publishes the status (only when it changed: this runs after every actor message,
-    /// publishes included) and the outbox figures.
+    /// Carries out one effect of the core.
+    fn apply(&mut self, effect: Effect<Waiter>, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::Answer(Waiter::Caller(tx), res) => {
+                let _ = tx.send(res);
+            }
+            Effect::Answer(Waiter::Enqueued(topic), res) => {
+                if let Err(e) = res {
+                    let session = Arc::clone(self.core.name());
+                    report_failed_publish(&self.p.bus, &self.p.counters, session, topic, &e);
+                }
+            }
+            Effect::Emit(data) => self
+                .p
+                .bus
+                .emit(Event::new(Arc::clone(self.core.name()), data)),
+            Effect::Store(op) => self.store(op),
+            Effect::StoreThen(op, then) => {
+                let Some(worker) = &self.p.store else {
+                    let result = Err("no store".to_string());
+                    return self.feed(Input::Stored { then, result }, ctx);
+                };
+                let name = Arc::clone(self.core.name());
+                let write = worker.run(move |store| run(store, &name, op));
+                // The answer comes back through the mailbox, not a future of this
+                // context: a restart in place drops the context's futures, and the core
+                // waits for this answer.
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    let result = match write.await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err("store worker gone".to_string()),
+                    };
+                    addr.do_send(Stored { then, result });
+                });
+            }
+            Effect::FlushRemovalsSoon => {
+                ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+                    act.feed(Input::FlushRemovals, ctx);
+                }));
+            }
+            Effect::StartTick => {
+                if self.tick.is_none() {
+                    self.tick = Some(ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+                        act.feed(Input::Tick, ctx);
+                    }));
+                }
+            }
+            Effect::StopTick => {
+                if let Some(h) = self.tick.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+            Effect::StartDriver(delay) => self.start_driver(ctx, delay),
+            Effect::StopDriver => self.stop_driver(ctx),
+            Effect::Resend(items) => {
+                if let Some(tx) = self.resume.take() {
+                    let _ = tx.send(items);
+                }
+            }
+            Effect::ReportEnd(reason) => {
+                if let Some(sup) = &self.p.supervisor {
+                    // A control message, one per failure: `do_send` is fine here.
+                    sup.do_send(SessionEnded {
+                        session: Arc::clone(self.core.name()),
+                        reason,
+                    });
+                }
+            }
+            Effect::Stop => ctx.stop(),
+        }
+    }
+
+    /// A store write nobody waits for, through the store worker (in order).
+    fn store(&self, op: StoreOp) {
+        let Some(worker) = &self.p.store else { return };
+        let name = Arc::clone(self.core.name());
+        worker.submit(move |store| {
+            let what = op.what();
+            if let Err(e) = run(store, &name, op) {
+                tracing::error!(session = %name, error = %e, "cannot {what}");
+            }
+        });
+    }
+
+    /// Publishes the status (only when it changed: this runs after every input) and
+    /// tells a graceful close when the outbox is empty.
     pub(super) fn publish_status(&mut self) {
-        let view = StatusView {
-            state: self.state,
-            ready: self.life.ready(),
-            broker: self
-                .connected_broker
-                .map(|i| self.p.brokers[i].url.as_str()),
-            client_id: &self.p.client_id,
-            broker_limits: &self.broker_limits,
-            connected_since: self.connected_since,
-            state_since: self.state_since,
-            last_error: self.last_error.as_ref(),
-            restarts: self.restarts,
-            tls_skip_verify: self.skips_tls_verification(),
-            subscriptions: self.subscriptions.len(),
-            gave_up: self.life.gave_up(),
-        };
-        publish_if_changed(&self.p.status, &view);
-        let pending = self.count_outbox();
-        if pending == 0 {
+        publish_if_changed(&self.p.status, &self.core.status_view());
+        if self.core.outbox_len() == 0 {
             if let Some(tx) = self.on_outbox_empty.take() {
                 let _ = tx.send(());
             }
         }
     }
 
-    /// Starts the one-second tick of a session with queued publishes (if it is not
-    /// running): it answers overdue publishes with `PublishTimeout` and retries a publish
-    /// left waiting for room in rumqttc's channel (acknowledgements, which are not reported
-    /// to the actor, may have filled it). It stops itself once nothing is queued: an idle
-    /// session costs its worker no wake-up.
-    pub(super) fn tick_while_queued(&mut self, ctx: &mut Context<Self>) {
-        if self.tick.is_some() || self.pending_total() == 0 {
-            return;
-        }
-        self.tick = Some(ctx.run_interval(Duration::from_secs(1), |act, ctx| {
-            let timeout = act.p.opts.performance.write_timeout;
-            for r in act.outbox.take_overdue(Instant::now(), timeout) {
-                let _ = r.send(Err(Error::PublishTimeout {
-                    session: act.name.to_string(),
-                    timeout,
-                }));
-            }
-            act.pump(ctx);
-            if act.pending_total() == 0 {
-                if let Some(h) = act.tick.take() {
-                    ctx.cancel_future(h);
-                }
-            }
-        }));
-    }
-
-    /// Brings the pending and in-flight counters up to date; returns the pending count.
-    pub(super) fn count_outbox(&self) -> usize {
-        let pending = self.outbox.len();
-        self.p.counters.set_outbox(pending, self.outbox.inflight());
-        pending
-    }
-
-    /// Whether `tls.skip_verify` is on and some broker uses TLS.
-    pub(super) fn skips_tls_verification(&self) -> bool {
-        self.p.opts.tls.as_ref().is_some_and(|t| t.skip_verify)
-            && self.p.brokers.iter().any(|b| b.transport.is_tls())
-    }
-
-    pub(super) fn transition(&mut self, t: Transition) {
-        if let Some(new) = self.state.on(t) {
-            let old = self.state;
-            self.state = new;
-            self.state_since = SystemTime::now();
-            tracing::info!(session = %self.name, from = %old, to = %new, "session state changed");
-            self.emit(EventData::SessionStateChanged { old, new });
-        }
-    }
-
-    pub(super) fn start_driver(
-        &mut self,
-        ctx: &mut Context<Self>,
-        initial_delay: Option<Duration>,
-    ) {
+    fn start_driver(&mut self, ctx: &mut Context<Self>, initial_delay: Option<Duration>) {
         let (client, link) = Link::new(LinkSpec {
             opts: Arc::clone(&self.p.opts),
-            client_id: Arc::clone(&self.p.client_id),
+            client_id: Arc::clone(self.core.client_id()),
             brokers: Arc::clone(&self.p.brokers),
             tls: self.p.tls.clone(),
             hold_pubrel: self.p.store.is_some() && !self.p.opts.connect.clean_session,
         });
-        if client.takes_packet_ids() && !self.outbox.chooses_ids() {
-            self.outbox
-                .choose_ids(super::io::link::packet_id_window(&self.p.opts));
-        }
+        let takes_packet_ids = client.takes_packet_ids();
         // flume allocates its buffer as events arrive (tokio's bounded channel starts with
         // a block of 32 slots): an idle session keeps almost nothing here.
         let (tx, rx) = flume::bounded(DRIVER_EVENTS);
         let d = Driver {
-            session: Arc::clone(&self.name),
+            session: Arc::clone(self.core.name()),
             opts: Arc::clone(&self.p.opts),
             brokers: Arc::clone(&self.p.brokers),
             link,
@@ -213,9 +232,10 @@ impl SessionActor {
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
         self.stream = Some(ctx.add_stream(rx.into_stream()));
+        self.feed(Input::DriverStarted { takes_packet_ids }, ctx);
     }
 
-    pub(super) fn stop_driver(&mut self, ctx: &mut Context<Self>) {
+    fn stop_driver(&mut self, ctx: &mut Context<Self>) {
         if let Some(h) = self.stream.take() {
             ctx.cancel_future(h);
         }
@@ -225,55 +245,154 @@ impl SessionActor {
         self.client = None;
     }
 
-    pub(super) fn save_meta(&mut self, connected: bool) {
-        let now = unix_ms(SystemTime::now());
-        if connected {
-            self.meta.last_connected_ms = Some(now);
-        } else {
-            self.meta.last_disconnected_ms = Some(now);
-        }
-        self.put_meta();
-    }
-
-    /// Writes the session's metadata (with the client id in use) through the store worker.
-    fn put_meta(&mut self) {
-        let Some(worker) = self.store_in_order() else {
-            return;
+    /// A publish message, whoever sent it: an enqueued publish nobody waits on to
+    /// completion has its later failure announced as an event.
+    pub(super) fn take_publish(
+        &mut self,
+        ctx: &mut Context<Self>,
+        publish: Publish,
+        accepted: Option<super::Responder>,
+        done: Option<super::Responder>,
+        lane: Option<super::lane::LaneTicket>,
+    ) {
+        let done = match (&accepted, done) {
+            (Some(_), None) => Some(Waiter::Enqueued(publish.topic.clone())),
+            (_, done) => done.map(Waiter::Caller),
         };
-        let mut meta = self.meta.clone();
-        meta.client_id = self.p.client_id.to_string();
-        let name = Arc::clone(&self.name);
-        worker.submit(move |store| {
-            if let Err(e) = store.session_meta_put(&name, &meta) {
-                tracing::warn!(session = %name, error = %e, "cannot save session metadata");
-            }
-        });
+        let completion = super::core::Completion {
+            accepted: accepted.map(Waiter::Caller),
+            done,
+        };
+        self.feed(
+            Input::Publish {
+                publish,
+                completion,
+                lane,
+            },
+            ctx,
+        );
+    }
+}
+
+/// The connection's request side, as the core sees it.
+struct ClientWire<'a>(Option<&'a Client>);
+
+impl Wire for ClientWire<'_> {
+    fn attached(&self) -> bool {
+        self.0.is_some()
     }
 
-    /// Ends the session for good: fails what is pending, stops the driver.
-    pub(super) fn finish_close(&mut self, ctx: &mut Context<Self>) {
-        if !self.life.on_close() {
-            return;
-        }
-        self.stop_driver(ctx);
-        let was_connected = self.connected_broker.take().is_some();
-        self.connected_since = None;
-        for e in self.outbox.drain() {
-            if let Some(r) = e.responder {
-                let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+    fn publish(&mut self, publish: &Publish, pkid: u16) -> bool {
+        self.0.is_some_and(|c| c.publish_now(publish, pkid))
+    }
+
+    fn release(&mut self, pkid: u16) -> bool {
+        self.0.is_some_and(|c| c.release(pkid))
+    }
+
+    fn subscribe(&mut self, subs: &[(String, QoS, SubscribeOptions)]) -> bool {
+        self.0.is_some_and(|c| c.subscribe_now(subs).is_ok())
+    }
+
+    fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.0.is_some_and(|c| c.unsubscribe_now(filter).is_ok())
+    }
+}
+
+/// Runs one store write of session `name`; answers the sequence numbers of pushed
+/// publishes (empty for the other writes).
+fn run(store: &Store, name: &str, op: StoreOp) -> Result<Vec<u64>, StoreError> {
+    match op {
+        StoreOp::PushMany(publishes) => store.outbox_push_many(name, &publishes),
+        StoreOp::SetPacketIds { ids, flush } => {
+            for id in ids {
+                store.outbox_set_packet_id(name, id, flush)?;
             }
+            Ok(Vec::new())
         }
-        for r in self.subscriptions.close() {
-            let _ = r.send(Err(Error::SessionClosed(self.name.to_string())));
+        StoreOp::Remove(seqs) => {
+            // One failed removal does not keep the others.
+            let mut first_err = None;
+            for seq in seqs {
+                if let Err(e) = store.outbox_remove(name, seq) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            first_err.map_or(Ok(Vec::new()), Err)
         }
-        if was_connected {
-            self.emit(EventData::SessionDisconnected { error: None });
-        }
-        self.transition(Transition::Close);
-        self.publish_status();
-        // Stop the context (its timers and streams); supervision restarts it idle — a
-        // closed actor starts nothing — and it goes away with the last handle.
-        ctx.stop();
+        StoreOp::PutMeta(meta) => store.session_meta_put(name, &meta).map(|()| Vec::new()),
+    }
+}
+
+/// Counts and announces a queued publish that failed after it was accepted.
+fn report_failed_publish(
+    bus: &EventBus,
+    counters: &SessionCounters,
+    session: Arc<str>,
+    topic: String,
+    e: &Error,
+) {
+    counters
+        .publish_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(session = %session, topic = %topic, error = %e, "queued publish failed");
+    bus.emit(Event::new(
+        session,
+        crate::event::EventData::PublishFailed {
+            topic,
+            error: e.to_string(),
+        },
+    ));
+}
+
+impl StreamHandler<DriverEvent> for SessionActor {
+    fn handle(&mut self, ev: DriverEvent, ctx: &mut Context<Self>) {
+        let input = match ev {
+            DriverEvent::Attempt { broker, attempt } => Input::Attempt { broker, attempt },
+            DriverEvent::AttemptFailed(f) => Input::AttemptFailed(f),
+            DriverEvent::Waiting { attempt, delay } => Input::Waiting { attempt, delay },
+            DriverEvent::GaveUp { attempts, lost } => Input::DriverGaveUp { attempts, lost },
+            DriverEvent::Connected {
+                broker,
+                session_present,
+                assigned_client_id,
+                limits,
+                resume,
+            } => {
+                self.resume = resume;
+                Input::Connected {
+                    broker,
+                    session_present,
+                    assigned_client_id,
+                    limits,
+                }
+            }
+            DriverEvent::Lost {
+                failure,
+                drained_qos1,
+                drained_qos0,
+                drained_subs,
+            } => Input::Lost {
+                failure,
+                drained_qos1,
+                drained_qos0,
+                drained_subs,
+            },
+            DriverEvent::Written(w) => {
+                if w == Written::Disconnect {
+                    if let Some(tx) = self.on_disconnect_written.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Input::Written(w)
+            }
+            DriverEvent::Ack(ack) => Input::Ack(ack),
+        };
+        self.feed(input, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.feed(Input::DriverEnded, ctx);
     }
 }
 
@@ -281,25 +400,11 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        match self.life {
-            Lifecycle::Closed => return,
-            Lifecycle::Running { .. } => self.start_driver(ctx, None),
-            Lifecycle::AwaitingVerdict if self.p.supervisor.is_none() => {
-                // Nobody to decide: restart after the reconnect backoff.
-                self.life.on_resume();
-                self.restarts += 1;
-                let delay = self.p.opts.reconnect.backoff().base_delay(self.restarts);
-                self.start_driver(ctx, Some(delay));
-            }
-            // The supervisor's verdict comes next; a session that gave up starts nothing.
-            Lifecycle::AwaitingVerdict | Lifecycle::DriverGaveUp | Lifecycle::GaveUp(_) => {}
-        }
-        self.tick_while_queued(ctx);
-        self.publish_status();
+        self.feed(Input::Started, ctx);
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.flush_removals();
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.feed(Input::Stopped, ctx);
         if let Some(d) = self.driver.take() {
             d.abort();
         }
@@ -307,92 +412,44 @@ impl Actor for SessionActor {
 }
 
 impl Supervised for SessionActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
         // The context already dropped its streams and timers; cancelling their handles
-        // here would cancel the new ones, which reuse the same handle numbers (and the
-        // removals they would have handed over go now).
-        self.flush_removals();
+        // here would cancel the new ones, which reuse the same handle numbers.
         self.stream = None;
         self.tick = None;
         if let Some(d) = self.driver.take() {
             d.abort();
         }
         self.client = None;
-        // Restarted in place by actix (same outbox, same subscriptions), it starts no
-        // driver until the supervisor, told why, answers `Resume` or `Retire`.
-        if !self.life.on_restart() {
-            return;
-        }
-        tracing::warn!(session = %self.name, restarts = self.restarts, failure = ?self.failure, "session actor stopped unexpectedly");
-        let failure = self.failure.take().unwrap_or(ActorFailure::ActorStopped);
-        self.report_end(EndReason::Failed(failure));
-        // The old request channel is gone with its client: everything handed to it is
-        // treated as dropped (QoS >= 1 goes back to waiting).
-        let drained = self.outbox.len();
-        // Every SUBSCRIBE handed to the old client is gone with it.
-        let sent_subs = usize::MAX;
-        if self.connected_broker.is_some() {
-            self.on_lost(
-                ConnectionFailure {
-                    kind: crate::event::ErrorKind::Io,
-                    broker: self
-                        .connected_broker
-                        .map(|i| self.p.brokers[i].url.clone())
-                        .unwrap_or_default(),
-                    message: "session actor restarted".into(),
-                    reason: None,
-                },
-                drained,
-                drained,
-                sent_subs,
-            );
-        } else {
-            let keep_ids = !self.p.opts.connect.clean_session;
-            for lost in self.outbox.on_connection_lost(drained, drained, keep_ids) {
-                if let Some(r) = lost.responder {
-                    let _ = r.send(Err(Error::NotConnected {
-                        session: self.name.to_string(),
-                    }));
-                }
-            }
-            self.subscriptions.forget_requests();
-        }
-        self.transition(Transition::Stopped);
+        self.resume = None;
+        self.feed(Input::Restarting, ctx);
     }
 }
 
-impl SessionActor {
-    /// Tells the supervisor why this session's run ended.
-    pub(super) fn report_end(&self, reason: EndReason) {
-        if let Some(sup) = &self.p.supervisor {
-            // A control message, one per failure: `do_send` is fine (it cannot wait here).
-            sup.do_send(SessionEnded {
-                session: Arc::clone(&self.name),
-                reason,
-            });
+impl StoreOp {
+    /// What the write does, for a log line.
+    fn what(&self) -> &'static str {
+        match self {
+            StoreOp::PushMany(_) => "write publishes to the store",
+            StoreOp::SetPacketIds { .. } => "record a publish's packet id",
+            StoreOp::Remove(_) => "remove a publish from the store's outbox",
+            StoreOp::PutMeta(_) => "save session metadata",
         }
     }
+}
 
-    /// Stops for good (the supervisor's `Retire`): no driver, state `gave_up`, the event;
-    /// publishes waiting for a connection fail (a store keeps its copies for a restart).
-    pub(super) fn retire(&mut self, ctx: &mut Context<Self>, reason: GiveUpReason) {
-        if !self.life.on_retire(reason.clone()) {
-            return;
-        }
-        self.stop_driver(ctx);
-        self.connected_broker = None;
-        self.connected_since = None;
-        tracing::error!(session = %self.name, reason = %reason, "session gave up");
-        for e in self.outbox.drain() {
-            if let Some(r) = e.responder {
-                let _ = r.send(Err(Error::SessionGaveUp {
-                    session: self.name.to_string(),
-                    reason: reason.clone(),
-                }));
-            }
-        }
-        self.transition(Transition::GaveUp);
-        self.emit(EventData::SessionGaveUp { reason });
-        self.publish_status();
+/// A store write the core waits for ended (see [`Effect::StoreThen`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Stored {
+    then: Then,
+    result: Result<Vec<u64>, String>,
+}
+
+impl Handler<Stored> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Stored { then, result }: Stored, ctx: &mut Context<Self>) {
+        self.feed(Input::Stored { then, result }, ctx);
     }
 }

@@ -1,6 +1,6 @@
 //! Group commit of QoS >= 1 publishes to the store's outbox: publishes that arrive while
 //! a write is in progress wait in the next batch, and each batch is one write with one
-//! fsync. A plain type: the actor runs the writes.
+//! flush. A plain type: the session core asks for the write, the shell runs it.
 
 /// The batches of one session. `T` is one publish with whoever waits for it.
 #[derive(Debug)]
@@ -8,14 +8,17 @@ pub(crate) struct GroupCommit<T> {
     /// Waiting for the next write.
     next: Vec<T>,
     /// In the write running now.
-    writing: usize,
+    writing: Vec<T>,
+    /// A write runs.
+    busy: bool,
 }
 
 impl<T> Default for GroupCommit<T> {
     fn default() -> Self {
         GroupCommit {
             next: Vec::new(),
-            writing: 0,
+            writing: Vec::new(),
+            busy: false,
         }
     }
 }
@@ -28,22 +31,24 @@ impl<T> GroupCommit<T> {
 
     /// Publishes waiting or being written.
     pub(crate) fn len(&self) -> usize {
-        self.next.len() + self.writing
+        self.next.len() + self.writing.len()
     }
 
-    /// The batch to write now: `None` while a write runs or when nothing waits.
-    pub(crate) fn start(&mut self) -> Option<Vec<T>> {
-        if self.writing > 0 || self.next.is_empty() {
+    /// The batch to write now (kept until [`finish`](Self::finish)): `None` while a
+    /// write runs or when nothing waits.
+    pub(crate) fn start(&mut self) -> Option<&[T]> {
+        if self.busy || self.next.is_empty() {
             return None;
         }
-        let batch = std::mem::take(&mut self.next);
-        self.writing = batch.len();
-        Some(batch)
+        self.writing = std::mem::take(&mut self.next);
+        self.busy = true;
+        Some(&self.writing)
     }
 
-    /// The running write ended (either way).
-    pub(crate) fn finish(&mut self) {
-        self.writing = 0;
+    /// The running write ended (either way): its batch.
+    pub(crate) fn finish(&mut self) -> Vec<T> {
+        self.busy = false;
+        std::mem::take(&mut self.writing)
     }
 }
 
@@ -54,16 +59,16 @@ mod tests {
     #[test]
     fn publishes_arriving_during_a_write_go_into_the_next_batch() {
         let mut g = GroupCommit::default();
-        assert_eq!(g.start(), None::<Vec<u32>>, "nothing to write");
+        assert_eq!(g.start(), None::<&[u32]>, "nothing to write");
         g.push(1);
         g.push(2);
-        assert_eq!(g.start(), Some(vec![1, 2]));
+        assert_eq!(g.start(), Some(&[1, 2][..]));
         g.push(3);
         assert_eq!(g.len(), 3, "two being written, one waiting");
         assert_eq!(g.start(), None, "one write at a time");
-        g.finish();
-        assert_eq!(g.start(), Some(vec![3]));
-        g.finish();
+        assert_eq!(g.finish(), vec![1, 2]);
+        assert_eq!(g.start(), Some(&[3][..]));
+        assert_eq!(g.finish(), vec![3]);
         assert_eq!(g.len(), 0);
     }
 }

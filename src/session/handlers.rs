@@ -5,12 +5,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::core::{EndReason, Input};
 use super::state::SessionState;
-use super::{Completion, SessionActor, SessionStatus, CLOSE_FLUSH};
+use super::{SessionActor, SessionStatus, Waiter, CLOSE_FLUSH};
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::event::{ActorFailure, GiveUpReason};
+use crate::event::GiveUpReason;
 use crate::message::{Publish, QoS, SubscribeOptions};
 use crate::topic::TopicFilter;
 
@@ -69,73 +70,38 @@ impl Handler<PublishWith> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
-        self.take_publish(ctx, msg);
-    }
-}
-
-impl SessionActor {
-    /// Takes a publish in, the one way for every kind of publish message: refused (for
-    /// the caller waiting for acceptance, or else for completion) when it cannot be
-    /// admitted or its lane is held — a refusal that may pass holds the lane — otherwise
-    /// queued. An enqueued publish nobody waits on to completion gets a watcher that turns
-    /// a later failure into an event.
-    fn take_publish(&mut self, ctx: &mut Context<Self>, msg: PublishWith) {
         let PublishWith {
             publish,
             accepted,
             done,
             lane,
         } = msg;
-        let refusal = match &lane {
-            Some(ticket) if ticket.is_held() => Some(Error::LaneHeld(self.name.to_string())),
-            _ => self.admit(&publish).err(),
-        };
-        if let Some(e) = refusal {
-            if let Some(ticket) = lane.filter(|_| !e.is_permanent()) {
-                ticket.hold();
-            }
-            Completion { accepted, done }.refuse(e);
-            return;
-        }
-        let done = match (&accepted, done) {
-            (Some(_), None) => Some(self.watch_enqueued(ctx, publish.topic.clone())),
-            (_, done) => done,
-        };
-        self.queue_admitted(ctx, publish, Completion { accepted, done });
+        self.take_publish(ctx, publish, accepted, done, lane);
     }
+}
 
-    /// [`take_publish`](Self::take_publish) answered through a future, for the public
-    /// [`PublishMsg`] and [`Enqueue`] messages.
+impl SessionActor {
+    /// A publish answered through a future, for the public [`PublishMsg`] and
+    /// [`Enqueue`] messages.
     fn answer_later(
         &mut self,
         ctx: &mut Context<Self>,
         publish: Publish,
         enqueue: bool,
     ) -> ResponseFuture<Result<(), Error>> {
-        let name = self.name.to_string();
         let (answer, rx) = oneshot::channel();
-        self.take_publish(ctx, PublishWith::answering(publish, answer, enqueue));
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+        let msg = PublishWith::answering(publish, answer, enqueue);
+        self.take_publish(ctx, msg.publish, msg.accepted, msg.done, None);
+        self.answer_from(rx)
     }
 
-    /// The completion of an enqueued publish: nobody waits for it, so a failure after
-    /// acceptance is counted and announced as an event.
-    fn watch_enqueued(&self, ctx: &mut Context<Self>, topic: String) -> super::Responder {
-        let (done, outcome) = oneshot::channel::<Result<(), Error>>();
-        let (bus, counters, session) = (
-            self.p.bus.clone(),
-            Arc::clone(&self.p.counters),
-            Arc::clone(&self.name),
-        );
-        ctx.spawn(
-            async move {
-                if let Ok(Err(e)) = outcome.await {
-                    report_failed_publish(&bus, &counters, session, topic, &e);
-                }
-            }
-            .into_actor(self),
-        );
-        done
+    /// The future of an answer the core gives later.
+    fn answer_from(
+        &self,
+        rx: oneshot::Receiver<Result<(), Error>>,
+    ) -> ResponseFuture<Result<(), Error>> {
+        let name = self.core.name().to_string();
+        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
     }
 }
 
@@ -156,27 +122,6 @@ impl Handler<Enqueue> for SessionActor {
     }
 }
 
-/// Counts and announces a queued publish that failed after it was accepted.
-fn report_failed_publish(
-    bus: &crate::event::EventBus,
-    counters: &crate::metrics::counters::SessionCounters,
-    session: Arc<str>,
-    topic: String,
-    e: &Error,
-) {
-    counters
-        .publish_failures
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(session = %session, topic = %topic, error = %e, "queued publish failed");
-    bus.emit(crate::event::Event::new(
-        session,
-        crate::event::EventData::PublishFailed {
-            topic,
-            error: e.to_string(),
-        },
-    ));
-}
-
 /// Subscribe the session to a filter. Completes on SUBACK when connected, at once
 /// otherwise (the subscription is sent at every connect).
 #[derive(Debug, Message)]
@@ -193,30 +138,18 @@ pub(crate) struct Subscribe {
 impl Handler<Subscribe> for SessionActor {
     type Result = ResponseFuture<Result<(), Error>>;
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
-        let name = self.name.to_string();
-        if self.life.is_closed() {
-            return Box::pin(async move { Err(Error::SessionClosed(name)) });
-        }
-        let filter = msg.filter.as_str().to_string();
-        let unchanged = self.subscriptions.insert(&filter, msg.qos, msg.options);
-        self.publish_status();
-        if unchanged || self.state != SessionState::Connected {
-            return Box::pin(async { Ok(()) });
-        }
-        let Some(client) = &self.client else {
-            return Box::pin(async { Ok(()) });
-        };
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        match client.subscribe_now(&[(filter.clone(), msg.qos, msg.options)]) {
-            Ok(()) => self.subscriptions.single_sent(filter, Some(tx)),
-            Err(e) => {
-                tracing::warn!(session = %self.name, filter = %filter, error = %e,
-                    "cannot queue SUBSCRIBE now; it is sent at the next connect");
-                return Box::pin(async { Ok(()) });
-            }
-        }
-        Box::pin(async move { rx.await.unwrap_or(Err(Error::SessionClosed(name))) })
+        self.feed(
+            Input::Subscribe {
+                filter: msg.filter.as_str().to_string(),
+                qos: msg.qos,
+                options: msg.options,
+                responder: Waiter::Caller(tx),
+            },
+            ctx,
+        );
+        self.answer_from(rx)
     }
 }
 
@@ -245,32 +178,19 @@ pub(crate) struct Unsubscribe {
 }
 
 impl Handler<Unsubscribe> for SessionActor {
-    type Result = Result<(), Error>;
+    type Result = ResponseFuture<Result<(), Error>>;
 
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
-        if self.life.is_closed() {
-            return Err(Error::SessionClosed(self.name.to_string()));
-        }
-        let was_sent = self
-            .subscriptions
-            .remove(msg.filter.as_str(), self.state == SessionState::Connected);
-        self.publish_status();
-        if was_sent || !self.p.opts.connect.clean_session {
-            match &self.client {
-                Some(client) if self.state == SessionState::Connected => {
-                    if let Err(e) = client.unsubscribe_now(msg.filter.as_str()) {
-                        tracing::warn!(session = %self.name, filter = %msg.filter, error = %e, "cannot queue UNSUBSCRIBE");
-                    }
-                }
-                // A persistent session's broker keeps its subscriptions while we are away:
-                // unsubscribe at the next connect.
-                _ if !self.p.opts.connect.clean_session => {
-                    self.subscriptions.unsubscribe_later(msg.filter.as_str());
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let filter = msg.filter.as_str().to_string();
+        self.feed(
+            Input::Unsubscribe {
+                filter,
+                responder: Waiter::Caller(tx),
+            },
+            ctx,
+        );
+        self.answer_from(rx)
     }
 }
 
@@ -284,8 +204,9 @@ impl Handler<Close> for SessionActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
-        let connected = self.state == SessionState::Connected && !self.life.is_closed();
-        let emptied = (!self.outbox.is_empty()).then(|| {
+        let connected =
+            self.core.state() == SessionState::Connected && !self.core.life().is_closed();
+        let emptied = (self.core.outbox_len() > 0).then(|| {
             let (tx, rx) = oneshot::channel();
             self.on_outbox_empty = Some(tx);
             rx
@@ -311,20 +232,9 @@ impl Handler<Close> for SessionActor {
         };
         Box::pin(
             fut.into_actor(self)
-                .map(|_, act, ctx| act.finish_close(ctx)),
+                .map(|_, act, ctx| act.feed(Input::Close, ctx)),
         )
     }
-}
-
-/// Why a session's run ended, as the actor tells its supervisor.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub(crate) enum EndReason {
-    /// The actor (or its driver task) stopped unexpectedly; it waits for the verdict.
-    Failed(ActorFailure),
-    /// The session stopped trying on its own terms (attempts exhausted, connection lost
-    /// without auto-reconnect): the supervisor retires it.
-    GaveUp(GiveUpReason),
 }
 
 /// A session's run ended (sent by the [`SessionActor`] to its supervisor, which answers
@@ -350,13 +260,7 @@ impl Handler<Resume> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, Resume { delay }: Resume, ctx: &mut Context<Self>) {
-        if !self.life.on_resume() {
-            return;
-        }
-        self.restarts += 1;
-        tracing::info!(session = %self.name, restarts = self.restarts, ?delay, "restarting the session");
-        self.start_driver(ctx, Some(delay));
-        self.publish_status();
+        self.feed(Input::Resume { delay }, ctx);
     }
 }
 
@@ -372,7 +276,7 @@ impl Handler<Retire> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, Retire { reason }: Retire, ctx: &mut Context<Self>) {
-        self.retire(ctx, reason);
+        self.feed(Input::Retire(reason), ctx);
     }
 }
 
@@ -401,8 +305,6 @@ impl Handler<InjectFailure> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, _: InjectFailure, ctx: &mut Context<Self>) {
-        tracing::warn!(session = %self.name, "fault injected: stopping the session actor");
-        self.failure = Some(ActorFailure::ActorStopped);
-        ctx.stop();
+        self.feed(Input::InjectFailure, ctx);
     }
 }

@@ -1,19 +1,19 @@
 //! The session layer: one MQTT connection per [`SessionActor`], its driver task, and the
 //! plain types they are built from.
 //!
-//! The actor owns a rumqttc client whose event loop runs in a separate task, the
-//! `driver`. The driver reports connection events (`io::driver::DriverEvent`) through a
-//! bounded channel attached with `add_stream`; the actor turns them into state
-//! transitions, [`crate::Event`]s and counters, restores subscriptions after a
-//! connect, and feeds the outbox (`outbox.rs`) into rumqttc. Incoming messages never pass
+//! A session's decisions are made by its `SessionCore` (`core/`), in plain code with no
+//! actix, tokio or rumqttc: inputs in, effects out, table-tested. The actor is the shell
+//! around it: it owns the connection's request side (a rumqttc client, in `io/`) and the
+//! driver task that polls the connection, turns its messages, the driver's events and
+//! the store's answers into the core's inputs, and carries out the effects (answers,
+//! events, store writes, timers, the driver, the supervisor). Incoming messages never pass
 //! through the actor: the driver hands them to the session's dispatcher directly, and its
 //! acknowledger sends PUBACK/PUBREC once their consumers are done with them.
 //!
-//! Files: the actor's state is declared here; `actor.rs` holds its life cycle (start,
-//! status, supervision), `driver_events.rs` what it does with the driver's events,
-//! `publishing.rs` the outbox and the group commit, `handlers.rs` its messages. Plain,
-//! table-tested logic: [`state`], `lifecycle.rs`, `backoff.rs`, `outbox.rs`,
-//! `subscriptions.rs`, `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
+//! Files: the actor is declared here; `actor.rs` holds its life cycle and how it carries
+//! out effects, `handlers.rs` its messages. Plain, table-tested logic: `core/` (the
+//! decisions), [`state`], `lifecycle.rs`, `backoff.rs`, `outbox.rs`, `subscriptions.rs`,
+//! `status.rs`, `commit.rs`. Everything that speaks to rumqttc (the link, the driver, the
 //! acknowledger, the failure mapping) is in `io/`, the only folder that names it.
 //!
 //! Guarantees:
@@ -27,7 +27,7 @@
 mod actor;
 pub(crate) mod backoff;
 mod commit;
-mod driver_events;
+mod core;
 pub mod handle;
 mod handlers;
 pub(crate) mod lifecycle;
@@ -38,36 +38,32 @@ pub(crate) mod incoming;
 pub(crate) mod io;
 pub mod lane;
 pub(crate) mod outbox;
-mod publishing;
 pub mod state;
 pub(crate) mod status;
 mod subscriptions;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use actix::prelude::*;
-use tokio::sync::{oneshot, watch};
-
+pub(crate) use self::core::EndReason;
 #[cfg(feature = "fault-injection")]
 pub use self::handlers::InjectFailure;
 pub(crate) use self::handlers::{
-    Close, DirectSubscription, EndReason, Resume, Retire, SessionEnded, Subscribe, Unsubscribe,
+    Close, DirectSubscription, Resume, Retire, SessionEnded, Subscribe, Unsubscribe,
 };
 pub use self::handlers::{Enqueue, GetStatus, PublishMsg};
 pub use self::io::link::BrokerLimits;
 pub use self::status::SessionStatus;
 
-use self::commit::GroupCommit;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch};
+
+use self::core::SessionCore;
 use self::incoming::Dispatcher;
 use self::io::link::Client;
-use self::lifecycle::Lifecycle;
-use self::outbox::Outbox;
-use self::state::SessionState;
-use self::subscriptions::Subscriptions;
+use self::outbox::Resend;
 use crate::error::Error;
-use crate::event::{ActorFailure, ConnectionFailure, EventBus};
-use crate::message::Publish;
+use crate::event::EventBus;
 use crate::metrics::counters::SessionCounters;
 use crate::options::{BrokerUrl, SessionOptions};
 use crate::store::{SessionMeta, StoreWorker, StoredPacketId, StoredPublish};
@@ -80,12 +76,14 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// Answers one caller (a publish, a subscribe).
 type Responder = oneshot::Sender<Result<(), Error>>;
 
-/// Who learns what of one publish: `accepted` once it is queued (durable, with a store),
-/// `done` once the broker acknowledged it (or it failed).
-#[derive(Debug, Default)]
-struct Completion {
-    accepted: Option<Responder>,
-    done: Option<Responder>,
+/// Who waits for the core's answer about one request.
+#[derive(Debug)]
+enum Waiter {
+    /// A caller, on its channel.
+    Caller(Responder),
+    /// Nobody: an enqueued publish after its acceptance. A failure is counted and
+    /// announced as a `publish_failed` event (for this topic).
+    Enqueued(String),
 }
 
 /// Everything a [`SessionActor`] is built from (given by the supervisor).
@@ -135,56 +133,36 @@ impl std::fmt::Debug for SessionParts {
     }
 }
 
-/// The actor owning one MQTT connection. See the [module docs](self).
+/// The actor owning one MQTT connection: the shell around the session's core. See the
+/// [module docs](self).
 pub struct SessionActor {
-    name: Arc<str>,
+    /// The session's decisions.
+    core: SessionCore<Waiter>,
     p: SessionParts,
-    state: SessionState,
-    /// What the actor may do next: run a driver, wait for a verdict, nothing (closed or
-    /// gave up). Replaces the flags that had to agree (`lifecycle.rs`, table-tested).
-    life: Lifecycle,
-    connected_broker: Option<usize>,
-    connected_since: Option<SystemTime>,
-    state_since: SystemTime,
-    last_error: Option<ConnectionFailure>,
-    ever_connected: bool,
+    /// The connection's request side (while a driver runs).
     client: Option<Client>,
     driver: Option<tokio::task::JoinHandle<()>>,
-    broker_limits: BrokerLimits,
+    /// The driver's events.
     stream: Option<SpawnHandle>,
-    subscriptions: Subscriptions<Responder>,
-    outbox: Outbox<Responder>,
+    /// The one-second tick, running while publishes are queued.
+    tick: Option<SpawnHandle>,
     /// A persistent session's incoming QoS 2 state, shared with each driver (`None` with a
     /// clean session). It outlives drivers and actor restarts.
     inbound: Option<Arc<qos2_received::Qos2Received>>,
+    /// The driver waits for what a new connection re-sends first.
+    resume: Option<oneshot::Sender<Vec<Resend>>>,
     /// A graceful close waiting for the outbox to empty.
     on_outbox_empty: Option<oneshot::Sender<()>>,
-    /// The one-second tick, running while publishes are queued.
-    tick: Option<SpawnHandle>,
+    /// A graceful close waiting for its DISCONNECT to be written.
     on_disconnect_written: Option<oneshot::Sender<()>>,
-    /// QoS >= 1 publishes on their way to the store's outbox (with a store).
-    durable: GroupCommit<(Publish, Completion)>,
-    /// Handed publishes whose packet ids are being recorded (a persistent session with a
-    /// store, MQTT 3.1.1): nothing is handed after them until they go to rumqttc.
-    recording: bool,
-    /// Held PUBRELs to release that rumqttc's channel had no room for (retried by `pump`).
-    releases: Vec<u16>,
-    /// Store sequence numbers of completed publishes, to remove from the store's outbox
-    /// in one job (see `remove_stored`).
-    removals: Vec<u64>,
-    meta: SessionMeta,
-    restarts: u32,
-    /// Why the actor is stopping, when it stops itself after a failure (reported to the
-    /// supervisor on restart; `ActorStopped` when not set).
-    failure: Option<ActorFailure>,
 }
 
 impl std::fmt::Debug for SessionActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionActor")
-            .field("name", &self.name)
-            .field("state", &self.state)
-            .field("life", &self.life)
+            .field("name", self.core.name())
+            .field("state", &self.core.state())
+            .field("life", self.core.life())
             .finish_non_exhaustive()
     }
 }
