@@ -726,6 +726,36 @@ fn event_loop_fields(code: &str) -> Vec<&'static str> {
 }
 
 #[test]
+fn the_session_core_names_no_runtime_no_actor_and_no_mqtt_client() {
+    let session = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/session");
+    let core = rust_files(&session.join("core"));
+    assert!(core.len() >= 4, "the core's files: {core:?}");
+    let words = ["actix", "tokio", "rumqttc", "flume", "sled"];
+    let named = |file: &std::path::Path| -> Vec<&str> {
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        words.into_iter().filter(|w| names(&code, w)).collect()
+    };
+    // The reader sees them where they are: the shell names actix and tokio.
+    let shell = named(&session.join("actor.rs"));
+    assert!(
+        shell.contains(&"actix") && shell.contains(&"tokio"),
+        "the reader no longer sees the shell's imports: {shell:?}"
+    );
+    let found: Vec<String> = core
+        .iter()
+        .filter_map(|f| {
+            let n = named(f);
+            (!n.is_empty()).then(|| format!("{}: {n:?}", f.display()))
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "src/session/core/ decides in plain code; it names:\n  {}",
+        found.join("\n  ")
+    );
+}
+
+#[test]
 fn only_the_session_io_folder_names_rumqttc_and_one_file_reaches_into_it() {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let io = src.join("session/io");

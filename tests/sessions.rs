@@ -973,3 +973,50 @@ async fn a_session_receiver_takes_a_routes_overflow_policy_and_closes_like_a_lis
     assert_eq!(h.dropped_messages(), 3);
     m.shutdown().await;
 }
+
+/// A restart in place drops the actor's futures. A store write the session waits for
+/// (its group commit, and the record of its packet ids: a persistent session with a store
+/// on MQTT 3.1.1 does both) must still come back, or its batch never goes out and nothing
+/// queued after it does either. (The session's core waits for the write's answer through
+/// the actor's mailbox; the test holds the outcome, whichever way the answer travels.)
+#[actix_rt::test]
+async fn a_restart_while_a_store_write_is_in_flight_loses_neither_the_batch_nor_what_follows() {
+    init_tracing();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Every flush takes 300 ms: the failure lands while the write is in flight.
+    let m = SessionManager::builder()
+        .store(dir.path())
+        .inject_flush_delay(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut o = fast_opts("durable", &broker.url());
+    o.connect.clean_session = false;
+    o.connect.persistent = true;
+    let h = m.add_session(o).await.unwrap();
+    m.wait_for_session("durable", T).await.unwrap();
+    // The publishes reach the actor's mailbox first (each future is polled once before
+    // the next one), then the failure: the first publish's store write is running when
+    // the actor stops, the others wait for the next batch.
+    let publishes = futures_util::future::join_all(
+        (0..20).map(|i| h.publish(Publish::new(format!("w/{i}"), "x").qos(QoS::AtLeastOnce))),
+    );
+    let inject = h.addr().send(InjectFailure);
+    let (results, injected) =
+        tokio::time::timeout(T, futures_util::future::join(publishes, inject))
+            .await
+            .expect("publishes still unanswered after the restart");
+    injected.unwrap();
+    for (i, r) in results.into_iter().enumerate() {
+        assert!(r.is_ok(), "publish {i}: {r:?}");
+    }
+    assert_eq!(h.status().restarts, 1, "the failure restarted the actor");
+    tokio::time::timeout(
+        T,
+        h.publish(Publish::new("w/after", "x").qos(QoS::AtLeastOnce)),
+    )
+    .await
+    .expect("a publish after the restart got no answer")
+    .unwrap();
+    m.shutdown().await;
+}
