@@ -3,13 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::core::{CoreParts, Effect, Input, Now, SessionCore, StoreOp, Then, Wire};
 use super::handlers::SessionEnded;
-use super::io::driver::{Driver, DriverEvent};
+use super::io::driver::{Driver, DriverEvent, DriverSetup};
 use super::io::link::{Client, Link, LinkSpec, Written};
 use super::outbox::Outbox;
 use super::qos2_received::Qos2Received;
@@ -214,7 +214,7 @@ impl SessionActor {
         // flume allocates its buffer as events arrive (tokio's bounded channel starts with
         // a block of 32 slots): an idle session keeps almost nothing here.
         let (tx, rx) = flume::bounded(DRIVER_EVENTS);
-        let d = Driver {
+        let d = Driver::new(DriverSetup {
             session: Arc::clone(self.core.name()),
             opts: Arc::clone(&self.p.opts),
             brokers: Arc::clone(&self.p.brokers),
@@ -225,10 +225,8 @@ impl SessionActor {
             counters: Arc::clone(&self.p.counters),
             initial_delay,
             connect_limit: Arc::clone(&self.p.connect_limit),
-            last_out: Instant::now(),
             inbound: self.inbound.clone(),
-            ack_batch: Vec::new(),
-        };
+        });
         self.client = Some(client);
         self.driver = Some(tokio::task::spawn_local(d.run()));
         self.stream = Some(ctx.add_stream(rx.into_stream()));

@@ -97,27 +97,71 @@ pub(crate) enum DriverEvent {
     Ack(BrokerAck),
 }
 
-/// Everything the driver task needs.
-pub(crate) struct Driver {
-    pub(in crate::session) session: Arc<str>,
-    pub(in crate::session) opts: Arc<SessionOptions>,
-    pub(in crate::session) brokers: Arc<[BrokerUrl]>,
-    pub(in crate::session) link: Link,
-    pub(in crate::session) client: Client,
-    pub(in crate::session) events: flume::Sender<DriverEvent>,
-    pub(in crate::session) dispatcher: Arc<dyn Dispatcher>,
-    pub(in crate::session) counters: Arc<SessionCounters>,
+/// What a driver is started with (the actor's side of it).
+pub(crate) struct DriverSetup {
+    /// The session's name.
+    pub session: Arc<str>,
+    /// Its options.
+    pub opts: Arc<SessionOptions>,
+    /// Its brokers.
+    pub brokers: Arc<[BrokerUrl]>,
+    /// The connection's event-loop side.
+    pub link: Link,
+    /// The connection's request side (for acknowledgements).
+    pub client: Client,
+    /// Where the driver reports to the actor.
+    pub events: flume::Sender<DriverEvent>,
+    /// Where incoming messages go.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// The session's counters.
+    pub counters: Arc<SessionCounters>,
     /// Delay before the very first attempt (set when the supervisor restarts the actor).
-    pub(in crate::session) initial_delay: Option<Duration>,
+    pub initial_delay: Option<Duration>,
     /// Bounds the connection attempts in flight across the manager (a broker's accept
     /// queue is finite: mosquitto's listen backlog is 100).
-    pub(in crate::session) connect_limit: Arc<tokio::sync::Semaphore>,
-    /// When the last packet went out on this connection (the broker's keep-alive clock).
-    pub(in crate::session) last_out: Instant,
+    pub connect_limit: Arc<tokio::sync::Semaphore>,
     /// A persistent session's incoming QoS 2 state (`None` with a clean session).
-    pub(in crate::session) inbound: Option<Arc<Qos2Received>>,
+    pub inbound: Option<Arc<Qos2Received>>,
+}
+
+/// Everything the driver task needs.
+pub(crate) struct Driver {
+    session: Arc<str>,
+    opts: Arc<SessionOptions>,
+    brokers: Arc<[BrokerUrl]>,
+    link: Link,
+    client: Client,
+    events: flume::Sender<DriverEvent>,
+    dispatcher: Arc<dyn Dispatcher>,
+    counters: Arc<SessionCounters>,
+    initial_delay: Option<Duration>,
+    connect_limit: Arc<tokio::sync::Semaphore>,
+    /// When the last packet went out on this connection (the broker's keep-alive clock).
+    last_out: Instant,
+    inbound: Option<Arc<Qos2Received>>,
     /// Acknowledgements taken from the acknowledger to write (kept for its allocation).
-    pub(in crate::session) ack_batch: Vec<OwedAck>,
+    ack_batch: Vec<OwedAck>,
+}
+
+impl Driver {
+    /// A driver, not yet running.
+    pub(crate) fn new(s: DriverSetup) -> Self {
+        Driver {
+            session: s.session,
+            opts: s.opts,
+            brokers: s.brokers,
+            link: s.link,
+            client: s.client,
+            events: s.events,
+            dispatcher: s.dispatcher,
+            counters: s.counters,
+            initial_delay: s.initial_delay,
+            connect_limit: s.connect_limit,
+            last_out: Instant::now(),
+            inbound: s.inbound,
+            ack_batch: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -526,7 +570,7 @@ mod tests {
             hold_pubrel: false,
         });
         let (events, _rx) = flume::bounded(1);
-        let driver = Driver {
+        let driver = Driver::new(DriverSetup {
             session: Arc::from("s"),
             opts,
             brokers,
@@ -537,10 +581,8 @@ mod tests {
             counters: Arc::new(SessionCounters::default()),
             initial_delay: None,
             connect_limit: Arc::new(tokio::sync::Semaphore::new(1)),
-            last_out: Instant::now(),
             inbound: None,
-            ack_batch: Vec::new(),
-        };
+        });
         let task = driver.run();
         let size = std::mem::size_of_val(&task);
         println!("the driver's task: {size} bytes");

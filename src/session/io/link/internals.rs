@@ -83,7 +83,10 @@ impl Link {
                 EventLoop::V4(el) => {
                     el.mqtt_options.set_credentials(c.username, password);
                 }
-                EventLoop::V5(el) => {
+                EventLoop::V5(lp) => {
+                    lp.options.set_credentials(c.username, password);
+                }
+                EventLoop::V5Ws(el) => {
                     el.options.set_credentials(c.username, password);
                 }
             }
@@ -105,42 +108,23 @@ impl Link {
                     Err(e) => Err(LinkError::V4(e)),
                 }
             }
-            EventLoop::V5(el) => {
+            EventLoop::V5(lp) => {
+                let broker = &self.spec.brokers[broker];
+                match lp.connect(broker, self.spec.tls.as_ref()).await {
+                    Ok(ack) => {
+                        let expiry = lp.options.session_expiry_interval();
+                        Ok(connack_info_v5(ack, expiry))
+                    }
+                    Err(e) => Err(LinkError::V5(e)),
+                }
+            }
+            EventLoop::V5Ws(el) => {
                 // The network is always gone here: a failed poll cleans it up, and so does
                 // `abandon`.
                 match Box::pin(el.poll()).await {
                     Ok(v5::Event::Incoming(p5::Packet::ConnAck(ack))) => {
-                        let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
-                            session_expiry_interval: None,
-                            receive_max: None,
-                            max_qos: None,
-                            retain_available: None,
-                            max_packet_size: None,
-                            assigned_client_identifier: None,
-                            topic_alias_max: None,
-                            reason_string: None,
-                            user_properties: Vec::new(),
-                            wildcard_subscription_available: None,
-                            subscription_identifiers_available: None,
-                            shared_subscription_available: None,
-                            server_keep_alive: None,
-                            response_information: None,
-                            server_reference: None,
-                            authentication_method: None,
-                            authentication_data: None,
-                        });
-                        Ok(ConnAckInfo {
-                            session_present: ack.session_present,
-                            assigned_client_id: props.assigned_client_identifier,
-                            limits: BrokerLimits {
-                                receive_maximum: props.receive_max,
-                                maximum_packet_size: props.max_packet_size,
-                                topic_alias_maximum: props.topic_alias_max,
-                                session_expiry_interval: props
-                                    .session_expiry_interval
-                                    .or_else(|| el.options.session_expiry_interval()),
-                            },
-                        })
+                        let expiry = el.options.session_expiry_interval();
+                        Ok(connack_info_v5(ack, expiry))
                     }
                     Ok(other) => Err(LinkError::NotConnAck(format!("{other:?}"))),
                     Err(e) => Err(LinkError::V5(e)),
@@ -165,9 +149,16 @@ impl Link {
                     .map(from_v4)
                     .map_err(LinkError::V4),
             },
+            EventLoop::V5(lp) => {
+                let hold = lp.holds_pubrel();
+                lp.poll()
+                    .await
+                    .map(|ev| map_v5(ev, hold))
+                    .map_err(LinkError::V5)
+            }
             // Boxed, as at connect (see `impl Link` here): one allocation per poll,
             // which the allocator hands back at once.
-            EventLoop::V5(el) => Box::pin(el.poll())
+            EventLoop::V5Ws(el) => Box::pin(el.poll())
                 .await
                 .map(from_v5)
                 .map_err(LinkError::V5),
@@ -200,21 +191,8 @@ impl Link {
                 }
                 Resend::PubRel(pkid) => rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid)),
             })),
-            EventLoop::V5(el) => el.pending.extend(items.into_iter().map(|item| match item {
-                Resend::Publish { pkid, publish } => {
-                    let mut p = p5::Publish::new(
-                        publish.topic.as_str(),
-                        qos5(publish.qos),
-                        publish.payload.clone(),
-                        publish.properties.as_ref().map(|p| props_to_v5(p)),
-                    );
-                    p.retain = publish.retain;
-                    p.pkid = pkid;
-                    p.dup = true;
-                    v5::Request::Publish(p)
-                }
-                Resend::PubRel(pkid) => v5::Request::PubRel(p5::PubRel::new(pkid, None)),
-            })),
+            EventLoop::V5(lp) => lp.resend(items.into_iter().map(resend_v5)),
+            EventLoop::V5Ws(el) => el.pending.extend(items.into_iter().map(resend_v5)),
         }
         skipped.iter().map(Resend::pkid).collect()
     }
@@ -238,7 +216,8 @@ impl Link {
                     el.state.events.truncate(before);
                 }
             }
-            EventLoop::V5(el) => {
+            EventLoop::V5(lp) => lp.expect_pubrel(ids),
+            EventLoop::V5Ws(el) => {
                 for &pkid in ids {
                     let mut p = p5::Publish::new(
                         String::new(),
@@ -255,10 +234,10 @@ impl Link {
         }
     }
 
-    /// True when [`Link::write_acks`] writes on this connection itself (MQTT 3.1.1:
-    /// rumqttc's v5 event loop keeps its socket private).
+    /// True when [`Link::write_acks`] writes on this connection itself (not over MQTT 5
+    /// on WebSocket: rumqttc's v5 event loop keeps its socket private).
     pub(crate) fn writes_acks(&self) -> bool {
-        matches!(self.el, EventLoop::V4(_))
+        matches!(self.el, EventLoop::V4(_) | EventLoop::V5(_))
     }
 
     /// Writes the PUBACK / PUBREC of `tokens`, in order, and flushes once: a burst of
@@ -269,7 +248,13 @@ impl Link {
     pub(crate) async fn write_acks(&mut self, tokens: &[OwedAck]) -> Result<(), LinkError> {
         let el = match &mut self.el {
             EventLoop::V4(el) => &mut **el,
-            EventLoop::V5(el) => {
+            EventLoop::V5(lp) => {
+                return lp
+                    .write_acks(tokens.iter().map(|&t| convert::ack_request_v5(t)))
+                    .await
+                    .map_err(LinkError::V5);
+            }
+            EventLoop::V5Ws(el) => {
                 // Not used (see `writes_acks`); kept correct all the same: the pending
                 // queue goes out before the client channel, one request at a time.
                 el.pending
@@ -318,7 +303,8 @@ impl Link {
                     lp.ended();
                 }
             }
-            EventLoop::V5(el) => el.clean(),
+            EventLoop::V5(lp) => lp.abandon(),
+            EventLoop::V5Ws(el) => el.clean(),
         }
     }
 
@@ -329,7 +315,11 @@ impl Link {
                 let hold = self.v4.as_ref().is_some_and(|lp| lp.holds_pubrel());
                 el.state.events.pop_front().map(|ev| map_v4(ev, hold))
             }
-            EventLoop::V5(el) => el.state.events.pop_front().map(from_v5),
+            EventLoop::V5(lp) => {
+                let hold = lp.holds_pubrel();
+                lp.buffered().map(|ev| map_v5(ev, hold))
+            }
+            EventLoop::V5Ws(el) => el.state.events.pop_front().map(from_v5),
         }
     }
 
@@ -368,7 +358,21 @@ impl Link {
                 el.state = rumqttc::MqttState::new(inflight.saturating_add(1), true);
                 el.network = None;
             }
-            EventLoop::V5(el) => {
+            EventLoop::V5(lp) => {
+                // Requests the connection never took: all of them new (a resumed
+                // PUBLISH goes through the resend queue, which is dropped).
+                for req in lp.reset() {
+                    match req {
+                        v5::Request::Publish(p) if p.qos == v5::mqttbytes::QoS::AtMostOnce => {
+                            d.qos0 += 1;
+                        }
+                        v5::Request::Publish(_) => d.qos1 += 1,
+                        v5::Request::Subscribe(_) => d.subs += 1,
+                        _ => {}
+                    }
+                }
+            }
+            EventLoop::V5Ws(el) => {
                 for req in el.pending.drain(..) {
                     match req {
                         v5::Request::Publish(p) => match (p.pkid, p.qos) {
@@ -384,6 +388,71 @@ impl Link {
             }
         }
         d
+    }
+}
+
+/// What a resumed MQTT 5 session re-sends: PUBLISH with DUP and its id, or PUBREL.
+fn resend_v5(item: Resend) -> v5::Request {
+    match item {
+        Resend::Publish { pkid, publish } => {
+            let mut p = p5::Publish::new(
+                publish.topic.as_str(),
+                qos5(publish.qos),
+                publish.payload.clone(),
+                publish.properties.as_ref().map(|p| props_to_v5(p)),
+            );
+            p.retain = publish.retain;
+            p.pkid = pkid;
+            p.dup = true;
+            v5::Request::Publish(p)
+        }
+        Resend::PubRel(pkid) => v5::Request::PubRel(p5::PubRel::new(pkid, None)),
+    }
+}
+
+/// A successful MQTT 5 CONNACK, with the broker's limits; `expiry` is the session
+/// expiry in effect when the broker names none.
+fn connack_info_v5(ack: p5::ConnAck, expiry: Option<u32>) -> ConnAckInfo {
+    let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: None,
+        assigned_client_identifier: None,
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    });
+    ConnAckInfo {
+        session_present: ack.session_present,
+        assigned_client_id: props.assigned_client_identifier,
+        limits: BrokerLimits {
+            receive_maximum: props.receive_max,
+            maximum_packet_size: props.max_packet_size,
+            topic_alias_maximum: props.topic_alias_max,
+            session_expiry_interval: props.session_expiry_interval.or(expiry),
+        },
+    }
+}
+
+/// An MQTT 5 event, with a successful PUBREC reported when its PUBREL is held.
+fn map_v5(ev: v5::Event, hold: bool) -> LinkEvent {
+    match ev {
+        v5::Event::Incoming(p5::Packet::PubRec(r))
+            if hold && !crate::session::io::failure::pubrec_code(&r.reason).is_failure() =>
+        {
+            LinkEvent::Ack(BrokerAck::Rec(r.pkid))
+        }
+        ev => from_v5(ev),
     }
 }
 

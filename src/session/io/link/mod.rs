@@ -34,13 +34,15 @@ use super::failure::{classify_v4, classify_v5};
 
 mod convert;
 mod internals;
+mod mqtt5;
 mod options;
 use self::internals::V4Loop;
+use self::mqtt5::V5Loop;
 use crate::credentials::{Credentials, CredentialsProvider};
 use crate::event::{ConnectionFailure, ErrorKind};
 use crate::message::{MessageProperties, Publish, QoS};
 use crate::message::{RetainHandling, SubscribeOptions};
-use crate::options::{BrokerUrl, Protocol, SessionOptions};
+use crate::options::{BrokerUrl, Protocol, SessionOptions, Transport};
 use crate::reason::ReasonCode;
 
 /// What the broker's CONNACK allows (MQTT 5; all `None` on MQTT 3.1.1).
@@ -234,8 +236,10 @@ pub(crate) struct OwedAck {
 pub(crate) enum Client {
     /// MQTT 3.1.1.
     V4(flume::Sender<rumqttc::Request>),
-    /// MQTT 5.
-    V5(v5::AsyncClient),
+    /// MQTT 5 over TCP or TLS: the sender of the link's own request channel (`mqtt5.rs`).
+    V5(flume::Sender<v5::Request>),
+    /// MQTT 5 over WebSocket: rumqttc's client.
+    V5Ws(v5::AsyncClient),
 }
 
 /// A request rumqttc's channel did not take (full or closed).
@@ -244,10 +248,11 @@ pub(crate) enum Client {
 pub(crate) struct NotQueued;
 
 impl Client {
-    /// Whether the outbox chooses the packet ids of its publishes (MQTT 3.1.1; on MQTT 5
-    /// rumqttc numbers them and reports the id once written).
+    /// Whether the outbox chooses the packet ids of its publishes (MQTT 3.1.1, and
+    /// MQTT 5 over TCP or TLS; over WebSocket rumqttc numbers them and reports the id
+    /// once written).
     pub(crate) fn takes_packet_ids(&self) -> bool {
-        matches!(self, Client::V4(_))
+        matches!(self, Client::V4(_) | Client::V5(_))
     }
 
     /// Hands a publish to rumqttc without waiting; false when its channel is full. `pkid`
@@ -267,7 +272,20 @@ impl Client {
                 }
                 Some(tx.try_send(rumqttc::Request::Publish(out)).is_ok())
             }
-            Client::V5(c) => match &p.properties {
+            Client::V5(tx) => {
+                let mut out = p5::Publish::new(
+                    p.topic.as_str(),
+                    qos5(p.qos),
+                    p.payload.clone(),
+                    p.properties.as_ref().map(|props| props_to_v5(props)),
+                );
+                out.retain = p.retain;
+                if p.qos != QoS::AtMostOnce {
+                    out.pkid = pkid;
+                }
+                Some(tx.try_send(v5::Request::Publish(out)).is_ok())
+            }
+            Client::V5Ws(c) => match &p.properties {
                 Some(props) => c
                     .publish_bytes_with_properties(
                         p.topic.clone(),
@@ -299,18 +317,14 @@ impl Client {
                         .map(|(f, q, _)| rumqttc::SubscribeFilter::new(f.clone(), qos_v4(*q))),
                 )))
                 .map_err(|_| NotQueued),
-            Client::V5(c) => c
-                .try_subscribe_many(subs.iter().map(|(f, q, o)| p5::Filter {
-                    path: f.clone(),
-                    qos: qos5(*q),
-                    nolocal: o.no_local,
-                    preserve_retain: o.retain_as_published,
-                    retain_forward_rule: match o.retain_handling {
-                        RetainHandling::SendAtSubscribe => p5::RetainForwardRule::OnEverySubscribe,
-                        RetainHandling::SendIfNew => p5::RetainForwardRule::OnNewSubscribe,
-                        RetainHandling::DontSend => p5::RetainForwardRule::Never,
-                    },
-                }))
+            Client::V5(tx) => tx
+                .try_send(v5::Request::Subscribe(p5::Subscribe::new_many(
+                    subs.iter().map(|(f, q, o)| filter_v5(f, *q, *o)),
+                    None,
+                )))
+                .map_err(|_| NotQueued),
+            Client::V5Ws(c) => c
+                .try_subscribe_many(subs.iter().map(|(f, q, o)| filter_v5(f, *q, *o)))
                 .map_err(|_| NotQueued),
         }
     }
@@ -323,7 +337,10 @@ impl Client {
                     filter,
                 )))
                 .map_err(|_| NotQueued),
-            Client::V5(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
+            Client::V5(tx) => tx
+                .try_send(v5::Request::Unsubscribe(p5::Unsubscribe::new(filter, None)))
+                .map_err(|_| NotQueued),
+            Client::V5Ws(c) => c.try_unsubscribe(filter).map_err(|_| NotQueued),
         }
     }
 
@@ -333,7 +350,8 @@ impl Client {
             Client::V4(tx) => tx
                 .try_send(rumqttc::Request::Disconnect(rumqttc::Disconnect))
                 .map_err(|_| NotQueued),
-            Client::V5(c) => c.try_disconnect().map_err(|_| NotQueued),
+            Client::V5(tx) => tx.try_send(v5::Request::Disconnect).map_err(|_| NotQueued),
+            Client::V5Ws(c) => c.try_disconnect().map_err(|_| NotQueued),
         }
     }
 
@@ -343,7 +361,10 @@ impl Client {
             Client::V4(tx) => tx
                 .try_send(convert::ack_request_v4(t))
                 .map_err(|_| NotQueued),
-            Client::V5(c) => c.try_ack(&ack_publish_v5(t)).map_err(|_| NotQueued),
+            Client::V5(tx) => tx
+                .try_send(convert::ack_request_v5(t))
+                .map_err(|_| NotQueued),
+            Client::V5Ws(c) => c.try_ack(&ack_publish_v5(t)).map_err(|_| NotQueued),
         }
     }
 
@@ -354,7 +375,11 @@ impl Client {
                 .send_async(convert::ack_request_v4(t))
                 .await
                 .map_err(|_| NotQueued),
-            Client::V5(c) => c.ack(&ack_publish_v5(t)).await.map_err(|_| NotQueued),
+            Client::V5(tx) => tx
+                .send_async(convert::ack_request_v5(t))
+                .await
+                .map_err(|_| NotQueued),
+            Client::V5Ws(c) => c.ack(&ack_publish_v5(t)).await.map_err(|_| NotQueued),
         }
     }
 }
@@ -367,8 +392,26 @@ impl Client {
             Client::V4(tx) => tx
                 .try_send(rumqttc::Request::PubRel(rumqttc::PubRel::new(pkid)))
                 .is_ok(),
-            Client::V5(_) => true,
+            Client::V5(tx) => tx
+                .try_send(v5::Request::PubRel(p5::PubRel::new(pkid, None)))
+                .is_ok(),
+            Client::V5Ws(_) => true,
         }
+    }
+}
+
+/// One MQTT 5 subscription filter with its options.
+fn filter_v5(filter: &str, qos: QoS, o: SubscribeOptions) -> p5::Filter {
+    p5::Filter {
+        path: filter.to_string(),
+        qos: qos5(qos),
+        nolocal: o.no_local,
+        preserve_retain: o.retain_as_published,
+        retain_forward_rule: match o.retain_handling {
+            RetainHandling::SendAtSubscribe => p5::RetainForwardRule::OnEverySubscribe,
+            RetainHandling::SendIfNew => p5::RetainForwardRule::OnNewSubscribe,
+            RetainHandling::DontSend => p5::RetainForwardRule::Never,
+        },
     }
 }
 
@@ -388,8 +431,10 @@ pub(crate) struct Link {
 enum EventLoop {
     /// MQTT 3.1.1.
     V4(Box<rumqttc::EventLoop>),
-    /// MQTT 5.
-    V5(Box<v5::EventLoop>),
+    /// MQTT 5 over TCP or TLS: the session's own connection (`mqtt5.rs`).
+    V5(Box<V5Loop>),
+    /// MQTT 5 over WebSocket: rumqttc's event loop.
+    V5Ws(Box<v5::EventLoop>),
 }
 
 /// What rumqttc's options for one broker are built from (shared with the session).
@@ -412,6 +457,7 @@ impl std::fmt::Debug for Link {
         f.write_str(match self.el {
             EventLoop::V4(_) => "Link::V4",
             EventLoop::V5(_) => "Link::V5",
+            EventLoop::V5Ws(_) => "Link::V5Ws",
         })
     }
 }
@@ -468,8 +514,19 @@ impl Link {
             }
             Protocol::V5 => {
                 let options = options_v5(&spec.opts, &spec.client_id, first, spec.tls.as_ref());
-                let (client, el) = v5::AsyncClient::new(options, cap);
-                (Client::V5(client), EventLoop::V5(Box::new(el)), None)
+                let websocket = spec
+                    .brokers
+                    .iter()
+                    .any(|b| matches!(b.transport, Transport::Ws | Transport::Wss));
+                if websocket {
+                    let (client, el) = v5::AsyncClient::new(options, cap);
+                    (Client::V5Ws(client), EventLoop::V5Ws(Box::new(el)), None)
+                } else {
+                    let (tx, rx) = flume::bounded(cap);
+                    let lp =
+                        V5Loop::new(options, rx, packet_id_window(&spec.opts), spec.hold_pubrel);
+                    (Client::V5(tx), EventLoop::V5(Box::new(lp)), None)
+                }
             }
         };
         (
@@ -486,8 +543,14 @@ impl Link {
     /// Uses `id` from now on (the broker assigned it; MQTT 5).
     pub(crate) fn set_client_id(&mut self, id: &str) {
         self.spec.client_id = Arc::from(id);
-        if let EventLoop::V5(el) = &mut self.el {
-            el.options.set_client_id(id.to_string());
+        match &mut self.el {
+            EventLoop::V5(lp) => {
+                lp.options.set_client_id(id.to_string());
+            }
+            EventLoop::V5Ws(el) => {
+                el.options.set_client_id(id.to_string());
+            }
+            EventLoop::V4(_) => {}
         }
     }
 
@@ -502,7 +565,10 @@ impl Link {
             EventLoop::V4(el) => {
                 el.mqtt_options = options_v4(&s.opts, &s.client_id, b, s.tls.as_ref());
             }
-            EventLoop::V5(el) => {
+            EventLoop::V5(lp) => {
+                lp.options = options_v5(&s.opts, &s.client_id, b, s.tls.as_ref());
+            }
+            EventLoop::V5Ws(el) => {
                 el.options = options_v5(&s.opts, &s.client_id, b, s.tls.as_ref());
             }
         }
