@@ -20,8 +20,11 @@
 //! `MqttState::handle_incoming_packet` / `handle_outgoing_packet` still push exactly one
 //! event per packet at the back of `state.events` (the code takes it back), that
 //! `Network::read` is still cancel-safe, and that `EventLoop::poll` still returns at the
-//! CONNACK when the network is `None`. The tests of this file and `tests/session_state.rs`
-//! fail when one of these changes.
+//! CONNACK when the network is `None`. The MQTT 5 link of our own (`mqtt5.rs`) uses public
+//! parts only, but the same assumptions about `v5::MqttState` (one event per packet, at the
+//! back), and that `v5::mqttbytes::v5::Packet::read` leaves an incomplete packet in its
+//! buffer. The tests of this file, `tests/mqtt5.rs`, `tests/session_state.rs` and
+//! `tests/random_kill.rs` fail when one of these changes.
 //!
 //! ## MQTT 3.1.1: the session's own poll
 //!

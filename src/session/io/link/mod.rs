@@ -12,10 +12,12 @@
 //!   clean-up after a connection ends (empty rumqttc's retransmission state, count what it
 //!   dropped).
 //!
-//! A `match` per call costs nothing next to a network packet. On MQTT 3.1.1 the link
-//! polls an established connection itself over rumqttc's state (`internals`: packet ids
-//! chosen by the outbox, a PUBREL held until the session releases it); MQTT 5 keeps
-//! rumqttc's event loop, whose socket is private.
+//! A `match` per call costs nothing next to a network packet. The link polls an
+//! established connection itself over rumqttc's public protocol state (packet ids chosen
+//! by the outbox, a PUBREL held until the session releases it): on MQTT 3.1.1 over
+//! rumqttc's event loop once it connected (`internals`), on MQTT 5 over a connection it
+//! opens itself (`mqtt5`). MQTT 5 over WebSocket keeps rumqttc's event loop, whose socket
+//! is private.
 
 use std::sync::Arc;
 use std::time::Duration;
