@@ -470,12 +470,12 @@ fn map_v4(ev: rumqttc::Event, hold: bool) -> LinkEvent {
 }
 
 /// Packets read and answered in one go before one flush (as rumqttc's `readb`).
-const READ_BURST: usize = 10;
+pub(super) const READ_BURST: usize = 10;
 /// Requests already queued by the session's client (publishes, acknowledgements of
 /// incoming messages) written in one go before one flush: a busy link then makes one
 /// write system call for many packets instead of one each, and the broker reads them
 /// together. What is not queued yet is not waited for.
-const REQUEST_BURST: usize = 64;
+pub(super) const REQUEST_BURST: usize = 64;
 
 /// The request channel of an MQTT 3.1.1 link (the client side holds its sender).
 pub(crate) type Requests = flume::Receiver<Request>;
@@ -618,6 +618,14 @@ macro_rules! flush {
     };
 }
 
+/// Resolves when the keep-alive timer fires; never without one.
+pub(super) async fn ping_due(ping: Option<&mut Pin<Box<tokio::time::Sleep>>>) {
+    match ping {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What woke the poll.
 enum Step {
     Read(Result<Incoming, StateError>),
@@ -658,12 +666,7 @@ pub(crate) async fn poll_v4(
             tokio::select! {
                 r = network.read() => Step::Read(r),
                 r = lp.rx.recv_async() => Step::Request(r),
-                () = async {
-                    match ping {
-                        Some(p) => p.await,
-                        None => std::future::pending().await,
-                    }
-                } => Step::Ping,
+                () = ping_due(ping) => Step::Ping,
             }
         };
         match step {

@@ -27,6 +27,7 @@ use rumqttc::v5::{ConnectionError, Event, MqttState, Request, StateError};
 use rumqttc::Outgoing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::internals::{ping_due, READ_BURST, REQUEST_BURST};
 use crate::options::{BrokerUrl, Transport};
 
 /// A byte stream to a broker (TCP, or TLS over TCP).
@@ -215,11 +216,6 @@ pub(crate) struct V5Loop {
     /// The outbox's window of packet ids.
     window: u16,
 }
-
-/// Packets read and answered in one go before one flush.
-const READ_BURST: usize = 10;
-/// Requests already queued written in one go before one flush.
-const REQUEST_BURST: usize = 64;
 
 /// What woke the poll.
 enum Step {
@@ -444,12 +440,7 @@ impl V5Loop {
                 tokio::select! {
                     r = socket.next() => Step::Read(r),
                     r = self.rx.recv_async() => Step::Request(r),
-                    () = async {
-                        match ping {
-                            Some(p) => p.await,
-                            None => std::future::pending().await,
-                        }
-                    } => Step::Ping,
+                    () = ping_due(ping) => Step::Ping,
                 }
             };
             match step {
