@@ -99,10 +99,11 @@ impl SessionActor {
     /// Feeds one input to the core, carries out its effects, publishes the status.
     pub(super) fn feed(&mut self, input: Input<Waiter>, ctx: &mut Context<Self>) {
         let mut wire = ClientWire(self.client.as_ref());
-        let effects = self.core.on(input, Now::current(), &mut wire);
-        for e in effects {
+        let mut effects = self.core.on(input, Now::current(), &mut wire);
+        for e in effects.drain(..) {
             self.apply(e, ctx);
         }
+        self.core.recycle(effects);
         self.publish_status();
     }
 

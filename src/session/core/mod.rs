@@ -462,6 +462,15 @@ impl<R> SessionCore<R> {
         std::mem::take(&mut self.out)
     }
 
+    /// Hands back the (emptied) vector [`on`](Self::on) returned, so that the next input
+    /// reuses its allocation: one input in, a few effects out, every publish.
+    pub(crate) fn recycle(&mut self, mut spent: Vec<Effect<R>>) {
+        if self.out.capacity() == 0 {
+            spent.clear();
+            self.out = spent;
+        }
+    }
+
     /// Effects made outside [`on`](Self::on) (by [`new`](Self::new)).
     pub(crate) fn take_effects(&mut self) -> Vec<Effect<R>> {
         std::mem::take(&mut self.out)
