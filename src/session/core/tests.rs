@@ -200,13 +200,8 @@ impl Harness {
     /// subscriptions; the effects are not checked here.
     fn connect(&mut self, session_present: bool) {
         self.on(Input::Started);
-        self.on(Input::DriverStarted {
-            takes_packet_ids: true,
-        });
-        self.on(Input::Attempt {
-            broker: 0,
-            attempt: 1,
-        });
+        self.on(driver_started());
+        self.on(attempt());
         self.on(connected(session_present));
     }
 }
@@ -230,6 +225,21 @@ fn enqueue(n: u32, topic: &str) -> Input<u32> {
             done: None,
         },
         lane: None,
+    }
+}
+
+/// A driver for MQTT 3.1.1 (the outbox chooses the packet ids).
+fn driver_started() -> Input<u32> {
+    Input::DriverStarted {
+        takes_packet_ids: true,
+    }
+}
+
+/// The first attempt, at the first broker.
+fn attempt() -> Input<u32> {
+    Input::Attempt {
+        broker: 0,
+        attempt: 1,
     }
 }
 
@@ -276,19 +286,8 @@ fn connect_then_a_publish_completes_on_its_puback() {
     let mut h = harness(options(), false, true);
     h.table(vec![
         (Input::Started, &["start driver"]),
-        (
-            Input::DriverStarted {
-                takes_packet_ids: true,
-            },
-            &[],
-        ),
-        (
-            Input::Attempt {
-                broker: 0,
-                attempt: 1,
-            },
-            &["emit SessionConnecting", "state connecting"],
-        ),
+        (driver_started(), &[]),
+        (attempt(), &["emit SessionConnecting", "state connecting"]),
         // Queued while connecting; the tick watches the deadline.
         (publish(1, "a", QoS::AtLeastOnce), &["start tick"]),
         (
@@ -475,13 +474,7 @@ fn close_while_connecting_fails_what_waits_and_starts_nothing_after() {
     let mut h = harness(options(), false, true);
     h.table(vec![
         (Input::Started, &["start driver"]),
-        (
-            Input::Attempt {
-                broker: 0,
-                attempt: 1,
-            },
-            &["emit SessionConnecting", "state connecting"],
-        ),
+        (attempt(), &["emit SessionConnecting", "state connecting"]),
         (publish(1, "a", QoS::AtLeastOnce), &["start tick"]),
         (
             Input::Close,
@@ -552,18 +545,10 @@ fn restart_verdicts() {
             },
             &[],
         ),
-        (
-            Input::DriverStarted {
-                takes_packet_ids: true,
-            },
-            &[],
-        ),
+        (driver_started(), &[]),
     ]);
     // The publish handed to the dead connection goes again on the next one.
-    h.on(Input::Attempt {
-        broker: 0,
-        attempt: 1,
-    });
+    h.on(attempt());
     let got = h.on(connected(false));
     assert_eq!(got.first().map(String::as_str), Some("wire publish a #2"));
     assert_eq!(h.core.status_view().restarts, 1);
@@ -734,19 +719,8 @@ fn subscriptions_go_at_once_when_connected_and_at_every_connect() {
     h.table(vec![
         // Disconnected: registered, answered now, sent at the connect.
         (sub(1), &["answer 1 ok"]),
-        (
-            Input::DriverStarted {
-                takes_packet_ids: true,
-            },
-            &[],
-        ),
-        (
-            Input::Attempt {
-                broker: 0,
-                attempt: 1,
-            },
-            &["emit SessionConnecting", "state connecting"],
-        ),
+        (driver_started(), &[]),
+        (attempt(), &["emit SessionConnecting", "state connecting"]),
         (
             connected(false),
             &[
