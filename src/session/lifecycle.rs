@@ -12,7 +12,7 @@
 //!  any but Closed ──close──▶ Closed (final)
 //! ```
 //!
-//! [`SessionState`](super::SessionState) is the connection's state as users see it
+//! [`SessionState`](super::state::SessionState) is the connection's state as users see it
 //! (connecting, connected, ...); this is what the actor may do next: run a driver, wait for
 //! its supervisor, or nothing ever again. A transition that does not apply returns `false`
 //! and changes nothing, which is how the actor ignores a late verdict or a second close.
