@@ -33,14 +33,17 @@
 //! - [`supervisor`]: the `Supervisor` actor (crate-private); owns the set of
 //!   sessions, refuses duplicate names and client ids, starts each session under actix
 //!   supervision.
-//! - [`session`]: the [`SessionActor`](session::SessionActor) (state machine, subscriptions,
-//!   outbox), its driver task (the rumqttc event loop) and its acknowledger (PUBACK/PUBREC
-//!   in arrival order, once every consumer of a message has dropped it: see
-//!   [`Message`]'s acknowledgement rules and `delivery`); plain logic in
-//!   [`session::state`], `session::backoff` and `session::outbox`. MQTT 3.1.1 and
+//! - [`session`]: the [`SessionActor`](session::SessionActor), a shell around the
+//!   session's sans-IO core (`session::core`, crate-private: every decision — state
+//!   machine, subscriptions, outbox, group commit — as inputs in and effects out, with no
+//!   actix, tokio or rumqttc), its driver task (which polls the connection) and its
+//!   acknowledger (PUBACK/PUBREC in arrival order, once every consumer of a message has
+//!   dropped it: see [`Message`]'s acknowledgement rules and `delivery`); plain logic also
+//!   in [`session::state`], `session::backoff` and `session::outbox`. MQTT 3.1.1 and
 //!   MQTT 5 (`protocol = "5"`) share all of it: `session::io` (crate-private) is the one
-//!   folder that names rumqttc: the link over its two clients (a protocol-neutral client
-//!   and event loop), the driver, the acknowledger and the failure mapping.
+//!   folder that names rumqttc: the link (a protocol-neutral client and connection; the
+//!   link polls its connections itself over rumqttc's public protocol state, MQTT 5 over
+//!   WebSocket excepted), the driver, the acknowledger and the failure mapping.
 //!   The session layer names no router or supervisor type: it talks to them through
 //!   `Recipient`s of messages it declares (`SessionEnded`,
 //!   `DirectSubscription`, both crate-private).
