@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::core::{CoreParts, Effect, Input, Now, SessionCore, StoreOp, Then, Wire};
-use super::handlers::SessionEnded;
+use super::handlers::{PublishWith, SessionEnded};
 use super::io::driver::{Driver, DriverEvent, DriverSetup};
 use super::io::link::{Client, Link, LinkSpec, Written};
 use super::outbox::Outbox;
@@ -246,14 +246,13 @@ impl SessionActor {
 
     /// A publish message, whoever sent it: an enqueued publish nobody waits on to
     /// completion has its later failure announced as an event.
-    pub(super) fn take_publish(
-        &mut self,
-        ctx: &mut Context<Self>,
-        publish: Publish,
-        accepted: Option<super::Responder>,
-        done: Option<super::Responder>,
-        lane: Option<super::lane::LaneTicket>,
-    ) {
+    pub(super) fn take_publish(&mut self, ctx: &mut Context<Self>, msg: PublishWith) {
+        let PublishWith {
+            publish,
+            accepted,
+            done,
+            lane,
+        } = msg;
         let done = match (&accepted, done) {
             (Some(_), None) => Some(Waiter::Enqueued(publish.topic.clone())),
             (_, done) => done.map(Waiter::Caller),

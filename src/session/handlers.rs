@@ -70,13 +70,7 @@ impl Handler<PublishWith> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: PublishWith, ctx: &mut Context<Self>) {
-        let PublishWith {
-            publish,
-            accepted,
-            done,
-            lane,
-        } = msg;
-        self.take_publish(ctx, publish, accepted, done, lane);
+        self.take_publish(ctx, msg);
     }
 }
 
@@ -90,8 +84,7 @@ impl SessionActor {
         enqueue: bool,
     ) -> ResponseFuture<Result<(), Error>> {
         let (answer, rx) = oneshot::channel();
-        let msg = PublishWith::answering(publish, answer, enqueue);
-        self.take_publish(ctx, msg.publish, msg.accepted, msg.done, None);
+        self.take_publish(ctx, PublishWith::answering(publish, answer, enqueue));
         self.answer_from(rx)
     }
 

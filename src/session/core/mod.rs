@@ -458,6 +458,8 @@ impl<R> SessionCore<R> {
             }
             Input::Stopped => self.flush_removals(),
         }
+        // Before any answer goes out: a caller may read the pending count as soon as it
+        // hears back.
         self.count_outbox();
         std::mem::take(&mut self.out)
     }

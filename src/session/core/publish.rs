@@ -92,8 +92,6 @@ impl<R> SessionCore<R> {
         match self.outbox.push(publish, c.done) {
             Ok(_) => {
                 if let Some(r) = c.accepted {
-                    // The caller may read the pending count as soon as it hears back.
-                    self.count_outbox();
                     self.answer(r, Ok(()));
                 }
             }
@@ -151,8 +149,6 @@ impl<R> SessionCore<R> {
                             self.outbox.push_stored(publish, seq, c.done);
                             accepted.extend(c.accepted);
                         }
-                        // The callers may read the pending count as soon as they hear.
-                        self.count_outbox();
                         for r in accepted {
                             self.answer(r, Ok(()));
                         }
@@ -305,12 +301,14 @@ impl<R> SessionCore<R> {
             if !self.outbox.is_handed(id) {
                 continue;
             }
-            let pkid = match self.outbox.publish_of(id) {
-                Some(p) if p.qos == QoS::AtMostOnce => 0,
-                _ => self.outbox.stored_id(id).map_or(0, |e| e.pkid),
-            };
             let sent = match self.outbox.publish_of(id) {
-                Some(p) if wire.attached() => wire.publish(p, pkid),
+                Some(p) if wire.attached() => {
+                    let pkid = match p.qos {
+                        QoS::AtMostOnce => 0,
+                        _ => self.outbox.stored_id(id).map_or(0, |e| e.pkid),
+                    };
+                    wire.publish(p, pkid)
+                }
                 _ => false,
             };
             if !sent {

@@ -480,6 +480,29 @@ pub(super) const REQUEST_BURST: usize = 64;
 /// The request channel of an MQTT 3.1.1 link (the client side holds its sender).
 pub(crate) type Requests = flume::Receiver<Request>;
 
+/// The SUBSCRIBE / UNSUBSCRIBE ids of a link that polls itself (either protocol):
+/// `first ..= u16::MAX`, above the outbox's window of publish ids, round and round.
+#[derive(Debug)]
+pub(super) struct SubIds {
+    first: u16,
+    next: u16,
+}
+
+impl SubIds {
+    /// Ids above the outbox's `window`.
+    pub(super) fn above(window: u16) -> Self {
+        let first = window.saturating_add(1).max(1);
+        SubIds { first, next: first }
+    }
+
+    /// The next id.
+    pub(super) fn take(&mut self) -> u16 {
+        let id = self.next;
+        self.next = if id == u16::MAX { self.first } else { id + 1 };
+        id
+    }
+}
+
 /// What the session's MQTT 3.1.1 poll keeps besides rumqttc's event loop.
 #[derive(Debug)]
 pub(crate) struct V4Loop {
@@ -490,9 +513,8 @@ pub(crate) struct V4Loop {
     hold_pubrel: bool,
     /// PUBRELs held on this connection, by packet id.
     held: HashSet<u16>,
-    /// SUBSCRIBE / UNSUBSCRIBE ids: `first ..= u16::MAX`, above the outbox's ids.
-    first_sub_id: u16,
-    next_sub_id: u16,
+    /// SUBSCRIBE / UNSUBSCRIBE ids.
+    sub_ids: SubIds,
     /// PINGREQ every keep-alive (zero: never).
     keep_alive: Duration,
     ping: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -502,13 +524,11 @@ impl V4Loop {
     /// A loop whose publishes use ids up to `window` and that holds PUBRELs when
     /// `hold_pubrel`.
     pub(crate) fn new(rx: Requests, window: u16, hold_pubrel: bool, keep_alive: Duration) -> Self {
-        let first = window.saturating_add(1).max(1);
         V4Loop {
             rx,
             hold_pubrel,
             held: HashSet::new(),
-            first_sub_id: first,
-            next_sub_id: first,
+            sub_ids: SubIds::above(window),
             keep_alive,
             ping: None,
         }
@@ -530,16 +550,6 @@ impl V4Loop {
     pub(crate) fn ended(&mut self) {
         self.held.clear();
         self.ping = None;
-    }
-
-    fn sub_id(&mut self) -> u16 {
-        let id = self.next_sub_id;
-        self.next_sub_id = if id == u16::MAX {
-            self.first_sub_id
-        } else {
-            id + 1
-        };
-        id
     }
 
     /// One incoming packet through rumqttc's state; returns what to write in answer.
@@ -589,14 +599,14 @@ impl V4Loop {
                 if s.filters.is_empty() {
                     return Err(StateError::EmptySubscription);
                 }
-                s.pkid = self.sub_id();
+                s.pkid = self.sub_ids.take();
                 state
                     .events
                     .push_back(Event::Outgoing(Outgoing::Subscribe(s.pkid)));
                 Ok(Some(Packet::Subscribe(s)))
             }
             Request::Unsubscribe(mut u) => {
-                u.pkid = self.sub_id();
+                u.pkid = self.sub_ids.take();
                 state
                     .events
                     .push_back(Event::Outgoing(Outgoing::Unsubscribe(u.pkid)));

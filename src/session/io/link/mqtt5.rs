@@ -27,7 +27,7 @@ use rumqttc::v5::{ConnectionError, Event, MqttState, Request, StateError};
 use rumqttc::Outgoing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::internals::{ping_due, READ_BURST, REQUEST_BURST};
+use super::internals::{ping_due, SubIds, READ_BURST, REQUEST_BURST};
 use crate::options::{BrokerUrl, Transport};
 
 /// A byte stream to a broker (TCP, or TLS over TCP).
@@ -208,9 +208,8 @@ pub(crate) struct V5Loop {
     hold_pubrel: bool,
     /// PUBRELs held on this connection.
     held: HashSet<u16>,
-    /// SUBSCRIBE / UNSUBSCRIBE ids: `first ..= u16::MAX`, above the outbox's ids.
-    first_sub_id: u16,
-    next_sub_id: u16,
+    /// SUBSCRIBE / UNSUBSCRIBE ids.
+    sub_ids: SubIds,
     /// PINGREQ every keep-alive.
     ping: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The outbox's window of packet ids.
@@ -233,7 +232,6 @@ impl V5Loop {
         window: u16,
         hold_pubrel: bool,
     ) -> Self {
-        let first = window.saturating_add(1).max(1);
         V5Loop {
             options,
             proto: MqttState::new(window, true),
@@ -242,8 +240,7 @@ impl V5Loop {
             rx,
             hold_pubrel,
             held: HashSet::new(),
-            first_sub_id: first,
-            next_sub_id: first,
+            sub_ids: SubIds::above(window),
             ping: None,
             window,
         }
@@ -346,16 +343,6 @@ impl V5Loop {
         Duration::from_secs(self.options.connection_timeout().max(1))
     }
 
-    fn sub_id(&mut self) -> u16 {
-        let id = self.next_sub_id;
-        self.next_sub_id = if id == u16::MAX {
-            self.first_sub_id
-        } else {
-            id + 1
-        };
-        id
-    }
-
     /// One incoming packet through the state; returns what to write in answer.
     fn incoming(&mut self, packet: Packet) -> Result<Option<Packet>, StateError> {
         if self.hold_pubrel {
@@ -394,14 +381,14 @@ impl V5Loop {
                 if s.filters.is_empty() {
                     return Err(StateError::EmptySubscription);
                 }
-                s.pkid = self.sub_id();
+                s.pkid = self.sub_ids.take();
                 self.proto
                     .events
                     .push_back(Event::Outgoing(Outgoing::Subscribe(s.pkid)));
                 Ok(Some(Packet::Subscribe(s)))
             }
             Request::Unsubscribe(mut u) => {
-                u.pkid = self.sub_id();
+                u.pkid = self.sub_ids.take();
                 self.proto
                     .events
                     .push_back(Event::Outgoing(Outgoing::Unsubscribe(u.pkid)));
@@ -420,6 +407,7 @@ impl V5Loop {
             if let Some(event) = self.proto.events.pop_front() {
                 return Ok(event);
             }
+            // Checked before the resends are taken from their queue.
             if self.socket.is_none() {
                 return Err(ConnectionError::MqttState(StateError::ConnectionAborted));
             }
@@ -434,7 +422,7 @@ impl V5Loop {
             }
             let step = {
                 let Some(socket) = self.socket.as_mut() else {
-                    continue;
+                    return Err(ConnectionError::MqttState(StateError::ConnectionAborted));
                 };
                 let ping = self.ping.as_mut();
                 tokio::select! {
