@@ -97,6 +97,16 @@ fn inflight_override() -> Option<u16> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Overrides the throughput phase's message count (for a profile long enough to see the
+/// steady state); runs made with it say so in their note.
+pub(crate) const MESSAGES_ENV: &str = "E2E_FORWARD_MESSAGES";
+
+pub(crate) fn messages_override() -> Option<u64> {
+    std::env::var(MESSAGES_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// The daemon's configuration: `edge` → A over MQTT 5 (persistent: clean session off;
 /// as a rule's source it announces a Receive Maximum, so A's queue limit counts only
 /// what waits past that window), `cloud` → B through the proxy, one rule `in/#` →
@@ -665,6 +675,9 @@ pub(crate) fn run(
         notes.push(format!(
             "diagnostic: cloud session inflight = {n} ({INFLIGHT_ENV})"
         ));
+    }
+    if let Some(n) = messages_override() {
+        notes.push(format!("diagnostic: {n} messages ({MESSAGES_ENV})"));
     }
     if a.log().contains("Outgoing messages are being dropped") {
         notes.push("A dropped outgoing messages (its queue limit)".to_string());

@@ -337,7 +337,7 @@ pub(crate) fn run(sc: &Scenario, variant: Variant, broker: &Broker, cfg: &Config
         Kind::Forward { one_way } => crate::forward::run(
             variant,
             *one_way,
-            cfg.forward_messages,
+            crate::forward::messages_override().unwrap_or(cfg.forward_messages),
             cfg.forward_latency,
             cfg.daemon
                 .as_deref()

@@ -381,8 +381,13 @@ impl Driver {
             if want > sleep.deadline().into_std() + rt / 4 {
                 sleep.as_mut().reset(want.into());
             }
-            if let Err(e) = self.write_acks(acker).await {
-                break e.classify(&self.brokers[broker]);
+            // Acknowledgements wait while `poll` still holds events of the last read, so
+            // that a burst of messages is acknowledged in one write (as rumqttc's
+            // automatic acknowledgements are), not one write each.
+            if !self.link.has_buffered() {
+                if let Err(e) = self.write_acks(acker).await {
+                    break e.classify(&self.brokers[broker]);
+                }
             }
             let polled = tokio::select! {
                 biased;

@@ -296,6 +296,17 @@ impl Link {
         }
     }
 
+    /// `poll` holds events it read or wrote already and returns them without waiting:
+    /// whatever waits to be written (acknowledgements) can wait for the last of them,
+    /// so that a burst goes out in one write.
+    pub(crate) fn has_buffered(&self) -> bool {
+        match &self.el {
+            EventLoop::V4(el) => !el.state.events.is_empty(),
+            EventLoop::V5(lp) => lp.has_buffered(),
+            EventLoop::V5Ws(el) => !el.state.events.is_empty(),
+        }
+    }
+
     /// The connection is declared dead while a poll was in progress (read timeout).
     pub(crate) fn abandon(&mut self) {
         match &mut self.el {

@@ -324,6 +324,11 @@ impl V5Loop {
         self.ping = None;
     }
 
+    /// Events read or written and not yet returned by `poll`.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.proto.events.is_empty()
+    }
+
     /// The next event the state had already queued.
     pub(crate) fn buffered(&mut self) -> Option<Event> {
         self.proto.events.pop_front()
