@@ -30,6 +30,7 @@ impl SessionActor {
         // Packet ids are only resumed by a persistent session, and only within rumqttc's
         // window (a lowered `inflight` sends the others again as new).
         let max_pkid = super::io::link::packet_id_window(&p.opts);
+        let ids_on_disk = !p.restored_ids.is_empty();
         let ids: HashMap<u64, (u16, bool)> = std::mem::take(&mut p.restored_ids)
             .into_iter()
             .filter(|id| persistent && id.pkid <= max_pkid)
@@ -71,6 +72,7 @@ impl SessionActor {
                 has_supervisor: p.supervisor.is_some(),
                 outbox,
                 meta: std::mem::take(&mut p.meta),
+                ids_on_disk,
             },
             Now::current(),
         );
@@ -308,11 +310,17 @@ fn run(store: &Store, name: &str, op: StoreOp) -> Result<Vec<u64>, StoreError> {
             }
             Ok(Vec::new())
         }
-        StoreOp::Remove(seqs) => {
-            // One failed removal does not keep the others.
+        StoreOp::Remove { seqs, ids } => {
+            // One failed removal does not keep the others. (One sled operation each:
+            // a batch costs more CPU per key than single removals.)
             let mut first_err = None;
             for seq in seqs {
-                if let Err(e) = store.outbox_remove(name, seq) {
+                let removed = if ids {
+                    store.outbox_remove(name, seq)
+                } else {
+                    store.outbox_remove_entry(name, seq)
+                };
+                if let Err(e) = removed {
                     first_err.get_or_insert(e);
                 }
             }
@@ -430,7 +438,7 @@ impl StoreOp {
         match self {
             StoreOp::PushMany(_) => "write publishes to the store",
             StoreOp::SetPacketIds { .. } => "record a publish's packet id",
-            StoreOp::Remove(_) => "remove a publish from the store's outbox",
+            StoreOp::Remove { .. } => "remove a publish from the store's outbox",
             StoreOp::PutMeta(_) => "save session metadata",
         }
     }

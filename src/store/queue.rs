@@ -95,6 +95,19 @@ impl Store {
             .is_some())
     }
 
+    /// Removes an acknowledged publish that never had a packet id recorded
+    /// ([`Store::outbox_set_packet_id`]): [`Store::outbox_remove`] without the look-up of
+    /// its id. Not flushed.
+    pub(crate) fn outbox_remove_entry(&self, session: &str, seq: u64) -> Result<bool> {
+        check_name("session", session)?;
+        Ok(self
+            .inner
+            .outbox
+            .remove(seq_key(&prefix(&[session]), seq))
+            .map_err(|e| self.sled(e))?
+            .is_some())
+    }
+
     /// The session's outbox, in sequence order.
     pub fn outbox_load(&self, session: &str) -> Result<Vec<(u64, StoredPublish)>> {
         check_name("session", session)?;

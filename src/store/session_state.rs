@@ -200,6 +200,30 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_removed_without_its_id_leaves_the_ids_tree_alone() {
+        let store = Store::memory().unwrap();
+        let p = |t: &str| crate::store::StoredPublish {
+            topic: t.into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: 1,
+            retain: false,
+        };
+        let seqs = store.outbox_push_many("s", &[p("a"), p("b")]).unwrap();
+        let id = StoredPacketId {
+            seq: seqs[0],
+            pkid: 1,
+            released: false,
+        };
+        store.outbox_set_packet_id("s", id, false).unwrap();
+        assert!(store.outbox_remove_entry("s", seqs[1]).unwrap());
+        assert!(!store.outbox_remove_entry("s", seqs[1]).unwrap(), "gone");
+        assert_eq!(store.outbox_len("s").unwrap(), 1);
+        assert_eq!(store.outbox_packet_ids("s").unwrap(), vec![id]);
+        assert!(store.outbox_remove("s", seqs[0]).unwrap());
+        assert!(store.outbox_packet_ids("s").unwrap().is_empty());
+    }
+
+    #[test]
     fn handled_incoming_ids_are_added_removed_and_cleared() {
         let store = Store::memory().unwrap();
         for id in [300, 2, 1] {

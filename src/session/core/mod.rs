@@ -117,7 +117,13 @@ pub(crate) enum StoreOp {
         flush: bool,
     },
     /// Takes acknowledged publishes out of the session's outbox (not flushed).
-    Remove(Vec<u64>),
+    Remove {
+        /// Their sequence numbers.
+        seqs: Vec<u64>,
+        /// Packet ids may be on disk for them (recorded by this run or an earlier one),
+        /// to be removed too; without, a removal is one store operation, not two.
+        ids: bool,
+    },
     /// The session's metadata.
     PutMeta(SessionMeta),
 }
@@ -300,6 +306,8 @@ pub(crate) struct CoreParts<R> {
     pub outbox: Outbox<R>,
     /// The stored metadata.
     pub meta: SessionMeta,
+    /// The store held packet ids of this session's outbox entries.
+    pub ids_on_disk: bool,
 }
 
 /// One session's decisions. See the [module docs](self).
@@ -334,6 +342,8 @@ pub(crate) struct SessionCore<R> {
     releases: Vec<u16>,
     /// Store sequence numbers of completed publishes, removed in one job per burst.
     removals: Vec<u64>,
+    /// Packet ids of outbox entries may be on disk (loaded at start, or recorded since).
+    ids_on_disk: bool,
     meta: SessionMeta,
     restarts: u32,
     /// Why the actor is stopping, when it stops itself after a failure.
@@ -369,6 +379,7 @@ impl<R> SessionCore<R> {
             recording: None,
             releases: Vec::new(),
             removals: Vec::new(),
+            ids_on_disk: parts.ids_on_disk,
             meta: parts.meta,
             restarts: 0,
             failure: None,

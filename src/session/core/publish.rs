@@ -417,6 +417,9 @@ impl<R> SessionCore<R> {
             return;
         }
         self.flush_removals();
+        if matches!(op, StoreOp::SetPacketIds { .. }) {
+            self.ids_on_disk = true;
+        }
         self.out.push(match then {
             Some(then) => Effect::StoreThen(op, then),
             None => Effect::Store(op),
@@ -430,7 +433,8 @@ impl<R> SessionCore<R> {
             return;
         }
         let seqs = std::mem::take(&mut self.removals);
-        self.out.push(Effect::Store(StoreOp::Remove(seqs)));
+        let ids = self.ids_on_disk;
+        self.out.push(Effect::Store(StoreOp::Remove { seqs, ids }));
     }
 
     /// Starts the one-second tick of a session with queued publishes (if it is not

@@ -95,7 +95,10 @@ fn op(op: &StoreOp) -> String {
             let flush = if *flush { " flushed" } else { "" };
             format!("ids {}{flush}", ids.join(" "))
         }
-        StoreOp::Remove(seqs) => format!("remove {seqs:?}"),
+        StoreOp::Remove { seqs, ids } => {
+            let ids = if *ids { " with ids" } else { "" };
+            format!("remove {seqs:?}{ids}")
+        }
         StoreOp::PutMeta(_) => "meta".into(),
     }
 }
@@ -159,6 +162,7 @@ fn harness(opts: SessionOptions, store: bool, supervisor: bool) -> Harness {
             has_store: store,
             has_supervisor: supervisor,
             meta: SessionMeta::default(),
+            ids_on_disk: false,
         },
         Now::current(),
     );
@@ -679,6 +683,8 @@ fn a_persistent_session_with_a_store_records_ids_before_the_wire_and_the_pubrec_
             Input::Ack(BrokerAck::Comp(1)),
             &["flush removals soon", "answer 1 ok"],
         ),
+        // Its id goes from the store with it.
+        (Input::FlushRemovals, &["store remove [7] with ids"]),
     ]);
 }
 
