@@ -244,9 +244,10 @@ impl<R> Subscriptions<R> {
     /// The session ends: every caller still waiting is returned, to be answered with an
     /// error.
     pub(crate) fn close(&mut self) -> Vec<R> {
+        let written = std::mem::take(&mut self.inflight);
         self.queue
             .drain(..)
-            .chain(self.take_inflight())
+            .chain(written.into_iter().map(|(_, r)| r))
             .filter_map(|r| match r {
                 Request::Single(_, r) => r,
                 Request::Restore(_) => None,
