@@ -122,14 +122,25 @@ pub mod tls;
 pub mod topic;
 pub(crate) mod workers;
 
-/// What the criterion benchmarks (`benches/matching.rs`) measure directly: the route
-/// table and the filter trie. Feature `bench-internals`; not part of the API and not
-/// covered by semver.
+/// What the criterion benchmarks (`benches/matching.rs`, `benches/store.rs`) measure
+/// directly: the route table, the filter trie and the store's removal of an outbox entry
+/// without its packet id. Feature `bench-internals`; not part of the API and not covered
+/// by semver.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_internals {
     pub use crate::router::dispatch::{RouteEntry, RouteTable, Target};
     pub use crate::router::table::FilterTrie;
+
+    /// [`Store::outbox_remove`](crate::store::Store::outbox_remove) without the packet
+    /// id's removal (what a session does when none of its ids can be on disk).
+    pub fn outbox_remove_entry(
+        store: &crate::store::Store,
+        session: &str,
+        seq: u64,
+    ) -> crate::store::Result<bool> {
+        store.outbox_remove_entry(session, seq)
+    }
 }
 
 pub use credentials::{Credentials, CredentialsError, CredentialsProvider, Secret};
