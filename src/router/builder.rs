@@ -16,8 +16,8 @@ use crate::error::Error;
 use crate::message::{Message, QoS};
 use crate::topic::TopicFilter;
 
-/// Largest route queue.
-const MAX_CAPACITY: usize = 1_000_000;
+/// Largest route queue (and `messages` receiver).
+pub(crate) const MAX_CAPACITY: usize = 1_000_000;
 
 /// Builds one route: `manager.route("sensors/#").session("plant-1").qos(QoS::AtMostOnce).listen()`.
 #[derive(Debug)]

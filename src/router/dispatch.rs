@@ -388,14 +388,23 @@ pub(crate) struct SessionSinks {
 }
 
 impl SessionSinks {
-    /// A receiver of `capacity` messages (at least 1) with overflow policy `overflow`.
+    /// A receiver of `capacity` messages (brought within 1..=[`MAX_CAPACITY`], with a
+    /// warning, as a route's capacity is checked) with overflow policy `overflow`.
+    ///
+    /// [`MAX_CAPACITY`]: super::builder::MAX_CAPACITY
     pub(crate) fn add(
         self: &Arc<Self>,
         session: &Arc<str>,
         capacity: usize,
         overflow: Overflow,
     ) -> Listener {
-        let (tx, oldest, rx) = route_queue(capacity.max(1), overflow);
+        let max = super::builder::MAX_CAPACITY;
+        let bounded = capacity.clamp(1, max);
+        if bounded != capacity {
+            tracing::warn!(session = %session, capacity, used = bounded,
+                "messages receiver capacity must be between 1 and {max}; using {bounded}");
+        }
+        let (tx, oldest, rx) = route_queue(bounded, overflow);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = Arc::from(format!("messages-{id}"));
         let filter = TopicFilter::new("#").expect("`#` is a valid filter");
@@ -618,5 +627,21 @@ impl Dispatcher for RouterDispatch {
             return None;
         }
         self.hold_unrouted(msg, Arc::clone(&table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::builder::MAX_CAPACITY;
+
+    #[test]
+    fn a_messages_receiver_is_bounded_as_a_route_is() {
+        let sinks = Arc::new(SessionSinks::default());
+        let s: Arc<str> = Arc::from("s");
+        let capacity = |asked| sinks.add(&s, asked, Overflow::DropNewest).rx.capacity();
+        assert_eq!(capacity(usize::MAX), Some(MAX_CAPACITY));
+        assert_eq!(capacity(0), Some(1));
+        assert_eq!(capacity(50), Some(50));
     }
 }

@@ -273,7 +273,8 @@ impl SessionHandle {
 
     /// [`messages`](Self::messages) with its own queue size and overflow policy (as a
     /// route's: [`Overflow::Backpressure`] pauses the session's reading, bounded by
-    /// `performance.max_stall`).
+    /// `performance.max_stall`). The size is taken within 1..=1,000,000, a route's
+    /// bounds: a value outside is brought to the nearer bound, and a warning says so.
     pub fn messages_with(&self, capacity: usize, overflow: Overflow) -> Listener {
         self.sinks.add(&self.name, capacity, overflow)
     }
