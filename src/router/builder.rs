@@ -9,15 +9,12 @@ use super::consume;
 use super::dispatch::InlineCallback;
 use super::route::{
     route_queue, Listener, Overflow, RetainHandling, Route, RouteOptions, RouteOwner, RouteScope,
-    RouteStats, SubscribeOptions,
+    RouteStats, SubscribeOptions, MAX_CAPACITY,
 };
 use super::{AddRoute, RouterActor};
 use crate::error::Error;
 use crate::message::{Message, QoS};
 use crate::topic::TopicFilter;
-
-/// Largest route queue (and `messages` receiver).
-pub(crate) const MAX_CAPACITY: usize = 1_000_000;
 
 /// Builds one route: `manager.route("sensors/#").session("plant-1").qos(QoS::AtMostOnce).listen()`.
 #[derive(Debug)]

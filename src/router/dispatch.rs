@@ -391,14 +391,14 @@ impl SessionSinks {
     /// A receiver of `capacity` messages (brought within 1..=[`MAX_CAPACITY`], with a
     /// warning, as a route's capacity is checked) with overflow policy `overflow`.
     ///
-    /// [`MAX_CAPACITY`]: super::builder::MAX_CAPACITY
+    /// [`MAX_CAPACITY`]: super::route::MAX_CAPACITY
     pub(crate) fn add(
         self: &Arc<Self>,
         session: &Arc<str>,
         capacity: usize,
         overflow: Overflow,
     ) -> Listener {
-        let max = super::builder::MAX_CAPACITY;
+        let max = super::route::MAX_CAPACITY;
         let bounded = capacity.clamp(1, max);
         if bounded != capacity {
             tracing::warn!(session = %session, capacity, used = bounded,
@@ -633,7 +633,7 @@ impl Dispatcher for RouterDispatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::builder::MAX_CAPACITY;
+    use crate::router::route::MAX_CAPACITY;
 
     #[test]
     fn a_messages_receiver_is_bounded_as_a_route_is() {

@@ -5,9 +5,8 @@
 //! they change. When a session of that name registers in a new process, each saved route
 //! name becomes a *placeholder* route (a crate-private `Target::Hold`) on its filter, so
 //! the session subscribes at its first connect — before the application registers its
-//! routes again —
-//! and the QoS >= 1 messages that arrive meanwhile are held in the store (bounded, with an
-//! expiry, counted). When the application registers a route of that name, the
+//! routes again — and the QoS >= 1 messages that arrive meanwhile are held in the store
+//! (bounded, with an expiry, counted). When the application registers a route of that name, the
 //! placeholder gives way and the held messages are delivered to it first.
 //!
 //! Dropping a durable route's handle turns it back into a placeholder (messages keep being

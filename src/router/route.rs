@@ -39,6 +39,11 @@ pub enum Overflow {
 /// A route's bounded queue: the sender the session offers into, the receiver a
 /// [`Overflow::DropOldest`] route keeps to drop its oldest message, and the consumer's
 /// receiver.
+/// Largest route queue (and [`SessionHandle::messages_with`] receiver).
+///
+/// [`SessionHandle::messages_with`]: crate::SessionHandle::messages_with
+pub(crate) const MAX_CAPACITY: usize = 1_000_000;
+
 pub(crate) fn route_queue(
     capacity: usize,
     overflow: Overflow,
