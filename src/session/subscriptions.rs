@@ -229,37 +229,28 @@ impl<R> Subscriptions<R> {
     /// written. Every request sent or dropped is re-sent at the next connect (as part of
     /// the restore): the callers waiting for them are returned, to be answered `Ok`.
     pub(crate) fn on_lost(&mut self, drained: usize) -> Vec<R> {
-        let n = drained.min(self.queue.len());
-        let dropped: Vec<Request<R>> = self.queue.drain(..n).collect();
-        dropped
-            .into_iter()
-            .chain(self.take_inflight())
-            .filter_map(|r| match r {
-                Request::Single(_, r) => r,
-                Request::Restore(_) => None,
-            })
-            .collect()
+        self.take_callers(drained)
     }
 
     /// The session ends: every caller still waiting is returned, to be answered with an
     /// error.
     pub(crate) fn close(&mut self) -> Vec<R> {
+        self.take_callers(usize::MAX)
+    }
+
+    /// Takes the `n` oldest requests not yet written and every written one; returns the
+    /// callers waiting for them.
+    fn take_callers(&mut self, n: usize) -> Vec<R> {
+        let n = n.min(self.queue.len());
         let written = std::mem::take(&mut self.inflight);
         self.queue
-            .drain(..)
+            .drain(..n)
             .chain(written.into_iter().map(|(_, r)| r))
             .filter_map(|r| match r {
                 Request::Single(_, r) => r,
                 Request::Restore(_) => None,
             })
             .collect()
-    }
-
-    /// Empties the written requests' list.
-    fn take_inflight(&mut self) -> impl Iterator<Item = Request<R>> {
-        std::mem::take(&mut self.inflight)
-            .into_iter()
-            .map(|(_, r)| r)
     }
 
     /// The actor was restarted: its requests went with the old client.

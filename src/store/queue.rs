@@ -87,12 +87,7 @@ impl Store {
         check_name("session", session)?;
         let prefix = prefix(&[session]);
         self.outbox_id_remove(&prefix, seq)?;
-        Ok(self
-            .inner
-            .outbox
-            .remove(seq_key(&prefix, seq))
-            .map_err(|e| self.sled(e))?
-            .is_some())
+        self.remove_entry(&prefix, seq)
     }
 
     /// Removes an acknowledged publish that never had a packet id recorded
@@ -100,10 +95,14 @@ impl Store {
     /// its id. Not flushed.
     pub(crate) fn outbox_remove_entry(&self, session: &str, seq: u64) -> Result<bool> {
         check_name("session", session)?;
+        self.remove_entry(&prefix(&[session]), seq)
+    }
+
+    fn remove_entry(&self, prefix: &[u8], seq: u64) -> Result<bool> {
         Ok(self
             .inner
             .outbox
-            .remove(seq_key(&prefix(&[session]), seq))
+            .remove(seq_key(prefix, seq))
             .map_err(|e| self.sled(e))?
             .is_some())
     }

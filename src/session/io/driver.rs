@@ -375,16 +375,18 @@ impl Driver {
         let sleep = tokio::time::sleep(rt);
         tokio::pin!(sleep);
         let failure = loop {
-            // Keep the timer's deadline within [last_in + 3/4 rt, last_in + rt] without
-            // resetting it for every packet.
-            let want = last_in + rt;
-            if want > sleep.deadline().into_std() + rt / 4 {
-                sleep.as_mut().reset(want.into());
-            }
-            // Acknowledgements wait while `poll` still holds events of the last read, so
-            // that a burst of messages is acknowledged in one write (as rumqttc's
-            // automatic acknowledgements are), not one write each.
-            if !self.link.has_buffered() {
+            // While `poll` still holds events of its last read it returns them without
+            // I/O: the read's time stands for all of them, and acknowledgements wait for
+            // the last, so that a burst of messages is acknowledged in one write (as
+            // rumqttc's automatic acknowledgements are), not one write each.
+            let buffered = self.link.has_buffered();
+            if !buffered {
+                // Keep the timer's deadline within [last_in + 3/4 rt, last_in + rt]
+                // without resetting it for every packet.
+                let want = last_in + rt;
+                if want > sleep.deadline().into_std() + rt / 4 {
+                    sleep.as_mut().reset(want.into());
+                }
                 if let Err(e) = self.write_acks(acker).await {
                     break e.classify(&self.brokers[broker]);
                 }
@@ -398,7 +400,9 @@ impl Driver {
             match polled {
                 Some(Ok(LinkEvent::Written(out))) => self.on_written(out, acker).await,
                 Some(Ok(ev)) => {
-                    last_in = Instant::now();
+                    if !buffered {
+                        last_in = Instant::now();
+                    }
                     self.on_incoming(ev, acker).await;
                 }
                 Some(Err(e)) => break e.classify(&self.brokers[broker]),

@@ -8,9 +8,35 @@ use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 
 use super::{BrokerAck, IncomingPublish, LinkEvent, OwedAck};
-use crate::message::{MessageProperties, QoS};
+use crate::message::{MessageProperties, Publish, QoS};
 use crate::reason::ReasonCode;
 use crate::session::io::failure::{puback_code, pubrec_code, suback_code};
+
+/// A publish as rumqttc's MQTT 3.1.1 PUBLISH, with the packet id `pkid` the outbox chose
+/// (QoS >= 1; a QoS 0 publish has none).
+pub(super) fn publish_v4(p: &Publish, pkid: u16) -> rumqttc::Publish {
+    let mut out = rumqttc::Publish::from_bytes(p.topic.clone(), qos_v4(p.qos), p.payload.clone());
+    out.retain = p.retain;
+    if p.qos != QoS::AtMostOnce {
+        out.pkid = pkid;
+    }
+    out
+}
+
+/// The same for MQTT 5, with the publish's properties.
+pub(super) fn publish_v5(p: &Publish, pkid: u16) -> p5::Publish {
+    let mut out = p5::Publish::new(
+        p.topic.as_str(),
+        qos5(p.qos),
+        p.payload.clone(),
+        p.properties.as_ref().map(|props| props_to_v5(props)),
+    );
+    out.retain = p.retain;
+    if p.qos != QoS::AtMostOnce {
+        out.pkid = pkid;
+    }
+    out
+}
 
 /// rumqttc builds an acknowledgement from a publish's QoS and packet id only.
 pub(super) fn ack_publish_v5(t: OwedAck) -> p5::Publish {

@@ -55,13 +55,12 @@ use std::collections::HashSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::{ConnectionError, Event, Incoming, MqttState, Outgoing, Packet, Request, StateError};
 
-use super::convert::{self, from_v4, from_v5, props_to_v5, qos5, qos_v4};
+use super::convert::{self, from_v4, from_v5};
 use super::{
     fetch_credentials, BrokerAck, BrokerLimits, ConnAckInfo, Drained, EventLoop, Link, LinkError,
     LinkEvent, OwedAck,
@@ -182,13 +181,7 @@ impl Link {
         match &mut self.el {
             EventLoop::V4(el) => el.pending.extend(items.into_iter().map(|item| match item {
                 Resend::Publish { pkid, publish } => {
-                    let mut p = rumqttc::Publish::from_bytes(
-                        publish.topic.clone(),
-                        qos_v4(publish.qos),
-                        publish.payload.clone(),
-                    );
-                    p.retain = publish.retain;
-                    p.pkid = pkid;
+                    let mut p = convert::publish_v4(&publish, pkid);
                     p.dup = true;
                     rumqttc::Request::Publish(p)
                 }
@@ -220,20 +213,7 @@ impl Link {
                 }
             }
             EventLoop::V5(lp) => lp.expect_pubrel(ids),
-            EventLoop::V5Ws(el) => {
-                for &pkid in ids {
-                    let mut p = p5::Publish::new(
-                        String::new(),
-                        v5::mqttbytes::QoS::ExactlyOnce,
-                        Bytes::new(),
-                        None,
-                    );
-                    p.pkid = pkid;
-                    let before = el.state.events.len();
-                    let _ = el.state.handle_incoming_packet(v5::Incoming::Publish(p));
-                    el.state.events.truncate(before);
-                }
-            }
+            EventLoop::V5Ws(el) => super::mqtt5::expect_pubrel_v5(&mut el.state, ids),
         }
     }
 
@@ -409,14 +389,7 @@ impl Link {
 fn resend_v5(item: Resend) -> v5::Request {
     match item {
         Resend::Publish { pkid, publish } => {
-            let mut p = p5::Publish::new(
-                publish.topic.as_str(),
-                qos5(publish.qos),
-                publish.payload.clone(),
-                publish.properties.as_ref().map(|p| props_to_v5(p)),
-            );
-            p.retain = publish.retain;
-            p.pkid = pkid;
+            let mut p = convert::publish_v5(&publish, pkid);
             p.dup = true;
             v5::Request::Publish(p)
         }
@@ -427,25 +400,16 @@ fn resend_v5(item: Resend) -> v5::Request {
 /// A successful MQTT 5 CONNACK, with the broker's limits; `expiry` is the session
 /// expiry in effect when the broker names none.
 fn connack_info_v5(ack: p5::ConnAck, expiry: Option<u32>) -> ConnAckInfo {
-    let props = ack.properties.unwrap_or_else(|| p5::ConnAckProperties {
-        session_expiry_interval: None,
-        receive_max: None,
-        max_qos: None,
-        retain_available: None,
-        max_packet_size: None,
-        assigned_client_identifier: None,
-        topic_alias_max: None,
-        reason_string: None,
-        user_properties: Vec::new(),
-        wildcard_subscription_available: None,
-        subscription_identifiers_available: None,
-        shared_subscription_available: None,
-        server_keep_alive: None,
-        response_information: None,
-        server_reference: None,
-        authentication_method: None,
-        authentication_data: None,
-    });
+    let Some(props) = ack.properties else {
+        return ConnAckInfo {
+            session_present: ack.session_present,
+            assigned_client_id: None,
+            limits: BrokerLimits {
+                session_expiry_interval: expiry,
+                ..BrokerLimits::default()
+            },
+        };
+    };
     ConnAckInfo {
         session_present: ack.session_present,
         assigned_client_id: props.assigned_client_identifier,

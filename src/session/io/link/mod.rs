@@ -257,34 +257,20 @@ impl Client {
         matches!(self, Client::V4(_) | Client::V5(_))
     }
 
-    /// Hands a publish to rumqttc without waiting; false when its channel is full. `pkid`
-    /// is the packet id the outbox chose (QoS >= 1 on MQTT 3.1.1; ignored on MQTT 5,
-    /// where rumqttc numbers publishes itself).
+    /// Hands a publish to the connection without waiting; false when its channel is full.
+    /// `pkid` is the packet id the outbox chose (QoS >= 1; ignored over WebSocket on
+    /// MQTT 5, where rumqttc numbers publishes itself).
     pub(crate) fn publish_now(&self, p: &Publish, pkid: u16) -> bool {
         let sent = match self {
             Client::V4(tx) => {
                 if p.properties.is_some() {
                     tracing::debug!(topic = %p.topic, "MQTT 5 properties ignored on an MQTT 3.1.1 session");
                 }
-                let mut out =
-                    rumqttc::Publish::from_bytes(p.topic.clone(), qos_v4(p.qos), p.payload.clone());
-                out.retain = p.retain;
-                if p.qos != QoS::AtMostOnce {
-                    out.pkid = pkid;
-                }
+                let out = convert::publish_v4(p, pkid);
                 Some(tx.try_send(rumqttc::Request::Publish(out)).is_ok())
             }
             Client::V5(tx) => {
-                let mut out = p5::Publish::new(
-                    p.topic.as_str(),
-                    qos5(p.qos),
-                    p.payload.clone(),
-                    p.properties.as_ref().map(|props| props_to_v5(props)),
-                );
-                out.retain = p.retain;
-                if p.qos != QoS::AtMostOnce {
-                    out.pkid = pkid;
-                }
+                let out = convert::publish_v5(p, pkid);
                 Some(tx.try_send(v5::Request::Publish(out)).is_ok())
             }
             Client::V5Ws(c) => match &p.properties {
