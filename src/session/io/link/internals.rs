@@ -213,7 +213,7 @@ impl Link {
                 }
             }
             EventLoop::V5(lp) => lp.expect_pubrel(ids),
-            EventLoop::V5Ws(el) => super::mqtt5::expect_pubrel_v5(&mut el.state, ids),
+            EventLoop::V5Ws(el) => expect_pubrel_v5(&mut el.state, ids),
         }
     }
 
@@ -382,6 +382,22 @@ impl Link {
             }
         }
         d
+    }
+}
+
+/// Tells an MQTT 5 state (ours, or rumqttc's event loop's over WebSocket) that the
+/// incoming QoS 2 messages `ids` were acknowledged with PUBREC on an earlier connection:
+/// a synthetic incoming PUBLISH each, whose event is taken back at once (see
+/// `Link::expect_pubrel`).
+pub(super) fn expect_pubrel_v5(state: &mut v5::MqttState, ids: &[u16]) {
+    for &pkid in ids {
+        let p = convert::ack_publish_v5(super::OwedAck {
+            qos: crate::message::QoS::ExactlyOnce,
+            pkid,
+        });
+        let before = state.events.len();
+        let _ = state.handle_incoming_packet(p5::Packet::Publish(p));
+        state.events.truncate(before);
     }
 }
 

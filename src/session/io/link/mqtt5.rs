@@ -282,7 +282,7 @@ impl V5Loop {
     /// Tells the state that incoming QoS 2 ids were acknowledged with PUBREC on an
     /// earlier connection (see `Link::expect_pubrel`).
     pub(crate) fn expect_pubrel(&mut self, ids: &[u16]) {
-        expect_pubrel_v5(&mut self.proto, ids);
+        super::internals::expect_pubrel_v5(&mut self.proto, ids);
     }
 
     /// Writes acknowledgements, in order, with one flush.
@@ -483,21 +483,5 @@ async fn flush(socket: &mut Socket, timeout: Duration) -> Result<(), ConnectionE
     match tokio::time::timeout(timeout, socket.flush()).await {
         Ok(r) => r.map_err(ConnectionError::MqttState),
         Err(elapsed) => Err(ConnectionError::Timeout(elapsed)),
-    }
-}
-
-/// Tells an MQTT 5 state (ours, or rumqttc's event loop's over WebSocket) that the
-/// incoming QoS 2 messages `ids` were acknowledged with PUBREC on an earlier connection:
-/// a synthetic incoming PUBLISH each, whose event is taken back at once (see
-/// `Link::expect_pubrel`).
-pub(super) fn expect_pubrel_v5(state: &mut MqttState, ids: &[u16]) {
-    for &pkid in ids {
-        let p = super::convert::ack_publish_v5(super::OwedAck {
-            qos: crate::message::QoS::ExactlyOnce,
-            pkid,
-        });
-        let before = state.events.len();
-        let _ = state.handle_incoming_packet(Packet::Publish(p));
-        state.events.truncate(before);
     }
 }
