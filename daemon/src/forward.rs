@@ -2,17 +2,19 @@
 //! at least once, pipelined and in order.
 //!
 //! A rule is a queue route on its `from` session (subscribed at the highest QoS its
-//! targets can need). The rule's task takes each message from the route's queue and
-//! hands it to one *lane* per target, waiting only for room in that lane's window. Each
-//! target's lane submits the messages into the target session in arrival order through a
-//! [`PublishLane`], so up to `window` of them are in flight at once, and a refusal
-//! never lets a later message overtake an earlier one (the lane is held, the refused
-//! message and those behind it are submitted again in order).
+//! targets can need) and one task. The task takes the route's messages a burst at a time,
+//! as long as every target's *lane* has room in its window, and submits each into every
+//! target session in arrival order through the lane's [`PublishLane`], so up to `window`
+//! messages per target are in flight at once. The sessions answer on one report channel
+//! per rule ([`reports`]: accepted, then acknowledged, two reports per publish, read a
+//! burst per wake-up): no task, future or channel per message. A refusal never lets a
+//! later message overtake an earlier one (the lane is held, the refused message and those
+//! behind it are submitted again in order, after a growing delay).
 //!
-//! Threads: each lane runs on its target session's worker, and the rule's task beside its
-//! first lane; the daemon puts the sessions a rule joins on one worker
-//! (`performance.worker`), so that a forwarded message, its publish, the target's
-//! acknowledgement and the source's acknowledgement never cross threads.
+//! Threads: the rule's task runs on its first target session's worker; the daemon puts the
+//! sessions a rule joins on one worker (`performance.worker`), so that a forwarded
+//! message, its publish, the target's acknowledgement and the source's acknowledgement
+//! never cross threads.
 //!
 //! When a message counts as handled for a target (the source session acknowledges a
 //! QoS >= 1 message to its broker only once every target handled it: each target holds
@@ -36,15 +38,13 @@
 //! property ([`HOPS_PROPERTY`]); a rule does not forward a message to a broker it has
 //! been on already (so two daemons with rules A→B and B→A carry a message across once).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch};
 
 use super::config::{ForwardConfig, ForwardTarget, Keep};
 use super::template::Template;
@@ -53,7 +53,8 @@ use mqtt_sessions::manager::SessionManager;
 use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
 use mqtt_sessions::options::{BrokerUrl, Protocol};
 use mqtt_sessions::router::route::Listener;
-use mqtt_sessions::{PublishLane, SessionHandle, Submitted};
+use mqtt_sessions::session::lane::{reports, Report, Reporter, Reports, Stage};
+use mqtt_sessions::{PublishLane, SessionHandle};
 
 /// First delay before submitting a refused message again.
 const RETRY_INITIAL: Duration = Duration::from_millis(50);
@@ -61,6 +62,11 @@ const RETRY_INITIAL: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Capacity of a rule's route queue.
 const RULE_CAPACITY: usize = 256;
+/// Most reports read per wake-up of a rule's task.
+const REPORT_BURST: usize = 256;
+/// Bits of a report's tag that hold a lane's sequence number; above them, the attempt
+/// (8 bits) and the lane's index.
+const SEQ_BITS: u32 = 48;
 /// Most messages in a rule's window by default without a store, when the source session
 /// cannot bound what its broker sends (MQTT 3.1.1, or MQTT 5 without a Receive Maximum).
 /// Every message in the window is then also unacknowledged at the source broker, and
@@ -81,7 +87,8 @@ pub struct ForwardStats {
     targets: Mutex<BTreeMap<String, Arc<TargetStats>>>,
 }
 
-/// Live counters and backlog of one target of a rule.
+/// Live counters and backlog of one target of a rule (written by the rule's task, read
+/// by the HTTP API and the metrics).
 #[derive(Debug, Default)]
 pub struct TargetStats {
     forwarded: AtomicU64,
@@ -91,19 +98,17 @@ pub struct TargetStats {
     in_flight: AtomicU64,
     in_flight_peak: AtomicU64,
     waiting: AtomicU64,
-    /// When each message not yet acknowledged by the target's broker was taken from the
-    /// source, by the lane's sequence number.
-    taken: Mutex<BTreeMap<u64, Instant>>,
+    /// When the oldest message not yet acknowledged by the target's broker was taken from
+    /// the source (set by the rule's task once per burst).
+    oldest: Mutex<Option<Instant>>,
 }
 
 impl TargetStats {
     fn snapshot(&self) -> ForwardStatsSnapshot {
         let oldest = self
-            .taken
+            .oldest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .next()
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
         ForwardStatsSnapshot {
             forwarded: self.forwarded.load(Ordering::Relaxed),
@@ -115,22 +120,6 @@ impl TargetStats {
             waiting: self.waiting.load(Ordering::Relaxed),
             oldest_age_seconds: oldest,
         }
-    }
-
-    fn took(&self, seq: u64) {
-        self.taken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, Instant::now());
-        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.in_flight_peak.fetch_max(n, Ordering::Relaxed);
-    }
-
-    fn settled(&self, seq: u64) {
-        self.taken
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&seq);
     }
 }
 
@@ -211,36 +200,11 @@ pub struct RunningRule {
     /// Tells the rule's task to stop taking messages (it closes the route and forwards
     /// what the route had queued).
     stop: watch::Sender<bool>,
-    /// Resolves (with an error) once the rule's task, the lanes and every message they held
-    /// are gone: the rule is drained.
+    /// Resolves (with an error) once the rule's task and every message it held are gone:
+    /// the rule is drained.
     done: oneshot::Receiver<()>,
     cancel: watch::Sender<bool>,
     stats: Arc<ForwardStats>,
-}
-
-/// Held by everything that holds a rule's messages; the rule is drained when the last
-/// one is dropped.
-type Drain = Arc<oneshot::Sender<()>>;
-
-/// What one rule's handler needs.
-struct Forwarder {
-    rule: String,
-    forward_retained: bool,
-    lanes: Vec<LaneInput>,
-    _drain: Drain,
-}
-
-/// The handler's side of one target's lane.
-struct LaneInput {
-    to: String,
-    /// The target's brokers (`host:port`) that the source does not use: a message that
-    /// has been on one is not forwarded to it again. (A rule within one broker is checked
-    /// by `check-config` instead: its message has always been there.)
-    brokers: Vec<String>,
-    window: Arc<Semaphore>,
-    tx: mpsc::UnboundedSender<Item>,
-    stats: Arc<TargetStats>,
-    next_seq: std::cell::Cell<u64>,
 }
 
 /// One target of a rule, ready to publish.
@@ -274,28 +238,6 @@ impl Target {
     }
 }
 
-/// One message on its way through one target's lane.
-struct Item {
-    /// Arrival order in the lane.
-    seq: u64,
-    /// The message (this target's share of its acknowledgement: dropped once handled).
-    msg: Message,
-    /// Its slot in the window.
-    slot: Slot,
-}
-
-/// A message's place in a lane's window: counted in flight while it lives.
-struct Slot {
-    _permit: OwnedSemaphorePermit,
-    stats: Arc<TargetStats>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The `host:port` of each of `session`'s brokers.
 fn broker_ids(session: Option<&SessionHandle>) -> Vec<String> {
     session
@@ -311,9 +253,9 @@ fn broker_ids(session: Option<&SessionHandle>) -> Vec<String> {
 }
 
 impl RunningRule {
-    /// Starts the rule: one lane per target, and the route on its source session.
-    /// `store`: the daemon has a store (a message is handled once durable in the
-    /// target's outbox).
+    /// Starts the rule: its route on the source session, and its task (one lane per
+    /// target). `store`: the daemon has a store (a message is handled once durable in
+    /// the target's outbox).
     pub async fn start(
         manager: &SessionManager,
         config: &ForwardConfig,
@@ -341,10 +283,6 @@ impl RunningRule {
             .map(|t| t.to.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let (done_tx, done) = oneshot::channel();
-        let drain: Drain = Arc::new(done_tx);
-        let (cancel, cancel_rx) = watch::channel(false);
-        let (stop, stop_rx) = watch::channel(false);
         let filter = mqtt_sessions::topic::TopicFilter::new(config.filter.get_ref().as_str())
             .map_err(Error::Topic)?;
         let source = manager.session(config.from.get_ref()).ok();
@@ -355,8 +293,8 @@ impl RunningRule {
             let o = h.options();
             o.protocol == Protocol::V5 && o.performance.receive_maximum.is_some()
         });
-        // Each lane runs on its target session's worker, so that its submissions and
-        // their answers stay on one thread; the rule's task runs beside its first lane.
+        // The rule's task runs on its first target session's worker, so that its
+        // submissions and their answers stay on one thread.
         let mut home = None;
         let mut lanes = Vec::with_capacity(targets.len());
         for target in targets {
@@ -374,42 +312,32 @@ impl RunningRule {
                 },
                 usize::from,
             );
-            let (tx, rx) = mpsc::unbounded_channel();
-            lanes.push(LaneInput {
-                to: target.to.clone(),
-                brokers: broker_ids(handle.as_ref())
+            if home.is_none() {
+                home = handle.as_ref().map(SessionHandle::arbiter);
+            }
+            lanes.push(Lane::new(
+                target,
+                window,
+                broker_ids(handle.as_ref())
                     .into_iter()
                     .filter(|b| !source_brokers.contains(b))
                     .collect(),
-                window: Arc::new(Semaphore::new(window)),
-                tx,
-                stats: Arc::clone(&target.stats),
-                next_seq: std::cell::Cell::new(0),
-            });
-            let lane = Lane {
-                rule: rule.clone(),
-                manager: manager.clone(),
-                filter: filter.clone(),
-                source_broker: source_brokers.first().cloned(),
-                target,
-                store,
-                cancel: cancel_rx.clone(),
-                _drain: Arc::clone(&drain),
-            };
-            let arbiter = handle.map_or_else(actix::Arbiter::current, |h| h.arbiter());
-            home.get_or_insert_with(|| arbiter.clone());
-            if !arbiter.spawn_fn(move || {
-                actix::spawn(run_lane(Rc::new(lane), rx));
-            }) {
-                return Err(Error::Shutdown);
-            }
+            ));
         }
-        let fwd_cancel = cancel_rx.clone();
-        let fwd = Forwarder {
+        let (done_tx, done) = oneshot::channel();
+        let (cancel, cancel_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let (reporter, reports) = reports();
+        let task = RuleTask {
             rule: rule.clone(),
             forward_retained: config.forward_retained,
+            manager: manager.clone(),
+            filter,
+            source_broker: source_brokers.first().cloned(),
+            store,
+            reporter,
             lanes,
-            _drain: drain,
+            _done: done_tx,
         };
         let listener = manager
             .route(config.filter.get_ref())
@@ -421,7 +349,7 @@ impl RunningRule {
             .await?;
         let home = home.unwrap_or_else(actix::Arbiter::current);
         if !home.spawn_fn(move || {
-            actix::spawn(fwd.run(listener, stop_rx, fwd_cancel));
+            actix::spawn(task.run(listener, reports, stop_rx, cancel_rx));
         }) {
             return Err(Error::Shutdown);
         }
@@ -475,368 +403,566 @@ fn hops(msg: &Message) -> Vec<&str> {
         .collect()
 }
 
-impl Forwarder {
-    /// The rule's task: takes each message of the route's queue into the lanes. Told to
-    /// stop, it removes the route and goes on with what the route had queued already
-    /// (the source sends no more), until the queue ends; a message it cannot take into a
-    /// lane (the rule is abandoned: `cancel`) is left unacknowledged for the source broker
-    /// to deliver again.
-    async fn run(
-        self,
-        mut listener: Listener,
-        mut stop: watch::Receiver<bool>,
-        mut cancel: watch::Receiver<bool>,
-    ) {
-        let mut stopping = false;
-        loop {
-            let msg = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s), if !stopping => {
-                    stopping = true;
-                    listener.close();
-                    continue;
-                }
-                m = listener.recv() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-            };
-            if !self.take(msg, &mut cancel).await {
-                break;
-            }
-        }
-    }
-
-    /// Takes `msg` into every target's lane (waiting for room in each window) and
-    /// returns: the lanes forward it and release its acknowledgement. False when the rule
-    /// was abandoned while it waited (the message is then left unacknowledged, for the
-    /// source broker to deliver again) or its lanes are gone.
-    async fn take(&self, msg: Message, cancel: &mut watch::Receiver<bool>) -> bool {
-        if msg.retain && !self.forward_retained {
-            // A retained message sent on (re)subscribe: forwarded when it was published.
-            tracing::debug!(rule = %self.rule, topic = %msg.topic,
-                "retained message from the subscription not forwarded (forward_retained = false)");
-            return true;
-        }
-        let been_on = hops(&msg);
-        for lane in &self.lanes {
-            if lane.brokers.iter().any(|b| been_on.contains(&b.as_str())) {
-                lane.stats.looped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(rule = %self.rule, target = %lane.to, topic = %msg.topic,
-                    "message has been on the target's broker already; not forwarded (loop)");
-                continue;
-            }
-            let permit = tokio::select! {
-                biased;
-                p = Arc::clone(&lane.window).acquire_owned() => p.ok(),
-                _ = cancel.wait_for(|c| *c) => None,
-            };
-            let Some(permit) = permit else {
-                msg.leave_unacknowledged();
-                return false;
-            };
-            let seq = lane.next_seq.get();
-            lane.next_seq.set(seq + 1);
-            lane.stats.took(seq);
-            let item = Item {
-                seq,
-                msg: msg.clone(),
-                slot: Slot {
-                    _permit: permit,
-                    stats: Arc::clone(&lane.stats),
-                },
-            };
-            if let Err(mpsc::error::SendError(item)) = lane.tx.send(item) {
-                // The lane is gone (the rule is stopping): the source delivers it again.
-                lane.stats.settled(item.seq);
-                item.msg.leave_unacknowledged();
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// One target's lane: submits the rule's messages into the target session, in order,
-/// up to the window at once.
-struct Lane {
+/// A rule's task and everything it owns.
+struct RuleTask {
     rule: String,
+    forward_retained: bool,
     manager: SessionManager,
     filter: mqtt_sessions::topic::TopicFilter,
     /// The source session's broker (`host:port`), added to the hops property.
     source_broker: Option<String>,
-    target: Target,
     /// Handled once durable in the target's outbox (else: once its broker acknowledged).
     store: bool,
-    cancel: watch::Receiver<bool>,
-    _drain: Drain,
+    /// Where the target sessions answer (the task reads the other end).
+    reporter: Reporter,
+    lanes: Vec<Lane>,
+    /// Dropped when the task ends: the rule is drained.
+    _done: oneshot::Sender<()>,
 }
 
-/// What a submission's task reports to its lane.
-enum Back {
-    /// The target session accepted it (or refused it for good: dropped and counted).
-    Answered,
-    /// Refused for a passing reason: to be submitted again, in order.
-    Refused(Item, Error),
-    /// Accepted, then lost with the target session (no store): to be submitted again.
-    Lost(Item, Error),
+/// Where one message stands in one lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage2 {
+    /// Taken, not submitted yet (submissions before it await an answer to a refusal).
+    Queued,
+    /// Submitted; the session's acceptance not reported yet.
+    Submitted,
+    /// Accepted by the target session; its broker's acknowledgement not reported yet.
+    Accepted,
+    /// Refused for a passing reason (or lost with the session): to be submitted again.
+    Retry,
 }
 
-/// The lane's loop: submits what the rule's task takes, in order; after a refusal, waits
-/// until every submission has been answered, then submits the refused messages again
-/// in their order (after a growing delay) before anything new.
-async fn run_lane(lane: Rc<Lane>, mut input: mpsc::UnboundedReceiver<Item>) {
-    let state = LaneState {
-        publish: PublishLane::new(),
-        session: RefCell::new(None),
-    };
-    let (back_tx, mut back) = mpsc::unbounded_channel::<Back>();
-    let mut unanswered = 0usize;
-    let mut retry: BTreeMap<u64, Item> = BTreeMap::new();
-    let mut delay = RETRY_INITIAL;
-    let mut cancel = lane.cancel.clone();
-    let mut cancel_open = true;
-    let mut input_open = true;
-    loop {
-        if !retry.is_empty() && unanswered == 0 {
-            if *cancel.borrow() {
-                for (_, item) in std::mem::take(&mut retry) {
-                    lane.give_back(item);
-                }
-                continue;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = cancel.wait_for(|c| *c), if cancel_open => { continue; }
-            }
-            delay = (delay * 2).min(RETRY_MAX);
-            state.publish.reopen();
-            for (_, item) in std::mem::take(&mut retry) {
-                lane.target.stats.retries.fetch_add(1, Ordering::Relaxed);
-                unanswered += 1;
-                lane.submit(&state, item, &back_tx).await;
-            }
-            continue;
-        }
-        if !input_open && unanswered == 0 && retry.is_empty() {
-            break;
-        }
-        tokio::select! {
-            Some(b) = back.recv() => match b {
-                Back::Answered => {
-                    unanswered -= 1;
-                    if retry.is_empty() {
-                        delay = RETRY_INITIAL;
-                    }
-                }
-                Back::Refused(item, e) => {
-                    unanswered -= 1;
-                    lane.refused(&item, &e, retry.is_empty());
-                    retry.insert(item.seq, item);
-                }
-                Back::Lost(item, e) => {
-                    state.publish.hold();
-                    lane.refused(&item, &e, retry.is_empty());
-                    retry.insert(item.seq, item);
-                }
-            },
-            item = input.recv(), if input_open && retry.is_empty() => match item {
-                Some(item) => {
-                    unanswered += 1;
-                    lane.submit(&state, item, &back_tx).await;
-                }
-                None => input_open = false,
-            },
-            r = cancel.changed(), if cancel_open => {
-                if r.is_err() {
-                    cancel_open = false;
-                }
-            }
-        }
-    }
+/// One message taken into one lane, until its target's broker acknowledged it.
+struct Entry {
+    /// When the task took it from the source.
+    taken: Instant,
+    /// The message: this target's share of its source acknowledgement, dropped once
+    /// handled (durable in the target's outbox with a store; acknowledged without).
+    msg: Option<Message>,
+    stage: Stage2,
+    /// Which submission of it the reports are about (a report of an earlier one is
+    /// stale).
+    attempt: u8,
+    /// An acknowledgement report that came before the acceptance report (a refused
+    /// submission's reports may come in either order).
+    early_ack: Option<Result<(), Error>>,
 }
 
-/// A lane's connection to its target session.
-struct LaneState {
+/// One target of a rule: its window and the messages in it, in arrival order.
+struct Lane {
+    target: Target,
+    /// The target's brokers (`host:port`) that the source does not use: a message that
+    /// has been on one is not forwarded to it again. (A rule within one broker is checked
+    /// by `check-config` instead: its message has always been there.)
+    brokers: Vec<String>,
+    /// Most messages taken and not yet handled.
+    window: usize,
     publish: PublishLane,
     /// The target session's handle, looked up again after it closed.
-    session: RefCell<Option<SessionHandle>>,
+    session: Option<SessionHandle>,
+    next_seq: u64,
+    /// Taken and not yet acknowledged by the target's broker, by sequence number.
+    entries: BTreeMap<u64, Entry>,
+    /// Entries not yet handled (holding their place in the window).
+    in_flight: usize,
+    /// Submissions whose acceptance is not reported yet.
+    unanswered: usize,
+    /// Refused entries, to submit again in order once every submission is answered.
+    retry: BTreeSet<u64>,
+    /// Entries taken while refused ones wait: submitted after them.
+    queued: VecDeque<u64>,
+    /// The delay before the next round of retries.
+    delay: Duration,
+    /// When the next round of retries goes (set once every submission is answered).
+    retry_at: Option<Instant>,
+    /// The oldest entry's `taken`, as last published to the stats.
+    oldest: Option<Instant>,
 }
 
 impl Lane {
-    /// Logs a refusal (the first of a run at `warn`).
-    fn refused(&self, item: &Item, e: &Error, first: bool) {
+    fn new(target: Target, window: usize, brokers: Vec<String>) -> Lane {
+        Lane {
+            target,
+            brokers,
+            window: window.max(1),
+            publish: PublishLane::new(),
+            session: None,
+            next_seq: 0,
+            entries: BTreeMap::new(),
+            in_flight: 0,
+            unanswered: 0,
+            retry: BTreeSet::new(),
+            queued: VecDeque::new(),
+            delay: RETRY_INITIAL,
+            retry_at: None,
+            oldest: None,
+        }
+    }
+
+    fn stats(&self) -> &TargetStats {
+        &self.target.stats
+    }
+
+    /// Room left in the window.
+    fn room(&self) -> usize {
+        self.window.saturating_sub(self.in_flight)
+    }
+
+    /// Takes `msg` in (its place in the window), and returns its sequence number.
+    fn take(&mut self, msg: Message) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(
+            seq,
+            Entry {
+                taken: Instant::now(),
+                msg: Some(msg),
+                stage: Stage2::Queued,
+                attempt: 0,
+                early_ack: None,
+            },
+        );
+        self.in_flight += 1;
+        let stats = self.stats();
+        let n = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.in_flight_peak.fetch_max(n, Ordering::Relaxed);
+        seq
+    }
+
+    /// The entry is handled: its message is dropped (its share of the source
+    /// acknowledgement released) and its place in the window freed.
+    fn handled(&mut self, seq: u64) {
+        if let Some(e) = self.entries.get_mut(&seq) {
+            if e.msg.take().is_some() {
+                self.in_flight -= 1;
+                self.target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The entry is done with: handled, and no longer tracked.
+    fn settle(&mut self, seq: u64) {
+        self.handled(seq);
+        self.entries.remove(&seq);
+    }
+
+    /// Gives an entry up unforwarded: dropped and counted, with a warning.
+    fn drop_entry(&mut self, rule: &str, seq: u64, e: &Error) {
+        self.stats().dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(topic) = self.entry_topic(seq) {
+            tracing::warn!(rule = %rule, target = %self.target.to, topic = %topic, error = %e,
+                "message cannot be forwarded; dropped");
+        }
+        self.settle(seq);
+    }
+
+    fn entry_topic(&self, seq: u64) -> Option<String> {
+        self.entries
+            .get(&seq)
+            .and_then(|e| e.msg.as_ref())
+            .map(|m| m.topic.to_string())
+    }
+
+    /// Gives an entry up unforwarded because the rule stops: the source broker delivers
+    /// it again to the persistent session.
+    fn give_back(&mut self, rule: &str, seq: u64) {
+        self.stats().dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(mut e) = self.entries.remove(&seq) {
+            if let Some(msg) = e.msg.take() {
+                tracing::warn!(rule = %rule, target = %self.target.to, topic = %msg.topic,
+                    "rule stopping; message left unacknowledged for the source broker to deliver again");
+                msg.leave_unacknowledged();
+                self.in_flight -= 1;
+                self.target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Marks an entry for a retry, logging the refusal (the first of a run at `warn`).
+    fn refused(&mut self, rule: &str, seq: u64, e: &Error) {
+        let first = self.retry.is_empty();
         if first && !matches!(e, Error::LaneHeld(_)) {
-            tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic, error = %e,
+            let topic = self.entry_topic(seq).unwrap_or_default();
+            tracing::warn!(rule = %rule, target = %self.target.to, topic = %topic, error = %e,
                 "forward refused by the target session; retrying in order");
         } else {
-            tracing::debug!(rule = %self.rule, target = %self.target.to, error = %e, "forward held for a retry");
+            tracing::debug!(rule = %rule, target = %self.target.to, error = %e, "forward held for a retry");
+        }
+        if matches!(e, Error::SessionClosed(_)) {
+            self.session = None;
+        }
+        if let Some(entry) = self.entries.get_mut(&seq) {
+            entry.stage = Stage2::Retry;
+            entry.early_ack = None;
+        }
+        self.retry.insert(seq);
+    }
+
+    /// Publishes the oldest entry's age to the stats when it changed.
+    fn publish_oldest(&mut self) {
+        let oldest = self.entries.first_key_value().map(|(_, e)| e.taken);
+        if oldest != self.oldest {
+            self.oldest = oldest;
+            *self
+                .target
+                .stats
+                .oldest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = oldest;
         }
     }
+}
 
-    /// Gives a message up unforwarded because the rule stops: the source broker delivers
-    /// it again to the persistent session.
-    fn give_back(&self, item: Item) {
-        self.target.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        self.target.stats.settled(item.seq);
-        tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic,
-            "rule stopping; message left unacknowledged for the source broker to deliver again");
-        item.msg.leave_unacknowledged();
-    }
-
-    /// The publish of `msg` through this target.
-    fn publish_for(&self, msg: &Message, v5: bool) -> Publish {
-        let t = &self.target;
-        let mut publish = Publish::new(
-            t.template.render(&msg.topic, &msg.session, &self.filter),
-            msg.payload.clone(),
-        )
-        .qos(t.qos.apply(msg.qos))
-        .retain(t.retain.apply(msg.retain));
-        if v5 {
-            // MQTT 5 properties pass through; subscription identifiers belong to the
-            // source's subscription; the hops property gains the source's broker.
-            let mut props = msg
-                .properties
-                .as_deref()
-                .cloned()
-                .unwrap_or_else(MessageProperties::default);
-            props.subscription_identifiers.clear();
-            let mut been: Vec<String> = hops(msg).into_iter().map(str::to_string).collect();
-            props.user_properties.retain(|(k, _)| k != HOPS_PROPERTY);
-            if let Some(b) = &self.source_broker {
-                if !been.contains(b) {
-                    been.push(b.clone());
-                }
-            }
-            if !been.is_empty() {
-                props
-                    .user_properties
-                    .push((HOPS_PROPERTY.to_string(), been.join(",")));
-            }
-            if !props.is_empty() {
-                publish = publish.properties(props);
-            }
-        }
-        publish
-    }
-
-    /// Submits `item` into the target session and starts the task that follows it; that
-    /// task reports on `back` exactly once for its acceptance.
-    async fn submit(
-        self: &Rc<Self>,
-        state: &LaneState,
-        item: Item,
-        back: &mpsc::UnboundedSender<Back>,
+impl RuleTask {
+    /// The rule's task: takes the route's messages into the lanes while each has room,
+    /// submits them, and follows the sessions' reports. Told to stop, it removes the
+    /// route and goes on with what the route had queued already (the source sends no
+    /// more) until every lane is empty; abandoned (`cancel`), it leaves what it has not
+    /// submitted unacknowledged for the source broker to deliver again.
+    async fn run(
+        mut self,
+        listener: Listener,
+        mut reports: Reports,
+        mut stop: watch::Receiver<bool>,
+        mut cancel: watch::Receiver<bool>,
     ) {
-        let cached = state.session.borrow().clone();
-        let session = match cached {
-            Some(s) => Ok(s),
-            None => self.manager.session(&self.target.to),
-        };
-        let session = match session {
-            Ok(s) => s,
-            Err(e) => {
-                state.publish.hold();
-                let _ = back.send(Back::Refused(item, e));
-                return;
-            }
-        };
-        let v5 = session.options().protocol == Protocol::V5;
-        let publish = self.publish_for(&item.msg, v5);
-        match session.submit(&state.publish, publish).await {
-            Ok(submitted) => {
-                *state.session.borrow_mut() = Some(session);
-                actix::spawn(Rc::clone(self).follow(item, submitted, back.clone()));
-            }
-            Err(e) if e.is_permanent() => {
-                self.dropped(&item, &e);
-                drop(item);
-                let _ = back.send(Back::Answered);
-            }
-            Err(e) => {
-                *state.session.borrow_mut() = None;
-                state.publish.hold();
-                let _ = back.send(Back::Refused(item, e));
-            }
-        }
-    }
-
-    fn dropped(&self, item: &Item, e: &Error) {
-        self.target.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        self.target.stats.settled(item.seq);
-        tracing::warn!(rule = %self.rule, target = %self.target.to, topic = %item.msg.topic, error = %e,
-            "message cannot be forwarded; dropped");
-    }
-
-    /// Follows one submission: its acceptance (reported to the lane), then its
-    /// acknowledgement by the target's broker. Releases the message's share of the
-    /// source acknowledgement once it is handled (durable with a store, acknowledged
-    /// without).
-    async fn follow(
-        self: Rc<Self>,
-        item: Item,
-        mut submitted: Submitted,
-        back: mpsc::UnboundedSender<Back>,
-    ) {
-        let stats = &self.target.stats;
-        match submitted.accepted().await {
-            Err(e) if e.is_permanent() => {
-                self.dropped(&item, &e);
-                drop(item);
-                let _ = back.send(Back::Answered);
-                return;
-            }
-            Err(e) => {
-                if let Err(mpsc::error::SendError(Back::Refused(item, _))) =
-                    back.send(Back::Refused(item, e))
-                {
-                    self.give_back(item);
+        let mut listener = Some(listener);
+        let mut stopping = false;
+        let mut cancelled = false;
+        let mut got = Vec::with_capacity(REPORT_BURST);
+        let mut taken = Vec::new();
+        loop {
+            if cancelled {
+                // Whatever is not submitted goes back to the source broker.
+                listener = None;
+                for i in 0..self.lanes.len() {
+                    self.give_back_waiting(i);
                 }
-                return;
+            } else {
+                self.retry_due().await;
             }
-            Ok(()) => {
-                let _ = back.send(Back::Answered);
+            for lane in &mut self.lanes {
+                lane.publish_oldest();
             }
-        }
-        stats.waiting.fetch_add(1, Ordering::Relaxed);
-        let Item { seq, msg, slot } = item;
-        let mut held = Some((msg, slot));
-        if self.store {
-            // Durable in the target's outbox: handled (the source may acknowledge it).
-            held = None;
-        }
-        let result = submitted.acknowledged().await;
-        stats.waiting.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            // A timed-out publish stays queued in the target's outbox and is still
-            // delivered: retrying would only duplicate it.
-            Ok(()) | Err(Error::PublishTimeout { .. }) => {
-                stats.forwarded.fetch_add(1, Ordering::Relaxed);
+            if listener.is_none() && self.lanes.iter().all(|l| l.entries.is_empty()) {
+                break;
             }
-            Err(e) if e.is_permanent() => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule, target = %self.target.to, error = %e,
-                    "target broker refused a forwarded message; dropped");
-            }
-            Err(e) => {
-                if let Some((msg, slot)) = held.take() {
-                    // Accepted into memory only, and the session went away with it.
-                    let item = Item { seq, msg, slot };
-                    if let Err(mpsc::error::SendError(Back::Lost(item, _))) =
-                        back.send(Back::Lost(item, e))
-                    {
-                        self.give_back(item);
+            let room = self.lanes.iter().map(Lane::room).min().unwrap_or(0);
+            let next_retry = self.lanes.iter().filter_map(|l| l.retry_at).min();
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    if let Some(l) = listener.as_mut() {
+                        l.close();
                     }
+                }
+                _ = cancel.wait_for(|c| *c), if !cancelled => cancelled = true,
+                n = reports.recv_many(&mut got, REPORT_BURST) => {
+                    if n == 0 {
+                        // Unreachable while the task holds a reporter.
+                        break;
+                    }
+                    for r in got.drain(..) {
+                        self.on_report(r);
+                    }
+                }
+                () = sleep_until(next_retry), if next_retry.is_some() => {}
+                n = recv_many(listener.as_ref(), &mut taken, room), if room > 0 && listener.is_some() => {
+                    if n == 0 {
+                        listener = None;
+                    }
+                    for msg in taken.drain(..) {
+                        self.take(msg).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `msg` into every target's lane and submits it there (or queues it behind
+    /// refused ones).
+    async fn take(&mut self, msg: Message) {
+        if msg.retain && !self.forward_retained {
+            // A retained message sent on (re)subscribe: forwarded when it was published.
+            tracing::debug!(rule = %self.rule, topic = %msg.topic,
+                "retained message from the subscription not forwarded (forward_retained = false)");
+            return;
+        }
+        let been_on = hops(&msg);
+        let mut into = Vec::with_capacity(self.lanes.len());
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if lane.brokers.iter().any(|b| been_on.contains(&b.as_str())) {
+                lane.stats().looped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(rule = %self.rule, target = %lane.target.to, topic = %msg.topic,
+                    "message has been on the target's broker already; not forwarded (loop)");
+            } else {
+                into.push(i);
+            }
+        }
+        drop(been_on);
+        for i in into {
+            let seq = self.lanes[i].take(msg.clone());
+            if self.lanes[i].retry.is_empty() && self.lanes[i].queued.is_empty() {
+                self.submit(i, seq).await;
+            } else {
+                self.lanes[i].queued.push_back(seq);
+            }
+        }
+    }
+
+    /// Submits entry `seq` of lane `i` into its target session.
+    async fn submit(&mut self, i: usize, seq: u64) {
+        let lane = &mut self.lanes[i];
+        let Some(entry) = lane.entries.get_mut(&seq) else {
+            return;
+        };
+        entry.attempt = entry.attempt.wrapping_add(1);
+        entry.stage = Stage2::Submitted;
+        entry.early_ack = None;
+        let tag = tag(i, entry.attempt, seq);
+        let Some(msg) = entry.msg.as_ref() else {
+            return;
+        };
+        if lane.session.is_none() {
+            match self.manager.session(&lane.target.to) {
+                Ok(s) => lane.session = Some(s),
+                Err(e) => {
+                    lane.publish.hold();
+                    lane.refused(&self.rule, seq, &e);
                     return;
                 }
-                // With a store it stays in the target's durable outbox, and the session
-                // that takes the outbox over sends it.
-                tracing::debug!(rule = %self.rule, target = %self.target.to, error = %e,
-                    "forwarded message left in the target's durable outbox");
             }
         }
-        stats.settled(seq);
-        drop(held);
+        let Some(session) = lane.session.as_ref() else {
+            return;
+        };
+        let v5 = session.options().protocol == Protocol::V5;
+        let publish = publish_for(
+            &lane.target,
+            &self.filter,
+            self.source_broker.as_deref(),
+            msg,
+            v5,
+        );
+        match session
+            .submit_reporting(&lane.publish, publish, &self.reporter, tag)
+            .await
+        {
+            Ok(()) => lane.unanswered += 1,
+            Err(e) => lane.drop_entry(&self.rule, seq, &e),
+        }
+    }
+
+    /// Follows one report of a target session.
+    fn on_report(&mut self, report: Report) {
+        let (i, attempt, seq) = untag(report.tag);
+        let store = self.store;
+        let rule = self.rule.as_str();
+        let Some(lane) = self.lanes.get_mut(i) else {
+            return;
+        };
+        let Some(entry) = lane.entries.get_mut(&seq) else {
+            return;
+        };
+        if entry.attempt != attempt {
+            return; // about an earlier submission
+        }
+        match (report.stage, entry.stage) {
+            (Stage::Accepted, Stage2::Submitted) => {
+                lane.unanswered -= 1;
+                match report.result {
+                    Ok(()) => {
+                        if lane.retry.is_empty() {
+                            lane.delay = RETRY_INITIAL;
+                        }
+                        entry.stage = Stage2::Accepted;
+                        lane.target.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                        let early = entry.early_ack.take();
+                        if store {
+                            // Durable in the target's outbox: handled (the source may
+                            // acknowledge it).
+                            lane.handled(seq);
+                        }
+                        if let Some(result) = early {
+                            acknowledged(lane, rule, seq, result);
+                        }
+                    }
+                    Err(e) if e.is_permanent() => lane.drop_entry(rule, seq, &e),
+                    Err(e) => lane.refused(rule, seq, &e),
+                }
+            }
+            (Stage::Acknowledged, Stage2::Submitted) => entry.early_ack = Some(report.result),
+            (Stage::Acknowledged, Stage2::Accepted) => {
+                acknowledged(lane, rule, seq, report.result);
+            }
+            _ => {}
+        }
+    }
+
+    /// Submits the refused entries of every lane whose round of retries is due (all of
+    /// its submissions answered, and its delay past), in order, then those queued behind
+    /// them.
+    async fn retry_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.lanes.len() {
+            let lane = &mut self.lanes[i];
+            if lane.retry.is_empty() || lane.unanswered > 0 {
+                lane.retry_at = None;
+                continue;
+            }
+            let at = *lane.retry_at.get_or_insert(now + lane.delay);
+            if at > now {
+                continue;
+            }
+            lane.retry_at = None;
+            lane.delay = (lane.delay * 2).min(RETRY_MAX);
+            lane.publish.reopen();
+            let again: Vec<u64> = std::mem::take(&mut lane.retry).into_iter().collect();
+            let queued: Vec<u64> = lane.queued.drain(..).collect();
+            lane.stats()
+                .retries
+                .fetch_add(again.len() as u64, Ordering::Relaxed);
+            for seq in again.into_iter().chain(queued) {
+                if self.lanes[i].retry.is_empty() {
+                    self.submit(i, seq).await;
+                } else {
+                    // Refused again at once (the session is gone): keep the order.
+                    self.lanes[i].queued.push_back(seq);
+                }
+            }
+        }
+    }
+
+    /// The rule is abandoned: lane `i`'s refused and queued entries go back to the source
+    /// broker (those submitted still get their answers).
+    fn give_back_waiting(&mut self, i: usize) {
+        let lane = &mut self.lanes[i];
+        let back: Vec<u64> = std::mem::take(&mut lane.retry)
+            .into_iter()
+            .chain(lane.queued.drain(..))
+            .collect();
+        lane.retry_at = None;
+        for seq in back {
+            lane.give_back(&self.rule, seq);
+        }
+    }
+}
+
+/// The target broker's answer about entry `seq` (accepted by the target session).
+fn acknowledged(lane: &mut Lane, rule: &str, seq: u64, result: Result<(), Error>) {
+    let stats = &lane.target.stats;
+    stats.waiting.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        // A timed-out publish stays queued in the target's outbox and is still
+        // delivered: retrying would only duplicate it.
+        Ok(()) | Err(Error::PublishTimeout { .. }) => {
+            stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) if e.is_permanent() => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(rule = %rule, target = %lane.target.to, error = %e,
+                "target broker refused a forwarded message; dropped");
+        }
+        Err(e) => {
+            if lane.entries.get(&seq).is_some_and(|e| e.msg.is_some()) {
+                // Accepted into memory only, and the session went away with it.
+                lane.publish.hold();
+                lane.refused(rule, seq, &e);
+                return;
+            }
+            // With a store it stays in the target's durable outbox, and the session that
+            // takes the outbox over sends it.
+            tracing::debug!(rule = %rule, target = %lane.target.to, error = %e,
+                "forwarded message left in the target's durable outbox");
+        }
+    }
+    lane.settle(seq);
+}
+
+/// A report's tag: lane `i`'s entry `seq`, submission `attempt`.
+fn tag(i: usize, attempt: u8, seq: u64) -> u64 {
+    ((i as u64) << (SEQ_BITS + 8))
+        | (u64::from(attempt) << SEQ_BITS)
+        | (seq & ((1 << SEQ_BITS) - 1))
+}
+
+/// The lane, attempt and sequence number of a report's tag.
+fn untag(tag: u64) -> (usize, u8, u64) {
+    (
+        usize::try_from(tag >> (SEQ_BITS + 8)).unwrap_or(usize::MAX),
+        ((tag >> SEQ_BITS) & 0xff) as u8,
+        tag & ((1 << SEQ_BITS) - 1),
+    )
+}
+
+/// Up to `limit` messages of the route's queue (at least one; 0 once it ended).
+async fn recv_many(listener: Option<&Listener>, out: &mut Vec<Message>, limit: usize) -> usize {
+    match listener {
+        Some(l) => l.recv_many(out, limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at` (forever without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The publish of `msg` through `target`.
+fn publish_for(
+    target: &Target,
+    filter: &mqtt_sessions::topic::TopicFilter,
+    source_broker: Option<&str>,
+    msg: &Message,
+    v5: bool,
+) -> Publish {
+    let mut publish = Publish::new(
+        target.template.render(&msg.topic, &msg.session, filter),
+        msg.payload.clone(),
+    )
+    .qos(target.qos.apply(msg.qos))
+    .retain(target.retain.apply(msg.retain));
+    if v5 {
+        // MQTT 5 properties pass through; subscription identifiers belong to the source's
+        // subscription; the hops property gains the source's broker.
+        let mut props = msg
+            .properties
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(MessageProperties::default);
+        props.subscription_identifiers.clear();
+        let mut been: Vec<String> = hops(msg).into_iter().map(str::to_string).collect();
+        props.user_properties.retain(|(k, _)| k != HOPS_PROPERTY);
+        if let Some(b) = source_broker {
+            if !been.iter().any(|h| h == b) {
+                been.push(b.to_string());
+            }
+        }
+        if !been.is_empty() {
+            props
+                .user_properties
+                .push((HOPS_PROPERTY.to_string(), been.join(",")));
+        }
+        if !props.is_empty() {
+            publish = publish.properties(props);
+        }
+    }
+    publish
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_gives_back_its_lane_attempt_and_sequence_number() {
+        for (i, attempt, seq) in [(0, 0, 0), (3, 255, (1 << SEQ_BITS) - 1), (255, 7, 123_456)] {
+            assert_eq!(untag(tag(i, attempt, seq)), (i, attempt, seq));
+        }
     }
 }

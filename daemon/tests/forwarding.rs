@@ -60,6 +60,19 @@ async fn pipelined_forwarding_keeps_each_topics_order_and_has_many_messages_in_f
         N * TOPICS,
         d.stderr()
     );
+    assert_eq!(assert_each_topic_in_order(&sub), TOPICS);
+    let peak = rule_u64(&d, "in_flight_peak");
+    println!("forwarding peak in flight: {peak}");
+    assert!(
+        peak > 1,
+        "one message at a time: peak in flight {peak}\n{:?}",
+        first_rule(&d)
+    );
+}
+
+/// Asserts that per topic the payloads (sequence numbers) `sub` received strictly
+/// increase, and returns how many topics it saw.
+fn assert_each_topic_in_order(sub: &Sub) -> usize {
     let mut last: BTreeMap<String, i64> = BTreeMap::new();
     for line in sub.lines() {
         let (topic, payload) = line.split_once(' ').unwrap();
@@ -70,14 +83,56 @@ async fn pipelined_forwarding_keeps_each_topics_order_and_has_many_messages_in_f
             "{topic}: {seq} arrived after {before} (order broken)"
         );
     }
-    assert_eq!(last.len(), TOPICS);
-    let peak = rule_u64(&d, "in_flight_peak");
-    println!("forwarding peak in flight: {peak}");
+    last.len()
+}
+
+#[tokio::test]
+async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing() {
+    let src = Mosquitto::start();
+    let dst = Mosquitto::start();
+    let link = Proxy::start(dst.port(), Duration::ZERO);
+    // The target queues at most 5 while its link is down; the rule takes more (up to 20:
+    // the source broker sends an MQTT 3.1.1 client no more unacknowledged).
+    let target = session("dst", "full-dst", link.port())
+        .replace("max_pending_messages = 20000", "max_pending_messages = 5");
+    let d = Daemon::start(&format!(
+        "{HTTP}{}{target}{}window = 100\n",
+        session("src", "full-src", src.port()),
+        rule("copy", "src", "in/#", "dst", "out/{topic}")
+    ));
+    d.wait_ready().await;
+    let sub = Sub::spawn(dst.port(), "out/#", 1);
+    link.cut();
+    const N: usize = 60;
+    const TOPICS: usize = 3;
+    let port = src.port();
+    let publishers: Vec<_> = (0..TOPICS)
+        .map(|k| std::thread::spawn(move || publish_many(port, &format!("in/t{k}"), N, 1)))
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    // The target session refuses what does not fit (queue full): the lane is held and
+    // those messages wait for a retry, in order.
     assert!(
-        peak > 1,
-        "one message at a time: peak in flight {peak}\n{:?}",
-        first_rule(&d)
+        poll_until_async(T, || async { rule_u64(&d, "retries") > 0 }).await,
+        "no retry while the target's queue was full: {}\n{}",
+        first_rule(&d),
+        d.stderr()
     );
+    link.restore();
+    assert!(
+        sub.wait_for_count_async(N * TOPICS, T).await,
+        "{} of {} forwarded after the link came back: {}\n{}",
+        sub.count(),
+        N * TOPICS,
+        first_rule(&d),
+        d.stderr()
+    );
+    assert_eq!(assert_each_topic_in_order(&sub), TOPICS);
+    let r = first_rule(&d);
+    assert_eq!(r["dropped"], 0, "{r}");
+    assert_eq!(r["forwarded"], (N * TOPICS) as u64, "{r}");
 }
 
 #[tokio::test]

@@ -115,6 +115,7 @@ impl SessionActor {
             Effect::Answer(Waiter::Caller(tx), res) => {
                 let _ = tx.send(res);
             }
+            Effect::Answer(Waiter::Report(to), res) => to.send(res),
             Effect::Answer(Waiter::Enqueued(topic), res) => {
                 if let Err(e) = res {
                     let session = Arc::clone(self.core.name());
@@ -257,12 +258,9 @@ impl SessionActor {
         } = msg;
         let done = match (&accepted, done) {
             (Some(_), None) => Some(Waiter::Enqueued(publish.topic.clone())),
-            (_, done) => done.map(Waiter::Caller),
+            (_, done) => done,
         };
-        let completion = super::core::Completion {
-            accepted: accepted.map(Waiter::Caller),
-            done,
-        };
+        let completion = super::core::Completion { accepted, done };
         self.feed(
             Input::Publish {
                 publish,

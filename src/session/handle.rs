@@ -7,9 +7,9 @@ use actix::{Addr, Recipient};
 use tokio::sync::watch;
 
 use super::handlers::PublishWith;
-use super::lane::{PublishLane, Submitted};
+use super::lane::{PublishLane, ReportTo, Reporter, Submitted};
 use super::state::SessionState;
-use super::{DirectSubscription, SessionActor, SessionStatus};
+use super::{DirectSubscription, SessionActor, SessionStatus, Waiter};
 use crate::error::Error;
 use crate::message::SubscribeOptions;
 use crate::message::{Publish, QoS};
@@ -194,8 +194,8 @@ impl SessionHandle {
         let (submitted, accepted, done) = Submitted::new(Arc::clone(&self.name));
         let msg = PublishWith {
             publish,
-            accepted: Some(accepted),
-            done: Some(done),
+            accepted: Some(Waiter::Caller(accepted)),
+            done: Some(Waiter::Caller(done)),
             lane: Some(lane.ticket()),
         };
         if self.deliver(msg).await {
@@ -204,6 +204,40 @@ impl SessionHandle {
             lane.hold();
             Err(Error::SessionClosed(self.name.to_string()))
         }
+    }
+
+    /// [`submit`](Self::submit) for a caller with many publishes in flight: the two
+    /// answers of this publish (accepted, acknowledged) come as [`Report`]s tagged `tag`
+    /// on `reporter`'s channel (see [`reports`](crate::session::lane::reports)) instead
+    /// of a [`Submitted`] to await. Returns once the publish is in the session's mailbox
+    /// (a full mailbox is waited on), as `submit` does.
+    ///
+    /// Errors here, with no report: [`Error::Topic`], [`Error::PayloadTooLarge`] (checked
+    /// before anything is handed over). Otherwise the publish gets exactly two reports,
+    /// also when the session is gone or goes away ([`Error::SessionClosed`]; the lane is
+    /// then held, as by any refusal that may pass).
+    ///
+    /// [`Report`]: crate::session::lane::Report
+    pub async fn submit_reporting(
+        &self,
+        lane: &PublishLane,
+        publish: Publish,
+        reporter: &Reporter,
+        tag: u64,
+    ) -> Result<(), Error> {
+        self.check_publish(&publish)?;
+        let (accepted, done) = ReportTo::pair(reporter, tag, &self.name);
+        let msg = PublishWith {
+            publish,
+            accepted: Some(Waiter::Report(accepted)),
+            done: Some(Waiter::Report(done)),
+            lane: Some(lane.ticket()),
+        };
+        if !self.deliver(msg).await {
+            // Dropped with the message, its answers report the closed session.
+            lane.hold();
+        }
+        Ok(())
     }
 
     pub(crate) fn check_publish(&self, publish: &Publish) -> Result<(), Error> {

@@ -39,10 +39,10 @@ pub(crate) struct PublishWith {
     pub publish: Publish,
     /// Answered once the publish is accepted (queued; durable with a store) or refused.
     /// `None`: a refusal goes to `done`.
-    pub accepted: Option<super::Responder>,
+    pub accepted: Option<Waiter>,
     /// Answered once the broker acknowledged it. `None` with `accepted` set (`enqueue`):
     /// a later failure becomes an event.
-    pub done: Option<super::Responder>,
+    pub done: Option<Waiter>,
     /// Submitted through a [`PublishLane`](super::lane::PublishLane): refused while the
     /// lane is held, and holds it on a refusal that may pass.
     pub lane: Option<super::lane::LaneTicket>,
@@ -52,6 +52,7 @@ impl PublishWith {
     /// `publish` answered on `answer`: on acceptance (`enqueue`: a later failure becomes
     /// an event) or on the broker's acknowledgement.
     pub(crate) fn answering(publish: Publish, answer: super::Responder, enqueue: bool) -> Self {
+        let answer = Waiter::Caller(answer);
         let (accepted, done) = if enqueue {
             (Some(answer), None)
         } else {

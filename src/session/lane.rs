@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Responder;
 use crate::error::Error;
@@ -172,6 +172,119 @@ impl Submitted {
     }
 }
 
+/// Which answer about a submitted publish a [`Report`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The session accepted the publish (queued in its outbox; with a store and QoS >= 1,
+    /// written to the store's outbox) or refused it.
+    Accepted,
+    /// The broker acknowledged the publish (PUBACK / PUBCOMP; QoS 0: written to the
+    /// connection), or it failed.
+    Acknowledged,
+}
+
+/// One answer about a publish submitted with
+/// [`SessionHandle::submit_reporting`](crate::SessionHandle::submit_reporting).
+///
+/// Each such publish gets exactly two reports, one per [`Stage`], whatever happens to
+/// it (a session that goes away answers [`Error::SessionClosed`]). They may arrive in
+/// either order when the publish was refused: then the [`Stage::Accepted`] report holds
+/// the refusal and the [`Stage::Acknowledged`] one only says it never went out.
+#[derive(Debug)]
+pub struct Report {
+    /// The tag given to `submit_reporting`.
+    pub tag: u64,
+    /// Which answer this is.
+    pub stage: Stage,
+    /// The answer.
+    pub result: Result<(), Error>,
+}
+
+/// The sending side of a report channel, given to
+/// [`SessionHandle::submit_reporting`](crate::SessionHandle::submit_reporting); cheap to
+/// clone. See [`reports`].
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<Report>,
+}
+
+/// The receiving side of a report channel. See [`reports`].
+#[derive(Debug)]
+pub struct Reports {
+    rx: mpsc::UnboundedReceiver<Report>,
+}
+
+/// A channel for the answers of many submitted publishes: one wake-up of the receiver
+/// takes every answer that arrived since the last ([`Reports::recv_many`]), where
+/// [`Submitted`] would need a future per publish.
+///
+/// The channel itself has no bound: it holds at most two reports per publish submitted
+/// and not yet answered and read, so it is bounded by what its user keeps in flight (a
+/// forwarding rule: its window). A user must bound that.
+pub fn reports() -> (Reporter, Reports) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Reporter { tx }, Reports { rx })
+}
+
+impl Reports {
+    /// The next report; `None` once every [`Reporter`] and every pending answer is gone.
+    pub async fn recv(&mut self) -> Option<Report> {
+        self.rx.recv().await
+    }
+
+    /// Waits for at least one report and moves up to `limit` of those waiting into `out`;
+    /// returns how many (0 once the channel is closed and empty).
+    pub async fn recv_many(&mut self, out: &mut Vec<Report>, limit: usize) -> usize {
+        self.rx.recv_many(out, limit.max(1)).await
+    }
+}
+
+/// Where one answer about a submitted publish goes: its report, sent once, answered with
+/// [`Error::SessionClosed`] when dropped unanswered (so that every publish gets both of
+/// its reports).
+#[derive(Debug)]
+pub(crate) struct ReportTo {
+    tx: Option<mpsc::UnboundedSender<Report>>,
+    tag: u64,
+    stage: Stage,
+    session: Arc<str>,
+}
+
+impl ReportTo {
+    /// The two answers of the publish tagged `tag` into `session`.
+    pub(crate) fn pair(reporter: &Reporter, tag: u64, session: &Arc<str>) -> (ReportTo, ReportTo) {
+        let to = |stage| ReportTo {
+            tx: Some(reporter.tx.clone()),
+            tag,
+            stage,
+            session: Arc::clone(session),
+        };
+        (to(Stage::Accepted), to(Stage::Acknowledged))
+    }
+
+    /// Sends the answer.
+    pub(crate) fn send(mut self, result: Result<(), Error>) {
+        self.report(result);
+    }
+
+    fn report(&mut self, result: Result<(), Error>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Report {
+                tag: self.tag,
+                stage: self.stage,
+                result,
+            });
+        }
+    }
+}
+
+impl Drop for ReportTo {
+    fn drop(&mut self) {
+        let closed = Error::SessionClosed(self.session.to_string());
+        self.report(Err(closed));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +312,25 @@ mod tests {
         // A caller's own hold (the session is gone) holds the current epoch.
         lane.hold();
         assert!(lane.is_held() && resubmitted.is_held());
+    }
+
+    #[test]
+    fn a_report_is_sent_once_and_a_dropped_one_says_the_session_closed() {
+        let (reporter, mut reports) = reports();
+        let name: Arc<str> = Arc::from("s");
+        let (accepted, acknowledged) = ReportTo::pair(&reporter, 7, &name);
+        accepted.send(Ok(()));
+        drop(acknowledged);
+        drop(reporter);
+        let mut got = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        while rt.block_on(reports.recv_many(&mut got, 10)) > 0 {}
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((got[0].tag, got[0].stage), (7, Stage::Accepted));
+        assert!(got[0].result.is_ok());
+        assert_eq!((got[1].tag, got[1].stage), (7, Stage::Acknowledged));
+        assert!(matches!(&got[1].result, Err(Error::SessionClosed(s)) if s == "s"));
     }
 }

@@ -78,9 +78,11 @@ type Responder = oneshot::Sender<Result<(), Error>>;
 
 /// Who waits for the core's answer about one request.
 #[derive(Debug)]
-enum Waiter {
+pub(crate) enum Waiter {
     /// A caller, on its channel.
     Caller(Responder),
+    /// A caller's report channel ([`lane::reports`]): a tagged answer.
+    Report(lane::ReportTo),
     /// Nobody: an enqueued publish after its acceptance. A failure is counted and
     /// announced as a `publish_failed` event (for this topic).
     Enqueued(String),
