@@ -46,6 +46,71 @@ const LIMIT: HeldLimit = HeldLimit {
     max_age: Duration::from_secs(60),
 };
 
+fn publish_qos(topic: &str, qos: u8) -> StoredPublish {
+    StoredPublish {
+        qos,
+        ..publish(topic, b"p")
+    }
+}
+
+#[test]
+fn a_group_of_qos1_publishes_is_one_batch_removed_with_its_last_entry_and_qos2_keeps_its_own_keys()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // 70 QoS 1 (a batch of 64, then one of 6), a QoS 2, two QoS 1.
+    let mut group: Vec<StoredPublish> = (0..70).map(|i| publish_qos(&format!("a{i}"), 1)).collect();
+    group.push(publish_qos("two", 2));
+    group.push(publish_qos("b0", 1));
+    group.push(publish_qos("b1", 1));
+    {
+        let store = Store::open(&path).unwrap();
+        let seqs = store.outbox_push_many("s", &group).unwrap();
+        assert_eq!(seqs, (0..73).collect::<Vec<u64>>(), "one number per entry");
+        let loaded = store.outbox_load("s").unwrap();
+        let expect: Vec<(u64, StoredPublish)> = (0..73).zip(group.iter().cloned()).collect();
+        assert_eq!(loaded, expect);
+        // Every entry of the first batch but its last: the rest stay loadable.
+        for seq in 0..63 {
+            assert!(store.outbox_remove("s", seq).unwrap(), "entry {seq}");
+        }
+        assert!(!store.outbox_remove("s", 5).unwrap(), "removed already");
+        assert_eq!(store.outbox_len("s").unwrap(), 10);
+        assert_eq!(store.outbox_load("s").unwrap()[0], (63, group[63].clone()));
+        assert!(store.outbox_remove("s", 63).unwrap());
+        assert!(store.outbox_remove("s", 70).unwrap(), "the QoS 2 entry");
+        // Half of the second batch: after a reopen it comes back whole (at least once).
+        for seq in 64..67 {
+            assert!(store.outbox_remove("s", seq).unwrap());
+        }
+        assert!(!store.outbox_remove("s", 80).unwrap(), "never pushed");
+    }
+    let store = Store::open(&path).unwrap();
+    let loaded: Vec<u64> = store
+        .outbox_load("s")
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(loaded, vec![64, 65, 66, 67, 68, 69, 71, 72]);
+    // Numbering goes on after the last entry of the last batch.
+    assert_eq!(store.outbox_push("s", &publish_qos("c", 1)).unwrap(), 73);
+    // Removing the batch's entries one by one removes it, also without a load first.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    for seq in [65, 64, 66, 67, 68, 69, 71, 72, 73] {
+        assert!(store.outbox_remove("s", seq).unwrap(), "entry {seq}");
+    }
+    assert_eq!(store.outbox_load("s").unwrap(), vec![]);
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.outbox_load("s").unwrap(),
+        vec![],
+        "nothing left on disk"
+    );
+}
+
 #[test]
 fn outbox_keeps_order_and_continues_its_sequence_after_reopen() {
     let dir = tempfile::tempdir().unwrap();

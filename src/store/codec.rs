@@ -17,6 +17,18 @@
 //! [15+n..]   payload
 //! ```
 //!
+//! - `BATCH` (`3`): several outbox entries under one key (since schema version 4), the
+//!   key's sequence number being the first entry's and the others following it one by
+//!   one; one write and one removal for a group of QoS 1 publishes instead of one each:
+//!
+//! ```text
+//! [0]        3 (encoding)
+//! [1..5]     count n (2 ..= 64), u32 big-endian
+//! then n times:
+//! [0..4]     length m, u32 big-endian
+//! [4..4+m]   a FRAME value (above)
+//! ```
+//!
 //! These functions are pure: errors are plain strings that the caller wraps with the
 //! store path and the key (`StoreError::Corrupt`).
 
@@ -30,6 +42,10 @@ use super::StoreError;
 pub(crate) const JSON: u8 = 1;
 /// Encoding byte of binary message frames.
 pub(crate) const FRAME: u8 = 2;
+/// Encoding byte of outbox batches (several frames under one key).
+pub(crate) const BATCH: u8 = 3;
+/// Most entries in one outbox batch (their removals are tracked in a `u64` mask).
+pub(crate) const BATCH_MAX: usize = 64;
 
 /// Key separator: NUL never occurs in a session, route or filter name.
 pub(crate) const SEP: u8 = 0;
@@ -162,6 +178,65 @@ impl Frame {
             received_at_ms,
         })
     }
+}
+
+/// Encodes encoded [`FRAME`] values as one [`BATCH`] value.
+pub(crate) fn encode_batch(frames: &[Vec<u8>]) -> Vec<u8> {
+    let len = 5 + frames.iter().map(|f| 4 + f.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.push(BATCH);
+    out.extend_from_slice(
+        &u32::try_from(frames.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    for f in frames {
+        out.extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// How many entries a stored outbox value holds: 1 for a [`FRAME`], the count of a
+/// [`BATCH`].
+pub(crate) fn entry_count(value: &[u8]) -> Result<u64, String> {
+    match value.first() {
+        Some(&BATCH) if value.len() >= 5 => {
+            let n = u32::from_be_bytes(array(&value[1..5]));
+            if n == 0 || n as usize > BATCH_MAX {
+                return Err(format!("batch of {n} entries"));
+            }
+            Ok(u64::from(n))
+        }
+        Some(&BATCH) => Err("batch header truncated".to_string()),
+        _ => Ok(1),
+    }
+}
+
+/// The frames of a stored outbox value: itself for a [`FRAME`], each entry of a
+/// [`BATCH`].
+pub(crate) fn decode_entries(value: &[u8]) -> Result<Vec<Frame>, String> {
+    if value.first() != Some(&BATCH) {
+        return Frame::decode(value).map(|f| vec![f]);
+    }
+    let n = entry_count(value)?;
+    let mut rest = &value[5..];
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        if rest.len() < 4 {
+            return Err(format!("batch entry {i} truncated"));
+        }
+        let m = u32::from_be_bytes(array(&rest[..4])) as usize;
+        let frame = rest
+            .get(4..4 + m)
+            .ok_or_else(|| format!("batch entry {i} of {m} bytes exceeds the value"))?;
+        out.push(Frame::decode(frame).map_err(|e| format!("batch entry {i}: {e}"))?);
+        rest = &rest[4 + m..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last batch entry", rest.len()));
+    }
+    Ok(out)
 }
 
 impl From<&StoredPublish> for Frame {

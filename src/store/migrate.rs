@@ -23,9 +23,11 @@ mod m0001;
 mod m0002;
 #[path = "../../migrations/0003_session_state.rs"]
 mod m0003;
+#[path = "../../migrations/0004_outbox_batches.rs"]
+mod m0004;
 
 /// The schema version this build writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const VERSION_KEY: &[u8] = b"schema_version";
@@ -68,6 +70,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "session_state",
         run: m0003::run,
+    },
+    Migration {
+        version: 4,
+        name: "outbox_batches",
+        run: m0004::run,
     },
 ];
 

@@ -13,7 +13,7 @@
 //! (`session \0 route \0 seq` → [`StoredMessage`]). Every value starts with an encoding
 //! byte (`codec.rs`). Migrations live in the top-level `migrations/` (run by `migrate.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -68,6 +68,10 @@ struct Inner {
     /// Next sequence number per key prefix (`tree byte ++ prefix`), initialised from the
     /// highest stored key, so numbers are never reused while the store is open.
     next_seq: Mutex<HashMap<Vec<u8>, u64>>,
+    /// The outbox batches (`BATCH` values) of each session prefix: first sequence
+    /// number → (entries, a mask of those not yet removed: bit `i` is entry `first + i`). Filled
+    /// by every push and load; a removal clears a bit, the last one removes the key.
+    batches: Mutex<HashMap<Vec<u8>, BTreeMap<u64, (u64, u64)>>>,
     /// Held messages per `session \0 route` prefix, counted once from the tree and kept
     /// up to date by every held write, so that a push costs no scan.
     held_counts: Mutex<HashMap<Vec<u8>, usize>>,
@@ -145,6 +149,7 @@ impl Store {
             path,
             memory,
             next_seq: Mutex::new(HashMap::new()),
+            batches: Mutex::new(HashMap::new()),
             held_counts: Mutex::new(HashMap::new()),
             flush_delay_ms: std::sync::atomic::AtomicU64::new(0),
         };
@@ -371,12 +376,13 @@ impl Store {
         let slot = [&[tag][..], prefix].concat();
         let next = match map.get(&slot) {
             Some(next) => *next,
-            None => match tree.scan_prefix(prefix).keys().next_back() {
-                Some(key) => {
-                    let key = key.map_err(|e| self.sled(e))?;
-                    codec::key_seq(prefix, &key)
-                        .map_err(|e| self.corrupt(e))?
-                        .saturating_add(1)
+            // After the last stored entry (a batch holds several).
+            None => match tree.scan_prefix(prefix).next_back() {
+                Some(entry) => {
+                    let (key, value) = entry.map_err(|e| self.sled(e))?;
+                    let last = codec::key_seq(prefix, &key).map_err(|e| self.corrupt(e))?;
+                    let n = codec::entry_count(&value).map_err(|e| self.corrupt(e))?;
+                    last.saturating_add(n)
                 }
                 None => 0,
             },
@@ -393,5 +399,14 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.retain(|slot, _| !slot[1..].starts_with(prefix));
+        self.batches().retain(|p, _| !p.starts_with(prefix));
+    }
+
+    /// The outbox batches being tracked (see `Inner::batches`).
+    fn batches(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, BTreeMap<u64, (u64, u64)>>> {
+        self.inner
+            .batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

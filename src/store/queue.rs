@@ -2,8 +2,15 @@
 
 use std::time::Duration;
 
-use super::codec::{check_name, key_seq, prefix, seq_key, Frame};
+use super::codec::{
+    check_name, decode_entries, encode_batch, entry_count, key_seq, prefix, seq_key, Frame, BATCH,
+    BATCH_MAX,
+};
 use super::{Result, Store, StoredMessage, StoredPublish};
+
+/// Largest encoded QoS 1 publish that goes into an outbox batch (bigger ones get a key
+/// of their own), and most bytes of one batch.
+const BATCH_BYTES: usize = 16 * 1024;
 
 /// Tags of the sequence counters (one per tree).
 const OUTBOX_TAG: u8 = b'o';
@@ -60,22 +67,46 @@ impl Store {
 
     /// Appends several publishes in one atomic batch with one flush (group commit);
     /// returns their sequence numbers in order.
+    ///
+    /// Runs of QoS 1 publishes are stored up to 64 under one key (a `BATCH` value, see
+    /// [`codec`](super::codec)): one sled write and, once all of them are acknowledged, one
+    /// removal, instead of one each. A crash before the last of a batch is acknowledged
+    /// sends the others of it again after the restart (at least once). QoS 2 publishes
+    /// keep a key each, so that none is ever sent again once completed.
     pub fn outbox_push_many(&self, session: &str, publishes: &[StoredPublish]) -> Result<Vec<u64>> {
         check_name("session", session)?;
         let prefix = prefix(&[session]);
         let mut batch = sled::Batch::default();
         let mut seqs = Vec::with_capacity(publishes.len());
+        let mut run = Run::default();
+        let mut batches = Vec::new();
         for publish in publishes {
             let value = Frame::from(publish).encode()?;
             let seq = self.next_seq(OUTBOX_TAG, &self.inner.outbox, &prefix)?;
-            batch.insert(seq_key(&prefix, seq), value);
             seqs.push(seq);
+            if publish.qos != 1 || value.len() > BATCH_BYTES {
+                run.close(&prefix, &mut batch, &mut batches);
+                batch.insert(seq_key(&prefix, seq), value);
+                continue;
+            }
+            if !run.takes(seq, value.len()) {
+                run.close(&prefix, &mut batch, &mut batches);
+            }
+            run.push(seq, value);
         }
+        run.close(&prefix, &mut batch, &mut batches);
         self.inner
             .outbox
             .apply_batch(batch)
             .map_err(|e| self.sled(e))?;
         self.flush()?;
+        if !batches.is_empty() {
+            let mut tracked = self.batches();
+            let of_session = tracked.entry(prefix).or_default();
+            for (first, n) in batches {
+                let _ = of_session.insert(first, (n, all_of(n)));
+            }
+        }
         Ok(seqs)
     }
 
@@ -98,16 +129,90 @@ impl Store {
         self.remove_entry(&prefix(&[session]), seq)
     }
 
+    /// Removes entry `seq`: its key, or its bit of a batch (the batch's key with the last
+    /// one).
     fn remove_entry(&self, prefix: &[u8], seq: u64) -> Result<bool> {
-        Ok(self
-            .inner
-            .outbox
-            .remove(seq_key(prefix, seq))
-            .map_err(|e| self.sled(e))?
-            .is_some())
+        match self.unmark(prefix, seq) {
+            Unmarked::Gone => return Ok(false),
+            Unmarked::Last(first) => {
+                let _ = self
+                    .inner
+                    .outbox
+                    .remove(seq_key(prefix, first))
+                    .map_err(|e| self.sled(e))?;
+                return Ok(true);
+            }
+            Unmarked::Some => return Ok(true),
+            Unmarked::NotInBatch => {}
+        }
+        let key = seq_key(prefix, seq);
+        let outbox = &self.inner.outbox;
+        match outbox.remove(&key).map_err(|e| self.sled(e))? {
+            Some(v) if v.first() == Some(&BATCH) => {
+                // A batch nobody loaded in this process: put it back and track it.
+                outbox.insert(key, v.clone()).map_err(|e| self.sled(e))?;
+                self.track(prefix, seq, &v)?;
+                self.remove_entry(prefix, seq)
+            }
+            Some(_) => Ok(true),
+            None => {
+                // Inside a batch nobody loaded in this process?
+                let range = outbox.range(seq_key(prefix, 0)..key).next_back();
+                match range.transpose().map_err(|e| self.sled(e))? {
+                    Some((k, v)) if v.first() == Some(&BATCH) => {
+                        let first = key_seq(prefix, &k).map_err(|e| self.corrupt(e))?;
+                        let n = entry_count(&v).map_err(|e| self.corrupt(e))?;
+                        if seq >= first + n {
+                            return Ok(false);
+                        }
+                        self.track(prefix, first, &v)?;
+                        self.remove_entry(prefix, seq)
+                    }
+                    _ => Ok(false),
+                }
+            }
+        }
     }
 
-    /// The session's outbox, in sequence order.
+    /// Clears entry `seq`'s bit of the tracked batch that holds it.
+    fn unmark(&self, prefix: &[u8], seq: u64) -> Unmarked {
+        let mut tracked = self.batches();
+        let Some(of_session) = tracked.get_mut(prefix) else {
+            return Unmarked::NotInBatch;
+        };
+        let Some((&first, &mut (n, ref mut mask))) = of_session.range_mut(..=seq).next_back()
+        else {
+            return Unmarked::NotInBatch;
+        };
+        let Some(bit) = seq.checked_sub(first).filter(|i| *i < n).map(|i| 1u64 << i) else {
+            return Unmarked::NotInBatch;
+        };
+        if *mask & bit == 0 {
+            return Unmarked::Gone;
+        }
+        *mask &= !bit;
+        if *mask == 0 {
+            let _ = of_session.remove(&first);
+            Unmarked::Last(first)
+        } else {
+            Unmarked::Some
+        }
+    }
+
+    /// Tracks the stored batch `value` at `first` (every entry present), unless tracked.
+    fn track(&self, prefix: &[u8], first: u64, value: &[u8]) -> Result<()> {
+        let n = entry_count(value).map_err(|e| self.corrupt(e))?;
+        let _ = self
+            .batches()
+            .entry(prefix.to_vec())
+            .or_default()
+            .entry(first)
+            .or_insert((n, all_of(n)));
+        Ok(())
+    }
+
+    /// The session's outbox, in sequence order (the entries of a batch one by one, but
+    /// those removed since it was written, while this store is open).
     pub fn outbox_load(&self, session: &str) -> Result<Vec<(u64, StoredPublish)>> {
         check_name("session", session)?;
         let prefix = prefix(&[session]);
@@ -115,17 +220,34 @@ impl Store {
         for entry in self.inner.outbox.scan_prefix(&prefix) {
             let (key, raw) = entry.map_err(|e| self.sled(e))?;
             let seq = key_seq(&prefix, &key).map_err(|e| self.corrupt(format!("outbox: {e}")))?;
-            let frame = Frame::decode(&raw)
+            let frames = decode_entries(&raw)
                 .map_err(|e| self.corrupt(format!("outbox {session:?} #{seq}: {e}")))?;
-            out.push((seq, frame.into()));
+            if raw.first() != Some(&BATCH) {
+                out.extend(frames.into_iter().map(|f| (seq, f.into())));
+                continue;
+            }
+            self.track(&prefix, seq, &raw)?;
+            let mask = self.batch_mask(&prefix, seq);
+            for (i, f) in (0u64..).zip(frames) {
+                if mask & (1 << i) != 0 {
+                    out.push((seq + i, f.into()));
+                }
+            }
         }
         Ok(out)
     }
 
+    /// The entries of the tracked batch at `first` not yet removed.
+    fn batch_mask(&self, prefix: &[u8], first: u64) -> u64 {
+        self.batches()
+            .get(prefix)
+            .and_then(|b| b.get(&first))
+            .map_or(0, |&(_, mask)| mask)
+    }
+
     /// How many publishes the session's outbox holds.
     pub fn outbox_len(&self, session: &str) -> Result<usize> {
-        check_name("session", session)?;
-        count(self, &self.inner.outbox, &prefix(&[session]))
+        self.outbox_load(session).map(|o| o.len())
     }
 
     /// Holds a message for a durable `route` of `session` that is not registered yet,
@@ -300,6 +422,68 @@ impl Store {
     pub fn held_count(&self, session: &str) -> Result<usize> {
         check_name("session", session)?;
         count(self, &self.inner.held, &prefix(&[session]))
+    }
+}
+
+/// A mask of a batch's `n` entries, all present.
+fn all_of(n: u64) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1 << n) - 1
+    }
+}
+
+/// What clearing an entry's bit of a tracked batch did.
+enum Unmarked {
+    /// The entry is not in a tracked batch.
+    NotInBatch,
+    /// It was removed already.
+    Gone,
+    /// Cleared; others of its batch remain.
+    Some,
+    /// Cleared the last one: the batch at this first sequence number is to be removed.
+    Last(u64),
+}
+
+/// A run of consecutive QoS 1 publishes on its way into one batch.
+#[derive(Default)]
+struct Run {
+    first: u64,
+    values: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Run {
+    /// Entry `seq` of `len` bytes can join the run.
+    fn takes(&self, seq: u64, len: usize) -> bool {
+        self.values.is_empty()
+            || (seq == self.first + self.values.len() as u64
+                && self.values.len() < BATCH_MAX
+                && self.bytes + len <= BATCH_BYTES)
+    }
+
+    fn push(&mut self, seq: u64, value: Vec<u8>) {
+        if self.values.is_empty() {
+            self.first = seq;
+        }
+        self.bytes += value.len();
+        self.values.push(value);
+    }
+
+    /// Puts the run in `batch` (one entry: as itself; more: as a batch, noted in
+    /// `batches` with its size) and empties it.
+    fn close(&mut self, prefix: &[u8], batch: &mut sled::Batch, batches: &mut Vec<(u64, u64)>) {
+        match self.values.len() {
+            0 => {}
+            1 => batch.insert(seq_key(prefix, self.first), self.values.remove(0)),
+            n => {
+                batch.insert(seq_key(prefix, self.first), encode_batch(&self.values));
+                batches.push((self.first, n as u64));
+            }
+        }
+        self.values.clear();
+        self.bytes = 0;
     }
 }
 
