@@ -1,15 +1,24 @@
 //! The forwarding scenario: what a publisher sends to an edge broker A under `in/#`
-//! reaches a cloud broker B as `out/in/...`, carried either by mosquitto's own bridge
-//! (in A) or by the `mqtt-sessions` daemon's forwarding rule, both through the same delay
-//! proxy in front of B.
+//! reaches a cloud broker B as `out/in/...`, carried by mosquitto's own bridge (in A),
+//! by a raw rumqttc forwarder or by the `mqtt-sessions` daemon's forwarding rule, all
+//! through the same delay proxy in front of B.
+//!
+//! The raw rumqttc forwarder ([`crate::raw_forwarder`]) is the reference for any
+//! forwarder outside the broker: what a user would wire by hand with rumqttc (one client
+//! on A with manual acknowledgements, one on B with the daemon's window of 1,000, each
+//! message acknowledged to A on B's PUBACK), in a process of its own, this bench
+//! executable again. It pays what the daemon pays and the bridge, inside A, does not: a
+//! second socket hop (A → forwarder → B instead of A → B) and a process that must wake
+//! for each burst. So it is the floor of an out-of-process forwarder on this machine,
+//! and the distance between it and the daemon is the daemon's own cost.
 //!
 //! Everything is fresh for each run of each variant: broker B (never drops, as every
 //! bench broker), a [`Proxy`] in front of it adding the one-way delay, broker A at
 //! mosquitto's defaults (bridge variant: plus a `connection` section to the proxy), the
-//! daemon (daemon variants; with a `[store]` in a temp dir for `daemon + store`), a raw
-//! rumqttc subscriber on B (`out/in/#`, QoS 1). Probes cross first (the path is up),
-//! then one raw rumqttc publisher into A (QoS 1, 64-byte payloads carrying a sequence
-//! number and the send time) runs two phases:
+//! forwarder process (the raw forwarder; or the daemon, with a `[store]` in a temp dir
+//! for `daemon + store`), a raw rumqttc subscriber on B (`out/in/#`, QoS 1). Probes
+//! cross first (the path is up), then one raw rumqttc publisher into A (QoS 1, 64-byte
+//! payloads carrying a sequence number and the send time) runs two phases:
 //!
 //! 1. **Throughput**: a fixed number of messages, with at most [`WINDOW`] of them
 //!    published and not yet received at B. So the forwarder always has hundreds waiting
@@ -17,11 +26,11 @@
 //!    within mosquitto's default limit of 1,000 queued messages per client, past which A
 //!    would drop (a publisher flat out at QoS 1 gets
 //!    its PUBACKs from A at once, whatever the forwarder does, so it would overflow that
-//!    queue within milliseconds and both variants would lose messages to A, not to the
+//!    queue within milliseconds and every variant would lose messages to A, not to the
 //!    forwarder). msgs/s = distinct messages received / (last receive − first publish).
 //! 2. **Latency**: [`LATENCY_RATE`] msg/s, paced, [`WARMUP`] then the measurement; p50
 //!    and p99 of publish → receipt at B (one process-wide monotonic clock) over the
-//!    measured messages. Paced well below either forwarder's capacity, so that the
+//!    measured messages. Paced well below any forwarder's capacity, so that the
 //!    figures are the path's own latency, not the time spent queued behind a backlog.
 //!
 //! Lost = published (acknowledged by A) − distinct received at B, over both phases;
@@ -248,19 +257,29 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// A running daemon with its config, store and stderr in a temp dir; killed on drop.
-struct Daemon {
+/// A running forwarder process (the daemon, or the raw rumqttc forwarder) with its
+/// stderr (and the daemon's config and store) in a temp dir; killed on drop.
+struct Forwarder {
     child: Child,
-    http: u16,
+    /// The daemon's `[http]` port; `None` for the raw forwarder.
+    http: Option<u16>,
+    /// Its name in the run's note: `daemon` or `forwarder`.
+    name: &'static str,
     dir: tempfile::TempDir,
 }
 
-impl Daemon {
-    fn start(bin: &Path, a: u16, b: u16, store: bool, tag: &str) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("mqtt-sessions-bench-")
-            .tempdir()
-            .expect("temp dir for the daemon");
+/// A temp dir for a forwarder process's files, removed on drop.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("mqtt-sessions-bench-")
+        .tempdir()
+        .expect("temp dir for the forwarder")
+}
+
+impl Forwarder {
+    /// The daemon.
+    fn daemon(bin: &Path, a: u16, b: u16, store: bool, tag: &str) -> Forwarder {
+        let dir = temp_dir();
         let http = free_port();
         let store_dir = dir.path().join("store");
         let config = daemon_config(http, a, b, store.then_some(store_dir.as_path()), tag);
@@ -277,10 +296,38 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        Daemon { child, http, dir }
+        Forwarder {
+            child,
+            http: Some(http),
+            name: "daemon",
+            dir,
+        }
     }
 
-    /// The last lines of the daemon's stderr.
+    /// The raw rumqttc forwarder: this executable with `--child-forwarder`. Its standard
+    /// input is a pipe this process holds: it ends when that closes, so it does not
+    /// outlive the bench even when the bench is killed.
+    fn raw(a: u16, b: u16, tag: &str) -> Forwarder {
+        let dir = temp_dir();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
+        let exe = std::env::current_exe().expect("current exe");
+        let child = Command::new(&exe)
+            .args(["--child-forwarder", &a.to_string(), &b.to_string(), tag])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {} --child-forwarder: {e}", exe.display()));
+        Forwarder {
+            child,
+            http: None,
+            name: "forwarder",
+            dir,
+        }
+    }
+
+    /// The last lines of the process's stderr.
     fn stderr_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(5).collect();
@@ -288,7 +335,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
+impl Drop for Forwarder {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -425,7 +472,8 @@ struct Plan {
     shared: Shared,
     window: Arc<Semaphore>,
     probe_seen: Arc<AtomicBool>,
-    /// Processes whose CPU time the throughput phase counts (A, and the daemon).
+    /// Processes whose CPU time the throughput phase counts (A, and the forwarder
+    /// process: the daemon or the raw forwarder).
     pids: Vec<u32>,
 }
 
@@ -574,8 +622,9 @@ async fn publish_phases(plan: Plan) -> Outcome {
     out
 }
 
-/// One run of `variant` (bridge, daemon, daemon + store) with `one_way` delay each way
-/// on the link to B: `messages` in the throughput phase, `latency` of measurement.
+/// One run of `variant` (bridge, raw forwarder, daemon, daemon + store) with `one_way`
+/// delay each way on the link to B: `messages` in the throughput phase, `latency` of
+/// measurement.
 pub(crate) fn run(
     variant: Variant,
     one_way: Duration,
@@ -595,15 +644,17 @@ pub(crate) fn run(
             String::new()
         },
     );
-    let daemon = (!bridge).then(|| {
-        Daemon::start(
+    let forwarder = match variant {
+        Variant::Bridge => None,
+        Variant::RawForwarder => Some(Forwarder::raw(a.port(), proxy.port(), &tag)),
+        _ => Some(Forwarder::daemon(
             daemon_bin,
             a.port(),
             proxy.port(),
             variant == Variant::DaemonStore,
             &tag,
-        )
-    });
+        )),
+    };
     let shared = Shared::new(true);
     let window = Arc::new(Semaphore::new(WINDOW));
     let probe_seen = Arc::new(AtomicBool::new(false));
@@ -618,9 +669,9 @@ pub(crate) fn run(
         sub.wait_ready(Duration::from_secs(30)),
         "forward: subscriber on B not ready"
     );
-    let sampler = daemon.as_ref().map(|d| Sampler::start(d.http));
+    let sampler = forwarder.as_ref().and_then(|f| f.http).map(Sampler::start);
     let mut pids = vec![a.pid()];
-    pids.extend(daemon.as_ref().map(|d| d.child.id()));
+    pids.extend(forwarder.as_ref().map(|f| f.child.id()));
     let out = publish(Plan {
         port: a.port(),
         messages,
@@ -645,8 +696,8 @@ pub(crate) fn run(
     let mut notes = Vec::new();
     if !out.ready {
         notes.push(format!("no probe crossed in {READY:?}"));
-        if let Some(d) = &daemon {
-            notes.push(format!("daemon: {}", d.stderr_tail()));
+        if let Some(f) = &forwarder {
+            notes.push(format!("{}: {}", f.name, f.stderr_tail()));
         }
         let log = a.log();
         if !log.trim().is_empty() {
@@ -671,7 +722,9 @@ pub(crate) fn run(
     if out.stalled {
         notes.push(format!("nothing crossed for {STALL:?}: publishing stopped"));
     }
-    if let Some(n) = inflight_override().filter(|_| daemon.is_some()) {
+    if let Some(n) =
+        inflight_override().filter(|_| forwarder.as_ref().is_some_and(|f| f.http.is_some()))
+    {
         notes.push(format!(
             "diagnostic: cloud session inflight = {n} ({INFLIGHT_ENV})"
         ));
@@ -684,8 +737,8 @@ pub(crate) fn run(
     }
     if lost > 0 {
         notes.push(format!("lost at QoS 1! {diag}"));
-        if let Some(d) = &daemon {
-            notes.push(format!("daemon: {}", d.stderr_tail()));
+        if let Some(f) = &forwarder {
+            notes.push(format!("{}: {}", f.name, f.stderr_tail()));
         }
     }
     notes.push(format!(
@@ -694,9 +747,14 @@ pub(crate) fn run(
         secs,
         lat.len(),
         per_msg(out.cpu_ticks.first().copied().unwrap_or(0)),
-        out.cpu_ticks
-            .get(1)
-            .map_or_else(String::new, |&t| format!(", daemon {:.1}", per_msg(t)))
+        forwarder
+            .as_ref()
+            .zip(out.cpu_ticks.get(1))
+            .map_or_else(String::new, |(f, &t)| format!(
+                ", {} {:.1}",
+                f.name,
+                per_msg(t)
+            ))
     ));
     if let Some(r) = rules.filter(|r| !r.is_empty()) {
         notes.push(format!("daemon max: {r}"));

@@ -6,7 +6,7 @@
 //! cargo bench --bench e2e -- --quick           # smoke run: 1 short run each
 //! cargo bench --bench e2e -- fan-in latency    # only scenarios whose name contains a word
 //! cargo bench --bench e2e -- --runs 5 --results target/bench/e2e.json --svg docs/benchmarks.svg
-//! cargo bench --bench e2e -- forward           # forwarding: mosquitto's bridge against the daemon
+//! cargo bench --bench e2e -- forward           # forwarding: mosquitto's bridge, a raw rumqttc forwarder, the daemon
 //! ```
 //!
 //! The forwarding scenarios run the `mqtt-sessions` daemon binary of the same profile
@@ -30,6 +30,7 @@ mod provenance;
 #[path = "../../tests/common/proxy.rs"]
 mod proxy;
 mod raw;
+mod raw_forwarder;
 mod report;
 mod sample;
 mod scenarios;
@@ -228,6 +229,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = argv.iter().position(|a| a == "--child-sessions") {
         scenarios::child_sessions(&argv[i + 1..]);
+        return;
+    }
+    if let Some(i) = argv.iter().position(|a| a == "--child-forwarder") {
+        raw_forwarder::child_forwarder(&argv[i + 1..]);
         return;
     }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without

@@ -20,7 +20,12 @@ use crate::SubscriberThread;
 /// Options of every raw client: the settings mqtt-sessions uses by default (keep-alive
 /// 60 s, TCP_NODELAY on), so the comparison is of the code, not of the configuration.
 pub(crate) fn client(id: &str, port: u16, cap: usize) -> (AsyncClient, EventLoop) {
-    let mut mo = MqttOptions::new(id, "127.0.0.1", port);
+    client_with(MqttOptions::new(id, "127.0.0.1", port), cap)
+}
+
+/// [`client`]'s settings (keep-alive 60 s, TCP_NODELAY on) over `mo`'s own, with a
+/// request channel of `cap`.
+pub(crate) fn client_with(mut mo: MqttOptions, cap: usize) -> (AsyncClient, EventLoop) {
     mo.set_keep_alive(Duration::from_secs(60));
     let (client, mut eventloop) = AsyncClient::new(mo, cap);
     let mut net = eventloop.network_options();

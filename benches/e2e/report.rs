@@ -195,6 +195,7 @@ fn color(v: Variant) -> &'static str {
         Variant::NeighbourSpinInline => "#d62728",
         Variant::NeighbourSpinHandle => "#ff7f0e",
         Variant::Bridge => "#7f7f7f",
+        Variant::RawForwarder => "#aec7e8",
         Variant::Daemon => "#e377c2",
         Variant::DaemonStore => "#d62728",
     }

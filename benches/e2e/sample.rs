@@ -53,6 +53,10 @@ pub(crate) enum Variant {
     NeighbourSpinHandle,
     /// Forwarding: mosquitto's own bridge (a `connection` section in the edge broker).
     Bridge,
+    /// Forwarding: a raw rumqttc forwarder in a process of its own (`raw_forwarder.rs`),
+    /// acknowledging each message to A on B's PUBACK: the reference for any forwarder
+    /// outside the broker.
+    RawForwarder,
     /// Forwarding: the `mqtt-sessions` daemon's rule, no store (handled on the target's
     /// PUBACK).
     Daemon,
@@ -83,6 +87,7 @@ impl Variant {
             Variant::NeighbourSpinInline => "neighbour spins 1 ms in handle_inline",
             Variant::NeighbourSpinHandle => "neighbour spins 1 ms in handle",
             Variant::Bridge => "mosquitto bridge",
+            Variant::RawForwarder => "raw rumqttc forwarder",
             Variant::Daemon => "daemon",
             Variant::DaemonStore => "daemon + store",
         }
@@ -109,6 +114,7 @@ impl Variant {
             Variant::NeighbourSpinInline => "neighbour-spin-inline",
             Variant::NeighbourSpinHandle => "neighbour-spin-handle",
             Variant::Bridge => "bridge",
+            Variant::RawForwarder => "raw-forwarder",
             Variant::Daemon => "daemon",
             Variant::DaemonStore => "daemon-store",
         }
@@ -135,6 +141,7 @@ impl Variant {
             Variant::NeighbourSpinInline,
             Variant::NeighbourSpinHandle,
             Variant::Bridge,
+            Variant::RawForwarder,
             Variant::Daemon,
             Variant::DaemonStore,
         ]

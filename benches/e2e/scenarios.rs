@@ -121,8 +121,8 @@ pub(crate) enum Kind {
     /// goes to disk before the PUBLISH / PUBREL is written (no raw rumqttc row).
     PublishQos2,
     /// Forwarding from an edge broker to a cloud broker through a delay proxy adding
-    /// `one_way` each way: mosquitto's bridge against the daemon's rule (see
-    /// [`crate::forward`]).
+    /// `one_way` each way: mosquitto's bridge against a raw rumqttc forwarder and the
+    /// daemon's rule (see [`crate::forward`]).
     Forward {
         /// Delay added each way on the link to the cloud broker.
         one_way: Duration,
@@ -239,7 +239,12 @@ pub(crate) fn all(cfg: &Config) -> Vec<Scenario> {
             kind: Kind::Forward {
                 one_way: Duration::from_millis(rtt_ms / 2),
             },
-            variants: vec![Variant::Bridge, Variant::Daemon, Variant::DaemonStore],
+            variants: vec![
+                Variant::Bridge,
+                Variant::RawForwarder,
+                Variant::Daemon,
+                Variant::DaemonStore,
+            ],
         });
     }
     v
