@@ -163,7 +163,7 @@ pub use router::route::{
     Listener, Overflow, RetainHandling, Route, RouteCounts, RouteOptions, SubscribeOptions,
 };
 pub use session::handle::SessionHandle;
-pub use session::lane::{PublishLane, Report, Reporter, Reports, Stage, Submitted};
+pub use session::lane::{PublishLane, Submitted};
 pub use session::state::SessionState;
 pub use session::SessionStatus;
 pub use supervisor::SupervisionOptions;

@@ -53,6 +53,10 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// The outbox batches being tracked: session prefix → first sequence number → (entries,
+/// mask of those not yet removed).
+type Batches = HashMap<Vec<u8>, BTreeMap<u64, (u64, u64)>>;
+
 struct Inner {
     db: sled::Db,
     path: PathBuf,
@@ -71,7 +75,7 @@ struct Inner {
     /// The outbox batches (`BATCH` values) of each session prefix: first sequence
     /// number → (entries, a mask of those not yet removed: bit `i` is entry `first + i`). Filled
     /// by every push and load; a removal clears a bit, the last one removes the key.
-    batches: Mutex<HashMap<Vec<u8>, BTreeMap<u64, (u64, u64)>>>,
+    batches: Mutex<Batches>,
     /// Held messages per `session \0 route` prefix, counted once from the tree and kept
     /// up to date by every held write, so that a push costs no scan.
     held_counts: Mutex<HashMap<Vec<u8>, usize>>,
@@ -403,7 +407,7 @@ impl Store {
     }
 
     /// The outbox batches being tracked (see `Inner::batches`).
-    fn batches(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, BTreeMap<u64, (u64, u64)>>> {
+    fn batches(&self) -> std::sync::MutexGuard<'_, Batches> {
         self.inner
             .batches
             .lock()

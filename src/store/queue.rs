@@ -68,8 +68,8 @@ impl Store {
     /// Appends several publishes in one atomic batch with one flush (group commit);
     /// returns their sequence numbers in order.
     ///
-    /// Runs of QoS 1 publishes are stored up to 64 under one key (a `BATCH` value, see
-    /// [`codec`](super::codec)): one sled write and, once all of them are acknowledged, one
+    /// Runs of QoS 1 publishes are stored up to 64 under one key (a batch value, see
+    /// `docs/ARCHITECTURE.md`, "Outbox batches"): one sled write and, once all of them are acknowledged, one
     /// removal, instead of one each. A crash before the last of a batch is acknowledged
     /// sends the others of it again after the restart (at least once). QoS 2 publishes
     /// keep a key each, so that none is ever sent again once completed.
