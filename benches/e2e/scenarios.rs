@@ -66,7 +66,7 @@ impl Config {
                 sessions: 10_000,
                 concurrency: 64,
                 publish: Duration::from_secs(3),
-                forward_messages: 20_000,
+                forward_messages: 100_000,
                 forward_latency: Duration::from_secs(5),
                 daemon: None,
             }
