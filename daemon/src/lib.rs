@@ -121,9 +121,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(n) = config.workers {
         builder = builder.workers(n);
     }
-    if let Some(store) = config.store.as_ref().and_then(|s| s.path.as_ref()) {
-        tracing::info!(path = %store.get_ref().display(), "opening the store");
-        builder = builder.store(store.get_ref());
+    if let Some(store) = &config.store {
+        builder = builder.store_flush_interval(store.flush_interval);
+        if let Some(path) = &store.path {
+            tracing::info!(path = %path.get_ref().display(), "opening the store");
+            builder = builder.store(path.get_ref());
+        }
     }
     let manager = builder.build()?;
     match metrics::DaemonCollector::new(Arc::clone(&stats), mqtt_sessions::metrics::DEFAULT_PREFIX)

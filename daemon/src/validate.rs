@@ -191,6 +191,16 @@ pub(crate) fn validate(config: &mut Config) -> Result<(), Refusal> {
     }
 
     if let Some(store) = &config.store {
+        if store.flush_interval > mqtt_sessions::store::MAX_FLUSH_INTERVAL {
+            return Err((
+                None,
+                ConfigErrorKind::Store(format!(
+                    "flush_interval {:?} is longer than {:?}",
+                    store.flush_interval,
+                    mqtt_sessions::store::MAX_FLUSH_INTERVAL
+                )),
+            ));
+        }
         if let Some(p) = &store.path {
             let path = base.join(p.get_ref());
             if path.exists() && !path.is_dir() {

@@ -34,6 +34,7 @@ pub use migrate::SCHEMA_VERSION;
 pub use queue::{unix_ms, HeldLimit, HeldLoaded, HeldPush, HeldTaken};
 pub use session_state::StoredPacketId;
 pub(crate) use worker::StoreWorker;
+pub use worker::MAX_FLUSH_INTERVAL;
 
 use codec::{check_name, check_qos, decode_json, encode_json, prefix, SubscriptionValue};
 use files::{create_dir, existing_log, note_released, open_db, restrict_files};
