@@ -41,7 +41,8 @@ type Job = Box<dyn FnOnce(&Store, &mut Answers) + Send>;
 
 /// The most jobs run as one group (one flush).
 pub(crate) const GROUP_MAX: usize = 512;
-/// The longest flush interval taken ([`StoreWorker::start_with_flush_interval`]).
+/// The longest store flush interval taken
+/// ([`SessionManagerBuilder::store_flush_interval`](crate::SessionManagerBuilder::store_flush_interval)).
 pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 std::thread_local! {
