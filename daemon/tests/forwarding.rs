@@ -46,13 +46,7 @@ async fn pipelined_forwarding_keeps_each_topics_order_and_has_many_messages_in_f
     let sub = Sub::spawn(dst.port(), "out/#", 1);
     const N: usize = 2000;
     const TOPICS: usize = 3;
-    let port = src.port();
-    let publishers: Vec<_> = (0..TOPICS)
-        .map(|k| std::thread::spawn(move || publish_many(port, &format!("in/t{k}"), N, 1)))
-        .collect();
-    for p in publishers {
-        p.join().unwrap();
-    }
+    publish_on_topics(src.port(), TOPICS, N);
     assert!(
         sub.wait_for_count_async(N * TOPICS, T).await,
         "{} of {} forwarded\n{}",
@@ -68,6 +62,17 @@ async fn pipelined_forwarding_keeps_each_topics_order_and_has_many_messages_in_f
         "one message at a time: peak in flight {peak}\n{:?}",
         first_rule(&d)
     );
+}
+
+/// Publishes `n` QoS 1 messages (payloads 0, 1, ...) on each of `topics` topics `in/t{k}`,
+/// one publisher each, at once; returns when all are acknowledged.
+fn publish_on_topics(port: u16, topics: usize, n: usize) {
+    let publishers: Vec<_> = (0..topics)
+        .map(|k| std::thread::spawn(move || publish_many(port, &format!("in/t{k}"), n, 1)))
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
 }
 
 /// Asserts that per topic the payloads (sequence numbers) `sub` received strictly
@@ -105,13 +110,7 @@ async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing(
     link.cut();
     const N: usize = 60;
     const TOPICS: usize = 3;
-    let port = src.port();
-    let publishers: Vec<_> = (0..TOPICS)
-        .map(|k| std::thread::spawn(move || publish_many(port, &format!("in/t{k}"), N, 1)))
-        .collect();
-    for p in publishers {
-        p.join().unwrap();
-    }
+    publish_on_topics(src.port(), TOPICS, N);
     // The target session refuses what does not fit (queue full): the lane is held and
     // those messages wait for a retry, in order.
     assert!(
