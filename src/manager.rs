@@ -180,7 +180,7 @@ impl SessionManagerBuilder {
         }
         let interval = self.store_flush_interval;
         let store = store
-            .map(|s| StoreWorker::start_with_flush_interval(s, interval))
+            .map(|s| StoreWorker::start(s, interval))
             .transpose()
             .map_err(Error::Spawn)?;
         let registry: Registry = Arc::new(crate::supervisor::SessionRegistry::default());

@@ -422,7 +422,7 @@ struct RuleTask {
 
 /// Where one message stands in one lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage2 {
+enum Step {
     /// Taken, not submitted yet (submissions before it await an answer to a refusal).
     Queued,
     /// Submitted; the session's acceptance not reported yet.
@@ -440,7 +440,7 @@ struct Entry {
     /// The message: this target's share of its source acknowledgement, dropped once
     /// handled (durable in the target's outbox with a store; acknowledged without).
     msg: Option<Message>,
-    stage: Stage2,
+    stage: Step,
     /// Which submission of it the reports are about (a report of an earlier one is
     /// stale).
     attempt: u8,
@@ -468,6 +468,8 @@ struct Lane {
     in_flight: usize,
     /// Submissions whose acceptance is not reported yet.
     unanswered: usize,
+    /// Entries accepted by the target session, its broker's answer not reported yet.
+    waiting: usize,
     /// Refused entries, to submit again in order once every submission is answered.
     retry: BTreeSet<u64>,
     /// Entries taken while refused ones wait: submitted after them.
@@ -476,7 +478,8 @@ struct Lane {
     delay: Duration,
     /// When the next round of retries goes (set once every submission is answered).
     retry_at: Option<Instant>,
-    /// The oldest entry's `taken`, as last published to the stats.
+    /// The oldest entry's `taken`, as last published to the stats (the others are
+    /// published as they are).
     oldest: Option<Instant>,
 }
 
@@ -492,6 +495,7 @@ impl Lane {
             entries: BTreeMap::new(),
             in_flight: 0,
             unanswered: 0,
+            waiting: 0,
             retry: BTreeSet::new(),
             queued: VecDeque::new(),
             delay: RETRY_INITIAL,
@@ -518,26 +522,21 @@ impl Lane {
             Entry {
                 taken: Instant::now(),
                 msg: Some(msg),
-                stage: Stage2::Queued,
+                stage: Step::Queued,
                 attempt: 0,
                 early_ack: None,
             },
         );
         self.in_flight += 1;
-        let stats = self.stats();
-        let n = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        stats.in_flight_peak.fetch_max(n, Ordering::Relaxed);
         seq
     }
 
     /// The entry is handled: its message is dropped (its share of the source
     /// acknowledgement released) and its place in the window freed.
     fn handled(&mut self, seq: u64) {
-        if let Some(e) = self.entries.get_mut(&seq) {
-            if e.msg.take().is_some() {
-                self.in_flight -= 1;
-                self.target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(msg) = self.entries.get_mut(&seq).and_then(|e| e.msg.take()) {
+            self.in_flight -= 1;
+            drop(msg);
         }
     }
 
@@ -568,14 +567,11 @@ impl Lane {
     /// it again to the persistent session.
     fn give_back(&mut self, rule: &str, seq: u64) {
         self.stats().dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(mut e) = self.entries.remove(&seq) {
-            if let Some(msg) = e.msg.take() {
-                tracing::warn!(rule = %rule, target = %self.target.to, topic = %msg.topic,
-                    "rule stopping; message left unacknowledged for the source broker to deliver again");
-                msg.leave_unacknowledged();
-                self.in_flight -= 1;
-                self.target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(msg) = self.entries.remove(&seq).and_then(|e| e.msg) {
+            tracing::warn!(rule = %rule, target = %self.target.to, topic = %msg.topic,
+                "rule stopping; message left unacknowledged for the source broker to deliver again");
+            msg.leave_unacknowledged();
+            self.in_flight -= 1;
         }
     }
 
@@ -593,14 +589,21 @@ impl Lane {
             self.session = None;
         }
         if let Some(entry) = self.entries.get_mut(&seq) {
-            entry.stage = Stage2::Retry;
+            entry.stage = Step::Retry;
             entry.early_ack = None;
         }
         self.retry.insert(seq);
     }
 
-    /// Publishes the oldest entry's age to the stats when it changed.
-    fn publish_oldest(&mut self) {
+    /// Publishes the window in use, the messages waiting for the target's broker and
+    /// the oldest entry's age to the stats (once per burst: the window only grows while
+    /// a burst is taken, so its peak is seen).
+    fn publish_stats(&mut self) {
+        let stats = &self.target.stats;
+        let in_flight = self.in_flight as u64;
+        stats.in_flight.store(in_flight, Ordering::Relaxed);
+        stats.in_flight_peak.fetch_max(in_flight, Ordering::Relaxed);
+        stats.waiting.store(self.waiting as u64, Ordering::Relaxed);
         let oldest = self.entries.first_key_value().map(|(_, e)| e.taken);
         if oldest != self.oldest {
             self.oldest = oldest;
@@ -643,7 +646,7 @@ impl RuleTask {
                 self.retry_due().await;
             }
             for lane in &mut self.lanes {
-                lane.publish_oldest();
+                lane.publish_stats();
             }
             if listener.is_none() && self.lanes.iter().all(|l| l.entries.is_empty()) {
                 break;
@@ -719,7 +722,7 @@ impl RuleTask {
             return;
         };
         entry.attempt = entry.attempt.wrapping_add(1);
-        entry.stage = Stage2::Submitted;
+        entry.stage = Step::Submitted;
         entry.early_ack = None;
         let tag = tag(i, entry.attempt, seq);
         let Some(msg) = entry.msg.as_ref() else {
@@ -770,15 +773,15 @@ impl RuleTask {
             return; // about an earlier submission
         }
         match (report.stage, entry.stage) {
-            (Stage::Accepted, Stage2::Submitted) => {
+            (Stage::Accepted, Step::Submitted) => {
                 lane.unanswered -= 1;
                 match report.result {
                     Ok(()) => {
                         if lane.retry.is_empty() {
                             lane.delay = RETRY_INITIAL;
                         }
-                        entry.stage = Stage2::Accepted;
-                        lane.target.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                        entry.stage = Step::Accepted;
+                        lane.waiting += 1;
                         let early = entry.early_ack.take();
                         if store {
                             // Durable in the target's outbox: handled (the source may
@@ -793,8 +796,8 @@ impl RuleTask {
                     Err(e) => lane.refused(rule, seq, &e),
                 }
             }
-            (Stage::Acknowledged, Stage2::Submitted) => entry.early_ack = Some(report.result),
-            (Stage::Acknowledged, Stage2::Accepted) => {
+            (Stage::Acknowledged, Step::Submitted) => entry.early_ack = Some(report.result),
+            (Stage::Acknowledged, Step::Accepted) => {
                 acknowledged(lane, rule, seq, report.result);
             }
             _ => {}
@@ -853,7 +856,7 @@ impl RuleTask {
 /// The target broker's answer about entry `seq` (accepted by the target session).
 fn acknowledged(lane: &mut Lane, rule: &str, seq: u64, result: Result<(), Error>) {
     let stats = &lane.target.stats;
-    stats.waiting.fetch_sub(1, Ordering::Relaxed);
+    lane.waiting -= 1;
     match result {
         // A timed-out publish stays queued in the target's outbox and is still
         // delivered: retrying would only duplicate it.

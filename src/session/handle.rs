@@ -192,16 +192,10 @@ impl SessionHandle {
     pub async fn submit(&self, lane: &PublishLane, publish: Publish) -> Result<Submitted, Error> {
         self.check_publish(&publish)?;
         let (submitted, accepted, done) = Submitted::new(Arc::clone(&self.name));
-        let msg = PublishWith {
-            publish,
-            accepted: Some(Waiter::Caller(accepted)),
-            done: Some(Waiter::Caller(done)),
-            lane: Some(lane.ticket()),
-        };
-        if self.deliver(msg).await {
+        let (accepted, done) = (Waiter::Caller(accepted), Waiter::Caller(done));
+        if self.deliver_through(lane, publish, accepted, done).await {
             Ok(submitted)
         } else {
-            lane.hold();
             Err(Error::SessionClosed(self.name.to_string()))
         }
     }
@@ -227,17 +221,32 @@ impl SessionHandle {
     ) -> Result<(), Error> {
         self.check_publish(&publish)?;
         let (accepted, done) = ReportTo::pair(reporter, tag, &self.name);
+        // When the session is gone, the answers dropped with the message report it.
+        let (accepted, done) = (Waiter::Report(accepted), Waiter::Report(done));
+        self.deliver_through(lane, publish, accepted, done).await;
+        Ok(())
+    }
+
+    /// Puts a publish of `lane` in the mailbox with its two answers; false (and the lane
+    /// held, as by a refusal that may pass) when the actor is gone.
+    async fn deliver_through(
+        &self,
+        lane: &PublishLane,
+        publish: Publish,
+        accepted: Waiter,
+        done: Waiter,
+    ) -> bool {
         let msg = PublishWith {
             publish,
-            accepted: Some(Waiter::Report(accepted)),
-            done: Some(Waiter::Report(done)),
+            accepted: Some(accepted),
+            done: Some(done),
             lane: Some(lane.ticket()),
         };
-        if !self.deliver(msg).await {
-            // Dropped with the message, its answers report the closed session.
+        let delivered = self.deliver(msg).await;
+        if !delivered {
             lane.hold();
         }
-        Ok(())
+        delivered
     }
 
     pub(crate) fn check_publish(&self, publish: &Publish) -> Result<(), Error> {

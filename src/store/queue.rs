@@ -165,7 +165,7 @@ impl Store {
                         if seq >= first + n {
                             return Ok(false);
                         }
-                        self.track(prefix, first, &v)?;
+                        let _ = self.track(prefix, first, &v)?;
                         self.remove_entry(prefix, seq)
                     }
                     _ => Ok(false),
@@ -199,16 +199,17 @@ impl Store {
         }
     }
 
-    /// Tracks the stored batch `value` at `first` (every entry present), unless tracked.
-    fn track(&self, prefix: &[u8], first: u64, value: &[u8]) -> Result<()> {
+    /// Tracks the stored batch `value` at `first` (every entry present), unless tracked;
+    /// returns the mask of its entries not yet removed.
+    fn track(&self, prefix: &[u8], first: u64, value: &[u8]) -> Result<u64> {
         let n = entry_count(value).map_err(|e| self.corrupt(e))?;
-        let _ = self
-            .batches()
+        let mut tracked = self.batches();
+        let (_, mask) = tracked
             .entry(prefix.to_vec())
             .or_default()
             .entry(first)
             .or_insert((n, all_of(n)));
-        Ok(())
+        Ok(*mask)
     }
 
     /// The session's outbox, in sequence order (the entries of a batch one by one, but
@@ -226,8 +227,7 @@ impl Store {
                 out.extend(frames.into_iter().map(|f| (seq, f.into())));
                 continue;
             }
-            self.track(&prefix, seq, &raw)?;
-            let mask = self.batch_mask(&prefix, seq);
+            let mask = self.track(&prefix, seq, &raw)?;
             for (i, f) in (0u64..).zip(frames) {
                 if mask & (1 << i) != 0 {
                     out.push((seq + i, f.into()));
@@ -235,14 +235,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The entries of the tracked batch at `first` not yet removed.
-    fn batch_mask(&self, prefix: &[u8], first: u64) -> u64 {
-        self.batches()
-            .get(prefix)
-            .and_then(|b| b.get(&first))
-            .map_or(0, |&(_, mask)| mask)
     }
 
     /// How many publishes the session's outbox holds.

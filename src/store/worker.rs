@@ -17,7 +17,7 @@
 //! flush fails, its answers are withheld (their receivers see the worker as gone, which
 //! callers report as a store error).
 //!
-//! A flush interval ([`StoreWorker::start_with_flush_interval`]; none by default): under
+//! A flush interval ([`StoreWorker::start`]; none by default): under
 //! sustained load the worker then flushes at most once per interval, a group that starts
 //! sooner after the previous flush first waiting for the rest of it. A session writes its
 //! next batch of publishes only once the previous one is durable, so with a steady
@@ -81,18 +81,10 @@ impl std::fmt::Debug for StoreWorker {
 }
 
 impl StoreWorker {
-    /// Starts the worker thread over `store`, flushing as soon as a group is done.
-    #[cfg(test)]
-    pub fn start(store: Store) -> std::io::Result<StoreWorker> {
-        StoreWorker::start_with_flush_interval(store, std::time::Duration::ZERO)
-    }
-
     /// Starts the worker thread over `store`; under sustained load it flushes at most
-    /// once per `interval` (at most [`MAX_FLUSH_INTERVAL`]; see the [module docs](self)).
-    pub fn start_with_flush_interval(
-        store: Store,
-        interval: std::time::Duration,
-    ) -> std::io::Result<StoreWorker> {
+    /// once per `interval` (zero: as soon as a group is done; at most
+    /// [`MAX_FLUSH_INTERVAL`]; see the [module docs](self)).
+    pub fn start(store: Store, interval: std::time::Duration) -> std::io::Result<StoreWorker> {
         let interval = interval.min(MAX_FLUSH_INTERVAL);
         // Unbounded on purpose, and bounded in effect: every job stands for something
         // bounded elsewhere — a QoS >= 1 publish (the outbox holds at most
@@ -112,10 +104,8 @@ impl StoreWorker {
                 let mut answers: Answers = Vec::new();
                 let mut flushed: Option<std::time::Instant> = None;
                 while let Ok(first) = rx.recv() {
-                    if let Some(wait) = flushed
-                        .and_then(|t| interval.checked_sub(t.elapsed()))
-                        .filter(|w| !w.is_zero())
-                    {
+                    // Under load, the rest of the interval since the last flush.
+                    if let Some(wait) = flushed.and_then(|t| interval.checked_sub(t.elapsed())) {
                         std::thread::sleep(wait);
                     }
                     let mut group = vec![first];
@@ -127,7 +117,7 @@ impl StoreWorker {
                     }
                     let owed = GROUP.with(|g| g.replace(None)) == Some(true);
                     if owed {
-                        flushed = Some(std::time::Instant::now());
+                        flushed = (!interval.is_zero()).then(std::time::Instant::now);
                         if let Err(e) = s.flush() {
                             tracing::error!(error = %e, withheld = answers.len(),
                                 "store flush failed; the writes of this group are not reported done");
@@ -188,7 +178,11 @@ mod tests {
 
     #[test]
     fn jobs_run_in_submission_order_and_report_their_results() {
-        let w = StoreWorker::start(Store::memory().expect("memory store")).expect("thread");
+        let w = StoreWorker::start(
+            Store::memory().expect("memory store"),
+            std::time::Duration::ZERO,
+        )
+        .expect("thread");
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         for i in 0..100 {
             let s = Arc::clone(&seen);
