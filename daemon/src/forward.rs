@@ -21,8 +21,9 @@
 //! its own clone, and the acknowledger acknowledges in arrival order):
 //! - with a store: once it is written to the target's durable outbox (store-and-forward:
 //!   an outage of the target's link is absorbed by the outbox, up to its
-//!   `max_pending_messages`; past that the window fills, the route's queue fills, and the
-//!   source broker's in-flight window stops the flow — backpressure, never a drop);
+//!   `max_pending_messages`, which the lane does not go past; then the rule stops taking,
+//!   the route's queue fills, and the source broker's in-flight window stops the flow —
+//!   backpressure, never a drop);
 //! - without a store: once the target's broker acknowledged it (PUBACK / PUBCOMP).
 //!
 //! So a message is always held by someone who will deliver it — the source broker, or
@@ -315,9 +316,17 @@ impl RunningRule {
             if home.is_none() {
                 home = handle.as_ref().map(SessionHandle::arbiter);
             }
+            // With a store, accepted messages wait in the target's outbox until its
+            // broker acknowledges them: the lane keeps within that outbox's bound, so
+            // that it stops taking when the outbox is full instead of being refused.
+            let outbox = handle
+                .as_ref()
+                .filter(|_| store)
+                .map_or(usize::MAX, |h| h.options().performance.max_pending_messages);
             lanes.push(Lane::new(
                 target,
                 window,
+                outbox,
                 broker_ids(handle.as_ref())
                     .into_iter()
                     .filter(|b| !source_brokers.contains(b))
@@ -458,6 +467,10 @@ struct Lane {
     brokers: Vec<String>,
     /// Most messages taken and not yet handled.
     window: usize,
+    /// Most messages taken and not yet acknowledged by the target's broker: the target
+    /// session's `max_pending_messages` with a store (where handled messages wait in its
+    /// outbox), unbounded without (the window is the bound).
+    outbox: usize,
     publish: PublishLane,
     /// The target session's handle, looked up again after it closed.
     session: Option<SessionHandle>,
@@ -484,11 +497,12 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(target: Target, window: usize, brokers: Vec<String>) -> Lane {
+    fn new(target: Target, window: usize, outbox: usize, brokers: Vec<String>) -> Lane {
         Lane {
             target,
             brokers,
             window: window.max(1),
+            outbox: outbox.max(1),
             publish: PublishLane::new(),
             session: None,
             next_seq: 0,
@@ -508,9 +522,10 @@ impl Lane {
         &self.target.stats
     }
 
-    /// Room left in the window.
+    /// Room left in the window (and in the target's outbox).
     fn room(&self) -> usize {
-        self.window.saturating_sub(self.in_flight)
+        let window = self.window.saturating_sub(self.in_flight);
+        window.min(self.outbox.saturating_sub(self.entries.len()))
     }
 
     /// Takes `msg` in (its place in the window), and returns its sequence number.

@@ -36,13 +36,18 @@ impl<T> GroupCommit<T> {
 
     /// The batch to write now (kept until [`finish`](Self::finish)): `None` while a
     /// write runs or when nothing waits.
-    pub(crate) fn start(&mut self) -> Option<&[T]> {
+    pub(crate) fn start(&mut self) -> Option<&mut [T]> {
         if self.busy || self.next.is_empty() {
             return None;
         }
         self.writing = std::mem::take(&mut self.next);
         self.busy = true;
-        Some(&self.writing)
+        Some(&mut self.writing)
+    }
+
+    /// Whether every publish waiting or being written satisfies `f`.
+    pub(crate) fn all(&self, f: impl Fn(&T) -> bool) -> bool {
+        self.writing.iter().chain(&self.next).all(f)
     }
 
     /// The running write ended (either way): its batch.
@@ -59,15 +64,19 @@ mod tests {
     #[test]
     fn publishes_arriving_during_a_write_go_into_the_next_batch() {
         let mut g = GroupCommit::default();
-        assert_eq!(g.start(), None::<&[u32]>, "nothing to write");
+        assert_eq!(g.start(), None::<&mut [u32]>, "nothing to write");
         g.push(1);
         g.push(2);
-        assert_eq!(g.start(), Some(&[1, 2][..]));
+        assert_eq!(g.start(), Some(&mut [1, 2][..]));
         g.push(3);
         assert_eq!(g.len(), 3, "two being written, one waiting");
+        assert!(
+            g.all(|n| *n > 0) && !g.all(|n| *n < 3),
+            "both batches are seen"
+        );
         assert_eq!(g.start(), None, "one write at a time");
         assert_eq!(g.finish(), vec![1, 2]);
-        assert_eq!(g.start(), Some(&[3][..]));
+        assert_eq!(g.start(), Some(&mut [3][..]));
         assert_eq!(g.finish(), vec![3]);
         assert_eq!(g.len(), 0);
     }

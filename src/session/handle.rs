@@ -129,7 +129,9 @@ impl SessionHandle {
     /// Publishes and waits for completion: QoS 0 once written to the connection, QoS 1/2
     /// once the broker acknowledged it (PUBACK / PUBCOMP), with or without a store — so
     /// the broker's refusals reach the caller. With a store, a QoS >= 1 publish is
-    /// written to the store's outbox before it is sent (and replayed after a crash).
+    /// written to the store's outbox (and replayed after a crash): a QoS 2 one, or any
+    /// of a persistent session (`clean_session = false`), before it is sent; a QoS 1 one
+    /// of a clean session while it is sent, so the disk adds nothing to its latency.
     /// QoS >= 1 publishes made while disconnected wait in the outbox (bounded by
     /// `max_pending_messages`) and are sent after the next connect. To return as soon as
     /// the message is accepted, use [`enqueue`](Self::enqueue).

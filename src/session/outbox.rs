@@ -208,6 +208,18 @@ impl<R> Outbox<R> {
         self.entries.get(&id).map(|e| &e.publish)
     }
 
+    /// Gives entry `id`, queued before it was in the store, its key there now that it is;
+    /// false when the entry is gone (completed or failed meanwhile).
+    pub(crate) fn set_seq(&mut self, id: u64, seq: u64) -> bool {
+        match self.entries.get_mut(&id) {
+            Some(e) => {
+                e.seq = Some(seq);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `id` is still handed (not written, not back to waiting).
     pub(crate) fn is_handed(&self, id: u64) -> bool {
         self.handed.contains(&id)

@@ -128,6 +128,29 @@ pub(crate) enum StoreOp {
     PutMeta(SessionMeta),
 }
 
+/// One publish in the group commit to the store's outbox.
+#[derive(Debug)]
+pub(crate) enum Durable<R> {
+    /// Queued in the outbox once it is written: QoS 2, a persistent session's publishes
+    /// (their packet ids go to disk before the wire), and whatever comes after one of
+    /// those while it waits, so that the order holds.
+    Held(Publish, Completion<R>),
+    /// A QoS 1 publish of a clean session, queued in the outbox (entry `id`) as it came
+    /// and possibly on the wire already; `accepted` hears once it is written. Sending
+    /// before the write risks nothing a QoS 1 publish does not already allow: a process
+    /// that dies before the write never acknowledged it to its caller, who sends it again
+    /// (a duplicate at most). It keeps the disk's latency out of the message's way.
+    Sent {
+        /// The outbox entry.
+        id: u64,
+        /// Whoever waits for acceptance.
+        accepted: Option<R>,
+        /// The entry was in the write (false: it completed before the write started,
+        /// and nothing needed writing).
+        written: bool,
+    },
+}
+
 /// What a store write's result is for, when the core waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Then {
@@ -334,7 +357,9 @@ pub(crate) struct SessionCore<R> {
     subscriptions: Subscriptions<R>,
     outbox: Outbox<R>,
     /// QoS >= 1 publishes on their way to the store's outbox (with a store).
-    durable: GroupCommit<(Publish, Completion<R>)>,
+    durable: GroupCommit<Durable<R>>,
+    /// Of those, the ones queued in the outbox already ([`Durable::Sent`]).
+    sent_early: usize,
     /// Handed publishes whose packet ids are being recorded (a persistent session with a
     /// store, MQTT 3.1.1): nothing is handed after them until they go to the wire.
     recording: Option<Vec<u64>>,
@@ -376,6 +401,7 @@ impl<R> SessionCore<R> {
             subscriptions: Subscriptions::default(),
             outbox: parts.outbox,
             durable: GroupCommit::default(),
+            sent_early: 0,
             recording: None,
             releases: Vec::new(),
             removals: Vec::new(),
@@ -511,7 +537,7 @@ impl<R> SessionCore<R> {
 
     /// Publishes accepted or being accepted (outbox plus group commit in progress).
     pub(crate) fn pending_total(&self) -> usize {
-        self.outbox.len() + self.durable.len()
+        self.outbox.len() + self.durable.len() - self.sent_early
     }
 
     /// Publishes in the outbox.

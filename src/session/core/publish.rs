@@ -2,7 +2,7 @@
 //! publishes to the store, the outbox into the wire within the in-flight window, the
 //! recording of packet ids and PUBRECs, completion, and the store's removals.
 
-use super::{Completion, Effect, Now, SessionCore, StoreOp, Then, Wire};
+use super::{Completion, Durable, Effect, Now, SessionCore, StoreOp, Then, Wire};
 use crate::error::Error;
 use crate::message::{Publish, QoS};
 use crate::session::lane::LaneTicket;
@@ -80,16 +80,28 @@ impl<R> SessionCore<R> {
     }
 
     /// Queues an admitted publish. With a store a QoS >= 1 publish is written (group
-    /// commit) before it is queued. `accepted` hears once it is queued (durable), `done`
-    /// once the broker acknowledged it.
+    /// commit): a QoS 2 one, or any of a persistent session, before it is queued; a
+    /// QoS 1 one of a clean session is queued at once and written meanwhile
+    /// ([`Durable`]). `accepted` hears once it is durable (without a store: queued),
+    /// `done` once the broker acknowledged it.
     fn queue_admitted(&mut self, publish: Publish, c: Completion<R>, wire: &mut dyn Wire) {
-        if publish.qos != QoS::AtMostOnce && self.has_store {
-            self.durable.push((publish, c));
+        let durable = publish.qos != QoS::AtMostOnce && self.has_store;
+        if durable && !self.sends_before_written(&publish) {
+            self.durable.push(Durable::Held(publish, c));
             self.commit_durable();
             self.tick_while_queued();
             return;
         }
         match self.outbox.push(publish, c.done) {
+            Ok(id) if durable => {
+                self.durable.push(Durable::Sent {
+                    id,
+                    accepted: c.accepted,
+                    written: false,
+                });
+                self.sent_early += 1;
+                self.commit_durable();
+            }
             Ok(_) => {
                 if let Some(r) = c.accepted {
                     self.answer(r, Ok(()));
@@ -114,22 +126,102 @@ impl<R> SessionCore<R> {
         self.tick_while_queued();
     }
 
+    /// Whether a QoS >= 1 publish (with a store) is queued before it is written
+    /// ([`Durable::Sent`]): QoS 1, a clean session (no packet ids recorded before the
+    /// wire), and nothing held in the group commit ahead of it.
+    fn sends_before_written(&self, publish: &Publish) -> bool {
+        publish.qos == QoS::AtLeastOnce
+            && self.opts.connect.clean_session
+            && self.durable.all(|d| matches!(d, Durable::Sent { .. }))
+    }
+
     /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
-    /// (one flush); they are queued and reported accepted when it is done.
+    /// (one flush); they are reported accepted when it is done, and the held ones queued.
+    /// A publish sent early that completed before the write started is not written.
     fn commit_durable(&mut self) {
         let Some(batch) = self.durable.start() else {
             return;
         };
+        let outbox = &self.outbox;
         let stored: Vec<StoredPublish> = batch
-            .iter()
-            .map(|(p, _)| StoredPublish {
+            .iter_mut()
+            .filter_map(|d| match d {
+                Durable::Held(p, _) => Some(&*p),
+                Durable::Sent { id, written, .. } => {
+                    let p = outbox.publish_of(*id);
+                    *written = p.is_some();
+                    p
+                }
+            })
+            .map(|p| StoredPublish {
                 topic: p.topic.clone(),
                 payload: p.payload.clone(),
                 qos: p.qos.as_u8(),
                 retain: p.retain,
             })
             .collect();
+        if stored.is_empty() {
+            // Every publish of the batch completed already: nothing to write.
+            self.committed(Ok(Vec::new()));
+            return;
+        }
         self.store(StoreOp::PushMany(stored), Some(Then::Committed));
+    }
+
+    /// The group commit's write ended: the held publishes are queued (or refused), those
+    /// sent early learn their key in the store (or, completed meanwhile, leave it again),
+    /// and whoever waits for acceptance hears.
+    fn committed(&mut self, result: Result<Vec<u64>, String>) {
+        let batch = self.durable.finish();
+        let mut seqs = match &result {
+            Ok(seqs) => seqs.iter().copied(),
+            Err(_) => [].iter().copied(),
+        };
+        let mut accepted = Vec::new();
+        for d in batch {
+            match d {
+                Durable::Held(publish, c) => match (&result, seqs.next()) {
+                    (Ok(_), Some(seq)) => {
+                        self.outbox.push_stored(publish, seq, c.done);
+                        accepted.extend(c.accepted.map(|r| (r, Ok(()))));
+                    }
+                    _ => self.refuse(c, self.write_error(&result)),
+                },
+                Durable::Sent {
+                    id,
+                    accepted: r,
+                    written,
+                } => {
+                    self.sent_early -= 1;
+                    let answer = match (&result, written) {
+                        (_, false) => Ok(()),
+                        (Ok(_), true) => {
+                            if let Some(seq) = seqs.next() {
+                                if !self.outbox.set_seq(id, seq) {
+                                    self.remove_stored(Some(seq));
+                                }
+                            }
+                            Ok(())
+                        }
+                        // Not durable; still queued, and still answered on completion.
+                        (Err(_), true) => Err(self.write_error(&result)),
+                    };
+                    accepted.extend(r.map(|r| (r, answer)));
+                }
+            }
+        }
+        if let Err(e) = &result {
+            tracing::error!(session = %self.name, error = %e, "cannot write publishes to the store");
+        }
+        for (r, answer) in accepted {
+            self.answer(r, answer);
+        }
+    }
+
+    /// The error a failed store write gives its publishes.
+    fn write_error(&self, result: &Result<Vec<u64>, String>) -> Error {
+        let e = result.as_ref().err().cloned().unwrap_or_default();
+        Error::StoreWrite(e)
     }
 
     /// A store write the core waited for ended.
@@ -141,25 +233,7 @@ impl<R> SessionCore<R> {
     ) {
         match then {
             Then::Committed => {
-                let batch = self.durable.finish();
-                match result {
-                    Ok(seqs) => {
-                        let mut accepted = Vec::with_capacity(batch.len());
-                        for ((publish, c), seq) in batch.into_iter().zip(seqs) {
-                            self.outbox.push_stored(publish, seq, c.done);
-                            accepted.extend(c.accepted);
-                        }
-                        for r in accepted {
-                            self.answer(r, Ok(()));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(session = %self.name, error = %e, "cannot write publishes to the store");
-                        for (_, c) in batch {
-                            self.refuse(c, Error::StoreWrite(e.clone()));
-                        }
-                    }
-                }
+                self.committed(result);
                 self.pump(wire);
                 self.commit_durable();
             }

@@ -579,64 +579,107 @@ fn restart_verdicts() {
 }
 
 #[test]
-fn with_a_store_a_publish_is_durable_before_it_is_queued_and_removed_after_its_ack() {
+fn with_a_store_a_qos1_publish_goes_out_while_it_is_written_and_is_accepted_once_durable() {
     let mut h = harness(options(), true, true);
     h.connect(false);
     h.table(vec![
         (
             enqueue(1, "a"),
-            &["store push 1 then Committed", "start tick"],
-        ),
-        // Arrives while the first write runs: the next batch.
-        (enqueue(2, "b"), &[]),
-        (enqueue(3, "c"), &[]),
-        (
-            stored(Then::Committed, Ok(vec![10])),
             &[
                 "wire publish a #1",
-                "answer 1 ok",
-                "store push 2 then Committed",
+                "store push 1 then Committed",
+                "start tick",
             ],
         ),
-        (
-            stored(Then::Committed, Ok(vec![11, 12])),
-            &[
-                "wire publish b #2",
-                "wire publish c #3",
-                "answer 2 ok",
-                "answer 3 ok",
-            ],
-        ),
+        // Arrive while the first write runs: on the wire at once, written next.
+        (enqueue(2, "b"), &["wire publish b #2"]),
+        (enqueue(3, "c"), &["wire publish c #3"]),
         (Input::Written(Written::Publish(1)), &[]),
         (Input::Written(Written::Publish(2)), &[]),
         (Input::Written(Written::Publish(3)), &[]),
-        (puback(1), &["flush removals soon"]),
+        // b completes before its write started: it is never written.
         (puback(2), &[]),
+        (
+            stored(Then::Committed, Ok(vec![10])),
+            &["answer 1 ok", "store push 1 then Committed"],
+        ),
+        (puback(1), &["flush removals soon"]),
+        // c completes while it is written: it leaves the store once the write is done.
+        (puback(3), &[]),
+        (
+            stored(Then::Committed, Ok(vec![11])),
+            &["answer 2 ok", "answer 3 ok"],
+        ),
         // Removals go before any other write of the session.
         (Input::FlushRemovals, &["store remove [10, 11]"]),
-        (puback(3), &["flush removals soon"]),
-        (Input::FlushRemovals, &["store remove [12]"]),
         (Input::FlushRemovals, &[]),
     ]);
 }
 
 #[test]
-fn a_failed_store_write_refuses_the_batch() {
+fn with_a_store_a_qos2_publish_and_what_follows_it_are_durable_before_they_are_queued() {
     let mut h = harness(options(), true, true);
     h.connect(false);
     h.table(vec![
         (
-            publish(1, "a", QoS::AtLeastOnce),
+            publish(1, "a", QoS::ExactlyOnce),
             &["store push 1 then Committed", "start tick"],
         ),
+        // Behind a held publish a QoS 1 one waits too, so that the order holds.
+        (enqueue(2, "b"), &[]),
+        (
+            stored(Then::Committed, Ok(vec![10])),
+            &["wire publish a #1", "store push 1 then Committed"],
+        ),
+        (
+            stored(Then::Committed, Ok(vec![11])),
+            &["wire publish b #2", "answer 2 ok"],
+        ),
+        // Nothing held any more: the next QoS 1 publish goes out at once.
+        (
+            enqueue(3, "c"),
+            &["wire publish c #3", "store push 1 then Committed"],
+        ),
+        (Input::Written(Written::Publish(1)), &[]),
+        (Input::Written(Written::Publish(2)), &[]),
+        (puback(2), &["flush removals soon"]),
+        (Input::FlushRemovals, &["store remove [11]"]),
+    ]);
+}
+
+#[test]
+fn a_failed_store_write_refuses_the_held_publishes_and_tells_those_sent_early() {
+    let mut h = harness(options(), true, true);
+    h.connect(false);
+    h.table(vec![
+        (
+            enqueue(1, "a"),
+            &[
+                "wire publish a #1",
+                "store push 1 then Committed",
+                "start tick",
+            ],
+        ),
+        // Not durable: its caller hears so; it stays queued (and on the wire).
         (
             stored(Then::Committed, Err("disk full".into())),
             &["answer 1 StoreWrite"],
         ),
+        (Input::Written(Written::Publish(1)), &[]),
+        // Never in the store: nothing to remove.
+        (puback(1), &[]),
+        (
+            publish(2, "b", QoS::ExactlyOnce),
+            &["store push 1 then Committed"],
+        ),
+        (
+            stored(Then::Committed, Err("disk full".into())),
+            &["answer 2 StoreWrite"],
+        ),
         (Input::Tick, &["stop tick"]),
         // QoS 0 never goes to the store.
         (
-            publish(2, "a", QoS::AtMostOnce),
+            publish(3, "a", QoS::AtMostOnce),
             &["wire publish a #0", "start tick"],
         ),
     ]);
