@@ -101,13 +101,13 @@ pub struct StoreConfig {
     pub path: Option<Spanned<PathBuf>>,
     /// Under sustained load, the store flushes at most once per this interval, so that a
     /// steady stream of forwarded messages shares fsyncs (a lone write is not delayed).
-    /// Default 1 ms; `"0s"` flushes every group at once; at most 100 ms.
+    /// Default 5 ms; `"0s"` flushes every group at once; at most 100 ms.
     #[serde(default = "default_flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
 }
 
 fn default_flush_interval() -> Duration {
-    Duration::from_millis(1)
+    Duration::from_millis(5)
 }
 
 /// `[http]`: where the endpoints listen, and who may read them (the conventions of the
