@@ -116,6 +116,7 @@ pub mod reason;
 mod request;
 pub mod router;
 pub mod session;
+mod small_map;
 pub mod store;
 pub mod supervisor;
 pub mod tls;

@@ -23,7 +23,7 @@ pub mod durable;
 pub mod route;
 pub(crate) mod table;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -34,6 +34,7 @@ use self::route::{RouteOptions, RouteScope, RouteStats, SubscribeOptions};
 use crate::error::Error;
 use crate::message::{Message as MqttMessage, QoS};
 use crate::session::{SessionActor, Subscribe, Unsubscribe};
+use crate::small_map::SmallMap;
 use crate::store::StoreWorker;
 use crate::topic::TopicFilter;
 
@@ -43,9 +44,10 @@ pub(crate) struct RouterActor {
     table: Arc<ArcSwap<RouteTable>>,
     master: RouteTable,
     routes: HashMap<u64, Arc<RouteEntry>>,
-    by_filter: HashMap<String, BTreeSet<u64>>,
+    /// Route ids by filter (one nearly always).
+    by_filter: HashMap<String, Vec<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
-    subscribed: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
+    subscribed: HashMap<Arc<str>, SmallMap<String, (QoS, SubscribeOptions)>>,
     /// The manager's store worker (durable routes, subscription saves).
     hold: Option<StoreWorker>,
     durable: HashSet<Arc<str>>,
@@ -148,17 +150,17 @@ impl RouterActor {
     fn insert_entry(&mut self, entry: Arc<RouteEntry>) {
         self.by_filter
             .entry(entry.filter.as_str().to_string())
-            .or_default()
-            .insert(entry.id);
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(entry.id);
         self.master.trie.insert(&entry.filter, Arc::clone(&entry));
         self.routes.insert(entry.id, entry);
     }
 
     fn remove_entry(&mut self, id: u64) -> Option<Arc<RouteEntry>> {
         let entry = self.routes.remove(&id)?;
-        if let Some(set) = self.by_filter.get_mut(entry.filter.as_str()) {
-            set.remove(&id);
-            if set.is_empty() {
+        if let Some(ids) = self.by_filter.get_mut(entry.filter.as_str()) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
                 self.by_filter.remove(entry.filter.as_str());
             }
         }

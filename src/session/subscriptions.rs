@@ -7,10 +7,11 @@
 //! ([`Subscriptions::on_suback`]), and sends what it is told. `R` is what answers a caller
 //! waiting for its SUBACK (a oneshot sender in the actor).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::message::{QoS, SubscribeOptions};
 use crate::reason::ReasonCode;
+use crate::small_map::SmallMap;
 
 /// One kept subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ pub(crate) enum SubAckOutcome<R> {
 /// The subscriptions of one session. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Subscriptions<R> {
-    set: BTreeMap<String, Subscription>,
+    set: SmallMap<String, Subscription>,
     /// Requests handed to rumqttc, not yet written (in order).
     queue: VecDeque<Request<R>>,
     /// Requests written, by packet id, waiting for their SUBACK (a few at most: a list).
@@ -73,7 +74,7 @@ pub(crate) struct Subscriptions<R> {
 impl<R> Default for Subscriptions<R> {
     fn default() -> Self {
         Subscriptions {
-            set: BTreeMap::new(),
+            set: SmallMap::default(),
             queue: VecDeque::new(),
             inflight: Vec::new(),
             stale: BTreeSet::new(),
