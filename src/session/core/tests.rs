@@ -578,19 +578,20 @@ fn restart_verdicts() {
     h.table(vec![(Input::DriverEnded, &[])]);
 }
 
+/// What a connected session with a store does with its first QoS 1 publish (`a`): on the
+/// wire at once, written to the store meanwhile.
+const FIRST_SENT_EARLY: &[&str] = &[
+    "wire publish a #1",
+    "store push 1 then Committed",
+    "start tick",
+];
+
 #[test]
 fn with_a_store_a_qos1_publish_goes_out_while_it_is_written_and_is_accepted_once_durable() {
     let mut h = harness(options(), true, true);
     h.connect(false);
     h.table(vec![
-        (
-            enqueue(1, "a"),
-            &[
-                "wire publish a #1",
-                "store push 1 then Committed",
-                "start tick",
-            ],
-        ),
+        (enqueue(1, "a"), FIRST_SENT_EARLY),
         // Arrive while the first write runs: on the wire at once, written next.
         (enqueue(2, "b"), &["wire publish b #2"]),
         (enqueue(3, "c"), &["wire publish c #3"]),
@@ -652,14 +653,7 @@ fn a_failed_store_write_refuses_the_held_publishes_and_tells_those_sent_early() 
     let mut h = harness(options(), true, true);
     h.connect(false);
     h.table(vec![
-        (
-            enqueue(1, "a"),
-            &[
-                "wire publish a #1",
-                "store push 1 then Committed",
-                "start tick",
-            ],
-        ),
+        (enqueue(1, "a"), FIRST_SENT_EARLY),
         // Not durable: its caller hears so; it stays queued (and on the wire).
         (
             stored(Then::Committed, Err("disk full".into())),
