@@ -44,6 +44,8 @@ pub(crate) struct RouterActor {
     table: Arc<ArcSwap<RouteTable>>,
     master: RouteTable,
     routes: HashMap<u64, Arc<RouteEntry>>,
+    /// The names of `routes` (a name is taken by one route at a time).
+    names: HashSet<Arc<str>>,
     /// Route ids by filter (one nearly always).
     by_filter: HashMap<String, Vec<u64>>,
     sessions: HashMap<Arc<str>, Addr<SessionActor>>,
@@ -69,6 +71,7 @@ impl RouterActor {
             table,
             master: RouteTable::default(),
             routes: HashMap::new(),
+            names: HashSet::new(),
             by_filter: HashMap::new(),
             sessions: HashMap::new(),
             subscribed: HashMap::new(),
@@ -153,11 +156,13 @@ impl RouterActor {
             .or_insert_with(|| Vec::with_capacity(1))
             .push(entry.id);
         self.master.trie.insert(&entry.filter, Arc::clone(&entry));
+        self.names.insert(Arc::clone(&entry.name));
         self.routes.insert(entry.id, entry);
     }
 
     fn remove_entry(&mut self, id: u64) -> Option<Arc<RouteEntry>> {
         let entry = self.routes.remove(&id)?;
+        self.names.remove(&entry.name);
         if let Some(ids) = self.by_filter.get_mut(entry.filter.as_str()) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
@@ -251,7 +256,7 @@ impl Handler<AddRoute> for RouterActor {
             None => Arc::from(format!("{}-{id}", msg.kind)),
         };
         let held_for = self.take_placeholders(&name, &msg.scope, &msg.tx);
-        if self.routes.values().any(|r| r.name == name) {
+        if self.names.contains(&name) {
             let e = Error::DuplicateRoute(name.to_string());
             return Box::pin(async move { Err(e) }.into_actor(self));
         }
@@ -472,6 +477,7 @@ impl Handler<ClearRoutes> for RouterActor {
 
     fn handle(&mut self, _: ClearRoutes, _: &mut Context<Self>) {
         self.routes.clear();
+        self.names.clear();
         self.by_filter.clear();
         self.subscribed.clear();
         self.direct.clear();
