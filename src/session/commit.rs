@@ -45,11 +45,6 @@ impl<T> GroupCommit<T> {
         Some(&mut self.writing)
     }
 
-    /// Whether every publish waiting or being written satisfies `f`.
-    pub(crate) fn all(&self, f: impl Fn(&T) -> bool) -> bool {
-        self.writing.iter().chain(&self.next).all(f)
-    }
-
     /// The running write ended (either way): its batch.
     pub(crate) fn finish(&mut self) -> Vec<T> {
         self.busy = false;
@@ -70,10 +65,6 @@ mod tests {
         assert_eq!(g.start(), Some(&mut [1, 2][..]));
         g.push(3);
         assert_eq!(g.len(), 3, "two being written, one waiting");
-        assert!(
-            g.all(|n| *n > 0) && !g.all(|n| *n < 3),
-            "both batches are seen"
-        );
         assert_eq!(g.start(), None, "one write at a time");
         assert_eq!(g.finish(), vec![1, 2]);
         assert_eq!(g.start(), Some(&mut [3][..]));

@@ -537,7 +537,13 @@ impl<R> SessionCore<R> {
 
     /// Publishes accepted or being accepted (outbox plus group commit in progress).
     pub(crate) fn pending_total(&self) -> usize {
-        self.outbox.len() + self.durable.len() - self.sent_early
+        self.outbox.len() + self.held()
+    }
+
+    /// Publishes in the group commit not queued yet ([`Durable::Held`]; those sent early
+    /// are in the outbox already).
+    fn held(&self) -> usize {
+        self.durable.len() - self.sent_early
     }
 
     /// Publishes in the outbox.

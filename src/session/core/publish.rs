@@ -130,9 +130,7 @@ impl<R> SessionCore<R> {
     /// ([`Durable::Sent`]): QoS 1, a clean session (no packet ids recorded before the
     /// wire), and nothing held in the group commit ahead of it.
     fn sends_before_written(&self, publish: &Publish) -> bool {
-        publish.qos == QoS::AtLeastOnce
-            && self.opts.connect.clean_session
-            && self.durable.all(|d| matches!(d, Durable::Sent { .. }))
+        publish.qos == QoS::AtLeastOnce && self.opts.connect.clean_session && self.held() == 0
     }
 
     /// Writes the waiting batch of QoS >= 1 publishes to the store in one group commit
@@ -173,19 +171,25 @@ impl<R> SessionCore<R> {
     /// and whoever waits for acceptance hears.
     fn committed(&mut self, result: Result<Vec<u64>, String>) {
         let batch = self.durable.finish();
-        let mut seqs = match &result {
-            Ok(seqs) => seqs.iter().copied(),
-            Err(_) => [].iter().copied(),
+        // A failed write gives no sequence numbers: every written publish then lacks one.
+        let (seqs, failure) = match result {
+            Ok(seqs) => (seqs, String::new()),
+            Err(e) => {
+                tracing::error!(session = %self.name, error = %e, "cannot write publishes to the store");
+                (Vec::new(), e)
+            }
         };
+        let refusal = || Error::StoreWrite(failure.clone());
+        let mut seqs = seqs.into_iter();
         let mut accepted = Vec::new();
         for d in batch {
             match d {
-                Durable::Held(publish, c) => match (&result, seqs.next()) {
-                    (Ok(_), Some(seq)) => {
+                Durable::Held(publish, c) => match seqs.next() {
+                    Some(seq) => {
                         self.outbox.push_stored(publish, seq, c.done);
                         accepted.extend(c.accepted.map(|r| (r, Ok(()))));
                     }
-                    _ => self.refuse(c, self.write_error(&result)),
+                    None => self.refuse(c, refusal()),
                 },
                 Durable::Sent {
                     id,
@@ -193,35 +197,25 @@ impl<R> SessionCore<R> {
                     written,
                 } => {
                     self.sent_early -= 1;
-                    let answer = match (&result, written) {
-                        (_, false) => Ok(()),
-                        (Ok(_), true) => {
-                            if let Some(seq) = seqs.next() {
-                                if !self.outbox.set_seq(id, seq) {
-                                    self.remove_stored(Some(seq));
-                                }
+                    // Only the written ones have a sequence number.
+                    let answer = match written.then(|| seqs.next()) {
+                        None => Ok(()),
+                        Some(Some(seq)) => {
+                            if !self.outbox.set_seq(id, seq) {
+                                self.remove_stored(Some(seq));
                             }
                             Ok(())
                         }
                         // Not durable; still queued, and still answered on completion.
-                        (Err(_), true) => Err(self.write_error(&result)),
+                        Some(None) => Err(refusal()),
                     };
                     accepted.extend(r.map(|r| (r, answer)));
                 }
             }
         }
-        if let Err(e) = &result {
-            tracing::error!(session = %self.name, error = %e, "cannot write publishes to the store");
-        }
         for (r, answer) in accepted {
             self.answer(r, answer);
         }
-    }
-
-    /// The error a failed store write gives its publishes.
-    fn write_error(&self, result: &Result<Vec<u64>, String>) -> Error {
-        let e = result.as_ref().err().cloned().unwrap_or_default();
-        Error::StoreWrite(e)
     }
 
     /// A store write the core waited for ended.
