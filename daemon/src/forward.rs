@@ -316,12 +316,13 @@ impl RunningRule {
             if home.is_none() {
                 home = handle.as_ref().map(SessionHandle::arbiter);
             }
-            // With a store, accepted messages wait in the target's outbox until its
-            // broker acknowledges them: the lane keeps within that outbox's bound, so
-            // that it stops taking when the outbox is full instead of being refused.
+            // Accepted messages wait in the target's outbox until its broker
+            // acknowledges them (with a store, past the window): the lane keeps within
+            // that outbox's bound, so that it stops taking when the outbox is full
+            // instead of being refused (a `window` above `max_pending_messages` would
+            // otherwise draw a refusal and a retry delay for each message past it).
             let outbox = handle
                 .as_ref()
-                .filter(|_| store)
                 .map_or(usize::MAX, |h| h.options().performance.max_pending_messages);
             lanes.push(Lane::new(
                 target,
@@ -468,8 +469,8 @@ struct Lane {
     /// Most messages taken and not yet handled.
     window: usize,
     /// Most messages taken and not yet acknowledged by the target's broker: the target
-    /// session's `max_pending_messages` with a store (where handled messages wait in its
-    /// outbox), unbounded without (the window is the bound).
+    /// session's `max_pending_messages` (with a store, handled messages wait in its
+    /// outbox past the window; without, this caps a `window` set above it).
     outbox: usize,
     publish: PublishLane,
     /// The target session's handle, looked up again after it closed.

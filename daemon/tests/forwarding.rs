@@ -91,32 +91,51 @@ fn assert_each_topic_in_order(sub: &Sub) -> usize {
     last.len()
 }
 
+/// The sum of `key` over every rule of `/rules`.
+fn rules_sum(d: &Daemon, key: &str) -> u64 {
+    let (_, body) = d.get("/rules").expect("/rules answers");
+    let rules: serde_json::Value = serde_json::from_str(&body).unwrap();
+    rules
+        .as_array()
+        .map_or(0, |r| r.iter().filter_map(|r| r[key].as_u64()).sum())
+}
+
 #[tokio::test]
 async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing() {
     let src = Mosquitto::start();
     let dst = Mosquitto::start();
     let link = Proxy::start(dst.port(), Duration::ZERO);
-    // The target queues at most 5 while its link is down; the rule takes more (up to 20:
-    // the source broker sends an MQTT 3.1.1 client no more unacknowledged).
+    // The target queues at most 5 while its link is down. Each rule keeps within that
+    // bound on its own (its lane stops taking at 5), but three rules, each from a source
+    // session of its own, share the target: together they submit up to 15, and the
+    // target refuses what does not fit.
     let target = session("dst", "full-dst", link.port())
         .replace("max_pending_messages = 20000", "max_pending_messages = 5");
-    let d = Daemon::start(&format!(
-        "{HTTP}{}{target}{}window = 100\n",
-        session("src", "full-src", src.port()),
-        rule("copy", "src", "in/#", "dst", "out/{topic}")
-    ));
+    const TOPICS: usize = 3;
+    let (mut sources, mut rules) = (String::new(), String::new());
+    for k in 0..TOPICS {
+        sources += &session(&format!("src{k}"), &format!("full-src{k}"), src.port());
+        rules += &rule(
+            &format!("copy{k}"),
+            &format!("src{k}"),
+            &format!("in/t{k}"),
+            "dst",
+            "out/{topic}",
+        );
+        rules += "window = 100\n";
+    }
+    let d = Daemon::start(&format!("{HTTP}{sources}{target}{rules}"));
     d.wait_ready().await;
     let sub = Sub::spawn(dst.port(), "out/#", 1);
     link.cut();
     const N: usize = 60;
-    const TOPICS: usize = 3;
     publish_on_topics(src.port(), TOPICS, N);
     // The target session refuses what does not fit (queue full): the lane is held and
     // those messages wait for a retry, in order.
     assert!(
-        poll_until_async(T, || async { rule_u64(&d, "retries") > 0 }).await,
+        poll_until_async(T, || async { rules_sum(&d, "retries") > 0 }).await,
         "no retry while the target's queue was full: {}\n{}",
-        first_rule(&d),
+        d.get("/rules").map(|(_, b)| b).unwrap_or_default(),
         d.stderr()
     );
     link.restore();
@@ -125,18 +144,56 @@ async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing(
         "{} of {} forwarded after the link came back: {}\n{}",
         sub.count(),
         N * TOPICS,
-        first_rule(&d),
+        d.get("/rules").map(|(_, b)| b).unwrap_or_default(),
         d.stderr()
     );
     assert_eq!(assert_each_topic_in_order(&sub), TOPICS);
     // The counter follows the target broker's PUBACKs, which may come after the
     // subscriber's copies.
     let all = poll_until_async(T, || async {
-        rule_u64(&d, "forwarded") == (N * TOPICS) as u64
+        rules_sum(&d, "forwarded") == (N * TOPICS) as u64
     })
     .await;
+    let body = d.get("/rules").map(|(_, b)| b).unwrap_or_default();
+    assert!(all, "forwarded counter: {body}");
+    assert_eq!(rules_sum(&d, "dropped"), 0, "{body}");
+}
+
+#[tokio::test]
+async fn a_rule_whose_window_is_above_the_targets_bound_stops_taking_there_without_refusals() {
+    let src = Mosquitto::start();
+    let dst = Mosquitto::start();
+    let link = Proxy::start(dst.port(), Duration::ZERO);
+    let target = session("dst", "bound-dst", link.port())
+        .replace("max_pending_messages = 20000", "max_pending_messages = 5");
+    let d = Daemon::start(&format!(
+        "{HTTP}{}{target}{}window = 100\n",
+        session("src", "bound-src", src.port()),
+        rule("copy", "src", "in/#", "dst", "out/{topic}")
+    ));
+    d.wait_ready().await;
+    let sub = Sub::spawn(dst.port(), "out/#", 1);
+    link.cut();
+    const N: usize = 30;
+    publish_on_topics(src.port(), 1, N);
+    // The lane fills the target's outbox and stops there: 5 taken, none refused.
+    assert!(
+        poll_until_async(T, || async { rule_u64(&d, "in_flight") == 5 }).await,
+        "the rule did not fill the target's bound: {}\n{}",
+        first_rule(&d),
+        d.stderr()
+    );
+    link.restore();
+    assert!(
+        sub.wait_for_count_async(N, T).await,
+        "{} of {N} forwarded after the link came back: {}\n{}",
+        sub.count(),
+        first_rule(&d),
+        d.stderr()
+    );
     let r = first_rule(&d);
-    assert!(all, "forwarded counter: {r}");
+    assert_eq!(r["retries"], 0, "refused past the target's bound: {r}");
+    assert!(r["in_flight_peak"].as_u64().unwrap_or(0) <= 5, "{r}");
     assert_eq!(r["dropped"], 0, "{r}");
 }
 
