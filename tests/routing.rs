@@ -454,6 +454,43 @@ async fn routes_on_unknown_sessions_and_bad_filters_are_refused() {
 }
 
 #[actix_rt::test]
+async fn routes_added_in_a_burst_are_live_before_their_sessions_subscribe() {
+    // The router publishes its table once per burst of added routes; each route must still
+    // be in the table before its session subscribes, or the retained message the broker
+    // sends right after the SUBACK would find no route.
+    init_tracing();
+    let broker = Mosquitto::start();
+    const N: usize = 40;
+    for i in 0..N {
+        publish(
+            broker.port(),
+            &format!("burst/{i}"),
+            &format!("kept {i}"),
+            1,
+            true,
+        );
+    }
+    let m = SessionManager::new().unwrap();
+    m.add_session(fast_opts("s", &broker.url())).await.unwrap();
+    m.wait_for_session("s", T).await.unwrap();
+    let adds = (0..N).map(|i| {
+        let m = m.clone();
+        async move { m.listen_to("s", &format!("burst/{i}")).await }
+    });
+    let listeners = futures_util::future::join_all(adds).await;
+    for (i, l) in listeners.into_iter().enumerate() {
+        let l = l.unwrap();
+        assert_eq!(recv(&l).await.payload_str().unwrap(), format!("kept {i}"));
+    }
+    assert_eq!(
+        m.metrics().dropped_messages,
+        0,
+        "a retained message found no route"
+    );
+    m.shutdown().await;
+}
+
+#[actix_rt::test]
 async fn route_figures_appear_in_the_metrics_and_vanish_when_the_route_stops() {
     init_tracing();
     let broker = Mosquitto::start();

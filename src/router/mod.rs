@@ -56,6 +56,8 @@ pub(crate) struct RouterActor {
     /// Subscriptions the application made directly, per session and filter.
     direct: HashMap<Arc<str>, HashMap<String, (QoS, SubscribeOptions)>>,
     next_id: u64,
+    /// `master` has routes that `table` does not have yet (see [`AddRoute`]).
+    unpublished: bool,
 }
 
 type SessionReply = futures_util::future::BoxFuture<'static, Result<(), Error>>;
@@ -77,11 +79,20 @@ impl RouterActor {
             subscribed: HashMap::new(),
             direct: HashMap::new(),
             next_id: 0,
+            unpublished: false,
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.table.store(Arc::new(self.master.clone()));
+        self.unpublished = false;
+    }
+
+    /// Publishes the table if routes were added since it was last published.
+    fn publish_added(&mut self) {
+        if self.unpublished {
+            self.publish();
+        }
     }
 
     /// Brings the broker subscription of `session` to `filter` in line with the routes.
@@ -282,21 +293,33 @@ impl Handler<AddRoute> for RouterActor {
             self.deliver_held(s, &name, &msg.tx, &entry.stats);
         }
         self.insert_entry(entry);
-        self.publish();
-        tracing::debug!(route = %name, filter = %msg.filter, "route added");
-        let pending: Vec<SessionReply> = self
-            .sessions_covered(&msg.scope)
-            .iter()
-            .filter_map(|s| self.sync_subscription(s, &msg.filter))
-            .collect();
-        for s in self.sessions_covered(&msg.scope) {
-            self.save_subscriptions(&s);
-        }
-        let scoped = matches!(msg.scope, RouteScope::Session(_));
+        // The table is published, and the sessions subscribed, once the routes added
+        // together are all in `master` (actix runs every message waiting in the mailbox
+        // before the futures its handlers return): one copy of the table, and of each trie
+        // node on the way to the new routes, per burst of routes instead of per route.
+        // The table is published before any session subscribes, so a message the broker
+        // sends on the new subscription finds its route.
+        self.unpublished = true;
+        let (filter, scope) = (msg.filter, msg.scope);
+        let scoped = matches!(scope, RouteScope::Session(_));
         Box::pin(
-            futures_util::future::join_all(pending)
-                .into_actor(self)
-                .map(move |results, act, _| {
+            actix::fut::ready(())
+                .then(move |(), act: &mut RouterActor, _| {
+                    act.publish_added();
+                    tracing::debug!(route = %name, %filter, "route added");
+                    let pending: Vec<SessionReply> = act
+                        .sessions_covered(&scope)
+                        .iter()
+                        .filter_map(|s| act.sync_subscription(s, &filter))
+                        .collect();
+                    for s in act.sessions_covered(&scope) {
+                        act.save_subscriptions(&s);
+                    }
+                    futures_util::future::join_all(pending)
+                        .into_actor(act)
+                        .map(move |results, _, _| (results, name))
+                })
+                .map(move |(results, name), act, _| {
                     let failed = results.into_iter().find_map(Result::err);
                     match failed {
                         Some(e) if scoped => {

@@ -21,8 +21,9 @@
 //! Nodes are shared between clones (`Arc`) and copied on write: cloning a trie copies
 //! only its root, and a change afterwards copies the nodes on its path (each with its
 //! map of children, whose entries are reference counts). The router publishes a clone
-//! of its table after every change while readers keep the previous one, so a change
-//! costs the width of the nodes on its path, not the size of the table.
+//! of its table after every change (after a burst of added routes, once) while readers
+//! keep the previous one, so a change costs the width of the nodes on its path, not the
+//! size of the table.
 
 use std::collections::HashMap;
 use std::fmt;
