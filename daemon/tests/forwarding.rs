@@ -100,6 +100,14 @@ fn rules_sum(d: &Daemon, key: &str) -> u64 {
         .map_or(0, |r| r.iter().filter_map(|r| r[key].as_u64()).sum())
 }
 
+/// Session `dst` (client id `client_id`) on `port`, queueing at most `bound` publishes.
+fn bounded_target(client_id: &str, port: u16, bound: usize) -> String {
+    session("dst", client_id, port).replace(
+        "max_pending_messages = 20000",
+        &format!("max_pending_messages = {bound}"),
+    )
+}
+
 #[tokio::test]
 async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing() {
     let src = Mosquitto::start();
@@ -109,8 +117,7 @@ async fn refusals_by_a_full_target_outbox_are_retried_in_order_and_lose_nothing(
     // bound on its own (its lane stops taking at 5), but three rules, each from a source
     // session of its own, share the target: together they submit up to 15, and the
     // target refuses what does not fit.
-    let target = session("dst", "full-dst", link.port())
-        .replace("max_pending_messages = 20000", "max_pending_messages = 5");
+    let target = bounded_target("full-dst", link.port(), 5);
     const TOPICS: usize = 3;
     let (mut sources, mut rules) = (String::new(), String::new());
     for k in 0..TOPICS {
@@ -164,8 +171,7 @@ async fn a_rule_whose_window_is_above_the_targets_bound_stops_taking_there_witho
     let src = Mosquitto::start();
     let dst = Mosquitto::start();
     let link = Proxy::start(dst.port(), Duration::ZERO);
-    let target = session("dst", "bound-dst", link.port())
-        .replace("max_pending_messages = 20000", "max_pending_messages = 5");
+    let target = bounded_target("bound-dst", link.port(), 5);
     let d = Daemon::start(&format!(
         "{HTTP}{}{target}{}window = 100\n",
         session("src", "bound-src", src.port()),
