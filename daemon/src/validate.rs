@@ -383,17 +383,24 @@ fn check_cycles(config: &Config, brokers: &BTreeMap<String, Vec<String>>) -> Res
 /// embedded broker feeding it) accepting larger payloads than the target session sends.
 /// Such messages would be dropped (and counted) by the rule.
 fn size_warnings(config: &Config) -> Vec<String> {
-    let max = |name: &str| {
-        config
-            .sessions
-            .iter()
-            .find(|s| s.name() == name)
-            .map(|s| s.performance.max_message_size)
-    };
+    let session = |name: &str| config.sessions.iter().find(|s| s.name() == name);
+    let max = |name: &str| session(name).map(|s| s.performance.max_message_size);
     let mut out = Vec::new();
     for r in &config.forward {
         for t in r.all_targets() {
             let (from, to) = (r.from.get_ref(), t.to.get_ref());
+            if let Some(target) = session(to) {
+                // A window set above the target's bound is capped by it (the rule stops
+                // taking there rather than be refused).
+                let window = r.window.or(target.performance.inflight).map(usize::from);
+                let bound = target.performance.max_pending_messages;
+                if let Some(window) = window.filter(|w| *w > bound) {
+                    out.push(format!(
+                        "forward rule {:?}: a window of {window} is above session {to:?}'s performance.max_pending_messages ({bound}): the rule keeps at most {bound} messages in flight to it (raise max_pending_messages)",
+                        r.name.get_ref()
+                    ));
+                }
+            }
             let (Some(src), Some(dst)) = (max(from), max(to)) else {
                 continue;
             };
@@ -526,6 +533,34 @@ brokers = ["mqtt://127.0.0.1:1884"]
 
     fn check(extra: &str) -> Result<Config, String> {
         Config::parse(&format!("{SESSIONS}{extra}"), Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_window_above_the_targets_pending_bound_is_warned_about() {
+        let rule = "[[forward]]\nname = \"r\"\nfrom = \"a\"\nfilter = \"s/#\"\nto = \"b\"\ntopic = \"t/{topic}\"\n";
+        let warned = |extra: &str| {
+            check(extra)
+                .unwrap()
+                .warnings
+                .into_iter()
+                .any(|w| w.contains("forward rule \"r\": a window of"))
+        };
+        // The defaults (a forwarding target's inflight 1000, max_pending_messages 1000).
+        assert!(!warned(rule));
+        // An explicit window above the bound.
+        assert!(warned(&format!("{rule}window = 2000\n")));
+        // The target's own inflight (the default window) above its bound.
+        let perf = |keys: &str| format!("[sessions.performance]\n{keys}\n{rule}");
+        assert!(warned(&perf("inflight = 3000")));
+        assert!(!warned(&perf(
+            "inflight = 3000\nmax_pending_messages = 3000"
+        )));
+        let w = check(&format!("{rule}window = 2000\n")).unwrap().warnings;
+        assert!(
+            w.iter()
+                .any(|w| w.contains("at most 1000 messages in flight")),
+            "{w:?}"
+        );
     }
 
     #[test]
