@@ -24,7 +24,9 @@
 //!   `max_pending_messages`, which the lane does not go past; then the rule stops taking,
 //!   the route's queue fills, and the source broker's in-flight window stops the flow —
 //!   backpressure, never a drop);
-//! - without a store: once the target's broker acknowledged it (PUBACK / PUBCOMP).
+//! - without a store: once the target's broker acknowledged it (PUBACK / PUBCOMP); the
+//!   lane keeps within `max_pending_messages` here too, which caps a `window` set above
+//!   it.
 //!
 //! So a message is always held by someone who will deliver it — the source broker, or
 //! every target's durable outbox — even when the daemon is killed: at least once across
