@@ -54,7 +54,7 @@ use super::template::Template;
 use mqtt_sessions::error::Error;
 use mqtt_sessions::manager::SessionManager;
 use mqtt_sessions::message::{Message, MessageProperties, Publish, QoS};
-use mqtt_sessions::options::{BrokerUrl, Protocol};
+use mqtt_sessions::options::{BrokerUrl, Protocol, SessionOptions};
 use mqtt_sessions::router::route::Listener;
 use mqtt_sessions::session::lane::{reports, Report, Reporter, Reports, Stage};
 use mqtt_sessions::{PublishLane, SessionHandle};
@@ -80,6 +80,35 @@ const SEQ_BITS: u32 = 48;
 /// by as much, and a store takes messages out of the window once durable in the target's
 /// outbox: then the window is the target's `inflight`.
 const NO_STORE_WINDOW: usize = 500;
+
+/// Whether a source session bounds what its broker sends it unacknowledged (MQTT 5 with
+/// a Receive Maximum; see [`NO_STORE_WINDOW`]).
+pub(crate) fn bounds_its_broker(source: &SessionOptions) -> bool {
+    source.protocol == Protocol::V5 && source.performance.receive_maximum.is_some()
+}
+
+/// A lane's window towards `target`: the rule's `window`, else the target's `inflight`
+/// (at most [`NO_STORE_WINDOW`] without a store from a source that does not bound its
+/// broker); the target's `max_pending_messages` caps it (the lane stops taking there,
+/// see [`Lane::room`]).
+pub(crate) fn lane_window(
+    window: Option<u16>,
+    target: Option<&SessionOptions>,
+    store: bool,
+    bounded_source: bool,
+) -> usize {
+    window.map_or_else(
+        || {
+            let inflight = target.map_or(100, |o| usize::from(o.performance.inflight));
+            if store || bounded_source {
+                inflight
+            } else {
+                inflight.min(NO_STORE_WINDOW)
+            }
+        },
+        usize::from,
+    )
+}
 /// The MQTT 5 user property that lists the brokers (`host:port`, comma-separated) a
 /// forwarded message has been on.
 pub const HOPS_PROPERTY: &str = "mqtt-sessions-hops";
@@ -292,40 +321,21 @@ impl RunningRule {
         let source_brokers = broker_ids(source.as_ref());
         // The source broker may hold more unacknowledged messages for the source session
         // than its queue limit when the session announced a Receive Maximum.
-        let bounded_source = source.as_ref().is_some_and(|h| {
-            let o = h.options();
-            o.protocol == Protocol::V5 && o.performance.receive_maximum.is_some()
-        });
+        let bounded_source = source
+            .as_ref()
+            .is_some_and(|h| bounds_its_broker(h.options()));
         // The rule's task runs on its first target session's worker, so that its
         // submissions and their answers stay on one thread.
         let mut home = None;
         let mut lanes = Vec::with_capacity(targets.len());
         for target in targets {
             let handle = manager.session(&target.to).ok();
-            let window = config.window.map_or_else(
-                || {
-                    let inflight = handle
-                        .as_ref()
-                        .map_or(100, |h| usize::from(h.options().performance.inflight));
-                    if store || bounded_source {
-                        inflight
-                    } else {
-                        inflight.min(NO_STORE_WINDOW)
-                    }
-                },
-                usize::from,
-            );
+            let options = handle.as_ref().map(SessionHandle::options);
+            let window = lane_window(config.window, options, store, bounded_source);
             if home.is_none() {
                 home = handle.as_ref().map(SessionHandle::arbiter);
             }
-            // Accepted messages wait in the target's outbox until its broker
-            // acknowledges them (with a store, past the window): the lane keeps within
-            // that outbox's bound, so that it stops taking when the outbox is full
-            // instead of being refused (a `window` above `max_pending_messages` would
-            // otherwise draw a refusal and a retry delay for each message past it).
-            let outbox = handle
-                .as_ref()
-                .map_or(usize::MAX, |h| h.options().performance.max_pending_messages);
+            let outbox = options.map_or(usize::MAX, |o| o.performance.max_pending_messages);
             lanes.push(Lane::new(
                 target,
                 window,

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::config::{Config, ConfigErrorKind, ForwardTarget, SessionConfig};
+use super::forward::{bounds_its_broker, lane_window};
 use super::template::Template;
 use mqtt_sessions::credentials::Secret;
 use mqtt_sessions::options::validate_name;
@@ -385,16 +386,19 @@ fn check_cycles(config: &Config, brokers: &BTreeMap<String, Vec<String>>) -> Res
 fn size_warnings(config: &Config) -> Vec<String> {
     let session = |name: &str| config.sessions.iter().find(|s| s.name() == name);
     let max = |name: &str| session(name).map(|s| s.performance.max_message_size);
+    let store = config.store.as_ref().is_some_and(|s| s.path.is_some());
     let mut out = Vec::new();
     for r in &config.forward {
+        let bounded_source =
+            session(r.from.get_ref()).is_some_and(|s| bounds_its_broker(&s.options()));
         for t in r.all_targets() {
             let (from, to) = (r.from.get_ref(), t.to.get_ref());
-            if let Some(target) = session(to) {
-                // A window set above the target's bound is capped by it (the rule stops
+            if let Some(target) = session(to).map(SessionConfig::options) {
+                // A window above the target's bound is capped by it (the rule stops
                 // taking there rather than be refused).
-                let window = r.window.or(target.performance.inflight).map(usize::from);
+                let window = lane_window(r.window, Some(&target), store, bounded_source);
                 let bound = target.performance.max_pending_messages;
-                if let Some(window) = window.filter(|w| *w > bound) {
+                if window > bound {
                     out.push(format!(
                         "forward rule {:?}: a window of {window} is above session {to:?}'s performance.max_pending_messages ({bound}): the rule keeps at most {bound} messages in flight to it (raise max_pending_messages)",
                         r.name.get_ref()
@@ -549,9 +553,14 @@ brokers = ["mqtt://127.0.0.1:1884"]
         assert!(!warned(rule));
         // An explicit window above the bound.
         assert!(warned(&format!("{rule}window = 2000\n")));
-        // The target's own inflight (the default window) above its bound.
-        let perf = |keys: &str| format!("[sessions.performance]\n{keys}\n{rule}");
+        // The target's own inflight (the default window, with a store) above its bound.
+        let perf =
+            |keys: &str| format!("[sessions.performance]\n{keys}\n[store]\npath = \"s\"\n{rule}");
         assert!(warned(&perf("inflight = 3000")));
+        // Without a store, from an MQTT 3.1.1 source, the default window stays at 500.
+        assert!(!warned(&format!(
+            "[sessions.performance]\ninflight = 3000\n{rule}"
+        )));
         assert!(!warned(&perf(
             "inflight = 3000\nmax_pending_messages = 3000"
         )));

@@ -307,13 +307,13 @@ impl Handler<AddRoute> for RouterActor {
                 .then(move |(), act: &mut RouterActor, _| {
                     act.publish_added();
                     tracing::debug!(route = %name, %filter, "route added");
-                    let pending: Vec<SessionReply> = act
-                        .sessions_covered(&scope)
+                    let covered = act.sessions_covered(&scope);
+                    let pending: Vec<SessionReply> = covered
                         .iter()
                         .filter_map(|s| act.sync_subscription(s, &filter))
                         .collect();
-                    for s in act.sessions_covered(&scope) {
-                        act.save_subscriptions(&s);
+                    for s in &covered {
+                        act.save_subscriptions(s);
                     }
                     futures_util::future::join_all(pending)
                         .into_actor(act)
